@@ -1,0 +1,2 @@
+//! The `portway` binary (being written).
+fn main() {}

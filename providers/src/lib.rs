@@ -1,0 +1,150 @@
+//! The contract between Portway's service controller and its load-balancer providers.
+//!
+//! The controller watches Kubernetes; providers do not. For every Service of
+//! `type: LoadBalancer` whose class a provider serves, the controller builds one
+//! [`LbService`] view and the list of eligible [`LbNode`]s, and calls the
+//! provider through [`LoadBalancerProvider`]. The provider answers with an
+//! [`LbStatus`] to publish, or a [`ProviderError`] that says whether retrying
+//! can help. This keeps providers free of Kubernetes types (this crate depends on
+//! neither `kube` nor `k8s-openapi`) and lets the controller own retries,
+//! events, finalizers and status writes in one place.
+//!
+//! ```text
+//!   Service, Nodes --(controller builds views)--> LbService, [LbNode]
+//!        ^                                              |
+//!        | status patch, events                         v
+//!   controller <---- LbStatus | ProviderError ---- provider.ensure()
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod ipam;
+pub mod mock;
+mod service;
+
+pub use service::{
+    IpFamily, IpFamilyPolicy, LbIngress, LbNode, LbPort, LbService, LbStatus, Protocol,
+    ServiceKey, TrafficPolicy,
+};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use std::time::Duration;
+
+/// A load-balancer implementation for one `spec.loadBalancerClass`.
+///
+/// Modelled on the upstream `cloudprovider.LoadBalancer` interface. Every
+/// method must be idempotent: the controller calls `ensure` again after every
+/// restart, on every relevant Service change and after every retryable error.
+#[async_trait]
+pub trait LoadBalancerProvider: Send + Sync + 'static {
+    /// The loadBalancerClass this provider serves, e.g. `portway.dev/l2`; the
+    /// controller's registry dispatches on it.
+    fn class(&self) -> &str;
+
+    /// Called once, before the first `ensure`, with every Service of this class
+    /// that already exists. Providers that hold state derived from the cluster
+    /// (the address allocator) rebuild it from the published statuses here, so
+    /// that a restart never hands out an address twice. Problems found (two
+    /// Services claiming one address) are returned per Service for the
+    /// controller to report as Warning events.
+    async fn adopt(&self, existing: &[LbService]) -> Vec<(ServiceKey, ProviderError)> {
+        let _ = existing;
+        Vec::new()
+    }
+
+    /// What exists now for this Service, if anything. No side effects: the
+    /// controller uses it to decide whether deletion work is needed.
+    async fn get(&self, svc: &LbService) -> Result<Option<LbStatus>, ProviderError>;
+
+    /// Create or converge the load balancer and return the status to publish.
+    async fn ensure(&self, svc: &LbService, nodes: &[LbNode]) -> Result<LbStatus, ProviderError>;
+
+    /// The eligible node set changed: converge backend members only.
+    async fn update(&self, svc: &LbService, nodes: &[LbNode]) -> Result<(), ProviderError>;
+
+    /// Remove everything this provider made for the Service. Succeeds when
+    /// nothing exists.
+    async fn ensure_deleted(&self, svc: &LbService) -> Result<(), ProviderError>;
+
+    /// Services to reconcile again when something the provider watches changes
+    /// (svclb pods becoming ready, an appliance drifting). Called once at start.
+    fn triggers(&self) -> Option<BoxStream<'static, ServiceKey>> {
+        None
+    }
+}
+
+/// Why a provider call failed, and so what the controller does next.
+///
+/// `Transient` errors are retried with per-Service exponential backoff; every
+/// other kind needs a user's fix: the controller records one Warning event
+/// naming the field and waits for the Service or the configuration to change.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// Worth retrying as is: an API or appliance was unreachable, busy or
+    /// answered 5xx. `retry_after` asks for a fixed delay instead of backoff.
+    #[error("transient failure: {message}")]
+    Transient {
+        /// What failed, for logs and the event message.
+        message: String,
+        /// A fixed delay requested by the provider (e.g. still provisioning).
+        retry_after: Option<Duration>,
+    },
+    /// The Service (or an annotation on it) asks for something impossible.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The field or annotation to fix, e.g. `metadata.annotations[portway.dev/address-pool]`.
+        field: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// No address is left in the pools this Service may use.
+    #[error("address pool {pool} exhausted: {reason}")]
+    Exhausted {
+        /// The pool (or pools, comma-joined) that was tried.
+        pool: String,
+        /// Which family ran out, or why no pool applied.
+        reason: String,
+    },
+    /// What the Service asks for is held by another Service that may not share it.
+    #[error("{what} is held by {holder}")]
+    Conflict {
+        /// The contested resource, e.g. `address 192.168.1.240` or `port TCP/80`.
+        what: String,
+        /// Who holds it, e.g. `default/web`.
+        holder: String,
+    },
+}
+
+impl ProviderError {
+    /// Shorthand for a transient error with no fixed retry delay.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::Transient {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Shorthand for a needs-a-fix error on one field.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether retrying without any change can succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient { .. })
+    }
+
+    /// A stable label for metrics and the Warning event's reason suffix.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Transient { .. } => "transient",
+            Self::Invalid { .. } => "invalid",
+            Self::Exhausted { .. } => "exhausted",
+            Self::Conflict { .. } => "conflict",
+        }
+    }
+}
