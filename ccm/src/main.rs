@@ -1,2 +1,88 @@
-//! The `portway` binary (being written).
-fn main() {}
+//! The `portway` binary: the controller, the node speaker, the sandbox, the
+//! configuration checker and the simulated API server, as subcommands.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use portway::config::Config;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "portway", version, about = "A Kubernetes cloud-controller-manager for clusters without a cloud")]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "PORTWAY_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the cloud controller (service and node controllers).
+    Controller(portway::cli::ControllerArgs),
+    /// Start a simulated cluster with every class and demo Services.
+    Sandbox(portway::sandbox::SandboxArgs),
+    /// Validate a configuration file without a cluster.
+    CheckConfig {
+        /// The YAML file to check.
+        file: PathBuf,
+    },
+    /// Serve the simulated Kubernetes API server until killed.
+    Sim {
+        /// Address to listen on (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Where to write a kubeconfig for the server.
+        #[arg(long, default_value = "portway-sim.kubeconfig")]
+        kubeconfig_out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    portway::cli::init_logging(cli.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("portway: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Controller(args) => portway::cli::run_controller(args).await,
+            Command::Sandbox(args) => portway::sandbox::run(args).await,
+            Command::CheckConfig { file } => check_config(&file),
+            Command::Sim {
+                listen,
+                kubeconfig_out,
+            } => portway_sim::serve(listen, &kubeconfig_out)
+                .await
+                .context("simulated API server failed"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    match Config::load(Some(file)) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{}: {e}", file.display());
+            }
+            anyhow::bail!("{} problem(s) in {}", errors.0.len(), file.display())
+        }
+    }
+}

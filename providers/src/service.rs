@@ -201,10 +201,15 @@ impl LbIngress {
 }
 
 /// What the controller publishes in `status.loadBalancer`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LbStatus {
     /// The ingress entries, in publishing order (ordered by `spec.ipFamilies`).
     pub ingress: Vec<LbIngress>,
+    /// Problems that did not stop the load balancer but need a user's eye
+    /// (a port that clashes on some nodes, an address kept from a removed
+    /// pool); the controller turns each into a Warning event on the Service
+    /// while still publishing `ingress`.
+    pub warnings: Vec<crate::ProviderError>,
 }
 
 impl LbStatus {
@@ -212,6 +217,7 @@ impl LbStatus {
     pub fn vips(ips: impl IntoIterator<Item = IpAddr>) -> Self {
         Self {
             ingress: ips.into_iter().map(LbIngress::vip).collect(),
+            warnings: Vec::new(),
         }
     }
 }

@@ -1,0 +1,170 @@
+//! Flags of `portway controller` (named as the upstream CCM names them, where
+//! they apply) and the wiring from flags and configuration to running controllers.
+
+use crate::config::Config;
+use crate::providers;
+use crate::node::NodeController;
+use crate::node::plan::NodeSettings;
+use crate::service::ServiceController;
+use futures::FutureExt;
+use anyhow::Context as _;
+use clap::Args;
+use kube::Client;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tracing::info;
+
+/// Flags of `portway controller`.
+#[derive(Args, Clone, Debug)]
+pub struct ControllerArgs {
+    /// Kubeconfig to reach the API server; in-cluster configuration when absent.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Portway's configuration file (YAML).
+    #[arg(long, alias = "cloud-config")]
+    pub config: Option<PathBuf>,
+    /// Accepted for compatibility with CCM manifests; must be `portway` or `external`.
+    #[arg(long, default_value = "portway")]
+    pub cloud_provider: String,
+    /// Controllers to run: `*` for all, `-name` to disable (`service`, `cloud-node`).
+    #[arg(long, default_value = "*", value_delimiter = ',')]
+    pub controllers: Vec<String>,
+    /// Services reconciled at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrent_service_syncs: u16,
+    /// Nodes initialized at once.
+    #[arg(long, default_value_t = 1)]
+    pub concurrent_node_syncs: u16,
+    /// How often addresses of initialized nodes are refreshed.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub node_status_update_frequency: Duration,
+    /// Run controllers only while holding the lease.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// How long a lease is valid without renewal.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+    /// A leader that cannot renew within this gives up (and exits).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    /// How often candidates try to acquire and leaders renew.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub leader_elect_retry_period: Duration,
+    /// The Lease's name.
+    #[arg(long, default_value = "portway-controller")]
+    pub leader_elect_resource_name: String,
+    /// The Lease's namespace (default: the pod's namespace, else kube-system).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
+    pub leader_elect_resource_namespace: String,
+    /// Address of the health and metrics server.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: std::net::IpAddr,
+    /// Port of the health and metrics server (plain HTTP); 0 disables it.
+    #[arg(long, default_value_t = 10258)]
+    pub secure_port: u16,
+}
+
+impl ControllerArgs {
+    /// Whether the named controller is enabled by `--controllers`.
+    pub fn enabled(&self, name: &str) -> bool {
+        let disabled = self.controllers.iter().any(|c| c == &format!("-{name}"));
+        let listed = self.controllers.iter().any(|c| c == name || c == "*");
+        listed && !disabled
+    }
+}
+
+/// Sets up tracing: text by default, JSON lines on request; `RUST_LOG`
+/// filters (default `info`).
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// A client from a kubeconfig file, or the in-cluster/default configuration.
+pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .with_context(|| format!("using kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no --kubeconfig given and no in-cluster configuration found")?,
+    };
+    Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `portway controller`.
+pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
+    if !matches!(args.cloud_provider.as_str(), "portway" | "external") {
+        anyhow::bail!(
+            "--cloud-provider={} is not served by Portway; use --cloud-provider=portway",
+            args.cloud_provider
+        );
+    }
+    let config = Config::load(args.config.as_deref())
+        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    let client = client(args.kubeconfig.as_deref()).await?;
+    let providers = providers::build(&config, &client).await?;
+    info!(classes = ?providers.iter().map(|p| p.class().to_string()).collect::<Vec<_>>(), "providers ready");
+    let shutdown = shutdown_signal().boxed().shared();
+    let mut running = Vec::new();
+    if args.enabled("service") {
+        let service = ServiceController::new(
+            client.clone(),
+            providers,
+            &config.default_class,
+            config.service_controller.clone(),
+        )
+        .workers(args.concurrent_service_syncs);
+        running.push(tokio::spawn(service.run(shutdown.clone())));
+    }
+    if args.enabled("cloud-node") {
+        let settings = NodeSettings {
+            instance_type: config.nodes.instance_type.clone(),
+            zone: config.nodes.zone.clone(),
+            region: config.nodes.region.clone(),
+        };
+        let nodes = NodeController::new(client.clone(), settings, args.node_status_update_frequency)
+            .workers(args.concurrent_node_syncs);
+        running.push(tokio::spawn(nodes.run(shutdown.clone())));
+    }
+    for task in running {
+        task.await.context("a controller task panicked")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! The eligible node set, kept current from a Node watch.
+//!
+//! Every reconcile reads the latest [`NodeSet`] snapshot instead of walking
+//! the Node cache. The snapshot's `generation` only moves when the set of
+//! eligible (name, providerID) pairs changes, which is exactly when upstream
+//! calls `UpdateLoadBalancer`; a changed address or readiness refreshes the
+//! views without bumping it. Changes are debounced so a rolling reboot of
+//! many nodes costs one update per Service, not one per node.
+
+use super::rules::{node_eligible, node_identity};
+use super::view::node_view;
+use crate::k8s::{Node, ObjectRef, Service, Store};
+use futures::{Stream, StreamExt};
+use portway_provider::LbNode;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// The eligible nodes at one moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeSet {
+    /// Views of the eligible nodes, sorted by name.
+    pub nodes: Arc<Vec<LbNode>>,
+    /// Their (name, providerID) identities.
+    pub ids: BTreeSet<(String, String)>,
+    /// Bumped whenever `ids` changes.
+    pub generation: u64,
+}
+
+impl NodeSet {
+    /// Computes the eligible set from every known node, keeping `generation`
+    /// from `previous` unless the identities changed.
+    pub fn compute(all: &[Arc<Node>], previous: &NodeSet) -> NodeSet {
+        let mut eligible: Vec<&Node> = all.iter().map(|n| &**n).filter(|n| node_eligible(n)).collect();
+        eligible.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let ids: BTreeSet<_> = eligible.iter().map(|n| node_identity(n)).collect();
+        let generation = if ids == previous.ids {
+            previous.generation
+        } else {
+            previous.generation + 1
+        };
+        NodeSet {
+            nodes: Arc::new(eligible.into_iter().map(node_view).collect()),
+            ids,
+            generation,
+        }
+    }
+}
+
+/// Keeps `tx` current from node events; when the eligible set changes, asks
+/// for a reconcile of every LoadBalancer Service (each decides on its own
+/// whether it must `update`).
+pub async fn sync_nodes(
+    nodes: Store<Node>,
+    mut events: impl Stream<Item = ()> + Unpin,
+    services: Store<Service>,
+    tx: watch::Sender<NodeSet>,
+    trigger: mpsc::UnboundedSender<ObjectRef<Service>>,
+    debounce: Duration,
+) {
+    while events.next().await.is_some() {
+        // Gather a burst of changes: wait until the stream is quiet for
+        // `debounce`, at most ten debounce periods in all.
+        let deadline = tokio::time::Instant::now() + debounce * 10;
+        loop {
+            match tokio::time::timeout_at(
+                (tokio::time::Instant::now() + debounce).min(deadline),
+                events.next(),
+            )
+            .await
+            {
+                Ok(Some(())) if tokio::time::Instant::now() < deadline => continue,
+                Ok(None) => return,
+                _ => break,
+            }
+        }
+        let previous = tx.borrow().clone();
+        let next = NodeSet::compute(&nodes.state(), &previous);
+        if next == previous {
+            continue;
+        }
+        let set_changed = next.generation != previous.generation;
+        tx.send_replace(next);
+        if set_changed {
+            for svc in services.state() {
+                if super::rules::is_load_balancer(&svc) {
+                    // The controller outlives this task; a closed channel means shutdown.
+                    let _ = trigger.send(ObjectRef::from_obj(&*svc));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::ObjectMeta;
+    use k8s_openapi::api::core::v1::{NodeAddress, NodeSpec, NodeStatus};
+
+    fn node(name: &str, ip: &str, excluded: bool) -> Arc<Node> {
+        Arc::new(Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: excluded.then(|| {
+                    [(super::super::rules::EXCLUDE_LABEL.to_string(), "true".to_string())].into()
+                }),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                provider_id: Some(format!("portway://{name}")),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                addresses: Some(vec![NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: ip.into(),
+                }]),
+                ..Default::default()
+            }),
+        })
+    }
+
+    #[test]
+    fn generation_moves_only_with_identities() {
+        let a = NodeSet::compute(&[node("b", "10.0.0.2", false), node("a", "10.0.0.1", false)], &NodeSet::default());
+        assert_eq!(a.generation, 1);
+        assert_eq!(a.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        // An address change refreshes the view but is not a new node set.
+        let b = NodeSet::compute(&[node("a", "10.0.0.9", false), node("b", "10.0.0.2", false)], &a);
+        assert_eq!(b.generation, 1);
+        assert_ne!(a, b);
+        // Excluding a node is.
+        let c = NodeSet::compute(&[node("a", "10.0.0.9", true), node("b", "10.0.0.2", false)], &b);
+        assert_eq!(c.generation, 2);
+        assert_eq!(c.nodes.len(), 1);
+    }
+}

@@ -1,0 +1,92 @@
+//! The Service's `status.loadBalancer`: what to publish and whether it changed.
+//!
+//! The API server defaults `ipMode` to `VIP` on every entry with an IP, so the
+//! desired status always spells `ipMode` out; otherwise the comparison with
+//! the stored status would differ on every sync and write every time.
+
+use crate::k8s::{LoadBalancerIngress, Service};
+use portway_provider::LbStatus;
+
+/// The ingress list to publish for a provider's status.
+pub fn desired_ingress(status: &LbStatus) -> Vec<LoadBalancerIngress> {
+    status
+        .ingress
+        .iter()
+        .map(|i| LoadBalancerIngress {
+            ip: Some(i.ip.to_string()),
+            ip_mode: Some(if i.proxy { "Proxy" } else { "VIP" }.to_string()),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// The ingress list the Service has now.
+pub fn current_ingress(svc: &Service) -> Vec<LoadBalancerIngress> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.clone())
+        .unwrap_or_default()
+}
+
+/// Semantic equality of two ingress lists, treating a missing `ipMode` on an
+/// entry with an IP as the API server's default `VIP`.
+pub fn ingress_equal(a: &[LoadBalancerIngress], b: &[LoadBalancerIngress]) -> bool {
+    fn norm(i: &LoadBalancerIngress) -> LoadBalancerIngress {
+        let mut i = i.clone();
+        if i.ip.is_some() && i.ip_mode.is_none() {
+            i.ip_mode = Some("VIP".into());
+        }
+        if i.ports.as_ref().is_some_and(|p| p.is_empty()) {
+            i.ports = None;
+        }
+        i
+    }
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| norm(x) == norm(y))
+}
+
+/// A JSON merge patch for the status subresource that replaces the ingress
+/// list (an atomic list) as a whole.
+pub fn ingress_patch(ingress: &[LoadBalancerIngress]) -> serde_json::Value {
+    serde_json::json!({ "status": { "loadBalancer": { "ingress": ingress } } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portway_provider::LbIngress;
+
+    #[test]
+    fn missing_ip_mode_equals_vip() {
+        let desired = desired_ingress(&LbStatus::vips(["10.0.0.1".parse().expect("ip")]));
+        let stored = vec![LoadBalancerIngress {
+            ip: Some("10.0.0.1".into()),
+            ..Default::default()
+        }];
+        assert!(ingress_equal(&desired, &stored));
+        assert_eq!(desired[0].ip_mode.as_deref(), Some("VIP"));
+    }
+
+    #[test]
+    fn proxy_mode_and_order_matter() {
+        let a = desired_ingress(&LbStatus {
+            ingress: vec![LbIngress {
+                ip: "10.0.0.1".parse().expect("ip"),
+                proxy: true,
+            }],
+            ..Default::default()
+        });
+        let b = desired_ingress(&LbStatus::vips(["10.0.0.1".parse().expect("ip")]));
+        assert!(!ingress_equal(&a, &b));
+        let x = desired_ingress(&LbStatus::vips([
+            "10.0.0.1".parse().expect("ip"),
+            "10.0.0.2".parse().expect("ip"),
+        ]));
+        let y = desired_ingress(&LbStatus::vips([
+            "10.0.0.2".parse().expect("ip"),
+            "10.0.0.1".parse().expect("ip"),
+        ]));
+        assert!(!ingress_equal(&x, &y));
+        assert!(ingress_equal(&x, &x));
+    }
+}
