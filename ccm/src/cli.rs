@@ -12,7 +12,12 @@ use clap::Args;
 use kube::Client;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tracing::info;
+use tracing::{error, info};
+use crate::health::{self, Health};
+use crate::leader::{Elector, LeaderConfig, default_identity};
+use crate::metrics::Metrics;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Flags of `portway controller`.
 #[derive(Args, Clone, Debug)]
@@ -141,7 +146,42 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let client = client(args.kubeconfig.as_deref()).await?;
     let providers = providers::build(&config, &client).await?;
     info!(classes = ?providers.iter().map(|p| p.class().to_string()).collect::<Vec<_>>(), "providers ready");
+    let metrics = Arc::new(Metrics::new());
+    let elector = args.leader_elect.then(|| {
+        Arc::new(Elector::new(
+            client.clone(),
+            LeaderConfig {
+                name: args.leader_elect_resource_name.clone(),
+                namespace: args.leader_elect_resource_namespace.clone(),
+                identity: default_identity(),
+                lease_duration: args.leader_elect_lease_duration,
+                renew_deadline: args.leader_elect_renew_deadline,
+                retry_period: args.leader_elect_retry_period,
+            },
+        ))
+    });
+    if args.secure_port != 0 {
+        let addr = health::serve(
+            SocketAddr::new(args.bind_address, args.secure_port),
+            Health {
+                metrics: metrics.clone(),
+                leader: elector.as_ref().map(|e| e.state()),
+                renew_deadline: args.leader_elect_renew_deadline,
+            },
+        )
+        .await
+        .with_context(|| format!("binding {}:{}", args.bind_address, args.secure_port))?;
+        info!(%addr, "serving /healthz, /readyz and /metrics");
+    }
     let shutdown = shutdown_signal().boxed().shared();
+    if let Some(elector) = &elector {
+        info!(lease = %args.leader_elect_resource_name, "waiting for leadership");
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = shutdown.clone() => return Ok(()),
+        }
+        metrics.set_leader(true);
+    }
     let mut running = Vec::new();
     if args.enabled("service") {
         let service = ServiceController::new(
@@ -150,7 +190,8 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
             &config.default_class,
             config.service_controller.clone(),
         )
-        .workers(args.concurrent_service_syncs);
+        .workers(args.concurrent_service_syncs)
+        .metrics(metrics.clone());
         running.push(tokio::spawn(service.run(shutdown.clone())));
     }
     if args.enabled("cloud-node") {
@@ -163,8 +204,22 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
             .workers(args.concurrent_node_syncs);
         running.push(tokio::spawn(nodes.run(shutdown.clone())));
     }
-    for task in running {
-        task.await.context("a controller task panicked")?;
+    let all = futures::future::join_all(running);
+    match &elector {
+        Some(elector) => {
+            tokio::select! {
+                _ = elector.hold() => {
+                    // Upstream exits so the pod restarts clean; never keep writing without the lease.
+                    error!("leaderelection lost");
+                    std::process::exit(1);
+                }
+                _ = all => {}
+            }
+            elector.release().await;
+        }
+        None => {
+            all.await;
+        }
     }
     Ok(())
 }

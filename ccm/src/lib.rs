@@ -9,7 +9,9 @@
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod health;
 pub mod k8s;
+pub mod leader;
 pub mod metrics;
 pub mod node;
 pub mod providers;

@@ -1,1 +1,160 @@
-//! End-to-end and interop tests of Portway live in `tests/`; this library holds their shared helpers.
+//! Shared helpers of Portway's end-to-end and interop tests: chainable
+//! builders for Services, a polling `eventually`, and the privileged-test
+//! gate that skips locally but fails in CI.
+#![forbid(unsafe_code)]
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// The hostport class.
+pub const HOSTPORT: &str = "portway.dev/hostport";
+/// The l2 class.
+pub const L2: &str = "portway.dev/l2";
+/// The bgp class.
+pub const BGP: &str = "portway.dev/bgp";
+/// The f5 class.
+pub const F5: &str = "portway.dev/f5";
+
+/// A chainable Service builder: `svc("web").class(L2).ports([80])`.
+#[derive(Clone, Debug)]
+pub struct SvcBuilder(Service);
+
+/// Starts a LoadBalancer Service named `name` in `default` with port 80/TCP.
+pub fn svc(name: &str) -> SvcBuilder {
+    SvcBuilder(Service {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some("default".to_string()),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("LoadBalancer".to_string()),
+            selector: Some([("app".to_string(), name.to_string())].into()),
+            ports: Some(vec![port(80, "TCP")]),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+fn port(p: i32, proto: &str) -> ServicePort {
+    ServicePort {
+        name: Some(format!("{}-{p}", proto.to_lowercase())),
+        port: p,
+        protocol: Some(proto.to_string()),
+        ..Default::default()
+    }
+}
+
+impl SvcBuilder {
+    fn spec(&mut self) -> &mut ServiceSpec {
+        self.0.spec.get_or_insert_with(Default::default)
+    }
+
+    /// Sets `spec.loadBalancerClass`.
+    pub fn class(mut self, class: &str) -> Self {
+        self.spec().load_balancer_class = Some(class.to_string());
+        self
+    }
+
+    /// Sets the namespace.
+    pub fn namespace(mut self, ns: &str) -> Self {
+        self.0.metadata.namespace = Some(ns.to_string());
+        self
+    }
+
+    /// Replaces the ports with TCP ports.
+    pub fn ports(mut self, ports: impl IntoIterator<Item = i32>) -> Self {
+        self.spec().ports = Some(ports.into_iter().map(|p| port(p, "TCP")).collect());
+        self
+    }
+
+    /// Adds a port with a protocol.
+    pub fn port(mut self, p: i32, proto: &str) -> Self {
+        self.spec().ports.get_or_insert_with(Vec::new).push(port(p, proto));
+        self
+    }
+
+    /// Sets `spec.type`.
+    pub fn type_(mut self, t: &str) -> Self {
+        self.spec().type_ = Some(t.to_string());
+        self
+    }
+
+    /// Adds an annotation.
+    pub fn annotation(mut self, k: &str, v: &str) -> Self {
+        self.0
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(k.to_string(), v.to_string());
+        self
+    }
+
+    /// Adds a label.
+    pub fn label(mut self, k: &str, v: &str) -> Self {
+        self.0
+            .metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(k.to_string(), v.to_string());
+        self
+    }
+
+    /// `externalTrafficPolicy: Local`.
+    pub fn local(mut self) -> Self {
+        self.spec().external_traffic_policy = Some("Local".to_string());
+        self
+    }
+
+    /// `ipFamilyPolicy` and `ipFamilies`.
+    pub fn families(mut self, policy: &str, families: &[&str]) -> Self {
+        self.spec().ip_family_policy = Some(policy.to_string());
+        self.spec().ip_families = Some(families.iter().map(|f| f.to_string()).collect());
+        self
+    }
+
+    /// The Service.
+    pub fn build(self) -> Service {
+        self.0
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Whether interop tests that need root, network namespaces or external
+/// tools must run: `Ok(())` to run; `Err(reason)` to skip. Under
+/// `PORTWAY_REQUIRE_PRIVILEGED=1` (CI) a missing prerequisite panics instead,
+/// so CI can never go green by skipping.
+pub fn privileged(what: &str, missing: Option<String>) -> Result<(), String> {
+    let required = std::env::var("PORTWAY_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1");
+    match missing {
+        None => Ok(()),
+        Some(reason) if required => {
+            panic!("{what}: required (PORTWAY_REQUIRE_PRIVILEGED=1) but cannot run: {reason}")
+        }
+        Some(reason) => {
+            eprintln!("SKIP {what}: {reason}");
+            Err(reason)
+        }
+    }
+}
