@@ -1,4 +1,4 @@
-//! The sandbox (being written).
+//! The sandbox (being written: waits on the simulated API server).
 
 /// Flags of `portway sandbox`.
 #[derive(clap::Args, Clone, Debug)]
@@ -6,5 +6,5 @@ pub struct SandboxArgs {}
 
 /// `portway sandbox`.
 pub async fn run(_args: SandboxArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+    anyhow::bail!("the sandbox is not built yet")
 }

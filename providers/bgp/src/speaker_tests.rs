@@ -1,0 +1,189 @@
+//! The tokio driver over real loopback TCP, against a second [`Session`]
+//! playing the router (accepting side). Runs without privileges.
+
+use super::*;
+use crate::config::PeerConfig;
+use crate::route::RouteAttrs;
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+
+/// A minimal router: accepts one connection and runs a session on it.
+/// Returns its final session after the connection ends.
+async fn router(listener: TcpListener, asn: u32, peer_asn: u32) -> Session {
+    let (mut stream, _) = listener.accept().await.expect("accept");
+    let local = stream.local_addr().expect("local");
+    let mut s = Session::new(SessionConfig {
+        hold_time: 9,
+        ..SessionConfig::new(asn, peer_asn, Ipv4Addr::new(127, 0, 0, 1))
+    });
+    let now = || Instant::now().into_std();
+    s.start(now());
+    s.handle_connected(now(), local);
+    let mut buf = vec![0u8; 65536];
+    loop {
+        while let Some(o) = s.poll_output() {
+            match o {
+                Output::Transmit(b) => stream.write_all(&b).await.expect("write"),
+                Output::Disconnect => return s,
+                Output::Connect => {}
+            }
+        }
+        let deadline = s.poll_timeout().map(Instant::from_std);
+        tokio::select! {
+            r = stream.read(&mut buf) => match r {
+                Ok(0) | Err(_) => { s.handle_closed(now()); return s; }
+                Ok(n) => s.handle_data(now(), &buf[..n]),
+            },
+            () = sleep_until(deadline) => s.handle_timeout(now()),
+        }
+    }
+}
+
+fn config(port: u16) -> BgpConfig {
+    BgpConfig {
+        local_asn: 64513,
+        router_id: "10.0.0.2".into(),
+        peers: vec![PeerConfig {
+            address: "127.0.0.1".into(),
+            asn: 64512,
+            port,
+            hold_time: Duration::from_secs(9),
+            keepalive_time: Duration::from_secs(3),
+            source_address: String::new(),
+            ebgp_multihop: 1,
+            node_selector: BTreeMap::new(),
+            password_secret: None,
+        }],
+        advertisements: vec![],
+    }
+}
+
+async fn wait_status(h: &SpeakerHandle, what: &str, f: impl Fn(&PeerStatus) -> bool) -> PeerStatus {
+    let mut rx = h.watch_status();
+    let check = async {
+        loop {
+            if let Some(s) = rx.borrow_and_update().first().filter(|s| f(s)) {
+                return s.clone();
+            }
+            rx.changed().await.expect("speaker alive");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), check)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}: {:?}", h.peer_states()))
+}
+
+#[tokio::test]
+async fn advertises_over_tcp_and_ceases_on_shutdown() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let router = tokio::spawn(router(listener, 64512, 64513));
+    let node = NodeInfo {
+        name: "n1".into(),
+        ..NodeInfo::default()
+    };
+    let h = Speaker::spawn(&config(port), &node, |_| None).expect("spawn");
+    wait_status(&h, "Established", |s| s.state == State::Established).await;
+    let routes: Routes = (1..=3u8)
+        .map(|i| {
+            (
+                IpNet::from(IpAddr::from([203, 0, 113, i])),
+                RouteAttrs::default(),
+            )
+        })
+        .collect();
+    h.set_routes(routes);
+    let st = wait_status(&h, "3 prefixes", |s| s.stats.prefixes_advertised == 3).await;
+    // One UPDATE for the three routes plus the two End-of-RIB markers.
+    assert_eq!(st.stats.updates_sent, 3, "{st:?}");
+    assert_eq!(
+        st.stats.families,
+        vec![crate::Family::Ipv4, crate::Family::Ipv6]
+    );
+    h.shutdown().await;
+    let r = tokio::time::timeout(Duration::from_secs(5), router)
+        .await
+        .expect("router ends")
+        .expect("router task");
+    assert_eq!(r.state(), State::Idle);
+    let err = r.stats().last_error.clone().unwrap_or_default();
+    assert!(err.contains("Cease (6/2)"), "router saw: {err}");
+}
+
+#[tokio::test]
+async fn refused_connections_back_off_and_recover() {
+    // Reserve a port, close it: connections are refused until a router listens.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let h = Speaker::spawn(&config(port), &NodeInfo::default(), |_| None).expect("spawn");
+    let st = wait_status(&h, "a refused connect", |s| s.stats.last_error.is_some()).await;
+    assert!(
+        st.stats
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("connect failed"),
+        "{st:?}"
+    );
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("rebind");
+    let router = tokio::spawn(router(listener, 64512, 64513));
+    wait_status(&h, "Established after retry", |s| {
+        s.state == State::Established
+    })
+    .await;
+    h.shutdown().await;
+    let _ = router.await;
+}
+
+#[tokio::test]
+async fn spawn_checks_config_and_passwords() {
+    let mut c = config(179);
+    c.peers[0].hold_time = Duration::from_secs(2);
+    match Speaker::spawn(&c, &NodeInfo::default(), |_| None) {
+        Err(SpeakerError::InvalidConfig(issues)) => {
+            assert_eq!(issues[0].path, "bgp.peers[0].holdTime")
+        }
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+    let mut c = config(179);
+    c.router_id = String::new();
+    assert!(matches!(
+        Speaker::spawn(&c, &NodeInfo::default(), |_| None),
+        Err(SpeakerError::NoRouterId)
+    ));
+    let mut c = config(179);
+    c.peers[0].password_secret = Some(SecretRef {
+        namespace: "portway-system".into(),
+        name: "bgp".into(),
+        key: "pw".into(),
+    });
+    assert!(matches!(
+        Speaker::spawn(&c, &NodeInfo::default(), |_| None),
+        Err(SpeakerError::MissingPassword { .. })
+    ));
+    let long = "x".repeat(81);
+    assert!(matches!(
+        Speaker::spawn(&c, &NodeInfo::default(), |_| Some(long.clone())),
+        Err(SpeakerError::PasswordTooLong { .. })
+    ));
+    // A node outside the peer's nodeSelector gets no peers at all.
+    let mut c = config(179);
+    c.peers[0].node_selector.insert("bgp".into(), "yes".into());
+    let h = Speaker::spawn(&c, &NodeInfo::default(), |_| None).expect("spawn");
+    assert!(h.peer_states().is_empty());
+    h.shutdown().await;
+}
+
+#[test]
+fn spawn_outside_a_runtime_is_an_error() {
+    assert!(matches!(
+        Speaker::spawn(&config(179), &NodeInfo::default(), |_| None),
+        Err(SpeakerError::NoRuntime)
+    ));
+}
