@@ -1,0 +1,192 @@
+use super::*;
+use crate::fixtures::*;
+use etherparse::{ArpOperation, ArpPacketSlice, Ethernet2Slice};
+
+const MAC_B: Mac = [2, 0, 0, 0, 0, 0x0b];
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("ip")
+}
+
+fn responder(now: Instant) -> ArpNdpResponder {
+    let mut r = ArpNdpResponder::new(AnnounceTiming {
+        burst: 3,
+        burst_interval: Duration::from_millis(500),
+        refresh: Duration::from_secs(10),
+    });
+    r.set_interfaces(
+        now,
+        vec![
+            InterfaceInfo {
+                name: "eth0".into(),
+                mac: MAC_B,
+                link_local: Some("fe80::ff:fe00:b".parse().expect("ll")),
+            },
+            InterfaceInfo {
+                name: "eth1".into(),
+                mac: [2, 0, 0, 0, 1, 0x0b],
+                link_local: None,
+            },
+        ],
+    );
+    r
+}
+
+fn owned(pairs: &[(&str, &[&str])]) -> BTreeMap<IpAddr, BTreeSet<String>> {
+    pairs
+        .iter()
+        .map(|(i, ifs)| (ip(i), ifs.iter().map(|s| s.to_string()).collect()))
+        .collect()
+}
+
+fn drain(r: &mut ArpNdpResponder) -> Vec<Transmit> {
+    std::iter::from_fn(|| r.poll_transmit()).collect()
+}
+
+#[test]
+fn answers_only_owned_ips_on_their_interfaces() {
+    let t0 = Instant::now();
+    let mut r = responder(t0);
+    r.handle_frame(t0, "eth0", &ARPING_REQUEST);
+    assert!(drain(&mut r).is_empty(), "nothing owned yet");
+    r.set_owned(
+        t0,
+        owned(&[("198.51.100.2", &["eth0"]), ("2001:db8:1::2", &["eth0"])]),
+    );
+    drain(&mut r); // takeover announcements, tested below
+    r.handle_frame(t0, "eth0", &ARPING_REQUEST);
+    r.handle_frame(t0, "eth0", &KERNEL_NS);
+    r.handle_frame(t0, "eth0", &NDISC6_NS);
+    r.handle_frame(t0, "eth1", &ARPING_REQUEST); // not announced on eth1
+    r.handle_frame(t0, "wlan9", &ARPING_REQUEST); // unknown interface
+    r.handle_frame(t0, "eth0", &ARPING_DAD_PROBE); // for .9: not ours
+    let sent = drain(&mut r);
+    assert_eq!(sent.len(), 3);
+    assert!(sent.iter().all(|t| t.iface == "eth0"));
+    assert_eq!(&sent[0].frame[..42], &KERNEL_ARP_REPLY_TO_ARPING[..]);
+    assert_eq!(sent[1].frame, KERNEL_NA.to_vec());
+    assert_eq!(sent[2].frame, KERNEL_NA_TO_NDISC6.to_vec());
+    let stats = r.stats()["eth0"];
+    assert_eq!(
+        (stats.arp_answered, stats.ns_answered, stats.not_ours),
+        (1, 2, 2)
+    );
+    assert_eq!(r.stats()["eth1"].not_ours, 1);
+}
+
+#[test]
+fn takeover_burst_then_refresh_on_a_virtual_clock() {
+    let t0 = Instant::now();
+    let mut r = responder(t0);
+    assert_eq!(r.poll_timeout(), None);
+    r.set_owned(
+        t0,
+        owned(&[
+            ("198.51.100.100", &["eth0"]),
+            ("2001:db8:1::100", &["eth0", "eth1"]),
+        ]),
+    );
+    assert_eq!(r.poll_timeout(), Some(t0), "announce at once");
+    let mut times = Vec::new();
+    let mut now = t0;
+    // Run 25 virtual seconds; record when each round goes out.
+    while now < t0 + Duration::from_secs(25) {
+        r.handle_timeout(now);
+        let sent = drain(&mut r);
+        if !sent.is_empty() {
+            times.push((now - t0, sent));
+        }
+        now = r.poll_timeout().expect("always scheduled while owned");
+    }
+    let offsets: Vec<u128> = times.iter().map(|(d, _)| d.as_millis()).collect();
+    assert_eq!(offsets, [0, 500, 1000, 11000, 21000]);
+    for (_, sent) in &times {
+        // IPv4: GARP request + reply on eth0; IPv6: one NA on eth0 and eth1.
+        assert_eq!(sent.len(), 4);
+        let arp: Vec<ArpOperation> = sent
+            .iter()
+            .filter_map(|t| {
+                let eth = Ethernet2Slice::from_slice_without_fcs(&t.frame).ok()?;
+                let arp = ArpPacketSlice::from_slice(eth.payload_slice())
+                    .ok()?
+                    .to_packet();
+                let arp = arp.try_eth_ipv4().ok()?;
+                assert_eq!(arp.sender_ipv4, arp.target_ipv4, "gratuitous");
+                assert_eq!(eth.destination(), frame::BROADCAST);
+                Some(arp.operation)
+            })
+            .collect();
+        assert_eq!(arp, [ArpOperation::REQUEST, ArpOperation::REPLY]);
+        let na_ifaces: Vec<&str> = sent
+            .iter()
+            .filter(|t| t.frame[12..14] == [0x86, 0xdd])
+            .map(|t| t.iface.as_str())
+            .collect();
+        assert_eq!(na_ifaces, ["eth0", "eth1"]);
+    }
+    let s = r.stats()["eth0"];
+    assert_eq!((s.garp_sent, s.unsolicited_na_sent), (10, 5));
+}
+
+#[test]
+fn losing_an_ip_stops_answers_at_once_even_queued_ones() {
+    let t0 = Instant::now();
+    let mut r = responder(t0);
+    r.set_owned(
+        t0,
+        owned(&[("198.51.100.2", &["eth0"]), ("198.51.100.3", &["eth0"])]),
+    );
+    r.handle_timeout(t0);
+    r.handle_frame(t0, "eth0", &ARPING_REQUEST);
+    // Ownership of .2 moves away before the driver sent anything.
+    r.set_owned(t0, owned(&[("198.51.100.3", &["eth0"])]));
+    let sent = drain(&mut r);
+    assert_eq!(sent.len(), 2, "only .3's GARP pair is left");
+    r.handle_frame(t0, "eth0", &ARPING_REQUEST);
+    assert!(drain(&mut r).is_empty());
+    // Nothing is scheduled for .2 any more.
+    r.set_owned(t0, BTreeMap::new());
+    assert_eq!(r.poll_timeout(), None);
+}
+
+#[test]
+fn keeping_an_ip_does_not_restart_its_burst() {
+    let t0 = Instant::now();
+    let mut r = responder(t0);
+    r.set_owned(t0, owned(&[("198.51.100.2", &["eth0"])]));
+    r.handle_timeout(t0);
+    let t1 = t0 + Duration::from_millis(100);
+    r.set_owned(
+        t1,
+        owned(&[("198.51.100.2", &["eth0"]), ("198.51.100.3", &["eth0"])]),
+    );
+    assert_eq!(r.poll_timeout(), Some(t1), "the new IP is due now");
+    r.handle_timeout(t1);
+    assert_eq!(drain(&mut r).len(), 4);
+    assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_millis(500)));
+}
+
+#[test]
+fn mac_change_restarts_announcements() {
+    let t0 = Instant::now();
+    let mut r = responder(t0);
+    r.set_owned(t0, owned(&[("198.51.100.2", &["eth0"])]));
+    for i in 0..3 {
+        r.handle_timeout(t0 + Duration::from_millis(500 * i));
+    }
+    drain(&mut r);
+    let t1 = t0 + Duration::from_secs(3);
+    assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(11)));
+    r.set_interfaces(
+        t1,
+        vec![InterfaceInfo {
+            name: "eth0".into(),
+            mac: [2, 0, 0, 0, 0, 0xee],
+            link_local: None,
+        }],
+    );
+    assert_eq!(r.poll_timeout(), Some(t1));
+    r.handle_timeout(t1);
+    let sent = drain(&mut r);
+    assert_eq!(&sent[0].frame[6..12], &[2, 0, 0, 0, 0, 0xee]);
+}

@@ -1,0 +1,524 @@
+//! The network-namespace lab shared by the L2 interop tests and benchmark:
+//! a bridge, a router and three nodes, each node running `l2-test-speaker`
+//! and its TCP server. Namespaces are named `pwl2-<pid>-<n>-<role>` and are
+//! deleted (with every process in them) when the [`Lab`] is dropped.
+#![allow(dead_code)] // each test file uses a different part
+
+mod logs;
+mod router;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The IPv4 VIP every node carries on `lo`.
+pub const VIP4: &str = "198.51.100.100";
+/// The IPv6 VIP every node carries on `lo`.
+pub const VIP6: &str = "2001:db8:1::100";
+const NODES: [usize; 3] = [1, 2, 3];
+const PORT: u16 = 8080;
+
+/// Wall-clock milliseconds, the clock `l2-test-speaker` stamps lines with.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Lines a child printed, with the timestamp it put in front of each.
+type Lines = Arc<Mutex<Vec<(i64, String)>>>;
+
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Lines,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        let lines: Lines = Arc::default();
+        let out = child.stdout.take().expect("piped stdout");
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let (ts, rest) = line.split_once(' ').unwrap_or(("0", line.as_str()));
+                let ts = ts.parse().unwrap_or(0);
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((ts, rest.to_string()));
+            }
+        });
+        let stdin = child.stdin.take();
+        Proc {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    fn lines(&self) -> MutexGuard<'_, Vec<(i64, String)>> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Serializes the tests of a binary: they time failovers.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why this machine cannot run the lab, if it cannot (checked once).
+fn missing_privilege() -> Option<String> {
+    static WHY: OnceLock<Option<String>> = OnceLock::new();
+    WHY.get_or_init(check_privilege).clone()
+}
+
+fn check_privilege() -> Option<String> {
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Some("not root".into());
+    }
+    for tool in ["ip", "arping", "ndisc6", "iptables"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            return Some(format!("{tool} not installed (scripts/install-test-deps)"));
+        }
+    }
+    let probe = format!("pwl2-{}-probe", std::process::id());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &probe])
+        .status()
+        .is_ok_and(|s| s.success());
+    let _ = Command::new("ip").args(["netns", "del", &probe]).status();
+    if !ok {
+        return Some("cannot create network namespaces".into());
+    }
+    None
+}
+
+/// Builds `l2-test-speaker` (in the profile of this test binary) and
+/// returns its path; once per test binary. `PORTWAY_L2_SPEAKER_BIN` points
+/// at a prebuilt one instead.
+fn speaker_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("PORTWAY_L2_SPEAKER_BIN") {
+            return PathBuf::from(bin);
+        }
+        let exe = std::env::current_exe().expect("test exe");
+        // target/<profile>/deps/l2_interop-<hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target/<profile>")
+            .to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "portway-l2",
+            "--bin",
+            "l2-test-speaker",
+        ]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo build for l2-test-speaker");
+        assert!(status.success(), "building l2-test-speaker failed");
+        let bin = profile_dir.join("l2-test-speaker");
+        assert!(bin.exists(), "{} missing after the build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// One lab: namespaces, speakers, servers.
+pub struct Lab {
+    prefix: String,
+    bin: PathBuf,
+    speakers: [Option<Proc>; 4],
+    servers: [Option<Proc>; 4],
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Lab {
+    /// Builds the lab and starts three speakers and servers; `None` (after
+    /// printing why) when the machine cannot, unless
+    /// PORTWAY_REQUIRE_PRIVILEGED=1 makes that a failure.
+    pub fn start(tag: &str) -> Option<Lab> {
+        if let Some(why) = missing_privilege() {
+            if std::env::var("PORTWAY_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+                panic!("L2 interop needs privileges: {why}");
+            }
+            eprintln!(
+                "SKIP l2 interop ({tag}): {why}; set PORTWAY_REQUIRE_PRIVILEGED=1 to fail instead"
+            );
+            return None;
+        }
+        let bin = speaker_bin();
+        let serial = serial();
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let prefix = format!(
+            "pwl2-{}-{}",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut lab = Lab {
+            prefix,
+            bin,
+            speakers: Default::default(),
+            servers: Default::default(),
+            _serial: serial,
+        };
+        lab.build();
+        for k in NODES {
+            lab.start_server(k);
+            lab.start_speaker(k);
+        }
+        assert!(
+            lab.wait(Duration::from_secs(5), || NODES
+                .iter()
+                .all(|k| lab.live_count(*k) == 3)),
+            "speakers did not form a cluster"
+        );
+        Some(lab)
+    }
+
+    /// Namespace name of a role (`r`, `n1`, `sw`).
+    pub fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
+    /// Node name of node `k`.
+    pub fn name(k: usize) -> String {
+        format!("n{k}")
+    }
+
+    /// MAC of node `k`'s eth0, lower case (tool output is lowered to match).
+    pub fn mac(k: usize) -> String {
+        format!("02:00:00:00:00:1{k}")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    fn must(&self, args: &[&str]) {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn build(&mut self) {
+        for role in ["sw", "r", "n1", "n2", "n3"] {
+            self.must(&["ip", "netns", "add", &self.ns(role)]);
+        }
+        let sw = self.ns("sw");
+        self.must(&[
+            "ip",
+            "-n",
+            &sw,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+        ]);
+        self.must(&["ip", "-n", &sw, "link", "set", "br0", "up"]);
+        for (role, mac) in [("r", "02:00:00:00:00:01".to_string())].into_iter().chain(
+            NODES
+                .iter()
+                .map(|k| (["n1", "n2", "n3"][k - 1], Lab::mac(*k))),
+        ) {
+            let ns = self.ns(role);
+            let port = format!("p-{role}");
+            self.must(&[
+                "ip", "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                "netns", &ns,
+            ]);
+            self.must(&["ip", "-n", &sw, "link", "set", &port, "master", "br0"]);
+            self.must(&["ip", "-n", &sw, "link", "set", &port, "up"]);
+            self.must(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+            self.must(&["ip", "-n", &ns, "link", "set", "eth0", "address", &mac]);
+            self.must(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.eth0.accept_dad=0",
+            ]);
+        }
+        let r = self.ns("r");
+        self.must(&[
+            "ip",
+            "-n",
+            &r,
+            "addr",
+            "add",
+            "198.51.100.1/24",
+            "dev",
+            "eth0",
+        ]);
+        self.must(&[
+            "ip",
+            "-n",
+            &r,
+            "addr",
+            "add",
+            "2001:db8:1::1/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        for k in NODES {
+            let ns = self.ns(&Lab::name(k));
+            self.must(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("198.51.100.1{k}/24"),
+                "dev",
+                "eth0",
+            ]);
+            self.must(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("2001:db8:1::1{k}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
+            // The VIPs are local on every node, but only the owner's speaker
+            // answers for them on the wire.
+            self.must(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{VIP4}/32"),
+                "dev",
+                "lo",
+            ]);
+            self.must(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{VIP6}/128"),
+                "dev",
+                "lo",
+                "nodad",
+            ]);
+            self.must(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "sysctl",
+                "-qw",
+                "net.ipv4.conf.all.arp_ignore=1",
+                "net.ipv4.conf.all.arp_announce=2",
+            ]);
+        }
+        for role in ["r", "n1", "n2", "n3"] {
+            self.must(&["ip", "-n", &self.ns(role), "link", "set", "eth0", "up"]);
+        }
+    }
+
+    /// Starts (or restarts) node `k`'s speaker.
+    pub fn start_speaker(&mut self, k: usize) {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns(&Lab::name(k))])
+            .arg(&self.bin);
+        cmd.args([
+            "--name",
+            &Lab::name(k),
+            "--addr",
+            &format!("198.51.100.1{k}"),
+            "--grace-ms",
+            "1000",
+        ]);
+        for j in NODES.iter().filter(|j| **j != k) {
+            cmd.args(["--peer", &format!("n{j}=198.51.100.1{j}")]);
+        }
+        cmd.args(["--vip", VIP4, "--vip", VIP6]);
+        self.speakers[k] = Some(Proc::spawn(cmd));
+    }
+
+    /// Starts (or restarts) node `k`'s TCP server.
+    pub fn start_server(&mut self, k: usize) {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns(&Lab::name(k))])
+            .arg(&self.bin);
+        cmd.args([
+            "serve",
+            "--name",
+            &Lab::name(k),
+            "--port",
+            &PORT.to_string(),
+        ]);
+        let p = Proc::spawn(cmd);
+        let ready = self.wait(Duration::from_secs(5), || {
+            p.lines().iter().any(|(_, l)| l.starts_with("serving"))
+        });
+        assert!(ready, "server on n{k} did not start");
+        self.servers[k] = Some(p);
+    }
+
+    /// SIGKILL node `k`'s speaker and server at once: a crashed node whose
+    /// kernel still runs (it refuses connections to the VIP).
+    pub fn kill_node_processes(&mut self, k: usize) {
+        for p in [self.speakers[k].as_mut(), self.servers[k].as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = p.child.kill();
+        }
+        for p in [self.speakers[k].as_mut(), self.servers[k].as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = p.child.wait();
+        }
+    }
+
+    /// SIGTERM node `k`'s speaker (graceful stop) and its server.
+    pub fn stop_speaker(&mut self, k: usize) {
+        if let Some(p) = self.speakers[k].as_mut() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &p.child.id().to_string()])
+                .status();
+            let _ = p.child.wait();
+        }
+        if let Some(p) = self.servers[k].as_mut() {
+            p.kill();
+        }
+    }
+
+    /// Sends a stdin command (`vips …`) to every running speaker.
+    pub fn set_vips(&mut self, command: &str) {
+        for p in self.speakers.iter_mut().flatten() {
+            if let Some(stdin) = p.stdin.as_mut() {
+                let _ = writeln!(stdin, "{command}");
+                let _ = stdin.flush();
+            }
+        }
+    }
+
+    /// Brings node `k`'s bridge port down (cut cable) or up.
+    pub fn set_link(&self, k: usize, up: bool) {
+        let port = format!("p-n{k}");
+        self.must(&[
+            "ip",
+            "-n",
+            &self.ns("sw"),
+            "link",
+            "set",
+            &port,
+            if up { "up" } else { "down" },
+        ]);
+    }
+
+    /// Drops (or restores) node `k`'s gossip traffic only; ARP and NDP
+    /// still flow (iptables does not see them).
+    pub fn partition_gossip(&self, k: usize, cut: bool) {
+        let ns = self.ns(&Lab::name(k));
+        for chain in ["INPUT", "OUTPUT"] {
+            for port_flag in ["--dport", "--sport"] {
+                self.must(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &ns,
+                    "iptables",
+                    if cut { "-A" } else { "-D" },
+                    chain,
+                    "-p",
+                    "udp",
+                    port_flag,
+                    "7947",
+                    "-j",
+                    "DROP",
+                ]);
+            }
+        }
+    }
+
+    /// Polls `cond` every 20 ms until it holds or `limit` passes.
+    pub fn wait(&self, limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + limit;
+        loop {
+            if cond() {
+                return true;
+            }
+            if Instant::now() > end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for p in self
+            .speakers
+            .iter_mut()
+            .chain(self.servers.iter_mut())
+            .flatten()
+        {
+            p.kill();
+        }
+        for role in ["r", "n1", "n2", "n3", "sw"] {
+            let ns = self.ns(role);
+            // Anything else left in the namespace (a prober) goes too.
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+    }
+}
