@@ -2,22 +2,22 @@
 //! they apply) and the wiring from flags and configuration to running controllers.
 
 use crate::config::Config;
-use crate::providers;
-use crate::node::NodeController;
-use crate::node::plan::NodeSettings;
-use crate::service::ServiceController;
-use futures::FutureExt;
-use anyhow::Context as _;
-use clap::Args;
-use kube::Client;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-use tracing::{error, info};
 use crate::health::{self, Health};
 use crate::leader::{Elector, LeaderConfig, default_identity};
 use crate::metrics::Metrics;
+use crate::node::NodeController;
+use crate::node::plan::NodeSettings;
+use crate::providers;
+use crate::service::ServiceController;
+use anyhow::Context as _;
+use clap::Args;
+use futures::FutureExt;
+use kube::Client;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+use tracing::{error, info};
 
 /// Flags of `portway controller`.
 #[derive(Args, Clone, Debug)]
@@ -200,8 +200,9 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
             zone: config.nodes.zone.clone(),
             region: config.nodes.region.clone(),
         };
-        let nodes = NodeController::new(client.clone(), settings, args.node_status_update_frequency)
-            .workers(args.concurrent_node_syncs);
+        let nodes =
+            NodeController::new(client.clone(), settings, args.node_status_update_frequency)
+                .workers(args.concurrent_node_syncs);
         running.push(tokio::spawn(nodes.run(shutdown.clone())));
     }
     let all = futures::future::join_all(running);

@@ -315,7 +315,10 @@ mod tests {
         let c = Config::from_yaml("{}").expect("valid");
         assert_eq!(c, Config::default());
         assert_eq!(c.default_class, "portway.dev/hostport");
-        assert_eq!(c.service_controller.max_retry_delay, Duration::from_secs(300));
+        assert_eq!(
+            c.service_controller.max_retry_delay,
+            Duration::from_secs(300)
+        );
     }
 
     #[test]
@@ -326,7 +329,8 @@ mod tests {
 
     #[test]
     fn nested_bad_value_has_path() {
-        let err = Config::from_yaml("serviceController:\n  maxRetryDelay: soon\n").expect_err("bad");
+        let err =
+            Config::from_yaml("serviceController:\n  maxRetryDelay: soon\n").expect_err("bad");
         assert_eq!(err.0[0].path, "serviceController.maxRetryDelay", "{err}");
     }
 

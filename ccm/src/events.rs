@@ -75,7 +75,10 @@ impl Events {
         action: &str,
         note: &str,
     ) {
-        if let Err(e) = self.try_publish(regarding, kind, reason, action, note).await {
+        if let Err(e) = self
+            .try_publish(regarding, kind, reason, action, note)
+            .await
+        {
             warn!(%e, reason, "could not record event");
         }
     }
@@ -104,7 +107,10 @@ impl Events {
         if series.len() > MAX_SERIES {
             series.retain(|_, s| s.last.elapsed() < SERIES_WINDOW);
         }
-        if let Some(s) = series.get_mut(&key).filter(|s| s.last.elapsed() < SERIES_WINDOW) {
+        if let Some(s) = series
+            .get_mut(&key)
+            .filter(|s| s.last.elapsed() < SERIES_WINDOW)
+        {
             s.count += 1;
             s.last = Instant::now();
             let patch = serde_json::json!({

@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "portway", version, about = "A Kubernetes cloud-controller-manager for clusters without a cloud")]
+#[command(
+    name = "portway",
+    version,
+    about = "A Kubernetes cloud-controller-manager for clusters without a cloud"
+)]
 struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true, env = "PORTWAY_LOG_JSON")]
@@ -42,7 +46,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     portway::cli::init_logging(cli.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("portway: cannot start the async runtime: {e}");

@@ -200,8 +200,14 @@ mod tests {
         m.observe_provider_call("portway.dev/l2", "ensure", true);
         m.set_pool("lan", 11.0, 2, 0);
         let text = m.encode();
-        assert!(text.contains("portway_service_reconciles_total{result=\"ok\"} 1"), "{text}");
+        assert!(
+            text.contains("portway_service_reconciles_total{result=\"ok\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("portway_provider_calls_total{class=\"portway.dev/l2\",op=\"ensure\",result=\"ok\"} 1"), "{text}");
-        assert!(text.contains("portway_ipam_addresses_in_use{pool=\"lan\"} 2"), "{text}");
+        assert!(
+            text.contains("portway_ipam_addresses_in_use{pool=\"lan\"} 2"),
+            "{text}"
+        );
     }
 }

@@ -22,8 +22,8 @@ pub mod mock;
 mod service;
 
 pub use service::{
-    IpFamily, IpFamilyPolicy, LbIngress, LbNode, LbPort, LbService, LbStatus, Protocol,
-    ServiceKey, TrafficPolicy,
+    IpFamily, IpFamilyPolicy, LbIngress, LbNode, LbPort, LbService, LbStatus, Protocol, ServiceKey,
+    TrafficPolicy,
 };
 
 use async_trait::async_trait;

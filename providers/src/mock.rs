@@ -138,9 +138,9 @@ impl LoadBalancerProvider for MockProvider {
 
     async fn adopt(&self, existing: &[LbService]) -> Vec<(ServiceKey, ProviderError)> {
         let mut state = self.state();
-        state
-            .calls
-            .push(Call::Adopt(existing.iter().map(|s| s.key.clone()).collect()));
+        state.calls.push(Call::Adopt(
+            existing.iter().map(|s| s.key.clone()).collect(),
+        ));
         for svc in existing {
             if !svc.current_ips.is_empty() {
                 state

@@ -13,7 +13,9 @@
 pub mod plan;
 
 use crate::events::{Events, Kind};
-use crate::k8s::{Action, Api, Controller, Node, Patch, PatchParams, Resource, ResourceExt, watcher};
+use crate::k8s::{
+    Action, Api, Controller, Node, Patch, PatchParams, Resource, ResourceExt, watcher,
+};
 use futures::{Future, StreamExt};
 use kube::Client;
 use plan::{NodePlan, NodeSettings, UNINITIALIZED_TAINT};
@@ -144,7 +146,9 @@ fn spec_patch(node: &Node, plan: &NodePlan) -> serde_json::Value {
         }
         for (k, v) in &plan.labels {
             let escaped = k.replace('~', "~0").replace('/', "~1");
-            ops.push(json!({ "op": "add", "path": format!("/metadata/labels/{escaped}"), "value": v }));
+            ops.push(
+                json!({ "op": "add", "path": format!("/metadata/labels/{escaped}"), "value": v }),
+            );
         }
     }
     if plan.remove_taint {

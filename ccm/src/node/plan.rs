@@ -55,7 +55,9 @@ pub struct NodeSettings {
 #[non_exhaustive]
 pub enum PlanError {
     /// kubelet's `--node-ip` is not one of the node's known addresses.
-    #[error("provided node IP {ip} (annotation {PROVIDED_NODE_IP}) matches none of the node's addresses ({known}); fix kubelet's --node-ip or add the address to the node")]
+    #[error(
+        "provided node IP {ip} (annotation {PROVIDED_NODE_IP}) matches none of the node's addresses ({known}); fix kubelet's --node-ip or add the address to the node"
+    )]
     ProvidedIpUnknown {
         /// The offending address.
         ip: String,
@@ -118,7 +120,10 @@ fn annotation_ips(node: &Node, key: &'static str) -> Result<Vec<IpAddr>, PlanErr
 }
 
 fn push_unique(list: &mut Vec<NodeAddress>, type_: &str, address: String) {
-    if !list.iter().any(|a| a.type_ == type_ && a.address == address) {
+    if !list
+        .iter()
+        .any(|a| a.type_ == type_ && a.address == address)
+    {
         list.push(NodeAddress {
             type_: type_.to_string(),
             address,
@@ -305,12 +310,18 @@ mod tests {
     }
 
     fn addrs(list: &[NodeAddress]) -> Vec<(String, String)> {
-        list.iter().map(|a| (a.type_.clone(), a.address.clone())).collect()
+        list.iter()
+            .map(|a| (a.type_.clone(), a.address.clone()))
+            .collect()
     }
 
     #[test]
     fn initializes_tainted_node() {
-        let n = node(&[(PROVIDED_NODE_IP, "10.0.0.1")], &[("InternalIP", "10.0.0.1")], true);
+        let n = node(
+            &[(PROVIDED_NODE_IP, "10.0.0.1")],
+            &[("InternalIP", "10.0.0.1")],
+            true,
+        );
         let p = plan(&n, &NodeSettings::default()).expect("plan");
         assert_eq!(p.provider_id.as_deref(), Some("portway://n1"));
         assert!(p.remove_taint);
@@ -318,12 +329,22 @@ mod tests {
         assert_eq!(p.labels["beta.kubernetes.io/instance-type"], "portway");
         assert!(!p.labels.contains_key("topology.kubernetes.io/zone"));
         let a = p.addresses.expect("hostname added");
-        assert_eq!(addrs(&a), [("InternalIP".into(), "10.0.0.1".into()), ("Hostname".into(), "n1".into())]);
+        assert_eq!(
+            addrs(&a),
+            [
+                ("InternalIP".into(), "10.0.0.1".into()),
+                ("Hostname".into(), "n1".into())
+            ]
+        );
     }
 
     #[test]
     fn wrong_provided_ip_is_refused() {
-        let n = node(&[(PROVIDED_NODE_IP, "10.9.9.9")], &[("InternalIP", "10.0.0.1")], true);
+        let n = node(
+            &[(PROVIDED_NODE_IP, "10.9.9.9")],
+            &[("InternalIP", "10.0.0.1")],
+            true,
+        );
         let err = plan(&n, &NodeSettings::default()).expect_err("unknown");
         assert!(matches!(err, PlanError::ProvidedIpUnknown { ref ip, .. } if ip == "10.9.9.9"));
         assert!(err.to_string().contains("10.0.0.1"));
@@ -354,7 +375,11 @@ mod tests {
 
     #[test]
     fn initialized_node_gets_only_address_refresh_and_no_write_when_same() {
-        let n = node(&[], &[("InternalIP", "10.0.0.1"), ("Hostname", "n1")], false);
+        let n = node(
+            &[],
+            &[("InternalIP", "10.0.0.1"), ("Hostname", "n1")],
+            false,
+        );
         let p = plan(&n, &NodeSettings::default()).expect("plan");
         assert_eq!(p, NodePlan::default());
         assert!(!p.needs_spec_write());
@@ -363,7 +388,13 @@ mod tests {
     #[test]
     fn existing_labels_and_provider_id_are_kept() {
         let mut n = node(&[], &[("InternalIP", "10.0.0.1")], true);
-        n.metadata.labels = Some([("topology.kubernetes.io/zone".to_string(), "rack1".to_string())].into());
+        n.metadata.labels = Some(
+            [(
+                "topology.kubernetes.io/zone".to_string(),
+                "rack1".to_string(),
+            )]
+            .into(),
+        );
         n.spec.as_mut().expect("spec").provider_id = Some("k3s://n1".into());
         let p = plan(
             &n,

@@ -73,7 +73,9 @@ impl Handle {
                     match call {
                         Call::Get(svc) => p.get(&svc).await.map(Reply::Existing),
                         Call::Ensure(svc, nodes) => p.ensure(&svc, &nodes).await.map(Reply::Status),
-                        Call::Update(svc, nodes) => p.update(&svc, &nodes).await.map(|()| Reply::Done),
+                        Call::Update(svc, nodes) => {
+                            p.update(&svc, &nodes).await.map(|()| Reply::Done)
+                        }
                         Call::Delete(svc) => p.ensure_deleted(&svc).await.map(|()| Reply::Done),
                     }
                 }
@@ -173,7 +175,10 @@ mod tests {
         };
         let reg = Registry::new(vec![Arc::new(Slow)], &cfg);
         let h = reg.get("slow").expect("registered");
-        let err = h.call(Call::Get(LbService::default())).await.expect_err("times out");
+        let err = h
+            .call(Call::Get(LbService::default()))
+            .await
+            .expect_err("times out");
         assert!(err.is_transient(), "{err}");
         assert!(err.to_string().contains("timed out after 50ms"), "{err}");
         let err = h

@@ -70,7 +70,10 @@ mod tests {
     fn add_keeps_other_finalizers() {
         let s = svc(Some(vec!["other.io/x"]));
         let doc = apply(&s, add_patch(&s).expect("patch"));
-        assert_eq!(doc["metadata"]["finalizers"], json!(["other.io/x", FINALIZER]));
+        assert_eq!(
+            doc["metadata"]["finalizers"],
+            json!(["other.io/x", FINALIZER])
+        );
     }
 
     #[test]

@@ -29,7 +29,9 @@ pub use reconcile::{backoff_delay, minimal_view};
 
 use crate::config::ServiceControllerConfig;
 use crate::events::{Events, Kind};
-use crate::k8s::{Api, Controller, Namespace, Node, ObjectRef, ResourceExt, Service, Store, watcher};
+use crate::k8s::{
+    Api, Controller, Namespace, Node, ObjectRef, ResourceExt, Service, Store, watcher,
+};
 use crate::metrics::Metrics;
 use futures::{Future, StreamExt};
 use kube::Client;
@@ -205,7 +207,10 @@ impl ServiceController {
         let (ns_store, ns_writer) = reflector::store::<Namespace>();
         let ns_stream = reflector(
             ns_writer,
-            watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default()),
+            watcher(
+                Api::<Namespace>::all(client.clone()),
+                watcher::Config::default(),
+            ),
         )
         .default_backoff();
         tasks.spawn(ns_stream.for_each(|_| futures::future::ready(())));
@@ -219,7 +224,10 @@ impl ServiceController {
         .map(|_| ())
         .boxed();
 
-        let controller = Controller::new(Api::<Service>::all(client.clone()), watcher::Config::default());
+        let controller = Controller::new(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        );
         let svc_store = controller.store();
 
         let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<Service>>();
@@ -306,7 +314,11 @@ impl ServiceController {
     }
 }
 
-async fn adopt_all(ctx: &Context, providers: &[Arc<dyn LoadBalancerProvider>], all: &[Arc<Service>]) {
+async fn adopt_all(
+    ctx: &Context,
+    providers: &[Arc<dyn LoadBalancerProvider>],
+    all: &[Arc<Service>],
+) {
     for provider in providers {
         let class = provider.class();
         let mine: Vec<(LbService, Arc<Service>)> = all

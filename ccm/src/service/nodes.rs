@@ -32,7 +32,11 @@ impl NodeSet {
     /// Computes the eligible set from every known node, keeping `generation`
     /// from `previous` unless the identities changed.
     pub fn compute(all: &[Arc<Node>], previous: &NodeSet) -> NodeSet {
-        let mut eligible: Vec<&Node> = all.iter().map(|n| &**n).filter(|n| node_eligible(n)).collect();
+        let mut eligible: Vec<&Node> = all
+            .iter()
+            .map(|n| &**n)
+            .filter(|n| node_eligible(n))
+            .collect();
         eligible.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         let ids: BTreeSet<_> = eligible.iter().map(|n| node_identity(n)).collect();
         let generation = if ids == previous.ids {
@@ -104,7 +108,11 @@ mod tests {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 labels: excluded.then(|| {
-                    [(super::super::rules::EXCLUDE_LABEL.to_string(), "true".to_string())].into()
+                    [(
+                        super::super::rules::EXCLUDE_LABEL.to_string(),
+                        "true".to_string(),
+                    )]
+                    .into()
                 }),
                 ..Default::default()
             },
@@ -124,15 +132,27 @@ mod tests {
 
     #[test]
     fn generation_moves_only_with_identities() {
-        let a = NodeSet::compute(&[node("b", "10.0.0.2", false), node("a", "10.0.0.1", false)], &NodeSet::default());
+        let a = NodeSet::compute(
+            &[node("b", "10.0.0.2", false), node("a", "10.0.0.1", false)],
+            &NodeSet::default(),
+        );
         assert_eq!(a.generation, 1);
-        assert_eq!(a.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            a.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
         // An address change refreshes the view but is not a new node set.
-        let b = NodeSet::compute(&[node("a", "10.0.0.9", false), node("b", "10.0.0.2", false)], &a);
+        let b = NodeSet::compute(
+            &[node("a", "10.0.0.9", false), node("b", "10.0.0.2", false)],
+            &a,
+        );
         assert_eq!(b.generation, 1);
         assert_ne!(a, b);
         // Excluding a node is.
-        let c = NodeSet::compute(&[node("a", "10.0.0.9", true), node("b", "10.0.0.2", false)], &b);
+        let c = NodeSet::compute(
+            &[node("a", "10.0.0.9", true), node("b", "10.0.0.2", false)],
+            &b,
+        );
         assert_eq!(c.generation, 2);
         assert_eq!(c.nodes.len(), 1);
     }

@@ -92,7 +92,18 @@ async fn reconcile_inner(
             return update(svc, key, class, handle, &nodes, ctx).await;
         }
     }
-    ensure(svc, key, class, handle, &nodes, fingerprint, state.is_none(), forced, ctx).await
+    ensure(
+        svc,
+        key,
+        class,
+        handle,
+        &nodes,
+        fingerprint,
+        state.is_none(),
+        forced,
+        ctx,
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -113,15 +124,24 @@ async fn ensure(
         Err(e) => return Ok(park(svc, key, class, fingerprint, &e, ctx).await),
     };
     // A restart re-ensures every Service; one already in sync stays quiet.
-    let quiet = forced
-        || (first_sync && rules::has_finalizer(svc) && !current_ingress(svc).is_empty());
+    let quiet =
+        forced || (first_sync && rules::has_finalizer(svc) && !current_ingress(svc).is_empty());
     if !quiet {
-        ctx.publish(svc, EventType::Normal, "EnsuringLoadBalancer", "Ensuring load balancer")
-            .await;
+        ctx.publish(
+            svc,
+            EventType::Normal,
+            "EnsuringLoadBalancer",
+            "Ensuring load balancer",
+        )
+        .await;
     }
     if let Some(patch) = finalizer::add_patch(svc) {
         ctx.services(svc)
-            .patch(&svc.name_any(), &PatchParams::default(), &Patch::<()>::Json(serde_json::from_value(patch).map_err(kube::Error::SerdeError)?))
+            .patch(
+                &svc.name_any(),
+                &PatchParams::default(),
+                &Patch::<()>::Json(serde_json::from_value(patch).map_err(kube::Error::SerdeError)?),
+            )
             .await?;
     }
     if nodes.nodes.is_empty() {
@@ -134,18 +154,32 @@ async fn ensure(
         .await;
     }
     let result = handle.call(Call::Ensure(view, nodes.nodes.clone())).await;
-    ctx.metrics.observe_provider_call(class, "ensure", result.is_ok());
+    ctx.metrics
+        .observe_provider_call(class, "ensure", result.is_ok());
     let status = match result {
         Ok(Reply::Status(status)) => status,
         Ok(other) => {
             warn!(?other, "provider answered ensure with a non-status reply");
-            return Ok(fail(svc, key, class, fingerprint, ProviderError::transient("provider returned no status"), ctx).await);
+            return Ok(fail(
+                svc,
+                key,
+                class,
+                fingerprint,
+                ProviderError::transient("provider returned no status"),
+                ctx,
+            )
+            .await);
         }
         Err(e) => return Ok(fail(svc, key, class, fingerprint, e, ctx).await),
     };
     for warning in &status.warnings {
-        ctx.publish(svc, EventType::Warning, warning_reason(warning), &warning.to_string())
-            .await;
+        ctx.publish(
+            svc,
+            EventType::Warning,
+            warning_reason(warning),
+            &warning.to_string(),
+        )
+        .await;
     }
     let desired = desired_ingress(&status);
     let changed = !ingress_equal(&desired, &current_ingress(svc));
@@ -153,7 +187,11 @@ async fn ensure(
         let patch = ingress_patch(&desired);
         match ctx
             .services(svc)
-            .patch_status(&svc.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_status(
+                &svc.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await
         {
             Ok(_) => {}
@@ -204,7 +242,8 @@ async fn update(
         Err(e) => return Ok(park(svc, key, class, fingerprint, &e, ctx).await),
     };
     let result = handle.call(Call::Update(view, nodes.nodes.clone())).await;
-    ctx.metrics.observe_provider_call(class, "update", result.is_ok());
+    ctx.metrics
+        .observe_provider_call(class, "update", result.is_ok());
     match result {
         Ok(_) => {
             if nodes.nodes.is_empty() {
@@ -261,7 +300,10 @@ async fn cleanup(
     let known = class
         .map(str::to_string)
         .or_else(|| ctx.state_of(key).map(|s| s.class));
-    match known.as_deref().and_then(|c| ctx.registry.get(c).map(|h| (c, h))) {
+    match known
+        .as_deref()
+        .and_then(|c| ctx.registry.get(c).map(|h| (c, h)))
+    {
         Some((c, h)) => handles.push((c, h)),
         None if known
             .as_deref()
@@ -275,11 +317,17 @@ async fn cleanup(
     let view = service_view(svc, &class_name, &ctx.namespace_labels(svc))
         .unwrap_or_else(|_| minimal_view(svc, &class_name));
 
-    ctx.publish(svc, EventType::Normal, "DeletingLoadBalancer", "Deleting load balancer")
-        .await;
+    ctx.publish(
+        svc,
+        EventType::Normal,
+        "DeletingLoadBalancer",
+        "Deleting load balancer",
+    )
+    .await;
     for (c, handle) in &handles {
         let result = handle.call(Call::Delete(view.clone())).await;
-        ctx.metrics.observe_provider_call(c, "ensure_deleted", result.is_ok());
+        ctx.metrics
+            .observe_provider_call(c, "ensure_deleted", result.is_ok());
         if let Err(e) = result {
             ctx.publish(
                 svc,
@@ -296,7 +344,11 @@ async fn cleanup(
         let patch = serde_json::json!({ "status": { "loadBalancer": {} } });
         match ctx
             .services(svc)
-            .patch_status(&svc.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_status(
+                &svc.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await
         {
             Ok(_) => {}
@@ -308,7 +360,11 @@ async fn cleanup(
         let patch = serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
         match ctx
             .services(svc)
-            .patch(&svc.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch))
+            .patch(
+                &svc.name_any(),
+                &PatchParams::default(),
+                &Patch::<()>::Json(patch),
+            )
             .await
         {
             Ok(_) => {}
@@ -316,8 +372,13 @@ async fn cleanup(
             Err(e) => return Err(e.into()),
         }
     }
-    ctx.publish(svc, EventType::Normal, "DeletedLoadBalancer", "Deleted load balancer")
-        .await;
+    ctx.publish(
+        svc,
+        EventType::Normal,
+        "DeletedLoadBalancer",
+        "Deleted load balancer",
+    )
+    .await;
     debug!(finalizer = FINALIZER, "load balancer cleaned up");
     ctx.forget(key);
     Ok(Action::await_change())
@@ -329,7 +390,11 @@ async fn cleanup(
 pub fn minimal_view(svc: &Service, class: &str) -> LbService {
     let mut bare = svc.clone();
     if let Some(a) = bare.metadata.annotations.as_mut() {
-        a.retain(|k, _| !k.starts_with("portway.dev/") && !k.starts_with("metallb.universe.tf/") && k != super::view::SOURCE_RANGES);
+        a.retain(|k, _| {
+            !k.starts_with("portway.dev/")
+                && !k.starts_with("metallb.universe.tf/")
+                && k != super::view::SOURCE_RANGES
+        });
     }
     if let Some(spec) = bare.spec.as_mut() {
         spec.load_balancer_ip = None;

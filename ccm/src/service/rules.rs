@@ -6,8 +6,8 @@
 //! table tests below pin them to the Go rules.
 
 use crate::k8s::{Node, Service};
-use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
+use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
 /// The upstream CCM's finalizer; Portway uses the same so that a switch from
@@ -66,7 +66,11 @@ pub fn lb_fingerprint(svc: &Service, class: &str) -> u64 {
     class.hash(&mut h);
     svc.metadata.uid.hash(&mut h);
     let empty = BTreeMap::new();
-    svc.metadata.annotations.as_ref().unwrap_or(&empty).hash(&mut h);
+    svc.metadata
+        .annotations
+        .as_ref()
+        .unwrap_or(&empty)
+        .hash(&mut h);
     if let Some(spec) = &svc.spec {
         spec.type_.hash(&mut h);
         for p in spec.ports.iter().flatten() {
@@ -104,7 +108,12 @@ pub fn node_eligible(node: &Node) -> bool {
     if node.metadata.deletion_timestamp.is_some() {
         return false;
     }
-    if let Some(value) = node.metadata.labels.as_ref().and_then(|l| l.get(EXCLUDE_LABEL)) {
+    if let Some(value) = node
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(EXCLUDE_LABEL))
+    {
         // Upstream: "false" includes; "true" and anything unparseable exclude.
         if !value.trim().eq_ignore_ascii_case("false") {
             return false;
@@ -234,9 +243,9 @@ mod tests {
                     .map_or((), |p| p.load_balancer_ip = Some("1.2.3.4".into()))
             }),
             Box::new(|s| {
-                s.spec
-                    .as_mut()
-                    .map_or((), |p| p.ip_families = Some(vec!["IPv4".into(), "IPv6".into()]))
+                s.spec.as_mut().map_or((), |p| {
+                    p.ip_families = Some(vec!["IPv4".into(), "IPv6".into()])
+                })
             }),
             Box::new(|s| {
                 s.spec
@@ -247,7 +256,11 @@ mod tests {
         for (i, change) in changes.iter().enumerate() {
             let mut b = a.clone();
             change(&mut b);
-            assert_ne!(lb_fingerprint(&a, "c"), lb_fingerprint(&b, "c"), "change {i}");
+            assert_ne!(
+                lb_fingerprint(&a, "c"),
+                lb_fingerprint(&b, "c"),
+                "change {i}"
+            );
         }
         assert_ne!(lb_fingerprint(&a, "c"), lb_fingerprint(&a, "d"));
     }
@@ -261,11 +274,15 @@ mod tests {
         assert!(!node_eligible(&node(&[(EXCLUDE_LABEL, "maybe")], &[])));
         assert!(!node_eligible(&node(&[], &[AUTOSCALER_TAINT])));
         assert!(!node_eligible(&node(&[], &[UNINITIALIZED_TAINT])));
-        assert!(node_eligible(&node(&[], &["node-role.kubernetes.io/control-plane"])));
+        assert!(node_eligible(&node(
+            &[],
+            &["node-role.kubernetes.io/control-plane"]
+        )));
         let mut deleting = node(&[], &[]);
-        deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-        ));
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
         assert!(!node_eligible(&deleting));
     }
 }

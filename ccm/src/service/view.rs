@@ -8,7 +8,7 @@
 use crate::k8s::{Node, Service};
 use ipnet::IpNet;
 use portway_provider::{
-    IpFamily, IpFamilyPolicy, LbNode, LbPort, LbService, ProviderError, Protocol, ServiceKey,
+    IpFamily, IpFamilyPolicy, LbNode, LbPort, LbService, Protocol, ProviderError, ServiceKey,
     TrafficPolicy,
 };
 use std::collections::BTreeMap;
@@ -233,7 +233,11 @@ pub fn node_view(node: &Node) -> LbNode {
     let mut internal_ips = Vec::new();
     let mut external_ips = Vec::new();
     let status = node.status.as_ref();
-    for addr in status.and_then(|s| s.addresses.as_ref()).into_iter().flatten() {
+    for addr in status
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+    {
         let Ok(ip) = addr.address.parse::<IpAddr>() else {
             continue;
         };
@@ -337,8 +341,12 @@ mod tests {
 
     #[test]
     fn bad_requested_ip_names_the_annotation() {
-        let err = service_view(&svc(&[(LOAD_BALANCER_IPS, "10.0.0.300")], lb()), "c", &BTreeMap::new())
-            .expect_err("bad");
+        let err = service_view(
+            &svc(&[(LOAD_BALANCER_IPS, "10.0.0.300")], lb()),
+            "c",
+            &BTreeMap::new(),
+        )
+        .expect_err("bad");
         assert!(
             matches!(&err, ProviderError::Invalid { field, .. } if field == "metadata.annotations[portway.dev/load-balancer-ips]"),
             "{err:?}"
@@ -349,7 +357,10 @@ mod tests {
             &BTreeMap::new(),
         )
         .expect_err("two v4");
-        assert!(err.to_string().contains("one address per IP family"), "{err}");
+        assert!(
+            err.to_string().contains("one address per IP family"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -357,21 +368,39 @@ mod tests {
         let mut spec = lb();
         spec.load_balancer_ip = Some("10.1.1.1".into());
         let v = service_view(&svc(&[], spec), "c", &BTreeMap::new()).expect("ok");
-        assert_eq!(v.requested_ips, vec!["10.1.1.1".parse::<IpAddr>().expect("ip")]);
+        assert_eq!(
+            v.requested_ips,
+            vec!["10.1.1.1".parse::<IpAddr>().expect("ip")]
+        );
     }
 
     #[test]
     fn source_ranges_from_spec_then_annotation() {
         let mut spec = lb();
         spec.load_balancer_source_ranges = Some(vec!["10.0.0.0/8".into()]);
-        let v = service_view(&svc(&[(SOURCE_RANGES, "192.168.0.0/16")], spec), "c", &BTreeMap::new())
-            .expect("ok");
-        assert_eq!(v.source_ranges, vec!["10.0.0.0/8".parse::<IpNet>().expect("net")]);
-        let v = service_view(&svc(&[(SOURCE_RANGES, "192.168.0.0/16, 1.2.3.4")], lb()), "c", &BTreeMap::new())
-            .expect("ok");
+        let v = service_view(
+            &svc(&[(SOURCE_RANGES, "192.168.0.0/16")], spec),
+            "c",
+            &BTreeMap::new(),
+        )
+        .expect("ok");
+        assert_eq!(
+            v.source_ranges,
+            vec!["10.0.0.0/8".parse::<IpNet>().expect("net")]
+        );
+        let v = service_view(
+            &svc(&[(SOURCE_RANGES, "192.168.0.0/16, 1.2.3.4")], lb()),
+            "c",
+            &BTreeMap::new(),
+        )
+        .expect("ok");
         assert_eq!(v.source_ranges.len(), 2);
-        let err = service_view(&svc(&[(SOURCE_RANGES, "nope")], lb()), "c", &BTreeMap::new())
-            .expect_err("bad");
+        let err = service_view(
+            &svc(&[(SOURCE_RANGES, "nope")], lb()),
+            "c",
+            &BTreeMap::new(),
+        )
+        .expect_err("bad");
         assert!(err.to_string().contains(SOURCE_RANGES), "{err}");
     }
 
@@ -384,6 +413,8 @@ mod tests {
             ..Default::default()
         }]);
         let err = service_view(&svc(&[], spec), "c", &BTreeMap::new()).expect_err("bad");
-        assert!(matches!(&err, ProviderError::Invalid { field, .. } if field == "spec.ports[0].protocol"));
+        assert!(
+            matches!(&err, ProviderError::Invalid { field, .. } if field == "spec.ports[0].protocol")
+        );
     }
 }

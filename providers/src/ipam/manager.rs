@@ -1,0 +1,161 @@
+//! `VipManager`: the thread-safe face of the allocator for providers.
+//!
+//! The l2, bgp and f5 providers each hold a `VipManager` handle. All handles
+//! made with [`VipManager::scoped`] share one [`Allocator`], so an address is
+//! never handed out twice even when two classes list the same pool, while each
+//! handle allocates only from its own provider's pools. The methods map
+//! one-to-one onto the provider contract (`adopt`, `ensure`, `get`,
+//! `ensure_deleted`), so providers stay thin:
+//!
+//! ```text
+//!   l2 provider --VipManager(scope l2.pools)--\
+//!   bgp provider --VipManager(scope bgp pools)--> Arc<Mutex<Allocator>>
+//!   f5 provider --VipManager(scope f5.pools)--/
+//! ```
+//!
+//! The lock is held only for one synchronous allocator call (microseconds);
+//! no await happens under it.
+
+use super::allocator::{Allocator, PoolStats, Scope};
+use super::config::{PoolConfig, PoolError};
+use crate::{LbService, LbStatus, ProviderError, ServiceKey};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A provider's handle on the shared allocator.
+#[derive(Debug)]
+pub struct VipManager {
+    inner: Arc<Mutex<Allocator>>,
+    scope: Mutex<Scope>,
+}
+
+/// Locks, recovering from poisoning: allocator methods check before they
+/// mutate and cannot panic halfway, so the state behind a poisoned lock is
+/// consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl VipManager {
+    /// An unscoped manager over the pools (every pool, no owner), or every
+    /// configuration problem.
+    pub fn new(pools: &[PoolConfig]) -> Result<Self, Vec<PoolError>> {
+        Ok(Self {
+            inner: Arc::new(Mutex::new(Allocator::new(pools)?)),
+            scope: Mutex::new(Scope::all()),
+        })
+    }
+
+    /// A handle for one provider sharing this manager's allocator: `owner` is
+    /// its class (`portway.dev/l2`), `pools` the names its configuration lists.
+    pub fn scoped(&self, owner: &str, pools: &[String]) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            scope: Mutex::new(Scope::new(owner, pools.iter().cloned())),
+        }
+    }
+
+    /// Changes the pools this handle allocates from (configuration reload).
+    /// Existing assignments are kept.
+    pub fn set_pools(&self, pools: &[String]) {
+        lock(&self.scope).pools = Some(pools.iter().cloned().collect());
+    }
+
+    fn scope(&self) -> Scope {
+        lock(&self.scope).clone()
+    }
+
+    /// Rebuilds from the Services' published addresses (call before the
+    /// first `ensure`). Returns problems per Service for Warning events: the
+    /// younger of two Services claiming one address (it keeps nothing and
+    /// gets a new address on its next `ensure`), and addresses kept although
+    /// in no configured pool.
+    pub fn adopt(&self, services: &[LbService]) -> Vec<(ServiceKey, ProviderError)> {
+        let scope = self.scope();
+        let problems = lock(&self.inner).adopt(services, &scope);
+        let by_key: BTreeMap<&ServiceKey, &LbService> =
+            services.iter().map(|s| (&s.key, s)).collect();
+        problems
+            .into_iter()
+            .filter_map(|(k, e)| {
+                let svc = by_key.get(&k)?;
+                Some((k, e.to_provider_error(svc)))
+            })
+            .collect()
+    }
+
+    /// The addresses the Service should publish: the ones it holds while
+    /// still valid, else newly allocated ones; VIP-mode ingress entries in
+    /// `spec.ipFamilies` order.
+    pub fn ensure(&self, svc: &LbService) -> Result<LbStatus, ProviderError> {
+        let scope = self.scope();
+        lock(&self.inner)
+            .allocate(svc, &scope)
+            .map(LbStatus::vips)
+            .map_err(|e| e.to_provider_error(svc))
+    }
+
+    /// Frees the Service's addresses, unless another class allocated them
+    /// (the Service changed class and the new provider already took over).
+    /// Returns the addresses freed from this Service.
+    pub fn release(&self, key: &ServiceKey) -> Vec<IpAddr> {
+        let scope = self.scope();
+        let mut a = lock(&self.inner);
+        match a.owner(key) {
+            Some(Some(owner)) if scope.owner.as_deref().is_some_and(|o| o != owner) => Vec::new(),
+            _ => a.release(key),
+        }
+    }
+
+    /// What the Service holds now, as a status; no side effects.
+    pub fn get(&self, key: &ServiceKey) -> Option<LbStatus> {
+        lock(&self.inner)
+            .assigned(key)
+            .map(|ips| LbStatus::vips(ips.iter().copied()))
+    }
+
+    /// Per-pool figures for the pools this handle may use (all when unscoped).
+    pub fn stats(&self) -> Vec<PoolStats> {
+        let scope = self.scope();
+        lock(&self.inner)
+            .stats()
+            .into_iter()
+            .filter(|s| scope.admits_pool(&s.name))
+            .collect()
+    }
+
+    /// Applies a new pool list to the shared allocator, keeping every
+    /// assignment. Returns the addresses now in no pool, as warnings per
+    /// Service, or every configuration problem (nothing changed).
+    pub fn reconfigure(
+        &self,
+        pools: &[PoolConfig],
+    ) -> Result<Vec<(ServiceKey, ProviderError)>, Vec<PoolError>> {
+        let orphans = lock(&self.inner).reconfigure(pools)?;
+        Ok(orphan_warnings(orphans))
+    }
+
+    /// Addresses held although in no configured pool, as warnings per Service.
+    pub fn orphans(&self) -> Vec<(ServiceKey, ProviderError)> {
+        orphan_warnings(lock(&self.inner).orphans())
+    }
+
+    /// Runs `f` on the allocator under the lock, for inspection in tests and
+    /// debugging endpoints.
+    pub fn with_allocator<R>(&self, f: impl FnOnce(&Allocator) -> R) -> R {
+        f(&lock(&self.inner))
+    }
+}
+
+fn orphan_warnings(orphans: Vec<(ServiceKey, IpAddr)>) -> Vec<(ServiceKey, ProviderError)> {
+    orphans
+        .into_iter()
+        .map(|(k, ip)| {
+            (
+                k,
+                super::AllocError::Orphaned { ip }.to_provider_error(&LbService::default()),
+            )
+        })
+        .collect()
+}
