@@ -65,8 +65,11 @@ fn main() -> ExitCode {
                 listen,
                 kubeconfig_out,
             } => {
-                let _ = (listen, kubeconfig_out);
-                anyhow::bail!("the simulated API server is not built yet")
+                portway::cli::init_logging(false);
+                portway_sim::serve(listen, &kubeconfig_out, async {
+                    portway::cli::shutdown_signal().await;
+                })
+                .await
             }
         }
     });

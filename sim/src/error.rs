@@ -1,0 +1,169 @@
+//! API errors rendered as `metav1.Status` objects, the body every Kubernetes client decodes.
+
+use serde_json::{Value, json};
+
+/// One cause of a `422 Invalid`, pointing at the field to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    /// `FieldValueInvalid`, `FieldValueDuplicate`, `FieldValueForbidden`, ...
+    pub reason: &'static str,
+    /// The field path, e.g. `spec.ports[1].nodePort`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// An API error: HTTP code, Status reason and message, as the real server words them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code} {reason}: {message}")]
+pub struct ApiError {
+    /// HTTP status code.
+    pub code: u16,
+    /// `NotFound`, `AlreadyExists`, `Conflict`, `Invalid`, ...
+    pub reason: &'static str,
+    /// Human-readable message.
+    pub message: String,
+    /// Name and kind for `details`.
+    pub details: Option<(String, String)>,
+    /// Field causes (for `Invalid`).
+    pub causes: Vec<Cause>,
+}
+
+impl ApiError {
+    fn new(code: u16, reason: &'static str, message: String) -> Self {
+        ApiError {
+            code,
+            reason,
+            message,
+            details: None,
+            causes: Vec::new(),
+        }
+    }
+
+    /// `404 NotFound` for `<resource> "<name>" not found`.
+    pub fn not_found(resource: &str, name: &str) -> Self {
+        let mut e = Self::new(404, "NotFound", format!("{resource} \"{name}\" not found"));
+        e.details = Some((name.to_string(), resource.to_string()));
+        e
+    }
+
+    /// `409 AlreadyExists`.
+    pub fn already_exists(resource: &str, name: &str) -> Self {
+        let mut e = Self::new(
+            409,
+            "AlreadyExists",
+            format!("{resource} \"{name}\" already exists"),
+        );
+        e.details = Some((name.to_string(), resource.to_string()));
+        e
+    }
+
+    /// `409 Conflict` for a stale resourceVersion.
+    pub fn conflict(resource: &str, name: &str) -> Self {
+        let mut e = Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {resource} \"{name}\": the object has been \
+                 modified; please apply your changes to the latest version and try again"
+            ),
+        );
+        e.details = Some((name.to_string(), resource.to_string()));
+        e
+    }
+
+    /// `422 Invalid` with field causes.
+    pub fn invalid(kind: &str, name: &str, causes: Vec<Cause>) -> Self {
+        let list: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        let mut e = Self::new(
+            422,
+            "Invalid",
+            format!("{kind} \"{name}\" is invalid: {}", list.join(", ")),
+        );
+        e.details = Some((name.to_string(), kind.to_string()));
+        e.causes = causes;
+        e
+    }
+
+    /// `422` for a patch that cannot be applied.
+    pub fn unprocessable(message: String) -> Self {
+        Self::new(422, "Invalid", message)
+    }
+
+    /// `400 BadRequest`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message.into())
+    }
+
+    /// `401 Unauthorized`.
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized".into())
+    }
+
+    /// `403 Forbidden` as the RBAC authorizer words it.
+    pub fn forbidden(message: String) -> Self {
+        Self::new(403, "Forbidden", message)
+    }
+
+    /// `405 MethodNotAllowed`.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource".into(),
+        )
+    }
+
+    /// `410 Expired` for a watch from a resourceVersion older than the history.
+    pub fn gone(requested: u64, oldest: u64) -> Self {
+        Self::new(
+            410,
+            "Expired",
+            format!("too old resource version: {requested} ({oldest})"),
+        )
+    }
+
+    /// `415 UnsupportedMediaType`.
+    pub fn unsupported_media(ct: &str) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})"
+            ),
+        )
+    }
+
+    /// `500 InternalError`, used by fault injection.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "InternalError", message.into())
+    }
+
+    /// The `metav1.Status` body.
+    pub fn to_status(&self) -> Value {
+        let mut s = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some((name, kind)) = &self.details {
+            let mut d = json!({"name": name, "kind": kind});
+            if !self.causes.is_empty() {
+                d["causes"] = self
+                    .causes
+                    .iter()
+                    .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                    .collect();
+            }
+            s["details"] = d;
+        }
+        s
+    }
+}

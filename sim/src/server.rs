@@ -1,0 +1,580 @@
+//! The HTTP front: discovery, routing of resource URLs, the verbs, chunked watch streams,
+//! authentication, authorization and fault injection.
+
+use crate::error::ApiError;
+use crate::faults::Faults;
+use crate::kinds::ResourceKind;
+use crate::patch::PatchType;
+use crate::rbac::{self, Attributes, Rbac};
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::store::{Change, DeleteOptions, EventType, Store};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub(crate) struct App {
+    pub(crate) store: Arc<Store>,
+    pub(crate) faults: Arc<Faults>,
+    pub(crate) rbac: Arc<Rbac>,
+    pub(crate) bookmark_every: Duration,
+}
+
+/// The axum router of one simulated API server.
+pub(crate) fn router(app: App) -> axum::Router {
+    axum::Router::new().fallback(handle).with_state(app)
+}
+
+fn json_response(code: u16, body: &Value) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(body).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+fn error_response(e: &ApiError) -> Response {
+    json_response(e.code, &e.to_status())
+}
+
+/// Where a resource URL points.
+struct Target<'a> {
+    kind: ResourceKind,
+    namespace: Option<&'a str>,
+    name: Option<&'a str>,
+    status: bool,
+}
+
+async fn handle(
+    State(app): State<App>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let latency = app.faults.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let path = uri.path().trim_end_matches('/');
+    let query: HashMap<String, String> =
+        axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri)
+            .map(|q| q.0.into_iter().collect())
+            .unwrap_or_default();
+    match path {
+        "/healthz" | "/livez" | "/readyz" => return (StatusCode::OK, "ok").into_response(),
+        "/version" => return json_response(200, &version()),
+        _ => {}
+    }
+    // Like a real API server with anonymous auth enabled (the default), a request without
+    // credentials is `system:anonymous` (client-go sends no token over plain HTTP); a token
+    // that is not ours is refused.
+    let user = match headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+    {
+        None => rbac::ANONYMOUS.to_string(),
+        Some(token) => match rbac::user_of(token) {
+            Some(u) => u,
+            None => return error_response(&ApiError::unauthorized()),
+        },
+    };
+    if path == "/openapi/v2" {
+        // An empty protobuf document: old kubectl then validates nothing client-side, as for
+        // a resource without a schema.
+        return (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+            )],
+            Vec::<u8>::new(),
+        )
+            .into_response();
+    }
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api"] => {
+            return json_response(
+                200,
+                &json!({"kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
+            );
+        }
+        ["apis"] => return json_response(200, &group_list(&app.store)),
+        ["apis", g] => {
+            return match group_list(&app.store)["groups"]
+                .as_array()
+                .and_then(|gs| gs.iter().find(|x| x["name"] == *g))
+            {
+                Some(gr) => {
+                    let mut gr = gr.clone();
+                    gr["kind"] = json!("APIGroup");
+                    gr["apiVersion"] = json!("v1");
+                    json_response(200, &gr)
+                }
+                None => error_response(&ApiError::not_found("groups", g)),
+            };
+        }
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return error_response(&ApiError::not_found("paths", path)),
+    };
+    if rest.is_empty() {
+        let list = resource_list(&app.store, group, version);
+        return match list {
+            Some(l) => json_response(200, &l),
+            None => error_response(&ApiError::not_found("groupversions", version)),
+        };
+    }
+    let target = match route(&app.store, group, version, rest) {
+        Ok(t) => t,
+        Err(e) => return error_response(&e),
+    };
+    let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+    let verb = match (&method, target.name.is_some()) {
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) if watch => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::POST, false) => "create",
+        (&Method::PUT, true) => "update",
+        (&Method::PATCH, true) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => return error_response(&ApiError::method_not_allowed()),
+    };
+    let attrs = Attributes {
+        verb,
+        group,
+        resource: target.kind.plural,
+        subresource: if target.status { "status" } else { "" },
+        namespace: target.namespace.unwrap_or(""),
+        name: target.name.unwrap_or(""),
+    };
+    if !app.rbac.allowed(&app.store, &user, &attrs) {
+        return error_response(&ApiError::forbidden(rbac::forbidden_message(&user, &attrs)));
+    }
+    if matches!(
+        verb,
+        "create" | "update" | "patch" | "delete" | "deletecollection"
+    ) && let Some(code) = app.faults.write_failure(target.kind.plural)
+    {
+        let e = if code == 409 {
+            ApiError::conflict(&target.kind.group_resource(), target.name.unwrap_or(""))
+        } else {
+            let mut e = ApiError::internal("injected fault");
+            e.code = code;
+            e
+        };
+        return error_response(&e);
+    }
+    let result = serve(&app, &target, verb, &query, &headers, &body, &user).await;
+    match result {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    }
+}
+
+fn version() -> Value {
+    json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-portway-sim",
+        "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc",
+        "platform": "linux/amd64"})
+}
+
+fn group_list(store: &Store) -> Value {
+    let groups: Vec<Value> = store
+        .kinds()
+        .groups()
+        .into_iter()
+        .map(|(g, versions)| {
+            let vs: Vec<Value> = versions
+                .iter()
+                .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+                .collect();
+            json!({"name": g, "versions": vs, "preferredVersion": vs[0]})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+fn resource_list(store: &Store, group: &str, version: &str) -> Option<Value> {
+    let kinds: Vec<&ResourceKind> = store
+        .kinds()
+        .all()
+        .iter()
+        .filter(|k| k.group == group && k.version == version)
+        .collect();
+    if kinds.is_empty() {
+        return None;
+    }
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    let mut resources = Vec::new();
+    for k in kinds {
+        resources.push(json!({
+            "name": k.plural, "singularName": k.singular, "namespaced": k.namespaced,
+            "kind": k.kind,
+            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            "shortNames": k.short_names, "categories": k.categories,
+        }));
+        if k.status {
+            resources.push(
+                json!({"name": format!("{}/status", k.plural), "singularName": "",
+                "namespaced": k.namespaced, "kind": k.kind, "verbs": ["get", "patch", "update"]}),
+            );
+        }
+    }
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
+        "resources": resources}),
+    )
+}
+
+fn route<'a>(
+    store: &Store,
+    group: &str,
+    version: &str,
+    rest: &[&'a str],
+) -> Result<Target<'a>, ApiError> {
+    let (ns, plural, name, sub) = match rest {
+        ["namespaces", ns, plural, tail @ ..] if *plural != "status" && *plural != "finalize" => (
+            Some(*ns),
+            *plural,
+            tail.first().copied(),
+            tail.get(1).copied(),
+        ),
+        [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
+        [] => return Err(ApiError::not_found("resources", "")),
+    };
+    let kind = store
+        .kinds()
+        .find(group, version, plural)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("resources", plural))?;
+    if !kind.namespaced && ns.is_some() {
+        return Err(ApiError::not_found(plural, name.unwrap_or("")));
+    }
+    let status = match sub {
+        None => false,
+        Some("status") if kind.status => true,
+        Some(s) => {
+            return Err(ApiError::not_found(
+                &format!("{plural}/{s}"),
+                name.unwrap_or(""),
+            ));
+        }
+    };
+    if kind.namespaced && ns.is_none() && name.is_some() {
+        return Err(ApiError::not_found(plural, name.unwrap_or("")));
+    }
+    Ok(Target {
+        kind,
+        namespace: ns,
+        name,
+        status,
+    })
+}
+
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        return Ok(v);
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if ct.contains("yaml") {
+        return serde_yaml::from_slice::<Value>(body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not valid YAML: {e}")));
+    }
+    Err(ApiError::bad_request(
+        "the body of the request could not be decoded as JSON",
+    ))
+}
+
+fn list_kind(kind: &ResourceKind) -> String {
+    format!("{}List", kind.kind)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    app: &App,
+    t: &Target<'_>,
+    verb: &str,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+    user: &str,
+) -> Result<Response, ApiError> {
+    let store = &app.store;
+    let ns = t.namespace.unwrap_or("");
+    let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+    let fields = FieldSelector::parse(
+        t.kind.storage,
+        q.get("fieldSelector").map(String::as_str).unwrap_or(""),
+    )
+    .map_err(ApiError::bad_request)?;
+    match verb {
+        "get" => {
+            let name = t.name.unwrap_or("");
+            Ok(json_response(200, &store.get(&t.kind, ns, name)?))
+        }
+        "list" => {
+            let limit = q.get("limit").and_then(|l| l.parse().ok());
+            let page = store.list(
+                &t.kind,
+                t.namespace,
+                &labels,
+                &fields,
+                limit,
+                q.get("continue")
+                    .map(String::as_str)
+                    .filter(|c| !c.is_empty()),
+            )?;
+            let mut meta = json!({"resourceVersion": page.resource_version.to_string()});
+            if let Some(c) = page.continue_token {
+                meta["continue"] = json!(c);
+                meta["remainingItemCount"] = json!(page.remaining);
+            }
+            Ok(json_response(
+                200,
+                &json!({"kind": list_kind(&t.kind), "apiVersion": t.kind.api_version(),
+                    "metadata": meta, "items": page.items}),
+            ))
+        }
+        "watch" => watch(app, t, q, labels, fields),
+        "create" => {
+            if t.kind.namespaced && t.namespace.is_none() {
+                return Err(ApiError::method_not_allowed());
+            }
+            let obj = parse_body(headers, body)?;
+            let out = store.create(&t.kind, ns, obj, user)?;
+            Ok(json_response(201, &out))
+        }
+        "update" => {
+            let obj = parse_body(headers, body)?;
+            let out = store.update(&t.kind, ns, t.name.unwrap_or(""), obj, t.status, user)?;
+            Ok(json_response(200, &out))
+        }
+        "patch" => {
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            let ty =
+                PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media(ct))?;
+            let patch = if ty == PatchType::Apply {
+                serde_yaml::from_slice::<Value>(body)
+                    .map_err(|e| ApiError::bad_request(format!("invalid apply body: {e}")))?
+            } else {
+                serde_json::from_slice::<Value>(body)
+                    .map_err(|e| ApiError::bad_request(format!("invalid patch body: {e}")))?
+            };
+            let out = store.patch(
+                &t.kind,
+                ns,
+                t.name.unwrap_or(""),
+                ty,
+                &patch,
+                t.status,
+                user,
+            )?;
+            Ok(json_response(200, &out))
+        }
+        "delete" => {
+            let opts = delete_options(body);
+            let out = store.delete(&t.kind, ns, t.name.unwrap_or(""), &opts, user)?;
+            Ok(json_response(200, &out))
+        }
+        "deletecollection" => {
+            let page = store.list(&t.kind, t.namespace, &labels, &fields, None, None)?;
+            let mut deleted = Vec::new();
+            for item in page.items {
+                let name = item
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let ons = item
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                if let Ok(o) = store.delete(&t.kind, &ons, &name, &DeleteOptions::default(), user) {
+                    deleted.push(o);
+                }
+            }
+            Ok(json_response(
+                200,
+                &json!({"kind": list_kind(&t.kind), "apiVersion": t.kind.api_version(),
+                    "metadata": {"resourceVersion": store.resource_version().to_string()},
+                    "items": deleted}),
+            ))
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+fn delete_options(body: &Bytes) -> DeleteOptions {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    DeleteOptions {
+        uid: v
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(String::from),
+        resource_version: v
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(String::from),
+    }
+}
+
+/// Whether a change is visible to a watcher, and as what (selector transitions become
+/// ADDED/DELETED like the real watch cache does).
+fn visible(
+    c: &Change,
+    ns: Option<&str>,
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+) -> Option<EventType> {
+    if let Some(ns) = ns
+        && c.namespace != ns
+    {
+        return None;
+    }
+    let now = labels.matches(&c.object) && fields.matches(&c.object);
+    match c.kind {
+        EventType::Added | EventType::Deleted => now.then_some(c.kind),
+        EventType::Modified => {
+            let before = c
+                .previous
+                .as_ref()
+                .is_some_and(|p| labels.matches(p) && fields.matches(p));
+            match (before, now) {
+                (true, true) => Some(EventType::Modified),
+                (false, true) => Some(EventType::Added),
+                (true, false) => Some(EventType::Deleted),
+                (false, false) => None,
+            }
+        }
+    }
+}
+
+fn line(ty: &str, object: &Value) -> Bytes {
+    let mut v = serde_json::to_vec(&json!({"type": ty, "object": object})).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+fn watch(
+    app: &App,
+    t: &Target<'_>,
+    q: &HashMap<String, String>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+) -> Result<Response, ApiError> {
+    let from = q
+        .get("resourceVersion")
+        .filter(|r| !r.is_empty() && *r != "0")
+        .map(|r| {
+            r.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {r:?}")))
+        })
+        .transpose()?;
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(1800));
+    let bookmarks = matches!(
+        q.get("allowWatchBookmarks").map(String::as_str),
+        Some("true" | "1")
+    );
+    let kind = t.kind.clone();
+    let ns = t.namespace.map(String::from);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
+    let registered = app.store.watch(&kind, from);
+    let store = app.store.clone();
+    let mut drops = app.faults.drops();
+    drops.mark_unchanged();
+    let every = app.bookmark_every;
+    let start_rv = from.unwrap_or_else(|| store.resource_version());
+    tokio::spawn(async move {
+        let (replay, mut live) = match registered {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(Ok(line("ERROR", &e.to_status()))).await;
+                return;
+            }
+        };
+        let mut last = start_rv;
+        for c in replay {
+            last = last.max(c.rv);
+            if let Some(ty) = visible(&c, ns.as_deref(), &labels, &fields)
+                && tx
+                    .send(Ok(line(ty.as_str(), &store.view(&kind, &c.object))))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                _ = drops.changed() => break,
+                _ = tick.tick(), if bookmarks => {
+                    let bm = json!({"kind": kind.kind, "apiVersion": kind.api_version(),
+                        "metadata": {"resourceVersion": last.to_string()}});
+                    if tx.send(Ok(line("BOOKMARK", &bm))).await.is_err() {
+                        return;
+                    }
+                }
+                msg = live.recv() => match msg {
+                    Ok(c) => {
+                        if c.rv <= last || c.storage != kind.storage {
+                            if c.rv > last { last = c.rv; }
+                            continue;
+                        }
+                        last = c.rv;
+                        if let Some(ty) = visible(&c, ns.as_deref(), &labels, &fields)
+                            && tx.send(Ok(line(ty.as_str(), &store.view(&kind, &c.object)))).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    // A watcher too slow for the broadcast buffer is cut off; it resumes from
+                    // its last resourceVersion like after any dropped connection.
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
