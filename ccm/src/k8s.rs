@@ -12,3 +12,27 @@ pub use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 pub use kube::runtime::reflector::{ObjectRef, Store};
 pub use kube::runtime::watcher;
 pub use kube::{Client, Resource, ResourceExt};
+
+/// Waits until a reflector store has its first full list.
+///
+/// `Store::wait_until_ready` in kube-runtime 5.0 wakes only the last task that polled it (its
+/// `DelayedInit` keeps one waker), and the `Controller` itself waits on the same store, so a
+/// second waiter can sleep forever. Re-polling on a short timer makes the wait robust; once
+/// the store is ready each poll returns at once.
+pub async fn wait_until_ready<K>(store: &kube::runtime::reflector::Store<K>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            store.wait_until_ready(),
+        )
+        .await
+        {
+            Ok(_) => return,
+            Err(_) => continue,
+        }
+    }
+}

@@ -74,7 +74,10 @@ impl SvcBuilder {
 
     /// Adds a port with a protocol.
     pub fn port(mut self, p: i32, proto: &str) -> Self {
-        self.spec().ports.get_or_insert_with(Vec::new).push(port(p, proto));
+        self.spec()
+            .ports
+            .get_or_insert_with(Vec::new)
+            .push(port(p, proto));
         self
     }
 
@@ -157,4 +160,76 @@ pub fn privileged(what: &str, missing: Option<String>) -> Result<(), String> {
             Err(reason)
         }
     }
+}
+
+/// Running controllers for a test: stop them with [`Running::stop`].
+pub struct Running {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the controller gracefully and waits for in-flight reconciles.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Controller settings for tests: fast retries and debounce.
+pub fn fast_config() -> portway::config::ServiceControllerConfig {
+    portway::config::ServiceControllerConfig {
+        min_retry_delay: Duration::from_millis(100),
+        max_retry_delay: Duration::from_millis(800),
+        node_sync_debounce: Duration::from_millis(100),
+        ..Default::default()
+    }
+}
+
+/// Starts the service controller in-process with `providers`.
+pub fn start_service_controller(
+    client: kube::Client,
+    providers: Vec<std::sync::Arc<dyn portway_provider::LoadBalancerProvider>>,
+    default_class: &str,
+) -> Running {
+    start_service_controller_with(client, providers, default_class, fast_config())
+}
+
+/// Starts the service controller in-process with explicit settings.
+pub fn start_service_controller_with(
+    client: kube::Client,
+    providers: Vec<std::sync::Arc<dyn portway_provider::LoadBalancerProvider>>,
+    default_class: &str,
+    cfg: portway::config::ServiceControllerConfig,
+) -> Running {
+    init_tracing();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let controller =
+        portway::service::ServiceController::new(client, providers, default_class, cfg);
+    let task = tokio::spawn(controller.run(async move {
+        let _ = rx.await;
+    }));
+    Running {
+        stop: Some(tx),
+        task,
+    }
+}
+
+/// Logs to the test's captured output, filtered by `RUST_LOG` (default: warnings), so a
+/// failing test shows what the controller complained about.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }

@@ -280,9 +280,9 @@ impl ServiceController {
             let providers = self.providers.clone();
             let svc_store = svc_store.clone();
             tasks.spawn(async move {
-                let _ = svc_store.wait_until_ready().await;
-                let _ = ns_store.wait_until_ready().await;
-                let _ = node_store.wait_until_ready().await;
+                crate::k8s::wait_until_ready(&svc_store).await;
+                crate::k8s::wait_until_ready(&ns_store).await;
+                crate::k8s::wait_until_ready(&node_store).await;
                 let first = NodeSet::compute(&node_store.state(), &NodeSet::default());
                 nodes_tx.send_replace(first);
                 adopt_all(&ctx, &providers, &svc_store.state()).await;

@@ -341,7 +341,8 @@ async fn cleanup(
         }
     }
     if !rules::is_deleting(svc) && !current_ingress(svc).is_empty() {
-        let patch = serde_json::json!({ "status": { "loadBalancer": {} } });
+        // `null` removes the list; an empty object would merge nothing and leave it.
+        let patch = serde_json::json!({ "status": { "loadBalancer": { "ingress": null } } });
         match ctx
             .services(svc)
             .patch_status(

@@ -1,0 +1,473 @@
+//! The service controller end to end: the real controller against the
+//! simulated API server, with `MockProvider`s recording every call.
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use portway_provider::mock::{Call, MockProvider};
+use portway_provider::{LoadBalancerProvider, ProviderError, ServiceKey};
+use portway_sim::{SimCluster, SimNode};
+use portway_tests::{BGP, HOSTPORT, L2, eventually, start_service_controller, svc};
+use std::sync::Arc;
+use std::time::Duration;
+
+const FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
+const T: Duration = Duration::from_secs(15);
+
+struct World {
+    sim: SimCluster,
+    hostport: MockProvider,
+    l2: MockProvider,
+    bgp: MockProvider,
+}
+
+impl World {
+    async fn new(nodes: usize) -> World {
+        let sim = SimCluster::start().await.expect("sim starts");
+        for i in 0..nodes {
+            sim.add_node(SimNode::new(&format!("n{i}")).ipv4(&format!("10.0.0.{}", i + 1)))
+                .await
+                .expect("node");
+        }
+        World {
+            sim,
+            hostport: MockProvider::new(HOSTPORT),
+            l2: MockProvider::new(L2),
+            bgp: MockProvider::new(BGP),
+        }
+    }
+
+    fn providers(&self) -> Vec<Arc<dyn LoadBalancerProvider>> {
+        vec![
+            Arc::new(self.hostport.clone()),
+            Arc::new(self.l2.clone()),
+            Arc::new(self.bgp.clone()),
+        ]
+    }
+
+    fn start(&self) -> portway_tests::Running {
+        start_service_controller(self.sim.client(), self.providers(), HOSTPORT)
+    }
+
+    fn api(&self) -> Api<Service> {
+        Api::namespaced(self.sim.client(), "default")
+    }
+
+    async fn create(&self, s: Service) -> Service {
+        self.api()
+            .create(&PostParams::default(), &s)
+            .await
+            .expect("create")
+    }
+
+    async fn get(&self, name: &str) -> Option<Service> {
+        self.api().get_opt(name).await.expect("get")
+    }
+
+    async fn wait_ip(&self, name: &str) -> String {
+        eventually(&format!("{name} to get an address"), T, || async {
+            self.get(name).await.and_then(|s| ingress_ip(&s))
+        })
+        .await
+    }
+
+    async fn events(&self, name: &str) -> Vec<Event> {
+        let events: Api<Event> = Api::namespaced(self.sim.client(), "default");
+        events
+            .list(&Default::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect()
+    }
+
+    async fn reasons(&self, name: &str) -> Vec<String> {
+        self.events(name)
+            .await
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+}
+
+fn ingress_ip(s: &Service) -> Option<String> {
+    s.status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .first()?
+        .ip
+        .clone()
+}
+
+fn has_finalizer(s: &Service) -> bool {
+    s.metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|x| x == FINALIZER))
+}
+
+fn key(name: &str) -> ServiceKey {
+    ServiceKey::new("default", name)
+}
+
+fn count(calls: &[Call], pred: impl Fn(&Call) -> bool) -> usize {
+    calls.iter().filter(|c| pred(c)).count()
+}
+
+#[tokio::test]
+async fn create_adds_finalizer_then_status_and_events() {
+    let w = World::new(3).await;
+    let _c = w.start();
+    w.create(svc("web").class(L2).build()).await;
+    let ip = w.wait_ip("web").await;
+    assert!(ip.starts_with("203.0.113."), "{ip}");
+    let s = w.get("web").await.expect("exists");
+    assert!(has_finalizer(&s));
+    let ingress = &s
+        .status
+        .as_ref()
+        .and_then(|st| st.load_balancer.clone())
+        .and_then(|lb| lb.ingress)
+        .expect("ingress")[0];
+    assert_eq!(ingress.ip_mode.as_deref(), Some("VIP"));
+    let calls = w.l2.calls_for(&key("web"));
+    assert!(
+        matches!(&calls[0], Call::Ensure(_, nodes) if nodes.len() == 3),
+        "{calls:?}"
+    );
+    let reasons = eventually("events", T, || async {
+        let r = w.reasons("web").await;
+        r.contains(&"EnsuredLoadBalancer".to_string()).then_some(r)
+    })
+    .await;
+    assert!(
+        reasons.contains(&"EnsuringLoadBalancer".to_string()),
+        "{reasons:?}"
+    );
+    // The other providers never saw it.
+    assert!(w.hostport.calls_for(&key("web")).is_empty());
+    assert!(w.bgp.calls_for(&key("web")).is_empty());
+}
+
+#[tokio::test]
+async fn in_sync_service_gets_zero_writes_and_one_ensure() {
+    let w = World::new(1).await;
+    let _c = w.start();
+    w.create(svc("web").class(L2).build()).await;
+    w.wait_ip("web").await;
+    // Let the controller see its own finalizer and status writes come back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ensures = count(&w.l2.calls_for(&key("web")), |c| {
+        matches!(c, Call::Ensure(..))
+    });
+    assert_eq!(ensures, 1, "own writes must not re-trigger the provider");
+    let writes = w.sim.writes().count_for("services", "default", "web");
+    // create (by the test) + finalizer + status.
+    assert_eq!(writes, 3, "{:?}", w.sim.writes().all());
+}
+
+#[tokio::test]
+async fn delete_calls_ensure_deleted_then_drops_finalizer() {
+    let w = World::new(1).await;
+    let _c = w.start();
+    w.create(svc("web").class(BGP).build()).await;
+    w.wait_ip("web").await;
+    w.api()
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("web to be gone", T, || async {
+        w.get("web").await.is_none().then_some(())
+    })
+    .await;
+    let calls = w.bgp.calls_for(&key("web"));
+    assert!(
+        matches!(calls.last(), Some(Call::EnsureDeleted(_))),
+        "{calls:?}"
+    );
+    let reasons = w.reasons("web").await;
+    assert!(
+        reasons.contains(&"DeletedLoadBalancer".to_string()),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn foreign_class_is_untouched() {
+    let w = World::new(1).await;
+    let _c = w.start();
+    w.create(svc("other").class("example.com/lb").build()).await;
+    w.create(svc("mine").class(L2).build()).await;
+    w.wait_ip("mine").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = w.get("other").await.expect("exists");
+    assert!(!has_finalizer(&s));
+    assert!(ingress_ip(&s).is_none());
+    assert!(w.events("other").await.is_empty());
+    for m in [&w.hostport, &w.l2, &w.bgp] {
+        assert!(m.calls_for(&key("other")).is_empty());
+    }
+}
+
+#[tokio::test]
+async fn no_class_goes_to_the_default_class() {
+    let w = World::new(1).await;
+    let _c = w.start();
+    w.create(svc("plain").build()).await;
+    w.wait_ip("plain").await;
+    assert_eq!(
+        count(&w.hostport.calls_for(&key("plain")), |c| matches!(
+            c,
+            Call::Ensure(..)
+        )),
+        1
+    );
+}
+
+#[tokio::test]
+async fn type_change_away_from_load_balancer_cleans_up() {
+    let w = World::new(1).await;
+    let _c = w.start();
+    w.create(svc("web").class(L2).build()).await;
+    w.wait_ip("web").await;
+    let patch = serde_json::json!({ "spec": { "type": "ClusterIP", "loadBalancerClass": null,
+        "ports": [{ "name": "tcp-80", "port": 80, "protocol": "TCP", "nodePort": null }] } });
+    w.api()
+        .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch");
+    let s = eventually("cleanup", T, || async {
+        w.get("web").await.filter(|s| !has_finalizer(s))
+    })
+    .await;
+    assert!(ingress_ip(&s).is_none(), "status cleared");
+    let calls = w.l2.calls_for(&key("web"));
+    assert!(
+        matches!(calls.last(), Some(Call::EnsureDeleted(_))),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_until_success() {
+    let w = World::new(1).await;
+    w.l2.fail_next(2, ProviderError::transient("appliance busy"));
+    let _c = w.start();
+    w.create(svc("web").class(L2).build()).await;
+    w.wait_ip("web").await;
+    let ensures = count(&w.l2.calls_for(&key("web")), |c| {
+        matches!(c, Call::Ensure(..))
+    });
+    assert_eq!(ensures, 3);
+    let warnings: Vec<Event> = w
+        .events("web")
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("SyncLoadBalancerFailed"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "identical warnings are one series");
+    assert_eq!(warnings[0].type_.as_deref(), Some("Warning"));
+    assert!(
+        warnings[0]
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains("appliance busy")
+    );
+}
+
+#[tokio::test]
+async fn needs_a_fix_gives_one_warning_and_no_hot_loop() {
+    let w = World::new(1).await;
+    w.l2.fail_next(
+        1,
+        ProviderError::invalid(
+            "metadata.annotations[portway.dev/address-pool]",
+            "no pool named nope",
+        ),
+    );
+    let _c = w.start();
+    w.create(
+        svc("web")
+            .class(L2)
+            .annotation("portway.dev/address-pool", "nope")
+            .build(),
+    )
+    .await;
+    let warning = eventually("a warning", T, || async {
+        w.events("web")
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("SyncLoadBalancerFailed"))
+    })
+    .await;
+    assert!(
+        warning
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains("portway.dev/address-pool")
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ensures = count(&w.l2.calls_for(&key("web")), |c| {
+        matches!(c, Call::Ensure(..))
+    });
+    assert_eq!(ensures, 1, "parked until the Service changes");
+    // The fix: a change of the Service wakes it up.
+    let patch =
+        serde_json::json!({ "metadata": { "annotations": { "portway.dev/address-pool": "lan" } } });
+    w.api()
+        .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch");
+    w.wait_ip("web").await;
+}
+
+#[tokio::test]
+async fn bad_annotation_is_reported_before_any_provider_call() {
+    let w = World::new(1).await;
+    let _c = w.start();
+    w.create(
+        svc("web")
+            .class(L2)
+            .annotation("portway.dev/load-balancer-ips", "10.0.0.999")
+            .build(),
+    )
+    .await;
+    let warning = eventually("a warning", T, || async {
+        w.events("web")
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("SyncLoadBalancerFailed"))
+    })
+    .await;
+    assert!(
+        warning
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains("portway.dev/load-balancer-ips")
+    );
+    assert!(w.l2.calls_for(&key("web")).is_empty());
+}
+
+#[tokio::test]
+async fn node_changes_cause_exactly_one_update_per_service() {
+    let w = World::new(2).await;
+    let _c = w.start();
+    for name in ["a", "b"] {
+        w.create(svc(name).class(L2).build()).await;
+    }
+    w.create(svc("c").class(BGP).build()).await;
+    for name in ["a", "b", "c"] {
+        w.wait_ip(name).await;
+    }
+    let updates = |m: &MockProvider, name: &str| {
+        count(&m.calls_for(&key(name)), |c| matches!(c, Call::Update(..)))
+    };
+
+    w.sim
+        .add_node(SimNode::new("n9").ipv4("10.0.0.9"))
+        .await
+        .expect("node");
+    eventually("updates after node add", T, || async {
+        (updates(&w.l2, "a") == 1 && updates(&w.l2, "b") == 1 && updates(&w.bgp, "c") == 1)
+            .then_some(())
+    })
+    .await;
+    let last = w.l2.calls_for(&key("a")).last().cloned();
+    assert!(matches!(last, Some(Call::Update(_, nodes)) if nodes.len() == 3));
+
+    // Readiness is not part of the eligible set (KEP-3458): no update.
+    w.sim.set_node_ready("n9", false).await.expect("not ready");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(updates(&w.l2, "a"), 1);
+
+    // Excluding a node is.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(w.sim.client());
+    let patch = serde_json::json!({ "metadata": { "labels": {
+        "node.kubernetes.io/exclude-from-external-load-balancers": "true" } } });
+    nodes
+        .patch("n9", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("label");
+    eventually("updates after exclusion", T, || async {
+        (updates(&w.l2, "a") == 2 && updates(&w.l2, "b") == 2 && updates(&w.bgp, "c") == 2)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(updates(&w.l2, "a"), 2, "exactly one per change");
+    let last = w.l2.calls_for(&key("a")).last().cloned();
+    assert!(matches!(last, Some(Call::Update(_, nodes)) if nodes.len() == 2));
+}
+
+#[tokio::test]
+async fn dropped_watches_and_410_lose_no_service() {
+    let w = World::new(1).await;
+    let _c = w.start();
+    w.create(svc("before").class(L2).build()).await;
+    w.wait_ip("before").await;
+    for i in 0..20 {
+        if i % 5 == 0 {
+            w.sim.faults().drop_watches();
+        }
+        w.create(svc(&format!("s{i}")).class(L2).build()).await;
+    }
+    for i in 0..20 {
+        w.wait_ip(&format!("s{i}")).await;
+    }
+}
+
+#[tokio::test]
+async fn restart_does_not_repeat_side_effects() {
+    let w = World::new(2).await;
+    let c = w.start();
+    for i in 0..5 {
+        w.create(svc(&format!("s{i}")).class(L2).build()).await;
+    }
+    for i in 0..5 {
+        w.wait_ip(&format!("s{i}")).await;
+    }
+    c.stop().await;
+    let before = w.sim.writes().all().len();
+    // A new process: a fresh provider that adopts what the cluster says.
+    let l2 = MockProvider::new(L2);
+    let c2 = portway_tests::start_service_controller(
+        w.sim.client(),
+        vec![
+            Arc::new(l2.clone()),
+            Arc::new(w.hostport.clone()),
+            Arc::new(w.bgp.clone()),
+        ],
+        HOSTPORT,
+    );
+    eventually("adopt and one ensure each", T, || async {
+        let calls = l2.calls();
+        (calls
+            .iter()
+            .filter(|c| matches!(c, Call::Ensure(..)))
+            .count()
+            == 5)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        matches!(l2.calls()[0], Call::Adopt(ref keys) if keys.len() == 5),
+        "adopt comes first"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = w.sim.writes().all();
+    assert_eq!(
+        after.len(),
+        before,
+        "no writes for in-sync Services: {:?}",
+        &after[before..]
+    );
+    c2.stop().await;
+}
