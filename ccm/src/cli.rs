@@ -144,9 +144,15 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref())
         .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
     let client = client(args.kubeconfig.as_deref()).await?;
-    let providers = providers::build(&config, &client).await?;
+    let built = providers::build(&config, &client).await?;
+    let providers = built.providers;
     info!(classes = ?providers.iter().map(|p| p.class().to_string()).collect::<Vec<_>>(), "providers ready");
     let metrics = Arc::new(Metrics::new());
+    let pool_metrics = tokio::spawn(providers::export_pool_metrics(
+        built.vips,
+        metrics.clone(),
+        std::time::Duration::from_secs(5),
+    ));
     let elector = args.leader_elect.then(|| {
         Arc::new(Elector::new(
             client.clone(),
@@ -222,5 +228,6 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
             all.await;
         }
     }
+    pool_metrics.abort();
     Ok(())
 }

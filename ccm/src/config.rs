@@ -146,6 +146,11 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// An error at a key path, for the provider sections parsed elsewhere.
+    pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(path, message)
+    }
+
     fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             path: path.into(),
@@ -264,6 +269,9 @@ impl Config {
                 "serviceController.providerConcurrency",
                 "must be at least 1",
             ));
+        }
+        if let Err(es) = crate::sections::parse(self) {
+            errors.extend(es);
         }
         errors
     }

@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod node;
 pub mod providers;
 pub mod sandbox;
+pub mod sections;
 pub mod service;

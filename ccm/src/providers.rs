@@ -1,31 +1,77 @@
-//! Builds the providers the configuration enables.
+//! Builds the providers the configuration enables, sharing one address allocator.
 //!
-//! hostport is on unless disabled; l2, bgp and f5 are on when their section
-//! is present. Until a provider crate lands, its class is served by a
-//! `MockProvider` stand-in so the controller, the sandbox and the tests
-//! exercise the full path.
+//! hostport is always on (it is the default class, as in k3s); l2, bgp and f5 are on when
+//! their section is present. l2, bgp and f5 draw from one [`VipManager`] so an address is
+//! never handed to two classes, each through a handle scoped to the pools its section lists.
 
 use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::sections;
 use kube::Client;
 use portway_provider::LoadBalancerProvider;
+use portway_provider::ipam::{VipManager, VipProvider};
 use portway_provider::mock::MockProvider;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// The l2 class.
+pub const L2: &str = "portway.dev/l2";
+/// The bgp class.
+pub const BGP: &str = "portway.dev/bgp";
+/// The f5 class.
+pub const F5: &str = "portway.dev/f5";
+/// The hostport class.
+pub const HOSTPORT: &str = "portway.dev/hostport";
+
+/// The providers for a configuration, and the allocator they share (for metrics).
+pub struct Built {
+    /// One provider per enabled class.
+    pub providers: Vec<Arc<dyn LoadBalancerProvider>>,
+    /// The shared allocator.
+    pub vips: VipManager,
+}
 
 /// The providers for `config`.
-pub async fn build(
-    config: &Config,
-    _client: &Client,
-) -> anyhow::Result<Vec<Arc<dyn LoadBalancerProvider>>> {
+pub async fn build(config: &Config, client: &Client) -> anyhow::Result<Built> {
+    let _ = client;
+    let sections = sections::parse(config).map_err(|errors| {
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid configuration:\n{}", text.join("\n"))
+    })?;
+    let vips = VipManager::new(&sections.pools).map_err(|errors| {
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid pools:\n{}", text.join("\n"))
+    })?;
     let mut out: Vec<Arc<dyn LoadBalancerProvider>> = Vec::new();
-    out.push(Arc::new(MockProvider::new("portway.dev/hostport")));
-    if config.l2.is_some() {
-        out.push(Arc::new(MockProvider::new("portway.dev/l2")));
+    out.push(Arc::new(MockProvider::new(HOSTPORT)));
+    if let Some(l2) = &sections.l2 {
+        out.push(Arc::new(VipProvider::new(L2, vips.scoped(L2, &l2.pools))));
     }
-    if config.bgp.is_some() {
-        out.push(Arc::new(MockProvider::new("portway.dev/bgp")));
+    if sections.bgp.is_some() {
+        out.push(Arc::new(VipProvider::new(
+            BGP,
+            vips.scoped(BGP, &sections.bgp_pools()),
+        )));
     }
     if config.f5.is_some() {
-        out.push(Arc::new(MockProvider::new("portway.dev/f5")));
+        out.push(Arc::new(MockProvider::new(F5)));
     }
-    Ok(out)
+    Ok(Built {
+        providers: out,
+        vips,
+    })
+}
+
+/// Publishes the allocator's per-pool figures every `every` until the task is dropped.
+pub async fn export_pool_metrics(vips: VipManager, metrics: Arc<Metrics>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        for s in vips.stats() {
+            // f64 is exact to 2^53 addresses; beyond (IPv6 /64 pools) a rounded gauge is fine.
+            #[allow(clippy::cast_precision_loss)]
+            let total = s.total as f64;
+            metrics.set_pool(&s.name, total, s.in_use, s.failures);
+        }
+    }
 }

@@ -26,12 +26,17 @@ fn main() -> anyhow::Result<()> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
     let mut lines = BufReader::new(stdout).lines();
     let kubeconfig = lines
         .next()
         .ok_or_else(|| anyhow::anyhow!("server printed nothing"))??;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let (creates, patches) = rt.block_on(drive(&kubeconfig))?;
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
     let hwm = status
@@ -48,7 +53,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn serve() -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let sim = portway_sim::SimCluster::builder()
             .kubelet(false)
@@ -87,7 +94,9 @@ async fn drive(kubeconfig: &str) -> anyhow::Result<(f64, f64)> {
                         "ports": [{"port": 80}]}
                 }))
                 .expect("service");
-                api.create(&PostParams::default(), &svc).await.expect("create");
+                api.create(&PostParams::default(), &svc)
+                    .await
+                    .expect("create");
             }
         })
         .await;
@@ -98,10 +107,15 @@ async fn drive(kubeconfig: &str) -> anyhow::Result<(f64, f64)> {
             let api = api.clone();
             async move {
                 let ip = format!("198.51.{}.{}", i / 250, i % 250 + 1);
-                let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
-                api.patch_status(&format!("svc-{i}"), &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .expect("patch");
+                let patch =
+                    serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
+                api.patch_status(
+                    &format!("svc-{i}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .expect("patch");
             }
         })
         .await;

@@ -33,6 +33,7 @@ mod invariants;
 mod manager;
 mod plan;
 mod pool;
+mod provider;
 mod selector;
 pub mod testkit;
 
@@ -48,4 +49,5 @@ pub use error::{
     AllocError, IPS_ANNOTATIONS, POOL_ANNOTATIONS, SHARING_ANNOTATIONS, pool_field, requested_field,
 };
 pub use manager::VipManager;
+pub use provider::VipProvider;
 pub use selector::{LabelSelector, LabelSelectorRequirement, OPERATORS};

@@ -1,0 +1,123 @@
+//! The provider sections of the configuration, parsed into each provider's own typed
+//! configuration and cross-checked (pool references) so that `check-config` and start-up
+//! report every problem with its key path before anything runs.
+
+use crate::config::{Config, ConfigError};
+use portway_bgp::BgpConfig;
+use portway_l2::L2Config;
+use portway_provider::ipam::{PoolConfig, parse_pools};
+
+/// The typed sections of a valid configuration.
+#[derive(Debug, Clone)]
+pub struct Sections {
+    /// The address pools shared by l2, bgp and f5.
+    pub pools: Vec<PoolConfig>,
+    /// The l2 class, when configured.
+    pub l2: Option<L2Config>,
+    /// The bgp class, when configured.
+    pub bgp: Option<BgpConfig>,
+}
+
+impl Sections {
+    /// The pools the bgp class allocates from: those its advertisements name.
+    pub fn bgp_pools(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for adv in self.bgp.iter().flat_map(|b| &b.advertisements) {
+            for p in &adv.pools {
+                if !out.contains(p) {
+                    out.push(p.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Parses and cross-checks the provider sections of `config`.
+pub fn parse(config: &Config) -> Result<Sections, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let pools = match parse_pools(&config.pools) {
+        Ok(p) => p,
+        Err(es) => {
+            errors.extend(es.into_iter().map(|e| ConfigError::at(e.path, e.message)));
+            Vec::new()
+        }
+    };
+    let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+    let l2 = match &config.l2 {
+        None => None,
+        Some(v) => match L2Config::from_value(v.clone(), Some(&names)) {
+            Ok(c) => Some(c),
+            Err(es) => {
+                errors.extend(es.into_iter().map(|e| ConfigError::at(e.path, e.message)));
+                None
+            }
+        },
+    };
+    let bgp = match &config.bgp {
+        None => None,
+        Some(v) => match BgpConfig::from_value(v.clone()) {
+            Ok(c) => {
+                for (i, adv) in c.advertisements.iter().enumerate() {
+                    for (j, p) in adv.pools.iter().enumerate() {
+                        if !names.contains(&p.as_str()) {
+                            errors.push(ConfigError::at(
+                                format!("bgp.advertisements[{i}].pools[{j}]"),
+                                format!(
+                                    "no pool named {p:?}; define it under `pools` or remove it"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                Some(c)
+            }
+            Err(es) => {
+                errors.extend(es.into_iter().map(|e| ConfigError::at(e.path, e.message)));
+                None
+            }
+        },
+    };
+    if errors.is_empty() {
+        Ok(Sections { pools, l2, bgp })
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_pool_references_name_the_key() {
+        let cfg = Config::from_yaml(
+            "pools:\n- name: lan\n  addresses: [192.0.2.0/28]\nl2:\n  pools: [lan, nope]\n",
+        );
+        let err = cfg.expect_err("bad ref");
+        assert!(err.0.iter().any(|e| e.path == "l2.pools[1]"), "{err}");
+    }
+
+    #[test]
+    fn overlapping_pools_are_refused() {
+        let err = Config::from_yaml(
+            "pools:\n- name: a\n  addresses: [192.0.2.0/28]\n- name: b\n  addresses: [192.0.2.8-192.0.2.9]\n",
+        )
+        .expect_err("overlap");
+        assert!(
+            err.0.iter().any(|e| e.path.starts_with("pools[1]")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn valid_sections_parse() {
+        let cfg = Config::from_yaml(
+            "pools:\n- name: lan\n  addresses: [192.0.2.0/28]\n- name: dc\n  addresses: [198.51.100.0/28]\nl2:\n  pools: [lan]\nbgp:\n  localASN: 64512\n  peers: [{address: 10.0.0.1, asn: 64500}]\n  advertisements: [{pools: [dc]}]\n",
+        )
+        .expect("valid");
+        let s = parse(&cfg).expect("sections");
+        assert_eq!(s.l2.expect("l2").pools, vec!["lan".to_string()]);
+        assert_eq!(s.bgp_pools(), vec!["dc".to_string()]);
+    }
+}

@@ -1,0 +1,212 @@
+//! Address allocation end to end: the real controller with the l2 and bgp providers built
+//! from a configuration file, against the simulated API server. 200 Services over two pools
+//! keep their addresses across a controller restart, never share one by accident, and bad
+//! requests get a Warning event naming the address.
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, PostParams};
+use portway::config::Config;
+use portway_sim::{SimCluster, SimNode};
+use portway_tests::{BGP, L2, eventually, fast_config, start_service_controller_with, svc};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const CONFIG: &str = r#"
+pools:
+  - name: lan
+    addresses: ["192.168.10.0/25", "fd00:10::/120"]
+  - name: dc
+    addresses: ["198.51.100.0-198.51.100.199"]
+l2:
+  pools: [lan]
+bgp:
+  localASN: 64512
+  peers: [{address: 10.0.0.254, asn: 64500}]
+  advertisements: [{pools: [dc]}]
+"#;
+
+const T: Duration = Duration::from_secs(60);
+
+async fn start(sim: &SimCluster) -> portway_tests::Running {
+    let config = Config::from_yaml(CONFIG).expect("config");
+    let built = portway::providers::build(&config, &sim.client())
+        .await
+        .expect("providers");
+    start_service_controller_with(
+        sim.client(),
+        built.providers,
+        "portway.dev/hostport",
+        fast_config(),
+    )
+}
+
+fn ips(s: &Service) -> Vec<String> {
+    s.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
+        .map(|i| i.iter().filter_map(|x| x.ip.clone()).collect())
+        .unwrap_or_default()
+}
+
+async fn all_ips(api: &Api<Service>) -> BTreeMap<String, Vec<String>> {
+    api.list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(|s| (s.metadata.name.clone().unwrap_or_default(), ips(s)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_services_keep_their_addresses_across_a_restart() {
+    let sim = SimCluster::builder()
+        .kubelet(false)
+        .daemonsets(false)
+        .start()
+        .await
+        .expect("sim");
+    sim.add_node(SimNode::new("n1").ipv4("10.0.0.1"))
+        .await
+        .expect("node");
+    let api: Api<Service> = Api::namespaced(sim.client(), "default");
+    let c = start(&sim).await;
+    for i in 0..100 {
+        api.create(
+            &PostParams::default(),
+            &svc(&format!("l2-{i}")).class(L2).build(),
+        )
+        .await
+        .expect("create");
+        api.create(
+            &PostParams::default(),
+            &svc(&format!("bgp-{i}")).class(BGP).build(),
+        )
+        .await
+        .expect("create");
+    }
+    let before = eventually("200 addresses", T, || async {
+        let m = all_ips(&api).await;
+        (m.values().filter(|v| !v.is_empty()).count() == 200).then_some(m)
+    })
+    .await;
+    let flat: Vec<&String> = before.values().flatten().collect();
+    let unique: BTreeSet<&String> = flat.iter().copied().collect();
+    assert_eq!(flat.len(), unique.len(), "an address was handed out twice");
+    for (name, v) in &before {
+        let want = if name.starts_with("l2-") {
+            "192.168.10."
+        } else {
+            "198.51.100."
+        };
+        assert!(v.iter().all(|ip| ip.starts_with(want)), "{name} got {v:?}");
+    }
+    c.stop().await;
+
+    // A new controller rebuilds from status before allocating anything new.
+    let c = start(&sim).await;
+    for i in 100..110 {
+        api.create(
+            &PostParams::default(),
+            &svc(&format!("l2-{i}")).class(L2).build(),
+        )
+        .await
+        .expect("create");
+    }
+    let after = eventually("210 addresses", T, || async {
+        let m = all_ips(&api).await;
+        (m.values().filter(|v| !v.is_empty()).count() == 210).then_some(m)
+    })
+    .await;
+    for (name, v) in &before {
+        assert_eq!(
+            after.get(name),
+            Some(v),
+            "{name} changed address across the restart"
+        );
+    }
+    let flat: Vec<&String> = after.values().flatten().collect();
+    let unique: BTreeSet<&String> = flat.iter().copied().collect();
+    assert_eq!(
+        flat.len(),
+        unique.len(),
+        "an address was handed out twice after restart"
+    );
+    c.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requested_address_taken_or_outside_pools_is_refused_with_an_event() {
+    let sim = SimCluster::builder()
+        .kubelet(false)
+        .daemonsets(false)
+        .start()
+        .await
+        .expect("sim");
+    sim.add_node(SimNode::new("n1").ipv4("10.0.0.1"))
+        .await
+        .expect("node");
+    let api: Api<Service> = Api::namespaced(sim.client(), "default");
+    let c = start(&sim).await;
+    api.create(
+        &PostParams::default(),
+        &svc("first")
+            .class(L2)
+            .annotation("portway.dev/load-balancer-ips", "192.168.10.7")
+            .build(),
+    )
+    .await
+    .expect("create");
+    eventually("first gets its requested address", T, || async {
+        let s = api.get("first").await.expect("get");
+        (ips(&s) == vec!["192.168.10.7".to_string()]).then_some(())
+    })
+    .await;
+    api.create(
+        &PostParams::default(),
+        &svc("second")
+            .class(L2)
+            .annotation("metallb.universe.tf/loadBalancerIPs", "192.168.10.7")
+            .build(),
+    )
+    .await
+    .expect("create");
+    api.create(
+        &PostParams::default(),
+        &svc("outside")
+            .class(L2)
+            .annotation("portway.dev/load-balancer-ips", "10.9.9.9")
+            .build(),
+    )
+    .await
+    .expect("create");
+    let events: Api<Event> = Api::namespaced(sim.client(), "default");
+    for (name, needle) in [("second", "192.168.10.7"), ("outside", "10.9.9.9")] {
+        let note = eventually(&format!("a warning on {name}"), T, || async {
+            events
+                .list(&ListParams::default())
+                .await
+                .expect("events")
+                .items
+                .into_iter()
+                .filter(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                        && e.type_.as_deref() == Some("Warning")
+                })
+                .filter_map(|e| e.note)
+                .find(|n| n.contains(needle))
+        })
+        .await;
+        assert!(note.contains(needle), "{name}: {note}");
+        let s = api.get(name).await.expect("get");
+        assert!(
+            ips(&s).is_empty(),
+            "{name} must get nothing in place of its request"
+        );
+    }
+    c.stop().await;
+    sim.shutdown().await;
+}
