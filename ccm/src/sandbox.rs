@@ -1,10 +1,260 @@
-//! The sandbox (being written: waits on the simulated API server).
+//! `portway sandbox`: the whole product against a simulated cluster.
+//!
+//! Starts the simulated API server (with its kubelet and DaemonSet
+//! controller), three nodes, a simulated BIG-IP, the service and node
+//! controllers with every provider, and one demo Service per class; prints a
+//! `kubectl get svc`-like table and keeps serving so a user can explore with
+//! kubectl. Services created later are handled like the demo ones.
+
+use crate::config::{Config, ServiceControllerConfig};
+use crate::k8s::{Api, PostParams, Service};
+use crate::node::NodeController;
+use crate::node::plan::NodeSettings;
+use crate::providers;
+use crate::service::ServiceController;
+use anyhow::Context as _;
+use futures::FutureExt;
+use portway_sim::{SimCluster, SimNode};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// Flags of `portway sandbox`.
 #[derive(clap::Args, Clone, Debug)]
-pub struct SandboxArgs {}
+pub struct SandboxArgs {
+    /// Address of the simulated API server.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Where to write the kubeconfig for kubectl.
+    #[arg(long, default_value = "portway-sandbox.kubeconfig")]
+    pub kubeconfig_out: PathBuf,
+    /// Print the table once every demo Service is settled, then exit 0.
+    #[arg(long)]
+    pub exit_after_demo: bool,
+    /// How long to wait for the demo Services.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub demo_timeout: Duration,
+}
+
+/// The sandbox's configuration: a pool per VIP class, all classes enabled.
+pub const SANDBOX_CONFIG: &str = r#"
+defaultClass: portway.dev/hostport
+pools:
+  - name: sandbox-l2
+    addresses: ["192.168.100.240-192.168.100.250", "fd00:100::/124"]
+  - name: sandbox-bgp
+    addresses: ["10.200.0.0/28"]
+    avoidBuggyIPs: true
+  - name: sandbox-f5
+    addresses: ["172.31.0.10-172.31.0.20"]
+    autoAssign: false
+hostport: {}
+l2:
+  pools: [sandbox-l2]
+bgp:
+  localASN: 64512
+  peers:
+    - address: 10.0.0.1
+      asn: 64500
+  advertisements:
+    - pools: [sandbox-bgp]
+f5:
+  url: http://127.0.0.1:1
+  credentialsSecret: { namespace: portway-system, name: bigip }
+  pools: [sandbox-f5]
+"#;
+
+/// The demo Services: (name, class, ports).
+const DEMOS: [(&str, &str, &[i32]); 4] = [
+    ("demo-hostport", "portway.dev/hostport", &[8080]),
+    ("demo-l2", "portway.dev/l2", &[80]),
+    ("demo-bgp", "portway.dev/bgp", &[443]),
+    ("demo-f5", "portway.dev/f5", &[80, 443]),
+];
 
 /// `portway sandbox`.
-pub async fn run(_args: SandboxArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the sandbox is not built yet")
+pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
+    let sim = SimCluster::builder()
+        .listen(args.listen)
+        .start()
+        .await
+        .context("starting the simulated API server")?;
+    sim.write_kubeconfig(&args.kubeconfig_out, "admin")
+        .with_context(|| format!("writing {}", args.kubeconfig_out.display()))?;
+    for (i, name) in ["node-1", "node-2", "node-3"].iter().enumerate() {
+        sim.add_node(
+            SimNode::new(name)
+                .ipv4(&format!("10.0.0.{}", 11 + i))
+                .ipv6(&format!("fd00::{}", 11 + i)),
+        )
+        .await?;
+    }
+    let client = sim.client();
+    let mut config = Config::from_yaml(SANDBOX_CONFIG).map_err(|e| anyhow::anyhow!("{e}"))?;
+    config.service_controller = ServiceControllerConfig {
+        min_retry_delay: Duration::from_millis(500),
+        max_retry_delay: Duration::from_secs(10),
+        node_sync_debounce: Duration::from_millis(200),
+        ..config.service_controller
+    };
+    let sandbox_extras: Option<String> = None;
+    let providers = providers::build(&config, &client).await?.providers;
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = stop_rx.map(|_| ()).shared();
+    let service = ServiceController::new(
+        client.clone(),
+        providers,
+        &config.default_class,
+        config.service_controller.clone(),
+    );
+    let svc_task = tokio::spawn(service.run(stop.clone()));
+    let node_task = tokio::spawn(
+        NodeController::new(
+            client.clone(),
+            NodeSettings::default(),
+            Duration::from_secs(60),
+        )
+        .run(stop.clone()),
+    );
+
+    let api: Api<Service> = Api::namespaced(client.clone(), "default");
+    for (name, class, ports) in DEMOS {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "namespace": "default" },
+            "spec": {
+                "type": "LoadBalancer",
+                "loadBalancerClass": class,
+                "selector": { "app": name },
+                "ports": ports.iter().map(|p| serde_json::json!({ "name": format!("p{p}"), "port": p })).collect::<Vec<_>>(),
+            }
+        }))?;
+        api.create(&PostParams::default(), &svc).await?;
+    }
+
+    let started = Instant::now();
+    let settled = loop {
+        let list = api.list(&Default::default()).await?;
+        let demo: Vec<&Service> = list
+            .items
+            .iter()
+            .filter(|s| {
+                DEMOS
+                    .iter()
+                    .any(|(n, ..)| s.metadata.name.as_deref() == Some(n))
+            })
+            .collect();
+        let done = demo.iter().filter(|s| !external_ips(s).is_empty()).count();
+        if done == DEMOS.len() || started.elapsed() > args.demo_timeout {
+            break done == DEMOS.len();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let list = api.list(&Default::default()).await?;
+    println!("{}", table(&list.items, &config.default_class));
+    println!(
+        "kubeconfig: {}  (try: kubectl --kubeconfig {} get svc -A)",
+        args.kubeconfig_out.display(),
+        args.kubeconfig_out.display()
+    );
+    if let Some(extra) = &sandbox_extras {
+        println!("{extra}");
+    }
+    if args.exit_after_demo {
+        let _ = stop_tx.send(());
+        let _ = svc_task.await;
+        let _ = node_task.await;
+        if !settled {
+            anyhow::bail!(
+                "not every demo Service got an address within {:?}",
+                args.demo_timeout
+            );
+        }
+        return Ok(());
+    }
+    println!("sandbox running; Ctrl-C to stop");
+    crate::cli::shutdown_signal().await;
+    let _ = stop_tx.send(());
+    let _ = svc_task.await;
+    let _ = node_task.await;
+    Ok(())
+}
+
+fn external_ips(svc: &Service) -> Vec<String> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+        .collect()
+}
+
+/// A `kubectl get svc`-like table of every Service, with Portway's class and state.
+pub fn table(services: &[Service], default_class: &str) -> String {
+    let mut rows = vec![[
+        "NAMESPACE".to_string(),
+        "NAME".to_string(),
+        "CLASS".to_string(),
+        "EXTERNAL-IP".to_string(),
+        "PORT(S)".to_string(),
+        "STATE".to_string(),
+    ]];
+    for s in services {
+        let spec = s.spec.clone().unwrap_or_default();
+        if spec.type_.as_deref() != Some("LoadBalancer") {
+            continue;
+        }
+        let class = spec
+            .load_balancer_class
+            .clone()
+            .unwrap_or_else(|| format!("{default_class} (default)"));
+        let ips = external_ips(s);
+        let ports: Vec<String> = spec
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| match p.node_port {
+                Some(np) => format!(
+                    "{}:{}/{}",
+                    p.port,
+                    np,
+                    p.protocol.as_deref().unwrap_or("TCP")
+                ),
+                None => format!("{}/{}", p.port, p.protocol.as_deref().unwrap_or("TCP")),
+            })
+            .collect();
+        rows.push([
+            s.metadata.namespace.clone().unwrap_or_default(),
+            s.metadata.name.clone().unwrap_or_default(),
+            class,
+            if ips.is_empty() {
+                "<pending>".into()
+            } else {
+                ips.join(",")
+            },
+            ports.join(","),
+            if ips.is_empty() {
+                "Pending".into()
+            } else {
+                "Ready".into()
+            },
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect::<Vec<_>>()
+                .join("   ")
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
