@@ -152,6 +152,8 @@ async fn run_case(services: usize, nodes: usize, floor: bool) -> anyhow::Result<
                 let svc: Service = serde_json::from_value(serde_json::json!({
                     "metadata": { "name": name },
                     "spec": { "type": "LoadBalancer", "loadBalancerClass": CLASS,
+                        // 10,000 Services would exhaust the 2,768 nodePorts.
+                        "allocateLoadBalancerNodePorts": false,
                               "ports": [{ "port": 80 }] }
                 }))
                 .expect("valid service");
