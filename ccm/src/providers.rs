@@ -33,7 +33,6 @@ pub struct Built {
 
 /// The providers for `config`.
 pub async fn build(config: &Config, client: &Client) -> anyhow::Result<Built> {
-    let _ = client;
     let sections = sections::parse(config).map_err(|errors| {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("invalid configuration:\n{}", text.join("\n"))
@@ -43,7 +42,12 @@ pub async fn build(config: &Config, client: &Client) -> anyhow::Result<Built> {
         anyhow::anyhow!("invalid pools:\n{}", text.join("\n"))
     })?;
     let mut out: Vec<Arc<dyn LoadBalancerProvider>> = Vec::new();
-    out.push(Arc::new(MockProvider::new(HOSTPORT)));
+    if sections.hostport.enabled {
+        out.push(Arc::new(portway_hostport::HostportProvider::new(
+            client.clone(),
+            sections.hostport.clone(),
+        )));
+    }
     if let Some(l2) = &sections.l2 {
         out.push(Arc::new(VipProvider::new(L2, vips.scoped(L2, &l2.pools))));
     }

@@ -4,12 +4,15 @@
 
 use crate::config::{Config, ConfigError};
 use portway_bgp::BgpConfig;
+use portway_hostport::HostportConfig;
 use portway_l2::L2Config;
 use portway_provider::ipam::{PoolConfig, parse_pools};
 
 /// The typed sections of a valid configuration.
 #[derive(Debug, Clone)]
 pub struct Sections {
+    /// The hostport class (always on; defaults when the section is absent).
+    pub hostport: HostportConfig,
     /// The address pools shared by l2, bgp and f5.
     pub pools: Vec<PoolConfig>,
     /// The l2 class, when configured.
@@ -41,6 +44,13 @@ pub fn parse(config: &Config) -> Result<Sections, Vec<ConfigError>> {
         Err(es) => {
             errors.extend(es.into_iter().map(|e| ConfigError::at(e.path, e.message)));
             Vec::new()
+        }
+    };
+    let hostport = match HostportConfig::from_value(config.hostport.as_ref()) {
+        Ok(h) => h,
+        Err(es) => {
+            errors.extend(es.into_iter().map(|e| ConfigError::at(e.path, e.message)));
+            HostportConfig::default()
         }
     };
     let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
@@ -79,7 +89,12 @@ pub fn parse(config: &Config) -> Result<Sections, Vec<ConfigError>> {
         },
     };
     if errors.is_empty() {
-        Ok(Sections { pools, l2, bgp })
+        Ok(Sections {
+            hostport,
+            pools,
+            l2,
+            bgp,
+        })
     } else {
         Err(errors)
     }
@@ -117,7 +132,7 @@ mod tests {
         )
         .expect("valid");
         let s = parse(&cfg).expect("sections");
-        assert_eq!(s.l2.expect("l2").pools, vec!["lan".to_string()]);
+        assert_eq!(s.l2.as_ref().expect("l2").pools, vec!["lan".to_string()]);
         assert_eq!(s.bgp_pools(), vec!["dc".to_string()]);
     }
 }

@@ -407,14 +407,14 @@ mod tests {
     #[test]
     fn events_share_storage_and_groups_are_listed_once() {
         let kinds = Kinds::new(builtin_kinds());
-        let core = kinds.find("", "v1", "events").unwrap();
-        let v1 = kinds.find("events.k8s.io", "v1", "events").unwrap();
+        let core = kinds.find("", "v1", "events").expect("kind");
+        let v1 = kinds.find("events.k8s.io", "v1", "events").expect("kind");
         assert_eq!(core.storage, v1.storage);
-        assert_eq!(kinds.by_storage("events").unwrap().group, "");
+        assert_eq!(kinds.by_storage("events").expect("kind").group, "");
         let groups = kinds.groups();
         assert_eq!(groups.iter().filter(|(g, _)| *g == "apps").count(), 1);
         assert_eq!(
-            kinds.by_api_kind("apps/v1", "DaemonSet").unwrap().plural,
+            kinds.by_api_kind("apps/v1", "DaemonSet").expect("kind").plural,
             "daemonsets"
         );
     }

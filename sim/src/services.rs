@@ -139,12 +139,13 @@ impl ServiceAlloc {
         // the real server's dropTypeDependentFields does.
         if let Some(old) = old {
             let old_ty = str_at(old, "/spec/type").unwrap_or("ClusterIP");
-            if old_ty == "LoadBalancer" && !is_lb {
-                if let Some(m) = spec.as_object_mut() {
-                    m.remove("loadBalancerClass");
-                    m.remove("allocateLoadBalancerNodePorts");
-                    m.remove("healthCheckNodePort");
-                }
+            if old_ty == "LoadBalancer"
+                && !is_lb
+                && let Some(m) = spec.as_object_mut()
+            {
+                m.remove("loadBalancerClass");
+                m.remove("allocateLoadBalancerNodePorts");
+                m.remove("healthCheckNodePort");
             }
             if !has_node_ports
                 && let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut)

@@ -83,6 +83,7 @@ pub struct ListPage {
 }
 
 type Objects = BTreeMap<(String, String), Arc<Value>>;
+type Entry<'a> = (&'a (String, String), &'a Arc<Value>);
 
 struct Inner {
     rv: u64,
@@ -244,6 +245,7 @@ impl Store {
         });
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn commit(
         &self,
         inner: &mut Inner,
@@ -334,7 +336,7 @@ impl Store {
         let mut remaining = 0usize;
         let mut last_key = None;
         if let Some(map) = inner.objects.get(kind.storage) {
-            let iter: Box<dyn Iterator<Item = (&(String, String), &Arc<Value>)>> = match ns {
+            let iter: Box<dyn Iterator<Item = Entry<'_>>> = match ns {
                 Some(ns) => Box::new(
                     map.range((ns.to_string(), String::new())..)
                         .take_while(move |((n, _), _)| n == ns),
@@ -523,10 +525,8 @@ impl Store {
             "daemonsets" | "deployments" => {
                 obj["status"] = json!({});
             }
-            "pods" => {
-                if obj.pointer("/status/phase").is_none() {
-                    obj["status"]["phase"] = json!("Pending");
-                }
+            "pods" if obj.pointer("/status/phase").is_none() => {
+                obj["status"]["phase"] = json!("Pending");
             }
             "namespaces" => {
                 obj["status"] = json!({"phase": "Active"});

@@ -221,12 +221,9 @@ pub(crate) async fn run(store: Arc<Store>, sw: Switches) {
             Err(RecvError::Closed) => return,
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
-        loop {
-            match rx.try_recv() {
-                Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => continue,
-                Err(_) => break,
-            }
-        }
+        while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
+            rx.try_recv()
+        {}
         reconcile(&store, sw, &mut ips);
     }
 }

@@ -198,6 +198,7 @@ async fn kubectl_create_get_patch_watch_delete() {
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     assert!(saw, "kubectl get -w did not show the change");
 
     let k = kk.clone();

@@ -181,6 +181,16 @@ async fn ensure(
         )
         .await;
     }
+    if status.ingress.is_empty() && !status.warnings.is_empty() {
+        // Nothing could be served at all (every node refused): say so like upstream does.
+        ctx.publish(
+            svc,
+            EventType::Warning,
+            "UnAvailableLoadBalancer",
+            "There are no available nodes for LoadBalancer",
+        )
+        .await;
+    }
     let desired = desired_ingress(&status);
     let changed = !ingress_equal(&desired, &current_ingress(svc));
     if changed {

@@ -1,0 +1,119 @@
+//! The `hostport:` section of the configuration.
+
+use serde::Deserialize;
+
+/// Settings of the hostport class; every key has the k3s default.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostportConfig {
+    /// Serve the class at all (off for clusters that only use VIP classes).
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+    /// Namespace of the svclb DaemonSets (k3s: `kube-system`).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The klipper-lb image.
+    #[serde(default = "default_image")]
+    pub image: String,
+    /// Priority class of svclb pods unless the Service names one.
+    #[serde(default = "default_priority")]
+    pub priority_class_name: String,
+}
+
+fn default_enabled() -> bool {
+    true
+}
+fn default_namespace() -> String {
+    "kube-system".into()
+}
+fn default_image() -> String {
+    "rancher/klipper-lb:v0.4.17".into()
+}
+fn default_priority() -> String {
+    "system-node-critical".into()
+}
+
+impl Default for HostportConfig {
+    fn default() -> Self {
+        HostportConfig {
+            enabled: true,
+            namespace: default_namespace(),
+            image: default_image(),
+            priority_class_name: default_priority(),
+        }
+    }
+}
+
+/// One problem in the section, with its key path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Key path such as `hostport.image`.
+    pub path: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl std::error::Error for ConfigIssue {}
+
+impl HostportConfig {
+    /// Parses the section (`null` or absent gives the defaults).
+    pub fn from_value(
+        value: Option<&serde_json::Value>,
+    ) -> Result<HostportConfig, Vec<ConfigIssue>> {
+        let Some(value) = value.filter(|v| !v.is_null()) else {
+            return Ok(HostportConfig::default());
+        };
+        let cfg: HostportConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." {
+                "hostport".into()
+            } else {
+                format!("hostport.{path}")
+            };
+            vec![ConfigIssue {
+                path,
+                message: e.inner().to_string(),
+            }]
+        })?;
+        let mut issues = Vec::new();
+        if cfg.namespace.is_empty() {
+            issues.push(ConfigIssue {
+                path: "hostport.namespace".into(),
+                message: "must not be empty; k3s uses kube-system".into(),
+            });
+        }
+        if cfg.image.is_empty() {
+            issues.push(ConfigIssue {
+                path: "hostport.image".into(),
+                message: "must not be empty, e.g. rancher/klipper-lb:v0.4.17".into(),
+            });
+        }
+        if issues.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(issues)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_unknown_keys() {
+        assert_eq!(
+            HostportConfig::from_value(None).expect("ok"),
+            HostportConfig::default()
+        );
+        let err =
+            HostportConfig::from_value(Some(&serde_json::json!({"imag": "x"}))).expect_err("bad");
+        assert!(err[0].message.contains("imag"), "{err:?}");
+    }
+}
