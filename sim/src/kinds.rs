@@ -414,7 +414,10 @@ mod tests {
         let groups = kinds.groups();
         assert_eq!(groups.iter().filter(|(g, _)| *g == "apps").count(), 1);
         assert_eq!(
-            kinds.by_api_kind("apps/v1", "DaemonSet").expect("kind").plural,
+            kinds
+                .by_api_kind("apps/v1", "DaemonSet")
+                .expect("kind")
+                .plural,
             "daemonsets"
         );
     }
