@@ -18,3 +18,4 @@ pub mod providers;
 pub mod sandbox;
 pub mod sections;
 pub mod service;
+pub mod speaker;

@@ -27,6 +27,8 @@ enum Command {
     Controller(portway::cli::ControllerArgs),
     /// Start a simulated cluster with every class and demo Services.
     Sandbox(portway::sandbox::SandboxArgs),
+    /// Run the node agent: L2 announcements and BGP sessions of this node.
+    Speaker(portway::speaker::SpeakerArgs),
     /// Validate a configuration file without a cluster.
     CheckConfig {
         /// The YAML file to check.
@@ -60,6 +62,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Controller(args) => portway::cli::run_controller(args).await,
             Command::Sandbox(args) => portway::sandbox::run(args).await,
+            Command::Speaker(args) => {
+                portway::cli::init_logging(args.log_json);
+                portway::speaker::run(args).await
+            }
             Command::CheckConfig { file } => check_config(&file),
             Command::Sim {
                 listen,
