@@ -10,7 +10,6 @@ use crate::sections;
 use kube::Client;
 use portway_provider::LoadBalancerProvider;
 use portway_provider::ipam::{VipManager, VipProvider};
-use portway_provider::mock::MockProvider;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,8 +56,11 @@ pub async fn build(config: &Config, client: &Client) -> anyhow::Result<Built> {
             vips.scoped(BGP, &sections.bgp_pools()),
         )));
     }
-    if config.f5.is_some() {
-        out.push(Arc::new(MockProvider::new(F5)));
+    if let Some(f5) = &sections.f5 {
+        let provider =
+            portway_f5::F5Provider::new(client.clone(), f5.clone(), vips.scoped(F5, &f5.pools))
+                .map_err(|e| anyhow::anyhow!("f5: {e}"))?;
+        out.push(Arc::new(provider));
     }
     Ok(Built {
         providers: out,

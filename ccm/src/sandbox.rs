@@ -47,7 +47,6 @@ pools:
     avoidBuggyIPs: true
   - name: sandbox-f5
     addresses: ["172.31.0.10-172.31.0.20"]
-    autoAssign: false
 hostport: {}
 l2:
   pools: [sandbox-l2]
@@ -59,9 +58,10 @@ bgp:
   advertisements:
     - pools: [sandbox-bgp]
 f5:
-  url: http://127.0.0.1:1
+  url: http://127.0.0.1:1                # replaced by the simulated BIG-IP's address
   credentialsSecret: { namespace: portway-system, name: bigip }
   pools: [sandbox-f5]
+  resyncPeriod: 30s
 "#;
 
 /// The demo Services: (name, class, ports).
@@ -97,7 +97,14 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         node_sync_debounce: Duration::from_millis(200),
         ..config.service_controller
     };
-    let sandbox_extras: Option<String> = None;
+    let bigip = portway_sim::bigip::BigIpSim::start()
+        .await
+        .context("starting the simulated BIG-IP")?;
+    prepare_f5(&client, &mut config, bigip.url()).await?;
+    let sandbox_extras = Some(format!(
+        "simulated BIG-IP: {} (admin/admin), partition portway",
+        bigip.url()
+    ));
     let providers = providers::build(&config, &client).await?.providers;
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -159,6 +166,21 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     );
     if let Some(extra) = &sandbox_extras {
         println!("{extra}");
+        let pools = bigip.objects("pool", "portway");
+        let members: usize = pools
+            .iter()
+            .filter_map(|p| {
+                p.pointer("/membersReference/items")
+                    .and_then(|m| m.as_array())
+            })
+            .map(Vec::len)
+            .sum();
+        println!(
+            "  {} virtual servers, {} pools with {members} members, {} nodes",
+            bigip.objects("virtual", "portway").len(),
+            pools.len(),
+            bigip.objects("node", "portway").len()
+        );
     }
     if args.exit_after_demo {
         let _ = stop_tx.send(());
@@ -177,6 +199,29 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(());
     let _ = svc_task.await;
     let _ = node_task.await;
+    Ok(())
+}
+
+/// Points the f5 section at the simulated BIG-IP and stores its credentials in a Secret,
+/// as a user would for a real device.
+async fn prepare_f5(client: &kube::Client, config: &mut Config, url: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "portway-system"}}))?;
+    let _ = Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await;
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "bigip", "namespace": "portway-system"},
+        "stringData": {"username": "admin", "password": "admin"},
+        "data": {"username": "YWRtaW4=", "password": "YWRtaW4="},
+    }))?;
+    let _ = Api::<Secret>::namespaced(client.clone(), "portway-system")
+        .create(&PostParams::default(), &secret)
+        .await;
+    if let Some(f5) = config.f5.as_mut() {
+        f5["url"] = serde_json::json!(url);
+    }
     Ok(())
 }
 

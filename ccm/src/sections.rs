@@ -4,6 +4,7 @@
 
 use crate::config::{Config, ConfigError};
 use portway_bgp::BgpConfig;
+use portway_f5::F5Config;
 use portway_hostport::HostportConfig;
 use portway_l2::L2Config;
 use portway_provider::ipam::{PoolConfig, parse_pools};
@@ -19,6 +20,8 @@ pub struct Sections {
     pub l2: Option<L2Config>,
     /// The bgp class, when configured.
     pub bgp: Option<BgpConfig>,
+    /// The f5 class, when configured.
+    pub f5: Option<F5Config>,
 }
 
 impl Sections {
@@ -88,8 +91,19 @@ pub fn parse(config: &Config) -> Result<Sections, Vec<ConfigError>> {
             }
         },
     };
+    let f5 = match &config.f5 {
+        None => None,
+        Some(v) => match F5Config::from_value(v, Some(&names)) {
+            Ok(c) => Some(c),
+            Err(es) => {
+                errors.extend(es.into_iter().map(|e| ConfigError::at(e.path, e.message)));
+                None
+            }
+        },
+    };
     if errors.is_empty() {
         Ok(Sections {
+            f5,
             hostport,
             pools,
             l2,

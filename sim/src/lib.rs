@@ -9,6 +9,7 @@
 //! nobody here wrote: kube-rs, `kubectl` and the Python `kubernetes` client.
 #![forbid(unsafe_code)]
 
+pub mod bigip;
 pub mod error;
 pub mod events_view;
 pub mod faults;

@@ -1,0 +1,396 @@
+//! The iControl REST session: token login, one re-login on 401, serialised writes, reads of
+//! a partition, transactions, node garbage collection and `save`.
+
+use crate::plan::{Command, Current};
+use portway_provider::ProviderError;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::Mutex;
+use tracing::{debug, warn};
+
+/// BIG-IP credentials, read from a Secret; the password never reaches a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// One BIG-IP device.
+pub struct BigIp {
+    base: String,
+    http: reqwest::Client,
+    creds: Mutex<Option<Credentials>>,
+    token: Mutex<Option<String>>,
+    /// BIG-IP answers 503 to concurrent writers: one write (or transaction) at a time.
+    writes: Mutex<()>,
+    calls: AtomicU64,
+}
+
+/// Turns a BIG-IP answer into the provider's error classes.
+fn classify(status: StatusCode, body: &str) -> ProviderError {
+    let message = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(String::from))
+        .unwrap_or_else(|| body.chars().take(200).collect());
+    let code = status.as_u16();
+    let transient = match code {
+        401 | 503 | 502 | 504 => true,
+        500 => true,
+        404 => message.contains("not registered"),
+        _ => false,
+    };
+    if transient {
+        ProviderError::transient(format!("BIG-IP answered {code}: {message}"))
+    } else {
+        ProviderError::invalid(
+            "f5",
+            format!("BIG-IP refused the change ({code}): {message}"),
+        )
+    }
+}
+
+impl BigIp {
+    /// A client for `base` (https with the system roots or `ca_bundle`; http for tests).
+    pub fn new(base: &str, ca_bundle: &str, insecure: bool) -> Result<BigIp, ProviderError> {
+        // reqwest is built without a bundled crypto provider; use ring like kube does.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut b = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .danger_accept_invalid_certs(insecure);
+        if !ca_bundle.trim().is_empty() {
+            let cert = reqwest::Certificate::from_pem(ca_bundle.as_bytes()).map_err(|e| {
+                ProviderError::invalid("f5.caBundle", format!("not a PEM certificate: {e}"))
+            })?;
+            b = b.add_root_certificate(cert);
+        }
+        let http = b.build().map_err(|e| {
+            ProviderError::invalid("f5.url", format!("cannot build an HTTP client: {e}"))
+        })?;
+        Ok(BigIp {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+            creds: Mutex::new(None),
+            token: Mutex::new(None),
+            writes: Mutex::new(()),
+            calls: AtomicU64::new(0),
+        })
+    }
+
+    /// Sets the credentials (from the Secret); a change drops the current token.
+    pub async fn set_credentials(&self, c: Credentials) {
+        let mut cur = self.creds.lock().await;
+        if cur.as_ref() != Some(&c) {
+            *cur = Some(c);
+            *self.token.lock().await = None;
+        }
+    }
+
+    /// Whether credentials were set.
+    pub async fn has_credentials(&self) -> bool {
+        self.creds.lock().await.is_some()
+    }
+
+    /// REST calls made so far (for benchmarks).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    async fn login(&self) -> Result<String, ProviderError> {
+        let creds = self
+            .creds
+            .lock()
+            .await
+            .clone()
+            .ok_or_else(|| ProviderError::transient("BIG-IP credentials not loaded yet"))?;
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let r = self
+            .http
+            .post(format!("{}/mgmt/shared/authn/login", self.base))
+            .json(&json!({"username": creds.username, "password": creds.password, "loginProviderName": "tmos"}))
+            .send()
+            .await
+            .map_err(|e| ProviderError::transient(format!("BIG-IP login: {e}")))?;
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(ProviderError::invalid(
+                "f5.credentialsSecret",
+                "the BIG-IP refused the username/password in the Secret",
+            ));
+        }
+        if !status.is_success() {
+            return Err(classify(status, &text));
+        }
+        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+        let token = v["token"]["token"]
+            .as_str()
+            .ok_or_else(|| ProviderError::transient("BIG-IP login reply without token.token"))?
+            .to_string();
+        // Extend the lifetime and read back what the device granted.
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let ext = self
+            .http
+            .patch(format!("{}/mgmt/shared/authz/tokens/{token}", self.base))
+            .header("X-F5-Auth-Token", &token)
+            .json(&json!({"timeout": 3600}))
+            .send()
+            .await;
+        match ext {
+            Ok(r) if r.status().is_success() => {
+                let granted = r
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v["timeout"].as_u64());
+                debug!(?granted, "BIG-IP token lifetime");
+            }
+            Ok(r) => {
+                warn!(status = %r.status(), "BIG-IP token lifetime not extended; re-login on expiry")
+            }
+            Err(e) => warn!(%e, "BIG-IP token lifetime not extended"),
+        }
+        Ok(token)
+    }
+
+    async fn token(&self) -> Result<String, ProviderError> {
+        let mut t = self.token.lock().await;
+        if let Some(tok) = t.as_ref() {
+            return Ok(tok.clone());
+        }
+        let tok = self.login().await?;
+        *t = Some(tok.clone());
+        Ok(tok)
+    }
+
+    /// One REST call; logs in again once on 401.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        tx: Option<u64>,
+    ) -> Result<Value, ProviderError> {
+        for attempt in 0..2 {
+            let token = self.token().await?;
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .header("X-F5-Auth-Token", &token);
+            if let Some(id) = tx {
+                req = req.header("X-F5-REST-Coordination-Id", id.to_string());
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let r = req
+                .send()
+                .await
+                .map_err(|e| ProviderError::transient(format!("BIG-IP {method} {path}: {e}")))?;
+            let status = r.status();
+            let text = r.text().await.unwrap_or_default();
+            if status == StatusCode::UNAUTHORIZED && attempt == 0 {
+                *self.token.lock().await = None;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(classify(status, &text));
+            }
+            return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
+        }
+        Err(ProviderError::transient(
+            "BIG-IP kept answering 401 after a fresh login",
+        ))
+    }
+
+    /// Creates the partition unless it exists.
+    pub async fn ensure_partition(&self, partition: &str) -> Result<(), ProviderError> {
+        match self
+            .call(
+                Method::GET,
+                &format!("/mgmt/tm/auth/partition/{partition}"),
+                None,
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(ProviderError::Invalid { reason, .. }) if reason.contains("(404)") => {
+                let _w = self.writes.lock().await;
+                match self
+                    .call(
+                        Method::POST,
+                        "/mgmt/tm/auth/partition",
+                        Some(&json!({"name": partition, "description": "managed by Portway"})),
+                        None,
+                    )
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(ProviderError::Invalid { reason, .. }) if reason.contains("(409)") => {
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn items(&self, path: &str) -> Result<Vec<Value>, ProviderError> {
+        let v = self.call(Method::GET, path, None, None).await?;
+        Ok(v["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Monitors, pools (with members) and virtuals of a partition.
+    pub async fn read(&self, partition: &str) -> Result<Current, ProviderError> {
+        let filter = format!("$filter=partition+eq+{partition}");
+        Ok(Current {
+            monitors: self
+                .items(&format!("/mgmt/tm/ltm/monitor/tcp?{filter}"))
+                .await?,
+            pools: self
+                .items(&format!(
+                    "/mgmt/tm/ltm/pool?{filter}&expandSubcollections=true"
+                ))
+                .await?,
+            virtuals: self
+                .items(&format!("/mgmt/tm/ltm/virtual?{filter}"))
+                .await?,
+        })
+    }
+
+    /// A single write, serialised with every other write to the device.
+    pub async fn write(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, ProviderError> {
+        let _w = self.writes.lock().await;
+        self.call(method, path, Some(body), None).await
+    }
+
+    /// Runs `commands` as one transaction; a 404 on a DELETE is fine.
+    pub async fn transaction(&self, commands: &[Command]) -> Result<(), ProviderError> {
+        if commands.is_empty() {
+            return Ok(());
+        }
+        let _w = self.writes.lock().await;
+        let t = self
+            .call(Method::POST, "/mgmt/tm/transaction", Some(&json!({})), None)
+            .await?;
+        let id = t["transId"]
+            .as_u64()
+            .ok_or_else(|| ProviderError::transient("BIG-IP transaction reply without transId"))?;
+        for c in commands {
+            let method = Method::from_bytes(c.method.as_bytes()).unwrap_or(Method::PATCH);
+            let body = (!c.body.is_null()).then_some(&c.body);
+            self.call(method, &c.path, body, Some(id)).await?;
+        }
+        // The commit carries no coordination header.
+        let done = match self
+            .call(
+                Method::PATCH,
+                &format!("/mgmt/tm/transaction/{id}"),
+                Some(&json!({"state": "VALIDATING"})),
+                None,
+            )
+            .await
+        {
+            Ok(d) => d,
+            // An object changed between our read and the commit (drift, another writer):
+            // nothing was applied; read again and retry.
+            Err(ProviderError::Invalid { reason, .. })
+                if reason.contains("was not found") || reason.contains("already exists") =>
+            {
+                return Err(ProviderError::transient(format!(
+                    "BIG-IP transaction {id} raced with a change: {reason}"
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        if done["state"] != "COMPLETED" {
+            return Err(ProviderError::transient(format!(
+                "BIG-IP transaction {id} ended {}: {}",
+                done["state"], done["failureReason"]
+            )));
+        }
+        Ok(())
+    }
+
+    /// Deletes nodes of the partition that no pool member references (best effort).
+    pub async fn gc_nodes(&self, partition: &str) {
+        let filter = format!("$filter=partition+eq+{partition}");
+        let (Ok(nodes), Ok(pools)) = (
+            self.items(&format!("/mgmt/tm/ltm/node?{filter}")).await,
+            self.items(&format!(
+                "/mgmt/tm/ltm/pool?{filter}&expandSubcollections=true"
+            ))
+            .await,
+        ) else {
+            return;
+        };
+        let used: Vec<String> = pools
+            .iter()
+            .flat_map(|p| {
+                p.pointer("/membersReference/items")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|m| m["address"].as_str().map(String::from))
+            .collect();
+        for n in nodes {
+            let addr = n["address"].as_str().unwrap_or("");
+            if used.iter().any(|u| u == addr) {
+                continue;
+            }
+            let name = n["name"].as_str().unwrap_or("");
+            let path = format!(
+                "/mgmt/tm/ltm/node/{}",
+                crate::names::uri_name(partition, name)
+            );
+            let _w = self.writes.lock().await;
+            if let Err(e) = self.call(Method::DELETE, &path, None, None).await {
+                // "still referenced" (another writer's member) is fine; try next time.
+                debug!(node = name, %e, "node not deleted");
+            }
+        }
+    }
+
+    /// Saves the running configuration so a reboot keeps it.
+    pub async fn save(&self) -> Result<(), ProviderError> {
+        self.write(
+            Method::POST,
+            "/mgmt/tm/sys/config",
+            &json!({"command": "save"}),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Deletes the token (at shutdown: a user may hold at most 100).
+    pub async fn logout(&self) {
+        if let Some(t) = self.token.lock().await.take() {
+            let _ = self
+                .http
+                .delete(format!("{}/mgmt/shared/authz/tokens/{t}", self.base))
+                .header("X-F5-Auth-Token", &t)
+                .send()
+                .await;
+        }
+    }
+}

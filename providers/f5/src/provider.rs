@@ -1,0 +1,377 @@
+//! The f5 provider: VIPs from the shared allocator, objects on the BIG-IP, drift repair.
+
+use crate::client::{BigIp, Credentials};
+use crate::config::{F5Config, MemberMode};
+use crate::plan::{Current, desired, plan, plan_delete, tagged_service, tagged_uid};
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+use portway_provider::ipam::VipManager;
+use portway_provider::{
+    LbNode, LbService, LbStatus, LoadBalancerProvider, ProviderError, ServiceKey,
+};
+use reqwest::Method;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The `portway.dev/f5` provider.
+pub struct F5Provider {
+    client: Client,
+    cfg: F5Config,
+    vips: VipManager,
+    device: Arc<BigIp>,
+    managed: Arc<Mutex<BTreeMap<ServiceKey, String>>>,
+    partition_ready: AtomicBool,
+    save_pending: Arc<AtomicBool>,
+    last_sweep: Mutex<std::time::Instant>,
+    triggers: Mutex<Option<mpsc::UnboundedReceiver<ServiceKey>>>,
+    resync: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for F5Provider {
+    fn drop(&mut self) {
+        self.resync.abort();
+    }
+}
+
+impl F5Provider {
+    /// A provider for the device in `cfg`, allocating VIPs through `vips` (a handle scoped to
+    /// `cfg.pools`). Starts the resync timer; call inside a tokio runtime.
+    pub fn new(
+        client: Client,
+        cfg: F5Config,
+        vips: VipManager,
+    ) -> Result<F5Provider, ProviderError> {
+        if cfg.insecure_skip_verify {
+            warn!(url = %cfg.url, "f5.insecureSkipVerify is set: the BIG-IP's TLS certificate is NOT verified");
+        }
+        let device = Arc::new(BigIp::new(
+            &cfg.url,
+            &cfg.ca_bundle,
+            cfg.insecure_skip_verify,
+        )?);
+        let managed: Arc<Mutex<BTreeMap<ServiceKey, String>>> = Arc::default();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let period = cfg.resync_period;
+        let m = managed.clone();
+        let resync = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let keys: Vec<ServiceKey> = lock(&m).keys().cloned().collect();
+                for k in keys {
+                    if tx.send(k).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(F5Provider {
+            client,
+            cfg,
+            vips,
+            device,
+            managed,
+            partition_ready: AtomicBool::new(false),
+            save_pending: Arc::new(AtomicBool::new(false)),
+            last_sweep: Mutex::new(std::time::Instant::now()),
+            triggers: Mutex::new(Some(rx)),
+            resync,
+        })
+    }
+
+    /// The device client (REST call counts for benchmarks).
+    pub fn device(&self) -> &Arc<BigIp> {
+        &self.device
+    }
+
+    async fn session(&self) -> Result<(), ProviderError> {
+        let r = &self.cfg.credentials_secret;
+        let field = "f5.credentialsSecret";
+        let secret = Api::<Secret>::namespaced(self.client.clone(), &r.namespace)
+            .get_opt(&r.name)
+            .await
+            .map_err(|e| {
+                ProviderError::transient(format!("reading Secret {}/{}: {e}", r.namespace, r.name))
+            })?
+            .ok_or_else(|| {
+                ProviderError::invalid(
+                    field,
+                    format!(
+                        "Secret {}/{} does not exist; create it with keys username and password",
+                        r.namespace, r.name
+                    ),
+                )
+            })?;
+        let get = |k: &str| -> Result<String, ProviderError> {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(k))
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(k)).cloned())
+                .ok_or_else(|| {
+                    ProviderError::invalid(
+                        field,
+                        format!("Secret {}/{} has no key {k:?}", r.namespace, r.name),
+                    )
+                })
+        };
+        self.device
+            .set_credentials(Credentials {
+                username: get("username")?,
+                password: get("password")?,
+            })
+            .await;
+        if !self.partition_ready.load(Ordering::Relaxed) {
+            self.device.ensure_partition(&self.cfg.partition).await?;
+            self.partition_ready.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    async fn members(
+        &self,
+        svc: &LbService,
+        nodes: &[LbNode],
+    ) -> Result<Vec<Vec<(IpAddr, u16)>>, ProviderError> {
+        match self.cfg.member_mode {
+            MemberMode::Nodeport => svc
+                .ports
+                .iter()
+                .map(|p| {
+                    let np = p.node_port.ok_or_else(|| {
+                        ProviderError::invalid(
+                            "spec.allocateLoadBalancerNodePorts",
+                            "f5 memberMode nodeport sends traffic to node ports; allocate them (remove allocateLoadBalancerNodePorts: false) or use memberMode cluster",
+                        )
+                    })?;
+                    Ok(nodes.iter().filter_map(|n| n.internal_ips.first()).map(|ip| (*ip, np)).collect())
+                })
+                .collect(),
+            MemberMode::Cluster => {
+                let slices = Api::<EndpointSlice>::namespaced(self.client.clone(), &svc.key.namespace)
+                    .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={}", svc.key.name)))
+                    .await
+                    .map_err(|e| ProviderError::transient(format!("listing EndpointSlices: {e}")))?;
+                Ok(svc
+                    .ports
+                    .iter()
+                    .map(|p| {
+                        let mut out = Vec::new();
+                        for s in &slices.items {
+                            let port = s
+                                .ports
+                                .iter()
+                                .flatten()
+                                .find(|sp| sp.name.as_deref().unwrap_or("") == p.name)
+                                .and_then(|sp| sp.port)
+                                .and_then(|x| u16::try_from(x).ok());
+                            let Some(port) = port else { continue };
+                            for e in &s.endpoints {
+                                if e.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                                    continue;
+                                }
+                                out.extend(e.addresses.iter().filter_map(|a| a.parse().ok()).map(|ip| (ip, port)));
+                            }
+                        }
+                        out
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    fn own(current: Current, uid: &str) -> Current {
+        let keep = |v: Vec<serde_json::Value>| {
+            v.into_iter()
+                .filter(|o| tagged_uid(o) == Some(uid))
+                .collect()
+        };
+        Current {
+            monitors: keep(current.monitors),
+            pools: keep(current.pools),
+            virtuals: keep(current.virtuals),
+        }
+    }
+
+    fn schedule_save(&self) {
+        if self.save_pending.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let device = self.device.clone();
+        let pending = self.save_pending.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            pending.store(false, Ordering::SeqCst);
+            if let Err(e) = device.save().await {
+                warn!(%e, "saving the BIG-IP configuration");
+            }
+        });
+    }
+
+    async fn converge(
+        &self,
+        svc: &LbService,
+        nodes: &[LbNode],
+        ips: &[IpAddr],
+    ) -> Result<(), ProviderError> {
+        self.session().await?;
+        let sweep_due = {
+            let mut last = lock(&self.last_sweep);
+            let due = last.elapsed() >= self.cfg.resync_period;
+            if due {
+                *last = std::time::Instant::now();
+            }
+            due
+        };
+        if sweep_due && let Err(e) = self.sweep().await {
+            warn!(%e, "sweeping orphaned BIG-IP objects");
+        }
+        let members = self.members(svc, nodes).await?;
+        let want = desired(svc, ips, &members, &self.cfg.partition, &self.cfg.monitor);
+        let current = Self::own(self.device.read(&self.cfg.partition).await?, &svc.uid);
+        let p = plan(&want, &current, &self.cfg.partition);
+        if p.is_empty() {
+            return Ok(());
+        }
+        for (pool, members) in &p.member_patches {
+            let path = format!(
+                "/mgmt/tm/ltm/pool/{}",
+                crate::names::uri_name(&self.cfg.partition, pool)
+            );
+            self.device
+                .write(
+                    Method::PATCH,
+                    &path,
+                    &serde_json::json!({"members": members}),
+                )
+                .await?;
+        }
+        self.device.transaction(&p.transaction).await?;
+        info!(service = %svc.key, patches = p.member_patches.len(), commands = p.transaction.len(), "BIG-IP converged");
+        self.device.gc_nodes(&self.cfg.partition).await;
+        self.schedule_save();
+        Ok(())
+    }
+
+    async fn remove(&self, uid: &str) -> Result<(), ProviderError> {
+        let current = Self::own(self.device.read(&self.cfg.partition).await?, uid);
+        let cmds = plan_delete(&current, &self.cfg.partition);
+        if cmds.is_empty() {
+            return Ok(());
+        }
+        self.device.transaction(&cmds).await?;
+        self.device.gc_nodes(&self.cfg.partition).await;
+        self.schedule_save();
+        Ok(())
+    }
+
+    /// Deletes tagged objects whose Service is gone (or was recreated with another uid).
+    async fn sweep(&self) -> Result<(), ProviderError> {
+        let current = self.device.read(&self.cfg.partition).await?;
+        let mut uids: BTreeMap<String, String> = BTreeMap::new();
+        for o in current
+            .virtuals
+            .iter()
+            .chain(&current.pools)
+            .chain(&current.monitors)
+        {
+            if let (Some(uid), Some(svc)) = (tagged_uid(o), tagged_service(o)) {
+                uids.insert(uid.to_string(), svc.to_string());
+            }
+        }
+        let managed: Vec<String> = lock(&self.managed).values().cloned().collect();
+        for (uid, svc) in uids {
+            if managed.contains(&uid) {
+                continue;
+            }
+            let (ns, name) = svc.split_once('/').unwrap_or(("", &svc));
+            let live = Api::<Service>::namespaced(self.client.clone(), ns)
+                .get_opt(name)
+                .await
+                .map_err(|e| ProviderError::transient(e.to_string()))?;
+            if live.is_some_and(|s| s.uid().as_deref() == Some(uid.as_str())) {
+                continue;
+            }
+            info!(service = %svc, "removing BIG-IP objects of a Service that is gone");
+            self.remove(&uid).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LoadBalancerProvider for F5Provider {
+    fn class(&self) -> &str {
+        crate::CLASS
+    }
+
+    async fn adopt(&self, existing: &[LbService]) -> Vec<(ServiceKey, ProviderError)> {
+        {
+            let mut m = lock(&self.managed);
+            for s in existing {
+                m.insert(s.key.clone(), s.uid.clone());
+            }
+        }
+        let mut problems = self.vips.adopt(existing);
+        problems.extend(self.vips.orphans());
+        match self.session().await {
+            Ok(()) => {
+                if let Err(e) = self.sweep().await {
+                    warn!(%e, "sweeping orphaned BIG-IP objects");
+                }
+            }
+            Err(e) => {
+                warn!(%e, "BIG-IP not reachable at start; will converge on the first reconcile")
+            }
+        }
+        problems
+    }
+
+    async fn get(&self, svc: &LbService) -> Result<Option<LbStatus>, ProviderError> {
+        Ok(self.vips.get(&svc.key))
+    }
+
+    async fn ensure(&self, svc: &LbService, nodes: &[LbNode]) -> Result<LbStatus, ProviderError> {
+        let status = self.vips.ensure(svc)?;
+        let ips: Vec<IpAddr> = status.ingress.iter().map(|i| i.ip).collect();
+        lock(&self.managed).insert(svc.key.clone(), svc.uid.clone());
+        // Status is returned (and published) only after the BIG-IP committed.
+        self.converge(svc, nodes, &ips).await?;
+        Ok(status)
+    }
+
+    async fn update(&self, svc: &LbService, nodes: &[LbNode]) -> Result<(), ProviderError> {
+        let status = self.vips.ensure(svc)?;
+        let ips: Vec<IpAddr> = status.ingress.iter().map(|i| i.ip).collect();
+        self.converge(svc, nodes, &ips).await
+    }
+
+    async fn ensure_deleted(&self, svc: &LbService) -> Result<(), ProviderError> {
+        self.session().await?;
+        self.remove(&svc.uid).await?;
+        lock(&self.managed).remove(&svc.key);
+        self.vips.release(&svc.key);
+        Ok(())
+    }
+
+    fn triggers(&self) -> Option<BoxStream<'static, ServiceKey>> {
+        let mut rx = lock(&self.triggers).take()?;
+        Some(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed())
+    }
+}

@@ -1,0 +1,208 @@
+//! A simulated F5 BIG-IP: the iControl REST behaviour the f5 provider relies on, so it can be
+//! tested end to end without an appliance (no usable emulator exists).
+//!
+//! Reproduced on purpose: token login and a token lifetime (1200 s, 401 after expiry), `~`
+//! paths, F5-style error bodies, PATCH replacing a pool's members while keeping the other
+//! fields and PUT resetting them, nodes created by pool members and not deletable while
+//! referenced, virtual addresses created with their first virtual and removed with the last
+//! (`autoDelete`), transactions (queued with `X-F5-REST-Coordination-Id`, all-or-nothing on
+//! commit, `COMPLETED`), and injectable 503 / "mcpd" faults. Objects live in memory.
+
+mod store;
+
+pub use store::Request;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use store::{BigIpState, Fault};
+use tokio::sync::oneshot;
+
+/// A running simulated BIG-IP.
+pub struct BigIpSim {
+    url: String,
+    state: Arc<Mutex<BigIpState>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl std::fmt::Debug for BigIpSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BigIpSim").field("url", &self.url).finish()
+    }
+}
+
+fn lock(s: &Mutex<BigIpState>) -> std::sync::MutexGuard<'_, BigIpState> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl BigIpSim {
+    /// Starts on a free loopback port with user `admin` / password `admin`.
+    pub async fn start() -> anyhow::Result<BigIpSim> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts on `addr`.
+    pub async fn start_on(addr: SocketAddr) -> anyhow::Result<BigIpSim> {
+        let state = Arc::new(Mutex::new(BigIpState::new("admin", "admin")));
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(BigIpSim {
+            url,
+            state,
+            stop: Some(tx),
+        })
+    }
+
+    /// The base URL (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Sets the login credentials.
+    pub fn set_credentials(&self, user: &str, password: &str) {
+        let mut s = lock(&self.state);
+        s.user = user.to_string();
+        s.password = password.to_string();
+    }
+
+    /// Sets the lifetime of new tokens (default 1200 s).
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        lock(&self.state).default_timeout = lifetime.as_secs();
+    }
+
+    /// Makes every issued token expire now (the next call gets 401).
+    pub fn expire_tokens(&self) {
+        let mut s = lock(&self.state);
+        let now = Instant::now();
+        for t in s.tokens.values_mut() {
+            t.expires = now;
+        }
+    }
+
+    /// Answers the next `n` requests (login excluded) with 503 "Configuration Utility restarting".
+    pub fn fail_next_503(&self, n: usize) {
+        lock(&self.state)
+            .faults
+            .extend(std::iter::repeat_n(Fault::Unavailable, n));
+    }
+
+    /// Answers the next `n` requests with 500 "The connection to mcpd has been lost".
+    pub fn fail_next_mcpd(&self, n: usize) {
+        lock(&self.state)
+            .faults
+            .extend(std::iter::repeat_n(Fault::Mcpd, n));
+    }
+
+    /// Every request so far (method, path, whether it was inside a transaction).
+    pub fn requests(&self) -> Vec<Request> {
+        lock(&self.state).log.clone()
+    }
+
+    /// Forgets the request log.
+    pub fn reset_requests(&self) {
+        lock(&self.state).log.clear();
+    }
+
+    /// Objects of one collection (`pool`, `virtual`, `monitor/tcp`, `node`,
+    /// `virtual-address`) in a partition.
+    pub fn objects(&self, collection: &str, partition: &str) -> Vec<Value> {
+        lock(&self.state).list(collection, Some(partition), true)
+    }
+
+    /// Deletes an object behind the provider's back (drift), ignoring references.
+    pub fn delete_by_hand(&self, collection: &str, partition: &str, name: &str) -> bool {
+        lock(&self.state).remove(collection, &format!("/{partition}/{name}"))
+    }
+
+    /// How many `save` commands were received.
+    pub fn saves(&self) -> usize {
+        lock(&self.state).saves
+    }
+
+    /// Stops serving.
+    pub fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+impl Drop for BigIpSim {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+fn reply(code: u16, body: Value) -> Response {
+    (
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn handle(
+    State(state): State<Arc<Mutex<BigIpState>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return reply(
+                    400,
+                    json!({"code": 400, "message": format!("Found invalid JSON body in the request: {e}"), "errorStack": []}),
+                );
+            }
+        }
+    };
+    let token = headers
+        .get("x-f5-auth-token")
+        .and_then(|h| h.to_str().ok())
+        .map(String::from);
+    let tx = headers
+        .get("x-f5-rest-coordination-id")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<u64>().ok());
+    let (code, out) = lock(&state).serve(
+        &method,
+        uri.path(),
+        uri.query().unwrap_or(""),
+        token,
+        tx,
+        body,
+    );
+    if code == 503 {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("content-type", "text/html")],
+            "<html><body>Configuration Utility restarting...</body></html>",
+        )
+            .into_response();
+    }
+    reply(code, out)
+}
