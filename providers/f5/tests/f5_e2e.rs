@@ -1,0 +1,338 @@
+//! The f5 provider against the simulated BIG-IP (request sequences from its log) and the
+//! simulated API server (credentials Secret), plus wiremock for exact error handling.
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, PostParams};
+use portway_f5::{F5Config, F5Provider};
+use portway_provider::ipam::{VipManager, parse_pools};
+use portway_provider::{
+    LbNode, LbPort, LbService, LoadBalancerProvider, Protocol, ProviderError, ServiceKey,
+};
+use portway_sim::SimCluster;
+use portway_sim::bigip::BigIpSim;
+use serde_json::json;
+use std::time::Duration;
+
+async fn cluster_with_secret() -> SimCluster {
+    let sim = SimCluster::builder()
+        .kubelet(false)
+        .daemonsets(false)
+        .start()
+        .await
+        .expect("sim");
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "portway-system"}})).expect("ns");
+    Api::<Namespace>::all(sim.client())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("ns");
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "bigip"},
+        "data": {"username": "YWRtaW4=", "password": "YWRtaW4="}}))
+    .expect("secret");
+    Api::<Secret>::namespaced(sim.client(), "portway-system")
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+    sim
+}
+
+fn provider(sim: &SimCluster, url: &str) -> F5Provider {
+    let pools = parse_pools(&[json!({"name": "vips", "addresses": ["203.0.113.10-203.0.113.20"]})])
+        .expect("pools");
+    let vips = VipManager::new(&pools).expect("vips");
+    let cfg = F5Config::from_value(
+        &json!({"url": url, "credentialsSecret": {"namespace": "portway-system", "name": "bigip"},
+            "pools": ["vips"], "resyncPeriod": "1h"}),
+        Some(&["vips"]),
+    )
+    .expect("config");
+    F5Provider::new(
+        sim.client(),
+        cfg,
+        vips.scoped("portway.dev/f5", &["vips".into()]),
+    )
+    .expect("provider")
+}
+
+fn svc() -> LbService {
+    LbService {
+        key: ServiceKey::new("default", "web"),
+        uid: "0f0f0f0f-1111-2222-3333-444444444444".into(),
+        class: "portway.dev/f5".into(),
+        ports: vec![
+            LbPort {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: 80,
+                node_port: Some(30080),
+            },
+            LbPort {
+                name: "https".into(),
+                protocol: Protocol::Tcp,
+                port: 443,
+                node_port: Some(30443),
+            },
+        ],
+        ..Default::default()
+    }
+}
+
+fn nodes(n: usize) -> Vec<LbNode> {
+    (1..=n)
+        .map(|i| LbNode {
+            name: format!("node-{i}"),
+            internal_ips: vec![format!("10.0.0.{i}").parse().expect("ip")],
+            ready: true,
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn writes(b: &BigIpSim) -> Vec<String> {
+    b.requests()
+        .into_iter()
+        .filter(|r| r.is_write())
+        .map(|r| {
+            format!(
+                "{}{} {}",
+                if r.in_transaction { "tx " } else { "" },
+                r.method,
+                r.path
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_update_noop_drift_delete() {
+    let sim = cluster_with_secret().await;
+    let bigip = BigIpSim::start().await.expect("bigip");
+    let p = provider(&sim, bigip.url());
+    let s = svc();
+
+    // Create: login, partition, three reads, one transaction, commit; status after commit.
+    let status = p.ensure(&s, &nodes(2)).await.expect("ensure");
+    assert_eq!(status.ingress[0].ip.to_string(), "203.0.113.10");
+    let w = writes(&bigip);
+    assert_eq!(w[0], "POST /mgmt/tm/auth/partition", "{w:#?}");
+    assert_eq!(w[1], "POST /mgmt/tm/transaction", "{w:#?}");
+    assert_eq!(
+        w.iter().filter(|x| x.starts_with("tx ")).count(),
+        6,
+        "{w:#?}"
+    );
+    assert!(
+        w.iter()
+            .any(|x| x.starts_with("PATCH /mgmt/tm/transaction/")),
+        "{w:#?}"
+    );
+    let logins = bigip
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/mgmt/shared/authn/login")
+        .count();
+    assert_eq!(logins, 1);
+    let virtuals = bigip.objects("virtual", "portway");
+    assert_eq!(virtuals.len(), 2);
+    assert_eq!(
+        virtuals[0]["destination"]
+            .as_str()
+            .map(|d| d.starts_with("/portway/203.0.113.10:")),
+        Some(true)
+    );
+    assert_eq!(virtuals[0]["sourceAddressTranslation"]["type"], "automap");
+    let pools = bigip.objects("pool", "portway");
+    assert!(
+        pools
+            .iter()
+            .all(|p| p["membersReference"]["items"].as_array().map(Vec::len) == Some(2))
+    );
+    assert_eq!(bigip.objects("node", "portway").len(), 2);
+
+    // No change: zero writes.
+    bigip.reset_requests();
+    p.ensure(&s, &nodes(2)).await.expect("ensure");
+    assert!(writes(&bigip).is_empty(), "{:#?}", writes(&bigip));
+
+    // A node more: one PATCH per pool, no transaction.
+    bigip.reset_requests();
+    p.update(&s, &nodes(3)).await.expect("update");
+    let w = writes(&bigip);
+    assert_eq!(
+        w.iter()
+            .filter(|x| x.starts_with("PATCH /mgmt/tm/ltm/pool/"))
+            .count(),
+        2,
+        "{w:#?}"
+    );
+    assert!(!w.iter().any(|x| x.contains("transaction")), "{w:#?}");
+    assert!(
+        bigip
+            .objects("pool", "portway")
+            .iter()
+            .all(|p| p["membersReference"]["items"].as_array().map(Vec::len) == Some(3))
+    );
+    // PATCH kept the monitor.
+    assert!(bigip.objects("pool", "portway").iter().all(|p| {
+        p["monitor"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("/portway/"))
+    }));
+
+    // Drift: a virtual deleted by hand is restored on the next pass.
+    let name = virtuals[0]["name"].as_str().expect("name").to_string();
+    assert!(bigip.delete_by_hand("virtual", "portway", &name));
+    p.ensure(&s, &nodes(3)).await.expect("repair");
+    assert_eq!(bigip.objects("virtual", "portway").len(), 2);
+
+    // Token expiry mid-flight: exactly one re-login.
+    bigip.expire_tokens();
+    bigip.reset_requests();
+    p.ensure(&s, &nodes(3)).await.expect("after expiry");
+    assert_eq!(
+        bigip
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/mgmt/shared/authn/login")
+            .count(),
+        1
+    );
+
+    // 503 is transient; the next call goes through.
+    bigip.fail_next_503(1);
+    let err = p.ensure(&s, &nodes(3)).await.expect_err("503");
+    assert!(err.is_transient(), "{err}");
+    bigip.fail_next_mcpd(1);
+    assert!(
+        p.ensure(&s, &nodes(3))
+            .await
+            .expect_err("mcpd")
+            .is_transient()
+    );
+    p.ensure(&s, &nodes(3)).await.expect("recovered");
+
+    // Delete: one transaction; nothing of ours left, nodes collected.
+    p.ensure_deleted(&s).await.expect("delete");
+    assert!(bigip.objects("virtual", "portway").is_empty());
+    assert!(bigip.objects("pool", "portway").is_empty());
+    assert!(bigip.objects("monitor/tcp", "portway").is_empty());
+    assert!(bigip.objects("node", "portway").is_empty());
+    assert!(
+        bigip.objects("virtual-address", "portway").is_empty(),
+        "autoDelete removed the address"
+    );
+    p.ensure_deleted(&s).await.expect("idempotent");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(bigip.saves() >= 1, "configuration saved");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_change_is_a_needs_a_fix_error_with_the_device_message() {
+    use wiremock::matchers::{method, path, path_regex};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let sim = cluster_with_secret().await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/mgmt/shared/authn/login"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"token": {"token": "T1", "timeout": 1200}})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path("/mgmt/shared/authz/tokens/T1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"timeout": 3600})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/mgmt/tm/auth/partition/portway"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"name": "portway"})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/mgmt/tm/ltm/.*"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"items": []})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/mgmt/tm/transaction"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"transId": 7, "state": "STARTED"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/mgmt/tm/ltm/.*"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"transId": 7})))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path("/mgmt/tm/transaction/7"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"code": 400,
+            "message": "01070734:3: Configuration error: invalid destination", "errorStack": []})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let p = provider(&sim, &server.uri());
+    let err = p.ensure(&svc(), &nodes(1)).await.expect_err("refused");
+    assert!(matches!(err, ProviderError::Invalid { .. }), "{err:?}");
+    assert!(err.to_string().contains("01070734:3"), "{err}");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_mid_flight_logs_in_once_more() {
+    use wiremock::matchers::{header, method, path, path_regex};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let sim = cluster_with_secret().await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/mgmt/shared/authn/login"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"token": {"token": "T2", "timeout": 1200}})),
+        )
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path_regex("^/mgmt/shared/authz/tokens/"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"timeout": 3600})))
+        .mount(&server)
+        .await;
+    // The first partition read is refused once with 401 (token expired), then served.
+    Mock::given(method("GET"))
+        .and(path("/mgmt/tm/auth/partition/portway"))
+        .and(header("X-F5-Auth-Token", "T2"))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(json!({"code": 401, "message": "Authorization failed"})),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/mgmt/tm/auth/partition/portway"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"name": "portway"})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/mgmt/tm/ltm/.*"))
+        .respond_with(
+            ResponseTemplate::new(503)
+                .set_body_string("<html>Configuration Utility restarting...</html>"),
+        )
+        .mount(&server)
+        .await;
+    let p = provider(&sim, &server.uri());
+    let err = p
+        .ensure(&svc(), &nodes(1))
+        .await
+        .expect_err("503 after re-login");
+    assert!(err.is_transient(), "{err}");
+    sim.shutdown().await;
+}

@@ -1,0 +1,239 @@
+//! Every invariant of one rendered overlay.
+
+use super::rbac::{
+    Wiring, assert_same_perms, controller_allow_list, effective, speaker_allow_list,
+};
+use super::workloads::{
+    caps, container, controller_args, mounted_config, pod_spec, speaker_args, tolerates,
+    validate_config, wiring,
+};
+use super::{CONTROLLER_SA, NS, Rendered, SPEAKER_SA, s};
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// Every invariant of one rendered overlay; returns its wiring for the sim part.
+pub(crate) fn check_overlay(r: &Rendered) -> Wiring {
+    let o = r.overlay.as_str();
+    // Names and namespaces the docs promise.
+    let ns = r.get("Namespace", "", NS);
+    assert_eq!(
+        s(ns, "/metadata/labels/pod-security.kubernetes.io~1enforce"),
+        "privileged",
+        "{o}: host network and NET_ADMIN need the privileged Pod Security level"
+    );
+    r.get("ServiceAccount", NS, CONTROLLER_SA);
+    r.get("ServiceAccount", NS, SPEAKER_SA);
+    for kind in [
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "DaemonSet",
+        "ConfigMap",
+    ] {
+        for obj in r.of_kind(kind) {
+            assert!(
+                !s(obj, "/metadata/namespace").is_empty(),
+                "{o}: {kind} {} has no namespace",
+                s(obj, "/metadata/name")
+            );
+        }
+    }
+
+    // The controller Deployment.
+    let deploy = r.get("Deployment", NS, "portway-controller");
+    assert_eq!(
+        deploy.pointer("/spec/replicas"),
+        Some(&Value::from(2)),
+        "{o}"
+    );
+    let spec = pod_spec(deploy);
+    assert_eq!(spec.get("hostNetwork"), Some(&Value::Bool(true)), "{o}");
+    assert_eq!(s(spec, "/serviceAccountName"), CONTROLLER_SA, "{o}");
+    assert_eq!(
+        s(spec, "/priorityClassName"),
+        "system-cluster-critical",
+        "{o}"
+    );
+    assert!(
+        tolerates(
+            spec,
+            "node.cloudprovider.kubernetes.io/uninitialized",
+            "NoSchedule"
+        ),
+        "{o}: the controller must run on uninitialized nodes"
+    );
+    assert!(
+        tolerates(spec, "node-role.kubernetes.io/control-plane", "NoSchedule"),
+        "{o}: the controller must run on control-plane nodes"
+    );
+    assert_eq!(
+        deploy.pointer("/spec/strategy/rollingUpdate/maxSurge"),
+        Some(&Value::from(0)),
+        "{o}: host-network replicas cannot surge onto a node that has one"
+    );
+    let c = container(deploy, "controller");
+    let args = controller_args(deploy);
+    assert!(args.leader_elect, "{o}: two replicas need leader election");
+    assert_eq!(args.cloud_provider, "portway");
+    let port = args.secure_port;
+    assert_ne!(port, 0, "{o}: probes need the health server");
+    let named_port = |name: &str| -> u16 {
+        c.get("ports")
+            .and_then(Value::as_array)
+            .and_then(|ps| ps.iter().find(|p| s(p, "/name") == name))
+            .and_then(|p| p.get("containerPort"))
+            .and_then(Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or_else(|| panic!("{o}: no container port {name}"))
+    };
+    for (probe, path) in [("livenessProbe", "/livez"), ("readinessProbe", "/readyz")] {
+        let p = c.get(probe).unwrap_or_else(|| panic!("{o}: no {probe}"));
+        assert_eq!(s(p, "/httpGet/path"), path, "{o}: {probe}");
+        let probe_port = match p.pointer("/httpGet/port") {
+            Some(Value::String(name)) => named_port(name),
+            Some(Value::Number(n)) => n.as_u64().and_then(|n| u16::try_from(n).ok()).unwrap_or(0),
+            other => panic!("{o}: {probe} port {other:?}"),
+        };
+        assert_eq!(probe_port, port, "{o}: {probe} must hit --secure-port");
+    }
+    assert_eq!(
+        pod_spec(deploy).pointer("/securityContext/runAsNonRoot"),
+        Some(&Value::Bool(true)),
+        "{o}: the controller needs no root"
+    );
+    assert_eq!(caps(c, "drop"), BTreeSet::from(["ALL".to_string()]), "{o}");
+    assert!(
+        caps(c, "add").is_empty(),
+        "{o}: the controller needs no capability"
+    );
+    assert_eq!(
+        c.pointer("/securityContext/allowPrivilegeEscalation"),
+        Some(&Value::Bool(false)),
+        "{o}"
+    );
+
+    // The speaker DaemonSet.
+    let ds = r.get("DaemonSet", NS, "portway-speaker");
+    let dspec = pod_spec(ds);
+    assert_eq!(dspec.get("hostNetwork"), Some(&Value::Bool(true)), "{o}");
+    assert_eq!(s(dspec, "/serviceAccountName"), SPEAKER_SA, "{o}");
+    let sc = container(ds, "speaker");
+    assert_eq!(
+        caps(sc, "add"),
+        BTreeSet::from(["NET_ADMIN".to_string(), "NET_RAW".to_string()]),
+        "{o}: the speaker gets NET_RAW and NET_ADMIN and nothing else"
+    );
+    assert_eq!(caps(sc, "drop"), BTreeSet::from(["ALL".to_string()]), "{o}");
+    assert_ne!(
+        sc.pointer("/securityContext/privileged"),
+        Some(&Value::Bool(true)),
+        "{o}: the speaker must not be privileged"
+    );
+    assert_eq!(
+        sc.pointer("/securityContext/allowPrivilegeEscalation"),
+        Some(&Value::Bool(false)),
+        "{o}"
+    );
+    let sargs = speaker_args(ds);
+    assert_eq!(
+        sargs.node_name, "node-1",
+        "{o}: the speaker learns its node from spec.nodeName"
+    );
+    assert!(sargs.kubeconfig.is_none(), "{o}: in-cluster configuration");
+    // No other container anywhere adds a capability or runs privileged.
+    for w in r.of_kind("Deployment").chain(r.of_kind("DaemonSet")) {
+        for c in pod_spec(w)
+            .get("containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if s(c, "/name") != "speaker" {
+                assert!(
+                    caps(c, "add").is_empty(),
+                    "{o}: {} adds capabilities",
+                    s(c, "/name")
+                );
+            }
+            assert_ne!(
+                c.pointer("/securityContext/privileged"),
+                Some(&Value::Bool(true)),
+                "{o}: {} is privileged",
+                s(c, "/name")
+            );
+        }
+    }
+
+    // One configuration for both, and it is valid.
+    let config_arg = args
+        .config
+        .as_ref()
+        .and_then(|p| p.to_str())
+        .unwrap_or_else(|| panic!("{o}: the controller has no --config"))
+        .to_string();
+    let text = mounted_config(r, deploy, c, &config_arg);
+    let speaker_config = sargs
+        .config
+        .as_ref()
+        .and_then(|p| p.to_str())
+        .unwrap_or_else(|| panic!("{o}: the speaker has no --config"));
+    assert_eq!(
+        mounted_config(r, ds, sc, speaker_config),
+        text,
+        "{o}: controller and speaker must read the same configuration"
+    );
+    let config = validate_config(&format!("{o} ConfigMap"), text);
+
+    // The speaker declares the gossip port the configuration uses.
+    if let Some(l2) = &config.l2 {
+        let l2 = portway_l2::L2Config::from_value(l2.clone(), None).expect("validated above");
+        let gossip = sc
+            .get("ports")
+            .and_then(Value::as_array)
+            .and_then(|ps| ps.iter().find(|p| s(p, "/name") == "gossip"))
+            .unwrap_or_else(|| panic!("{o}: the speaker declares no gossip port"));
+        assert_eq!(
+            gossip.get("containerPort").and_then(Value::as_u64),
+            Some(u64::from(l2.gossip_port)),
+            "{o}: l2.gossipPort and the speaker's declared port differ"
+        );
+        assert_eq!(s(gossip, "/protocol"), "UDP", "{o}");
+    }
+
+    // RBAC: exactly what the code calls, for this wiring.
+    let w = wiring(&args, &config);
+    r.get("Role", &w.hostport_namespace, "portway-hostport");
+    assert_same_perms(
+        o,
+        CONTROLLER_SA,
+        &effective(r, CONTROLLER_SA),
+        &controller_allow_list(&w),
+    );
+    assert_same_perms(
+        o,
+        SPEAKER_SA,
+        &effective(r, SPEAKER_SA),
+        &speaker_allow_list(&w),
+    );
+    // Bindings only name our two ServiceAccounts.
+    for b in r
+        .of_kind("ClusterRoleBinding")
+        .chain(r.of_kind("RoleBinding"))
+    {
+        for sub in b
+            .get("subjects")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(s(sub, "/kind"), "ServiceAccount", "{o}: {sub}");
+            assert_eq!(s(sub, "/namespace"), NS, "{o}: {sub}");
+            assert!(
+                [CONTROLLER_SA, SPEAKER_SA].contains(&s(sub, "/name")),
+                "{o}: binding to {sub}"
+            );
+        }
+    }
+    w
+}

@@ -1,0 +1,259 @@
+//! Reading the rendered workloads: containers, args as the pod sees them,
+//! the mounted configuration, and what the configuration decides about RBAC.
+
+use super::rbac::Wiring;
+use super::{NS, Rendered, s, strs};
+use clap::Parser;
+use portway::cli::ControllerArgs;
+use portway::config::Config;
+use portway::speaker::SpeakerArgs;
+use portway_provider::ipam::{parse_pools, validate_pool_refs};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub(crate) fn pod_spec(workload: &Value) -> &Value {
+    workload
+        .pointer("/spec/template/spec")
+        .expect("workload has a pod template")
+}
+
+pub(crate) fn container<'a>(workload: &'a Value, name: &str) -> &'a Value {
+    pod_spec(workload)
+        .get("containers")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| s(c, "/name") == name))
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+/// The container's args with every `$(VAR)` replaced by a sample value; a
+/// reference to a variable the container does not define is an error,
+/// because kubelet would pass it on literally.
+pub(crate) fn expanded_args(c: &Value) -> Vec<String> {
+    let env: BTreeMap<String, String> = c
+        .get("env")
+        .and_then(Value::as_array)
+        .map(|env| {
+            env.iter()
+                .map(|e| {
+                    let sample = match s(e, "/valueFrom/fieldRef/fieldPath") {
+                        "status.podIP" => "192.0.2.10".to_string(),
+                        "metadata.namespace" => NS.to_string(),
+                        "spec.nodeName" => "node-1".to_string(),
+                        "" => s(e, "/value").to_string(),
+                        other => format!("<{other}>"),
+                    };
+                    (s(e, "/name").to_string(), sample)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    strs(c.get("args"))
+        .into_iter()
+        .map(|arg| {
+            let mut out = arg.clone();
+            while let Some(start) = out.find("$(") {
+                let end = out[start..]
+                    .find(')')
+                    .map(|e| start + e)
+                    .unwrap_or_else(|| panic!("unclosed $( in {arg:?}"));
+                let var = &out[start + 2..end];
+                let value = env
+                    .get(var)
+                    .unwrap_or_else(|| panic!("{arg:?} refers to $({var}), not in env"));
+                out.replace_range(start..=end, value);
+            }
+            out
+        })
+        .collect()
+}
+
+/// `portway <args>` parsed as the binary parses its two in-cluster commands.
+#[derive(Parser, Debug)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    Controller(ControllerArgs),
+    Speaker(SpeakerArgs),
+}
+
+fn parse(args: &[String]) -> Cmd {
+    let argv = std::iter::once("portway".to_string()).chain(args.iter().cloned());
+    match Cli::try_parse_from(argv) {
+        Ok(cli) => cli.command,
+        Err(e) => panic!("`portway {}` is refused: {e}", args.join(" ")),
+    }
+}
+
+/// The speaker's flags as `portway speaker` sees them in the pod (node
+/// `node-1` stands for `spec.nodeName`).
+pub(crate) fn speaker_args(daemonset: &Value) -> SpeakerArgs {
+    let args = expanded_args(container(daemonset, "speaker"));
+    match parse(&args) {
+        Cmd::Speaker(a) => a,
+        other => panic!("the speaker container runs {other:?}"),
+    }
+}
+
+/// The controller's flags as `portway controller` sees them in the pod,
+/// including `POD_NAMESPACE` (clap reads it for the Lease namespace).
+pub(crate) fn controller_args(deployment: &Value) -> ControllerArgs {
+    let c = container(deployment, "controller");
+    let mut args = expanded_args(c);
+    let env_ns = c
+        .get("env")
+        .and_then(Value::as_array)
+        .and_then(|env| env.iter().find(|e| s(e, "/name") == "POD_NAMESPACE"))
+        .map(|e| s(e, "/valueFrom/fieldRef/fieldPath"));
+    if env_ns == Some("metadata.namespace")
+        && !args
+            .iter()
+            .any(|a| a.starts_with("--leader-elect-resource-namespace"))
+    {
+        args.push(format!(
+            "--leader-elect-resource-namespace={}",
+            s(deployment, "/metadata/namespace")
+        ));
+    }
+    match parse(&args) {
+        Cmd::Controller(a) => a,
+        other => panic!("the controller container runs {other:?}"),
+    }
+}
+
+pub(crate) fn caps(c: &Value, which: &str) -> BTreeSet<String> {
+    strs(c.pointer(&format!("/securityContext/capabilities/{which}")))
+        .into_iter()
+        .collect()
+}
+
+pub(crate) fn tolerates(spec: &Value, key: &str, effect: &str) -> bool {
+    spec.get("tolerations")
+        .and_then(Value::as_array)
+        .is_some_and(|ts| {
+            ts.iter().any(|t| {
+                s(t, "/key") == key && (s(t, "/effect") == effect || s(t, "/effect").is_empty())
+            })
+        })
+}
+
+/// The configuration text mounted into `workload` and the path `--config`
+/// names, checked to be the same file.
+pub(crate) fn mounted_config<'a>(
+    r: &'a Rendered,
+    workload: &Value,
+    c: &Value,
+    config_arg: &str,
+) -> &'a str {
+    let volume = pod_spec(workload)
+        .get("volumes")
+        .and_then(Value::as_array)
+        .and_then(|vs| vs.iter().find(|v| v.get("configMap").is_some()))
+        .expect("a ConfigMap volume");
+    let mount = c
+        .get("volumeMounts")
+        .and_then(Value::as_array)
+        .and_then(|ms| ms.iter().find(|m| s(m, "/name") == s(volume, "/name")))
+        .expect("the ConfigMap volume is mounted");
+    let key = config_arg
+        .strip_prefix(s(mount, "/mountPath"))
+        .map(|k| k.trim_start_matches('/'))
+        .unwrap_or_else(|| panic!("--config={config_arg} is not under the ConfigMap mount"));
+    let cm = r.get(
+        "ConfigMap",
+        s(workload, "/metadata/namespace"),
+        s(volume, "/configMap/name"),
+    );
+    cm.pointer(&format!("/data/{key}"))
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("ConfigMap has no key {key}"))
+}
+
+// ---------------------------------------------------------------- configuration
+
+/// Parses and validates a configuration file as the controller and the
+/// speaker do, section by section.
+pub(crate) fn validate_config(what: &str, text: &str) -> Config {
+    let config = Config::from_yaml(text).unwrap_or_else(|e| panic!("{what}: invalid:\n{e}"));
+    assert!(
+        config.validate().is_empty(),
+        "{what}: {:?}",
+        config.validate()
+    );
+    let pools =
+        parse_pools(&config.pools).unwrap_or_else(|e| panic!("{what}: pools invalid: {e:?}"));
+    let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+    if let Some(l2) = &config.l2 {
+        let l2 = portway_l2::L2Config::from_value(l2.clone(), Some(&names))
+            .unwrap_or_else(|e| panic!("{what}: l2 invalid: {e:?}"));
+        assert!(validate_pool_refs("l2.pools", &l2.pools, &pools).is_empty());
+    }
+    if let Some(bgp) = &config.bgp {
+        let bgp = portway_bgp::BgpConfig::from_value(bgp.clone())
+            .unwrap_or_else(|e| panic!("{what}: bgp invalid: {e:?}"));
+        for (i, adv) in bgp.advertisements.iter().enumerate() {
+            let errors = validate_pool_refs(
+                &format!("bgp.advertisements[{i}].pools"),
+                &adv.pools,
+                &pools,
+            );
+            assert!(errors.is_empty(), "{what}: {errors:?}");
+        }
+    }
+    if let Some(hostport) = &config.hostport {
+        assert!(hostport.is_object(), "{what}: hostport must be a mapping");
+    }
+    if let Some(f5) = &config.f5 {
+        assert!(f5.is_object(), "{what}: f5 must be a mapping");
+        if let Some(refs) = f5.get("pools") {
+            let refs: Vec<String> = strs(Some(refs));
+            assert!(validate_pool_refs("f5.pools", &refs, &pools).is_empty());
+        }
+    }
+    config
+}
+
+/// What the configuration decides about RBAC.
+pub(crate) fn wiring(args: &ControllerArgs, config: &Config) -> Wiring {
+    let section = |v: &Option<Value>, p: &str| {
+        v.as_ref()
+            .and_then(|v| v.pointer(p))
+            .and_then(Value::as_str)
+            .map(String::from)
+    };
+    let f5_secret = (
+        section(&config.f5, "/credentialsSecret/namespace").unwrap_or_else(|| NS.into()),
+        section(&config.f5, "/credentialsSecret/name").unwrap_or_else(|| "bigip".into()),
+    );
+    let mut bgp_secrets: BTreeSet<(String, String)> = config
+        .bgp
+        .as_ref()
+        .and_then(|b| b.get("peers"))
+        .and_then(Value::as_array)
+        .map(|peers| {
+            peers
+                .iter()
+                .filter_map(|p| p.get("passwordSecret"))
+                .map(|sr| (s(sr, "/namespace").to_string(), s(sr, "/name").to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if bgp_secrets.is_empty() {
+        bgp_secrets.insert((NS.into(), "bgp-auth".into()));
+    }
+    Wiring {
+        cloud_node: args.enabled("cloud-node"),
+        lease_namespace: args.leader_elect_resource_namespace.clone(),
+        lease_name: args.leader_elect_resource_name.clone(),
+        // The controller's own parse of the section (default kube-system).
+        hostport_namespace: portway::sections::parse(config)
+            .expect("validated configuration")
+            .hostport
+            .namespace,
+        f5_secret,
+        bgp_secrets,
+    }
+}
