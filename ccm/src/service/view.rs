@@ -26,6 +26,12 @@ pub const METALLB_POOL: &str = "metallb.universe.tf/address-pool";
 pub const METALLB_LOAD_BALANCER_IPS: &str = "metallb.universe.tf/loadBalancerIPs";
 /// MetalLB's spelling of [`ALLOW_SHARED_IP`].
 pub const METALLB_ALLOW_SHARED_IP: &str = "metallb.universe.tf/allow-shared-ip";
+/// MetalLB's current (0.14+) spelling of [`POOL`].
+pub const METALLB_IO_POOL: &str = "metallb.io/address-pool";
+/// MetalLB's current spelling of [`LOAD_BALANCER_IPS`].
+pub const METALLB_IO_LOAD_BALANCER_IPS: &str = "metallb.io/loadBalancerIPs";
+/// MetalLB's current spelling of [`ALLOW_SHARED_IP`].
+pub const METALLB_IO_ALLOW_SHARED_IP: &str = "metallb.io/allow-shared-ip";
 /// The legacy annotation form of `spec.loadBalancerSourceRanges`.
 pub const SOURCE_RANGES: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
 
@@ -111,9 +117,17 @@ pub fn service_view(
 
     let source_ranges = source_ranges(&spec.load_balancer_source_ranges, &annotations)?;
     let requested_ips = requested_ips(spec.load_balancer_ip.as_deref(), &annotations)?;
-    let sharing_key = annotation(&annotations, &[ALLOW_SHARED_IP, METALLB_ALLOW_SHARED_IP])
+    let sharing_key = annotation(
+        &annotations,
+        &[
+            ALLOW_SHARED_IP,
+            METALLB_ALLOW_SHARED_IP,
+            METALLB_IO_ALLOW_SHARED_IP,
+        ],
+    )
+    .map(|(_, v)| v.to_string());
+    let pool = annotation(&annotations, &[POOL, METALLB_POOL, METALLB_IO_POOL])
         .map(|(_, v)| v.to_string());
-    let pool = annotation(&annotations, &[POOL, METALLB_POOL]).map(|(_, v)| v.to_string());
 
     let current_ips = svc
         .status
@@ -201,14 +215,20 @@ fn requested_ips(
     spec_ip: Option<&str>,
     annotations: &BTreeMap<String, String>,
 ) -> Result<Vec<IpAddr>, ProviderError> {
-    let (field, list) =
-        match annotation(annotations, &[LOAD_BALANCER_IPS, METALLB_LOAD_BALANCER_IPS]) {
-            Some((key, value)) => (annotation_field(key), value.to_string()),
-            None => match spec_ip.map(str::trim).filter(|s| !s.is_empty()) {
-                Some(ip) => ("spec.loadBalancerIP".to_string(), ip.to_string()),
-                None => return Ok(Vec::new()),
-            },
-        };
+    let (field, list) = match annotation(
+        annotations,
+        &[
+            LOAD_BALANCER_IPS,
+            METALLB_LOAD_BALANCER_IPS,
+            METALLB_IO_LOAD_BALANCER_IPS,
+        ],
+    ) {
+        Some((key, value)) => (annotation_field(key), value.to_string()),
+        None => match spec_ip.map(str::trim).filter(|s| !s.is_empty()) {
+            Some(ip) => ("spec.loadBalancerIP".to_string(), ip.to_string()),
+            None => return Ok(Vec::new()),
+        },
+    };
     let mut ips: Vec<IpAddr> = Vec::new();
     for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let ip: IpAddr = part.parse().map_err(|_| {

@@ -260,7 +260,16 @@ mod tests {
         );
         let routes = bgp_routes(&services, &[slice("b", "n1")], &me, "x", &pools, &bgp);
         assert_eq!(routes.len(), 2);
-        assert!(bgp_routes(&services, &[], &node("n1", false), "x", &pools, &bgp).is_empty());
+        // A node excluded from load balancers advertises nothing.
+        let mut excluded = (*node("n1", true)).clone();
+        excluded.metadata.labels = Some(
+            [(
+                "node.kubernetes.io/exclude-from-external-load-balancers".to_string(),
+                String::new(),
+            )]
+            .into(),
+        );
+        assert!(bgp_routes(&services, &[], &excluded, "x", &pools, &bgp).is_empty());
     }
 
     #[test]

@@ -10,20 +10,23 @@ use super::addr::fam_name;
 use crate::{IpFamily, LbService, ProviderError, ServiceKey};
 use std::net::IpAddr;
 
-/// The annotation naming requested addresses, and its MetalLB alias.
-pub const IPS_ANNOTATIONS: [&str; 2] = [
+/// The annotation naming requested addresses, and its MetalLB aliases (old and new prefix).
+pub const IPS_ANNOTATIONS: [&str; 3] = [
     "portway.dev/load-balancer-ips",
     "metallb.universe.tf/loadBalancerIPs",
+    "metallb.io/loadBalancerIPs",
 ];
-/// The annotation naming a pool, and its MetalLB alias.
-pub const POOL_ANNOTATIONS: [&str; 2] = [
+/// The annotation naming a pool, and its MetalLB aliases.
+pub const POOL_ANNOTATIONS: [&str; 3] = [
     "portway.dev/address-pool",
     "metallb.universe.tf/address-pool",
+    "metallb.io/address-pool",
 ];
-/// The sharing-key annotation, and its MetalLB alias.
-pub const SHARING_ANNOTATIONS: [&str; 2] = [
+/// The sharing-key annotation, and its MetalLB aliases.
+pub const SHARING_ANNOTATIONS: [&str; 3] = [
     "portway.dev/allow-shared-ip",
     "metallb.universe.tf/allow-shared-ip",
+    "metallb.io/allow-shared-ip",
 ];
 
 /// Why an allocation or adoption was refused. Every variant but `Exhausted`
@@ -119,7 +122,7 @@ pub enum AllocError {
 }
 
 /// The annotation of `names` present on the Service (the first one found), as a field path.
-fn annotation_field(svc: &LbService, names: [&str; 2]) -> Option<String> {
+fn annotation_field(svc: &LbService, names: [&str; 3]) -> Option<String> {
     names
         .iter()
         .find(|n| svc.annotations.contains_key(**n))
