@@ -15,7 +15,9 @@ fn main() -> anyhow::Result<()> {
         .find(|a| a != "--bench")
         .and_then(|a| a.parse().ok())
         .unwrap_or(1000);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let sim = SimCluster::start().await?;
         for i in 1..=3 {

@@ -27,6 +27,8 @@
 // A crate root's modules resolve next to it; these live in a folder of their own.
 #[path = "deploy_manifests/checks.rs"]
 mod checks;
+#[path = "deploy_manifests/controller_rbac.rs"]
+mod controller_rbac;
 #[path = "deploy_manifests/rbac.rs"]
 mod rbac;
 #[path = "deploy_manifests/sim.rs"]
