@@ -120,11 +120,11 @@ async fn speaker_announces_and_says_so_on_the_service() {
     assert!(
         list.items
             .iter()
-            .any(|e| e.reason.as_deref() == Some("AnnouncingIP")
+            .any(|e| e.reason.as_deref() == Some("AnnouncingFromNode")
                 && e.note
                     .as_deref()
                     .is_some_and(|n| n.contains("10.199.77.70"))),
-        "no AnnouncingIP event"
+        "no AnnouncingFromNode event"
     );
     let _ = stop_tx.send(());
     speaker.await.expect("join").expect("speaker ran cleanly");

@@ -7,6 +7,7 @@
 //! it over, and events on the Service.
 
 pub mod desired;
+pub mod metrics;
 
 use crate::config::Config;
 use crate::events::{Events, Kind};
@@ -49,6 +50,9 @@ pub struct SpeakerArgs {
     /// JSON logs.
     #[arg(long)]
     pub log_json: bool,
+    /// Where to serve `/metrics` and `/healthz` (port 0 disables).
+    #[arg(long, default_value = "0.0.0.0:7472")]
+    pub metrics_bind_address: std::net::SocketAddr,
 }
 
 /// Runs the speaker until SIGTERM/Ctrl-C, then withdraws (BGP Cease) and stops announcing.
@@ -70,6 +74,24 @@ pub async fn run_with(
     client: Client,
     config: Config,
     node: String,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    run_with_metrics(
+        client,
+        config,
+        node,
+        Arc::new(metrics::SpeakerMetrics::new()),
+        shutdown,
+    )
+    .await
+}
+
+/// [`run_with`], recording into `m`.
+pub async fn run_with_metrics(
+    client: Client,
+    config: Config,
+    node: String,
+    m: Arc<metrics::SpeakerMetrics>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let sections = sections::parse(&config).map_err(|errors| {
@@ -145,10 +167,12 @@ pub async fn run_with(
         let client = client.clone();
         let events = events.clone();
         let node = node.clone();
+        let m = m.clone();
         tokio::spawn(async move {
             loop {
                 match rx.recv().await {
                     Ok(SpeakerEvent::Takeover(t)) => {
+                        m.takeover(t.since_last_heard.or(t.since_detected));
                         announce(&client, &events, &services, &node, t.ip).await;
                     }
                     Ok(_) => {}
@@ -160,6 +184,7 @@ pub async fn run_with(
     });
 
     tokio::pin!(shutdown);
+    let mut advertised: std::collections::BTreeSet<IpAddr> = Default::default();
     loop {
         let svcs = services.0.state();
         let all_nodes = nodes.0.state();
@@ -173,6 +198,7 @@ pub async fn run_with(
             ));
             l2.set_api_reachable(api_ok.load(Ordering::Relaxed));
             let st = l2.status().borrow().clone();
+            m.set_l2(&st);
             tracing::debug!(owners = ?st.owners, announcing = ?st.announcing, quorum = ?st.quorum,
                 live = ?st.live, starting = st.starting, "l2 state");
         }
@@ -189,7 +215,31 @@ pub async fn run_with(
                 ),
                 None => Default::default(),
             };
+            // A Service event the first time this node advertises one of its addresses.
+            for svc in svcs.iter() {
+                let ips = desired::status_ips(svc);
+                let newly: Vec<IpAddr> = ips
+                    .iter()
+                    .filter(|ip| {
+                        routes.keys().any(|net| net.contains(*ip)) && advertised.insert(**ip)
+                    })
+                    .copied()
+                    .collect();
+                for ip in newly {
+                    events
+                        .publish(
+                            &svc.object_ref(&()),
+                            Kind::Normal,
+                            "AdvertisingIP",
+                            "Advertise",
+                            &format!("{ip} is advertised over BGP by node {node}"),
+                        )
+                        .await;
+                }
+            }
+            advertised.retain(|ip| routes.keys().any(|net| net.contains(ip)));
             handle.set_routes(routes);
+            m.set_bgp(&handle.peer_states());
         }
         tokio::select! {
             _ = &mut shutdown => break,
@@ -298,7 +348,7 @@ async fn announce(
             .publish(
                 &svc.object_ref(&()),
                 Kind::Normal,
-                "AnnouncingIP",
+                "AnnouncingFromNode",
                 "Announce",
                 &format!("{ip} is announced over ARP/NDP by node {node}"),
             )

@@ -16,7 +16,11 @@ fn nodes(n: usize) -> Vec<LbNode> {
     (0..n)
         .map(|i| LbNode {
             name: format!("node-{i}"),
-            internal_ips: vec![format!("10.0.{}.{}", i / 250, i % 250 + 1).parse().expect("ip")],
+            internal_ips: vec![
+                format!("10.0.{}.{}", i / 250, i % 250 + 1)
+                    .parse()
+                    .expect("ip"),
+            ],
             ready: true,
             ..Default::default()
         })
@@ -29,7 +33,9 @@ fn counts(b: &BigIpSim) -> (usize, usize) {
 }
 
 fn main() -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let sim = SimCluster::builder().kubelet(false).daemonsets(false).start().await?;
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "portway-system"}}))?;

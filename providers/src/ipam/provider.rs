@@ -81,8 +81,10 @@ mod tests {
             "portway.dev/l2",
             m.scoped("portway.dev/l2", &["lan".into()]),
         );
-        let mut svc = LbService::default();
-        svc.key = ServiceKey::new("default", "a");
+        let svc = LbService {
+            key: ServiceKey::new("default", "a"),
+            ..Default::default()
+        };
         let first = p.ensure(&svc, &[]).await.expect("ip");
         assert_eq!(p.ensure(&svc, &[]).await.expect("same"), first);
         assert_eq!(p.get(&svc).await.expect("get"), Some(first.clone()));

@@ -1,0 +1,223 @@
+//! Prometheus metrics of the node agent (`portway_l2_*`, `portway_bgp_*`), refreshed from the
+//! announcers' status snapshots and served on `/metrics` next to `/healthz`.
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use portway_bgp::{PeerStatus, State as BgpState};
+use portway_l2::SpeakerStatus;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IpLabels {
+    ip: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IfaceLabels {
+    interface: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    peer: String,
+}
+
+/// The speaker's metrics.
+pub struct SpeakerMetrics {
+    registry: Mutex<Registry>,
+    l2_owner: Family<IpLabels, Gauge>,
+    l2_takeovers: Counter,
+    l2_takeover_latency: Histogram,
+    l2_answered: Family<IfaceLabels, Gauge>,
+    bgp_established: Family<PeerLabels, Gauge>,
+    bgp_updates: Family<PeerLabels, Gauge>,
+    bgp_prefixes: Family<PeerLabels, Gauge>,
+    bgp_flaps: Family<PeerLabels, Gauge>,
+}
+
+impl Default for SpeakerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SpeakerMetrics {
+    /// A registry with every series registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("portway");
+        let m = SpeakerMetrics {
+            registry: Mutex::new(Registry::default()),
+            l2_owner: Family::default(),
+            l2_takeovers: Counter::default(),
+            l2_takeover_latency: Histogram::new(exponential_buckets(0.05, 2.0, 10)),
+            l2_answered: Family::default(),
+            bgp_established: Family::default(),
+            bgp_updates: Family::default(),
+            bgp_prefixes: Family::default(),
+            bgp_flaps: Family::default(),
+        };
+        registry.register(
+            "l2_owner",
+            "1 when this node announces the IP",
+            m.l2_owner.clone(),
+        );
+        registry.register(
+            "l2_takeovers",
+            "IPs this node took over",
+            m.l2_takeovers.clone(),
+        );
+        registry.register(
+            "l2_takeover_latency_seconds",
+            "time from the previous owner's last sign of life to this node's takeover",
+            m.l2_takeover_latency.clone(),
+        );
+        registry.register(
+            "l2_requests_answered",
+            "ARP requests / neighbour solicitations answered per interface since start",
+            m.l2_answered.clone(),
+        );
+        registry.register(
+            "bgp_session_established",
+            "1 while the session is Established",
+            m.bgp_established.clone(),
+        );
+        registry.register(
+            "bgp_updates_sent",
+            "UPDATE messages sent since start",
+            m.bgp_updates.clone(),
+        );
+        registry.register(
+            "bgp_prefixes_advertised",
+            "prefixes the peer has from us",
+            m.bgp_prefixes.clone(),
+        );
+        registry.register(
+            "bgp_flaps",
+            "times an Established session went down",
+            m.bgp_flaps.clone(),
+        );
+        *m.registry.lock().unwrap_or_else(|p| p.into_inner()) = registry;
+        m
+    }
+
+    /// Records a takeover and how long the VIP was unanswered, as far as this node can tell.
+    pub fn takeover(&self, latency: Option<Duration>) {
+        self.l2_takeovers.inc();
+        if let Some(l) = latency {
+            self.l2_takeover_latency.observe(l.as_secs_f64());
+        }
+    }
+
+    /// Refreshes the L2 gauges from a status snapshot.
+    pub fn set_l2(&self, st: &SpeakerStatus) {
+        self.l2_owner.clear();
+        for ip in st.owners.keys() {
+            let v = i64::from(st.announcing.contains(ip));
+            self.l2_owner
+                .get_or_create(&IpLabels { ip: ip.to_string() })
+                .set(v);
+        }
+        for (iface, s) in &st.announcer.interfaces {
+            let set = |kind: &str, n: u64| {
+                self.l2_answered
+                    .get_or_create(&IfaceLabels {
+                        interface: iface.clone(),
+                        kind: kind.into(),
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            };
+            set("arp", s.arp_answered);
+            set("ndp", s.ns_answered);
+        }
+    }
+
+    /// Refreshes the BGP gauges from the peers' status.
+    pub fn set_bgp(&self, peers: &[PeerStatus]) {
+        for p in peers {
+            let l = PeerLabels {
+                peer: p.address.to_string(),
+            };
+            let n = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+            self.bgp_established
+                .get_or_create(&l)
+                .set(i64::from(p.state == BgpState::Established));
+            self.bgp_updates
+                .get_or_create(&l)
+                .set(n(p.stats.updates_sent));
+            self.bgp_prefixes
+                .get_or_create(&l)
+                .set(n(p.stats.prefixes_advertised as u64));
+            self.bgp_flaps.get_or_create(&l).set(n(p.stats.flaps));
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let r = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        out
+    }
+}
+
+async fn metrics(
+    State(m): State<Arc<SpeakerMetrics>>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
+    )
+}
+
+/// Serves `/metrics` and `/healthz` on `addr`; returns the bound address.
+pub async fn serve(addr: SocketAddr, m: Arc<SpeakerMetrics>) -> anyhow::Result<SocketAddr> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(m);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn l2_series_render() {
+        let m = SpeakerMetrics::new();
+        let mut st = SpeakerStatus::default();
+        let ip = "192.0.2.1".parse().expect("ip");
+        st.owners.insert(ip, Some("n1".into()));
+        st.announcing.insert(ip);
+        m.set_l2(&st);
+        m.takeover(Some(Duration::from_millis(400)));
+        let text = m.encode();
+        assert!(
+            text.contains("portway_l2_owner{ip=\"192.0.2.1\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("portway_l2_takeovers_total 1"), "{text}");
+        assert!(
+            text.contains("portway_l2_takeover_latency_seconds_count 1"),
+            "{text}"
+        );
+    }
+}
