@@ -50,8 +50,9 @@ pub struct SpeakerArgs {
     /// JSON logs.
     #[arg(long)]
     pub log_json: bool,
-    /// Where to serve `/metrics` and `/healthz` (port 0 disables).
-    #[arg(long, default_value = "0.0.0.0:7472")]
+    /// Where to serve `/metrics` and `/healthz` (port 0 disables). 7473, not MetalLB's 7472,
+    /// so both can run side by side during a migration.
+    #[arg(long, default_value = "0.0.0.0:7473")]
     pub metrics_bind_address: std::net::SocketAddr,
 }
 
