@@ -148,3 +148,25 @@ impl ProviderError {
         }
     }
 }
+
+/// One problem in a provider's configuration section, with the key path to fix
+/// (`f5.partition`, `hostport.image`), so `check-config` and start-up report every problem
+/// in the same shape.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigIssue {
+    /// Key path such as `f5.partition`.
+    pub path: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl ConfigIssue {
+    /// An issue at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}

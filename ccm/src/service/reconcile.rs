@@ -145,13 +145,7 @@ async fn ensure(
             .await?;
     }
     if nodes.nodes.is_empty() {
-        ctx.publish(
-            svc,
-            EventType::Warning,
-            "UnAvailableLoadBalancer",
-            "There are no available nodes for LoadBalancer",
-        )
-        .await;
+        unavailable(svc, ctx).await;
     }
     let result = handle.call(Call::Ensure(view, nodes.nodes.clone())).await;
     ctx.metrics
@@ -183,13 +177,7 @@ async fn ensure(
     }
     if status.ingress.is_empty() && !status.warnings.is_empty() {
         // Nothing could be served at all (every node refused): say so like upstream does.
-        ctx.publish(
-            svc,
-            EventType::Warning,
-            "UnAvailableLoadBalancer",
-            "There are no available nodes for LoadBalancer",
-        )
-        .await;
+        unavailable(svc, ctx).await;
     }
     let desired = desired_ingress(&status);
     let changed = !ingress_equal(&desired, &current_ingress(svc));
@@ -257,13 +245,7 @@ async fn update(
     match result {
         Ok(_) => {
             if nodes.nodes.is_empty() {
-                ctx.publish(
-                    svc,
-                    EventType::Warning,
-                    "UnAvailableLoadBalancer",
-                    "There are no available nodes for LoadBalancer",
-                )
-                .await;
+                unavailable(svc, ctx).await;
             } else {
                 ctx.publish(
                     svc,
@@ -468,6 +450,17 @@ async fn fail(
     let delay = ctx.backoff(failures, &e);
     debug!(?delay, failures, "transient provider error, retrying");
     Action::requeue(delay)
+}
+
+/// The upstream controller's Warning when a load balancer has nowhere to send traffic.
+async fn unavailable(svc: &Service, ctx: &Context) {
+    ctx.publish(
+        svc,
+        EventType::Warning,
+        "UnAvailableLoadBalancer",
+        "There are no available nodes for LoadBalancer",
+    )
+    .await;
 }
 
 fn warning_reason(e: &ProviderError) -> &'static str {

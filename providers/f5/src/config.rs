@@ -1,5 +1,6 @@
 //! The `f5:` section of the configuration.
 
+pub use portway_provider::ConfigIssue;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -66,28 +67,8 @@ fn default_resync() -> Duration {
     Duration::from_secs(300)
 }
 
-/// One problem in the section, with its key path.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigIssue {
-    /// Key path such as `f5.partition`.
-    pub path: String,
-    /// What is wrong and how to fix it.
-    pub message: String,
-}
-
-impl std::fmt::Display for ConfigIssue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
-impl std::error::Error for ConfigIssue {}
-
 fn issue(path: &str, message: impl Into<String>) -> ConfigIssue {
-    ConfigIssue {
-        path: path.into(),
-        message: message.into(),
-    }
+    ConfigIssue::new(path, message)
 }
 
 impl F5Config {

@@ -1,5 +1,6 @@
 //! The `hostport:` section of the configuration.
 
+pub use portway_provider::ConfigIssue;
 use serde::Deserialize;
 
 /// Settings of the hostport class; every key has the k3s default.
@@ -44,23 +45,6 @@ impl Default for HostportConfig {
     }
 }
 
-/// One problem in the section, with its key path.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigIssue {
-    /// Key path such as `hostport.image`.
-    pub path: String,
-    /// What is wrong and how to fix it.
-    pub message: String,
-}
-
-impl std::fmt::Display for ConfigIssue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
-impl std::error::Error for ConfigIssue {}
-
 impl HostportConfig {
     /// Parses the section (`null` or absent gives the defaults).
     pub fn from_value(
@@ -83,16 +67,16 @@ impl HostportConfig {
         })?;
         let mut issues = Vec::new();
         if cfg.namespace.is_empty() {
-            issues.push(ConfigIssue {
-                path: "hostport.namespace".into(),
-                message: "must not be empty; k3s uses kube-system".into(),
-            });
+            issues.push(ConfigIssue::new(
+                "hostport.namespace",
+                "must not be empty; k3s uses kube-system",
+            ));
         }
         if cfg.image.is_empty() {
-            issues.push(ConfigIssue {
-                path: "hostport.image".into(),
-                message: "must not be empty, e.g. rancher/klipper-lb:v0.4.17".into(),
-            });
+            issues.push(ConfigIssue::new(
+                "hostport.image",
+                "must not be empty, e.g. rancher/klipper-lb:v0.4.17",
+            ));
         }
         if issues.is_empty() {
             Ok(cfg)
