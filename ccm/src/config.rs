@@ -180,7 +180,7 @@ impl std::error::Error for ConfigErrors {}
 impl Config {
     /// Reads `path` (if given) and the `PORTWAY_*` environment, then validates.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
-        let mut builder = config::Config::builder();
+        let mut file = serde_json::Value::Object(serde_json::Map::new());
         if let Some(path) = path {
             if !path.exists() {
                 return Err(ConfigErrors(vec![ConfigError::new(
@@ -188,23 +188,31 @@ impl Config {
                     format!("configuration file {} does not exist", path.display()),
                 )]));
             }
-            builder = builder.add_source(
-                config::File::from(path)
-                    .format(config::FileFormat::Yaml)
-                    .required(true),
-            );
+            file = config::Config::builder()
+                .add_source(
+                    config::File::from(path)
+                        .format(config::FileFormat::Yaml)
+                        .required(true),
+                )
+                .build()
+                .and_then(|c| c.try_deserialize())
+                .map_err(|e| ConfigErrors(vec![ConfigError::new("", e.to_string())]))?;
         }
-        builder = builder.add_source(
-            config::Environment::with_prefix("PORTWAY")
-                .prefix_separator("_")
-                .separator("__")
-                .try_parsing(true),
-        );
-        let merged: serde_json::Value = builder
+        let env: serde_json::Value = config::Config::builder()
+            .add_source(
+                config::Environment::with_prefix("PORTWAY")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true),
+            )
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigErrors(vec![ConfigError::new("", e.to_string())]))?;
-        Self::from_value(fix_env_case(merged))
+        // Other tools share the PORTWAY_ prefix (the test scripts' PORTWAY_KUBECTL, ...):
+        // only variables naming a configuration section override the file; unknown keys in
+        // the file itself are still refused.
+        merge(&mut file, env_overrides(env));
+        Self::from_value(file)
     }
 
     /// Parses a YAML document (used by tests and `check-config` on stdin).
@@ -277,6 +285,44 @@ impl Config {
     }
 }
 
+/// The top-level keys of the file, the only ones environment variables may set.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "defaultClass",
+    "serviceController",
+    "nodes",
+    "pools",
+    "hostport",
+    "l2",
+    "bgp",
+    "f5",
+];
+
+/// The configuration part of the `PORTWAY_*` environment: camelCase keys, sections only.
+fn env_overrides(env: serde_json::Value) -> serde_json::Value {
+    let mut env = fix_env_case(env);
+    if let Some(m) = env.as_object_mut() {
+        m.retain(|k, _| TOP_LEVEL_KEYS.contains(&k.as_str()));
+    }
+    env
+}
+
+/// Overlays `over` on `base`: objects merge key by key, anything else replaces.
+fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
 /// The `config` crate lower-cases keys that come from the environment; map
 /// them back onto the camelCase keys of the file so both layers meet.
 fn fix_env_case(value: serde_json::Value) -> serde_json::Value {
@@ -317,6 +363,19 @@ fn fix_env_case(value: serde_json::Value) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unrelated_portway_variables_are_ignored() {
+        let env = serde_json::json!({"kubectl": "/usr/bin/kubectl", "require_privileged": 1,
+            "defaultclass": "portway.dev/l2", "servicecontroller": {"minretrydelay": "1s"}});
+        let mut file = serde_json::json!({"defaultClass": "portway.dev/bgp", "pools": []});
+        merge(&mut file, env_overrides(env));
+        assert_eq!(
+            file,
+            serde_json::json!({"defaultClass": "portway.dev/l2", "pools": [],
+                "serviceController": {"minRetryDelay": "1s"}})
+        );
+    }
 
     #[test]
     fn empty_file_gives_defaults() {
