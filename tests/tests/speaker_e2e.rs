@@ -1,13 +1,25 @@
-//! `portway speaker` against the simulated API server: it picks up an l2 Service's address,
-//! wins the election on its node and writes `portway.dev/announced-by` with an event.
+//! `portway speaker` against the simulated API server, in-process.
+//!
+//! - L2: it picks up an l2 Service's address, wins the election on its node, writes
+//!   `portway.dev/announced-by` with an event, and removes the annotation when nobody can
+//!   serve the address any more.
+//! - BGP: against gobgpd in a network namespace joined to the host by a veth pair, the
+//!   speaker advertises the bgp-class addresses this node may serve (Cluster: all; Local:
+//!   only with a ready endpoint here), withdraws on Service delete and endpoint loss, and
+//!   sends Cease on shutdown. The MD5 password comes from a Secret in the sim.
+//!
+//! Both need root (a veth pair; a namespace and gobgpd for BGP): skipped with a reason
+//! otherwise, failed instead under PORTWAY_REQUIRE_PRIVILEGED=1.
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use portway::config::Config;
 use portway_sim::{SimCluster, SimNode};
-use portway_tests::{L2, eventually, svc};
-use std::time::Duration;
+use portway_tests::{BGP, L2, eventually, svc};
+use serde_json::{Value, json};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 /// A veth pair with an address, removed on drop: the speaker needs a broadcast-capable
 /// interface in the VIP's subnet to be eligible.
@@ -126,7 +138,457 @@ async fn speaker_announces_and_says_so_on_the_service() {
                     .is_some_and(|n| n.contains("10.199.77.70"))),
         "no AnnouncingFromNode event"
     );
+    // No ready endpoint anywhere: nobody announces, and the annotation stops naming n1.
+    sim.set_endpoints("default", "web", &[])
+        .await
+        .expect("endpoints");
+    eventually(
+        "the announced-by annotation removed",
+        Duration::from_secs(10),
+        || async {
+            let svc = api.get("web").await.ok()?;
+            let anns = svc.metadata.annotations.unwrap_or_default();
+            (!anns.contains_key("portway.dev/announced-by")).then_some(())
+        },
+    )
+    .await;
     let _ = stop_tx.send(());
     speaker.await.expect("join").expect("speaker ran cleanly");
+    sim.shutdown().await;
+}
+
+/// Runs a command, failing with its stderr.
+fn sh(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args[0]))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The node's side of the link (in the host namespace, where the in-process speaker runs).
+const NODE_V4: &str = "10.199.78.1";
+const NODE_V6: &str = "fd00:78::1";
+/// gobgpd's side, in the router namespace.
+const ROUTER_V4: &str = "10.199.78.2";
+const ROUTER_ASN: u32 = 64512;
+const NODE_ASN: u32 = 64513;
+const PASSWORD: &str = "s3cret-md5";
+
+/// A router namespace running gobgpd (passive, MD5), linked to the host by a veth pair.
+/// Drop kills gobgpd and deletes the namespace and the link.
+struct Router {
+    ns: String,
+    host_if: String,
+    dir: std::path::PathBuf,
+    gobgpd: Option<Child>,
+}
+
+impl Router {
+    fn start() -> Result<Router, String> {
+        for tool in ["/usr/bin/gobgpd", "/usr/bin/gobgp"] {
+            if !std::path::Path::new(tool).exists() {
+                return Err(format!(
+                    "{tool} missing (scripts/install-test-deps installs gobgpd)"
+                ));
+            }
+        }
+        let tag = format!("pwse{}", std::process::id() % 10_000_000);
+        let mut r = Router {
+            ns: format!("{tag}r"),
+            host_if: format!("{tag}h"),
+            dir: std::env::temp_dir().join(&tag),
+            gobgpd: None,
+        };
+        let _ = sh(&["ip", "netns", "del", &r.ns]);
+        let _ = sh(&["ip", "link", "del", &r.host_if]);
+        sh(&["ip", "netns", "add", &r.ns])?;
+        sh(&[
+            "ip", "link", "add", &r.host_if, "type", "veth", "peer", "name", "eth0", "netns", &r.ns,
+        ])?;
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{NODE_V4}/24"),
+            "dev",
+            &r.host_if,
+        ])?;
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{NODE_V6}/64"),
+            "dev",
+            &r.host_if,
+            "nodad",
+        ])?;
+        sh(&["ip", "link", "set", &r.host_if, "up"])?;
+        let n = ["ip", "-n", r.ns.as_str()];
+        sh(&[&n[..], &["link", "set", "lo", "up"]].concat())?;
+        sh(&[
+            &n[..],
+            &["addr", "add", &format!("{ROUTER_V4}/24"), "dev", "eth0"],
+        ]
+        .concat())?;
+        sh(&[
+            &n[..],
+            &["addr", "add", "fd00:78::2/64", "dev", "eth0", "nodad"],
+        ]
+        .concat())?;
+        sh(&[&n[..], &["link", "set", "eth0", "up"]].concat())?;
+        std::fs::create_dir_all(&r.dir).map_err(|e| e.to_string())?;
+        let mut conf = format!(
+            "[global.config]\n  as = {ROUTER_ASN}\n  router-id = \"{ROUTER_V4}\"\n  port = 179\n"
+        );
+        conf += &format!(
+            "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{NODE_V4}\"\n    peer-as = {NODE_ASN}\n    auth-password = \"{PASSWORD}\"\n"
+        );
+        conf += "  [neighbors.transport.config]\n    passive-mode = true\n";
+        conf += "  [neighbors.timers.config]\n    hold-time = 9\n    keepalive-interval = 3\n";
+        for fam in ["ipv4-unicast", "ipv6-unicast"] {
+            conf += &format!(
+                "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{fam}\"\n"
+            );
+        }
+        let path = r.dir.join("gobgpd.toml");
+        std::fs::write(&path, conf).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(r.dir.join("gobgpd.log")).map_err(|e| e.to_string())?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &r.ns, "gobgpd", "-f"])
+            .arg(&path)
+            .args([
+                "-t",
+                "toml",
+                "-p",
+                "-l",
+                "info",
+                "--api-hosts",
+                "127.0.0.1:50051",
+                "--pprof-disable",
+            ])
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("gobgpd: {e}"))?;
+        r.gobgpd = Some(child);
+        let start = Instant::now();
+        while r.gobgp(&["global"]).is_none() {
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err("gobgpd's API did not answer in 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(r)
+    }
+
+    /// `gobgp ARGS -j` in the router namespace.
+    fn gobgp(&self, args: &[&str]) -> Option<Value> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "gobgp"])
+            .args(args)
+            .arg("-j")
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    fn established(&self) -> bool {
+        self.gobgp(&["neighbor", NODE_V4])
+            .is_some_and(|n| n["state"]["session_state"].as_i64() == Some(6))
+    }
+
+    /// Prefix -> paths of the global RIB of `family` ("ipv4"/"ipv6").
+    fn rib(&self, family: &str) -> serde_json::Map<String, Value> {
+        match self.gobgp(&["global", "rib", "-a", family]) {
+            Some(Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    /// The sorted prefixes of both families.
+    fn prefixes(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.rib("ipv4").keys().cloned().collect();
+        all.extend(self.rib("ipv6").keys().cloned());
+        all.sort();
+        all
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Ok(log) = std::fs::read_to_string(self.dir.join("gobgpd.log"))
+        {
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("--- gobgpd.log (last 30 lines) ---");
+            for l in &lines[lines.len().saturating_sub(30)..] {
+                eprintln!("{l}");
+            }
+        }
+        if let Some(mut c) = self.gobgpd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // gobgpd ran under `ip netns exec` (which execs it): anything left in the namespace
+        // is ours.
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.ns])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+        let _ = sh(&["ip", "netns", "del", &self.ns]);
+        let _ = sh(&["ip", "link", "del", &self.host_if]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn attr(path: &Value, code: u64) -> Value {
+    path["attrs"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["type"].as_u64() == Some(code)))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+async fn wait_prefixes(router: &Router, what: &str, want: &[&str]) {
+    let start = Instant::now();
+    eventually(what, Duration::from_secs(15), || async {
+        (router.prefixes() == want).then_some(())
+    })
+    .await;
+    eprintln!("{what}: {:?}", start.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speaker_advertises_over_bgp_and_withdraws() {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let missing = (!root).then(|| "needs root for network namespaces".to_string());
+    let router = match missing.map_or_else(Router::start, Err) {
+        Ok(r) => r,
+        Err(e) => {
+            if portway_tests::privileged("speaker BGP e2e", Some(e)).is_err() {
+                return;
+            }
+            unreachable!("privileged() panics when required");
+        }
+    };
+    portway_tests::init_tracing();
+    let sim = SimCluster::start().await.expect("sim");
+    sim.add_node(SimNode::new("n1").ipv4(NODE_V4).ipv6(NODE_V6))
+        .await
+        .expect("node");
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(sim.client());
+    let ns = serde_json::from_value(json!({"metadata": {"name": "portway-system"}})).expect("ns");
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
+    let secrets: Api<Secret> = Api::namespaced(sim.client(), "portway-system");
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("bgp-auth".into()),
+            namespace: Some("portway-system".into()),
+            ..Default::default()
+        },
+        data: Some(
+            [(
+                "password".to_string(),
+                k8s_openapi::ByteString(PASSWORD.as_bytes().to_vec()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+    let config = Config::from_yaml(&format!(
+        "pools:\n- name: dc\n  addresses: [198.51.100.96/28, 2001:db8:96::/124]\n\
+         - name: lan\n  addresses: [192.0.2.0/28]\n\
+         bgp:\n  localASN: {NODE_ASN}\n  peers:\n  - address: {ROUTER_V4}\n    asn: {ROUTER_ASN}\n\
+         \x20   holdTime: 9s\n    keepaliveTime: 3s\n    nodeSelector: {{rack: r1}}\n\
+         \x20   passwordSecret: {{namespace: portway-system, name: bgp-auth, key: password}}\n\
+         \x20 advertisements:\n  - pools: [dc]\n    communities: [\"64513:100\"]\n"
+    ))
+    .expect("config");
+    let api: Api<Service> = Api::namespaced(sim.client(), "default");
+    let publish = |name: &'static str, ips: &'static [&'static str]| {
+        let api = api.clone();
+        async move {
+            let ingress: Vec<Value> = ips.iter().map(|ip| json!({ "ip": ip })).collect();
+            let status = json!({"status": {"loadBalancer": {"ingress": ingress}}});
+            api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .expect("status");
+        }
+    };
+    // Cluster, dual-stack: advertised by every eligible node.
+    api.create(&PostParams::default(), &svc("web").class(BGP).build())
+        .await
+        .expect("create web");
+    publish("web", &["198.51.100.97", "2001:db8:96::7"]).await;
+    // Local with a ready endpoint on n1: advertised; Local without one here: not.
+    api.create(
+        &PostParams::default(),
+        &svc("here").class(BGP).local().build(),
+    )
+    .await
+    .expect("create here");
+    publish("here", &["198.51.100.98"]).await;
+    sim.set_endpoints("default", "here", &["n1"])
+        .await
+        .expect("endpoints");
+    api.create(
+        &PostParams::default(),
+        &svc("away").class(BGP).local().build(),
+    )
+    .await
+    .expect("create away");
+    publish("away", &["198.51.100.99"]).await;
+    sim.set_endpoints("default", "away", &["n2"])
+        .await
+        .expect("endpoints");
+    // An address outside the advertised pools is never sent.
+    api.create(&PostParams::default(), &svc("odd").class(BGP).build())
+        .await
+        .expect("create odd");
+    publish("odd", &["192.0.2.5"]).await;
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let client = sim.client_as("system:serviceaccount:portway-system:portway-speaker");
+    let speaker = tokio::spawn(portway::speaker::run_with(
+        client,
+        config,
+        "n1".into(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    // The peer's nodeSelector does not match n1 yet: no session.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !router.established(),
+        "a peer that does not select the node is not dialled"
+    );
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(sim.client());
+    let rack = json!({"metadata": {"labels": {"rack": "r1"}}});
+    nodes
+        .patch("n1", &PatchParams::default(), &Patch::Merge(&rack))
+        .await
+        .expect("label");
+    wait_prefixes(
+        &router,
+        "initial advertisement",
+        &["198.51.100.97/32", "198.51.100.98/32", "2001:db8:96::7/128"],
+    )
+    .await;
+    let rib = router.rib("ipv4");
+    let path = &rib["198.51.100.97/32"][0];
+    assert_eq!(attr(path, 3)["nexthop"], NODE_V4, "next hop self");
+    assert_eq!(
+        attr(path, 8)["communities"],
+        json!([(64513u32 << 16) + 100])
+    );
+    let v6 = router.rib("ipv6");
+    assert_eq!(attr(&v6["2001:db8:96::7/128"][0], 14)["nexthop"], NODE_V6);
+    assert!(
+        router.established(),
+        "MD5 session from the Secret's password"
+    );
+
+    // The Service event for a first advertisement.
+    let events: Api<Event> = Api::namespaced(sim.client(), "default");
+    eventually("AdvertisingIP event", Duration::from_secs(10), || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("AdvertisingIP")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("here")
+            })
+            .then_some(())
+    })
+    .await;
+
+    // The Local Service loses its endpoint here: withdrawn, the rest untouched.
+    let age = rib["198.51.100.97/32"][0]["age"].clone();
+    sim.set_endpoints("default", "here", &["n2"])
+        .await
+        .expect("endpoints");
+    wait_prefixes(
+        &router,
+        "withdrawal on endpoint loss",
+        &["198.51.100.97/32", "2001:db8:96::7/128"],
+    )
+    .await;
+    assert_eq!(
+        router.rib("ipv4")["198.51.100.97/32"][0]["age"],
+        age,
+        "kept route not re-sent"
+    );
+    // And comes back with it.
+    sim.set_endpoints("default", "here", &["n1", "n2"])
+        .await
+        .expect("endpoints");
+    wait_prefixes(
+        &router,
+        "re-advertisement",
+        &["198.51.100.97/32", "198.51.100.98/32", "2001:db8:96::7/128"],
+    )
+    .await;
+    // The Service goes: both of its prefixes are withdrawn.
+    api.delete("web", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_prefixes(&router, "withdrawal on delete", &["198.51.100.98/32"]).await;
+    // The node is excluded from load balancers: it withdraws everything, session kept.
+    let exclude = json!({"metadata": {"labels":
+        {"node.kubernetes.io/exclude-from-external-load-balancers": "true"}}});
+    nodes
+        .patch("n1", &PatchParams::default(), &Patch::Merge(&exclude))
+        .await
+        .expect("label");
+    wait_prefixes(&router, "withdrawal on exclusion", &[]).await;
+    assert!(
+        router.established(),
+        "a withdrawal is a diff, not a session reset"
+    );
+    let include = json!({"metadata": {"labels":
+        {"node.kubernetes.io/exclude-from-external-load-balancers": null}}});
+    nodes
+        .patch("n1", &PatchParams::default(), &Patch::Merge(&include))
+        .await
+        .expect("label");
+    wait_prefixes(&router, "back after inclusion", &["198.51.100.98/32"]).await;
+
+    // Shutdown: Cease, the session goes down and the routes with it.
+    let _ = stop_tx.send(());
+    speaker.await.expect("join").expect("speaker ran cleanly");
+    let start = Instant::now();
+    eventually(
+        "session down after Cease",
+        Duration::from_secs(3),
+        || async { (!router.established() && router.prefixes().is_empty()).then_some(()) },
+    )
+    .await;
+    eprintln!("session down after shutdown: {:?}", start.elapsed());
     sim.shutdown().await;
 }

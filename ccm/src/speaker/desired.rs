@@ -5,6 +5,10 @@
 //! serve — all of them while it is eligible for Cluster policy, only those with a ready
 //! local endpoint for Local policy — with the attributes of the advertisement of the pool
 //! the address came from.
+//!
+//! Node eligibility is the controller's rule ([`node_eligible`]: not deleting, not excluded
+//! by label, initialized) plus two conditions only a node agent cares about, see
+//! [`speaker_eligible`].
 
 use crate::service::rules::{effective_class, is_load_balancer, node_eligible};
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -47,7 +51,35 @@ fn policy(svc: &Service) -> TrafficPolicy {
     }
 }
 
-/// Nodes with a ready endpoint of the Service, from its EndpointSlices.
+/// Whether a node may announce: [`node_eligible`], and neither `Ready=False` nor
+/// `NetworkUnavailable=True`.
+///
+/// `Ready=False` is the kubelet itself saying the node cannot run pods (container runtime
+/// or CNI not ready) — typically a booting node whose host-network speaker starts before
+/// the data path is up, which would otherwise attract traffic it drops. `Ready=Unknown`
+/// (the kubelet stopped reaching the API) is deliberately not excluded: the gossip
+/// membership and the BGP session know better whether the node still forwards, and a
+/// partition from the API must not move every address (KEP-3458). `NetworkUnavailable`
+/// is MetalLB's rule too: the node's pod network routes are not set up.
+pub fn speaker_eligible(node: &Node) -> bool {
+    let condition = |kind: &str| {
+        node.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == kind))
+            .map(|c| c.status.as_str())
+    };
+    node_eligible(node)
+        && condition("Ready") != Some("False")
+        && condition("NetworkUnavailable") != Some("True")
+}
+
+/// Nodes with an endpoint of the Service that takes traffic, from its EndpointSlices.
+///
+/// An endpoint counts when it is ready (an absent `ready` means ready, as the API
+/// documents) or still serving while it terminates: kube-proxy falls back to
+/// serving-terminating endpoints on a node that has no ready one (KEP-1669), so the node
+/// still delivers traffic and must keep announcing until the pods stop serving.
 pub fn ready_nodes(svc: &Service, slices: &[Arc<EndpointSlice>]) -> BTreeSet<String> {
     let ns = svc.namespace().unwrap_or_default();
     let name = svc.name_any();
@@ -58,7 +90,10 @@ pub fn ready_nodes(svc: &Service, slices: &[Arc<EndpointSlice>]) -> BTreeSet<Str
                 && s.labels().get("kubernetes.io/service-name") == Some(&name)
         })
         .flat_map(|s| s.endpoints.iter())
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+        .filter(|e| {
+            let c = e.conditions.as_ref();
+            c.and_then(|c| c.ready).unwrap_or(true) || c.and_then(|c| c.serving) == Some(true)
+        })
         .filter_map(|e| e.node_name.clone())
         .collect()
 }
@@ -99,7 +134,7 @@ pub fn vip_inputs(
 pub fn node_inputs(nodes: &[Arc<Node>]) -> BTreeMap<String, NodeInput> {
     nodes
         .iter()
-        .filter(|n| node_eligible(n))
+        .filter(|n| speaker_eligible(n))
         .map(|n| {
             let addrs = node_addrs(n);
             (
@@ -145,7 +180,7 @@ pub fn bgp_routes(
     bgp: &BgpConfig,
 ) -> Routes {
     let mut routes = Routes::new();
-    if !node_eligible(me) {
+    if !speaker_eligible(me) {
         return routes;
     }
     let name = me.name_any();
@@ -177,54 +212,103 @@ pub fn bgp_routes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    fn obj<T: serde::de::DeserializeOwned>(v: Value) -> Arc<T> {
+        Arc::new(serde_json::from_value(v).expect("fixture"))
+    }
+
+    /// A LoadBalancer Service; `class` "" leaves `loadBalancerClass` unset.
+    fn svc_ips(name: &str, class: &str, ips: &[&str], local: bool) -> Arc<Service> {
+        let mut spec = json!({"type": "LoadBalancer",
+            "externalTrafficPolicy": if local { "Local" } else { "Cluster" }});
+        if !class.is_empty() {
+            spec["loadBalancerClass"] = json!(class);
+        }
+        let ingress: Vec<Value> = ips.iter().map(|ip| json!({ "ip": ip })).collect();
+        obj(json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": spec,
+            "status": {"loadBalancer": {"ingress": ingress}}
+        }))
+    }
 
     fn svc(name: &str, class: &str, ip: &str, local: bool) -> Arc<Service> {
-        Arc::new(
-            serde_json::from_value(json!({
-                "metadata": {"name": name, "namespace": "default"},
-                "spec": {"type": "LoadBalancer", "loadBalancerClass": class,
-                    "externalTrafficPolicy": if local { "Local" } else { "Cluster" }},
-                "status": {"loadBalancer": {"ingress": [{"ip": ip}]}}
-            }))
-            .expect("svc"),
-        )
+        svc_ips(name, class, &[ip], local)
+    }
+
+    fn node_with(name: &str, conditions: Value, labels: Value) -> Arc<Node> {
+        obj(json!({
+            "metadata": {"name": name, "labels": labels},
+            "status": {"conditions": conditions,
+                "addresses": [{"type": "ExternalIP", "address": "203.0.113.9"},
+                    {"type": "InternalIP", "address": "fd00::1"},
+                    {"type": "InternalIP", "address": "10.0.0.1"},
+                    {"type": "Hostname", "address": name}]}
+        }))
     }
 
     fn node(name: &str, ready: bool) -> Arc<Node> {
-        Arc::new(
-            serde_json::from_value(json!({
-                "metadata": {"name": name},
-                "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
-                    "addresses": [{"type": "InternalIP", "address": "fd00::1"}, {"type": "InternalIP", "address": "10.0.0.1"}]}
-            }))
-            .expect("node"),
+        let status = if ready { "True" } else { "False" };
+        node_with(
+            name,
+            json!([{"type": "Ready", "status": status}]),
+            json!({}),
         )
     }
 
+    /// An EndpointSlice of `svc` with one endpoint per `(node, ready, serving)`.
+    fn slice_of(
+        svc: &str,
+        ns: &str,
+        eps: &[(&str, Option<bool>, Option<bool>)],
+    ) -> Arc<EndpointSlice> {
+        let endpoints: Vec<Value> = eps
+            .iter()
+            .enumerate()
+            .map(|(i, (node, ready, serving))| {
+                let mut c = json!({});
+                if let Some(r) = ready {
+                    c["ready"] = json!(r);
+                }
+                if let Some(s) = serving {
+                    c["serving"] = json!(s);
+                    c["terminating"] = json!(!ready.unwrap_or(true));
+                }
+                json!({"addresses": [format!("10.42.0.{}", i + 1)], "conditions": c, "nodeName": node})
+            })
+            .collect();
+        obj(json!({
+            "metadata": {"name": format!("{svc}-{}", eps.len()), "namespace": ns,
+                "labels": {"kubernetes.io/service-name": svc}},
+            "addressType": "IPv4",
+            "endpoints": endpoints
+        }))
+    }
+
     fn slice(svc: &str, node: &str) -> Arc<EndpointSlice> {
-        Arc::new(
-            serde_json::from_value(json!({
-                "metadata": {"name": format!("{svc}-x"), "namespace": "default",
-                    "labels": {"kubernetes.io/service-name": svc}},
-                "addressType": "IPv4",
-                "endpoints": [{"addresses": ["10.42.0.1"], "conditions": {"ready": true}, "nodeName": node}]
-            }))
-            .expect("slice"),
-        )
+        slice_of(svc, "default", &[(node, Some(true), None)])
     }
 
     fn config() -> (Vec<PoolConfig>, BgpConfig) {
         let pools = portway_provider::ipam::parse_pools(&[
-            json!({"name": "dc", "addresses": ["198.51.100.0/28"]}),
+            json!({"name": "dc", "addresses": ["198.51.100.0/28", "2001:db8:64::/120"]}),
             json!({"name": "other", "addresses": ["203.0.113.0/28"]}),
+            json!({"name": "agg", "addresses": ["192.0.2.0/24"]}),
         ])
         .expect("pools");
         let bgp = BgpConfig::from_value(json!({"localASN": 64512,
-            "peers": [{"address": "10.0.0.254", "asn": 64500}],
-            "advertisements": [{"pools": ["dc"], "communities": ["64512:100"]}]}))
+        "peers": [{"address": "10.0.0.254", "asn": 64500}],
+        "advertisements": [
+            {"pools": ["dc"], "communities": ["64512:100"]},
+            {"pools": ["agg"], "aggregationLength": 24, "largeCommunities": ["64512:1:2"]}
+        ]}))
         .expect("bgp");
         (pools, bgp)
+    }
+
+    fn nets(routes: &Routes) -> Vec<String> {
+        routes.keys().map(ToString::to_string).collect()
     }
 
     #[test]
@@ -237,8 +321,84 @@ mod tests {
         let slices = vec![slice("c", "n2")];
         let vips = vip_inputs(&services, &slices, "portway.dev/hostport");
         assert_eq!(vips.len(), 2);
+        assert_eq!(vips[0].traffic_policy, TrafficPolicy::Cluster);
+        assert!(vips[0].ready_nodes.is_empty(), "a has no endpoints");
         assert_eq!(vips[1].traffic_policy, TrafficPolicy::Local);
         assert_eq!(vips[1].ready_nodes, ["n2".to_string()].into());
+    }
+
+    #[test]
+    fn services_without_class_follow_the_default_class() {
+        let services = vec![svc("plain", "", "192.168.1.10", false)];
+        assert_eq!(vip_inputs(&services, &[], L2).len(), 1);
+        assert!(vip_inputs(&services, &[], BGP).is_empty());
+        let (pools, bgp) = config();
+        let me = node("n1", true);
+        let plain = vec![svc("plain", "", "198.51.100.4", false)];
+        assert_eq!(
+            nets(&bgp_routes(&plain, &[], &me, BGP, &pools, &bgp)),
+            ["198.51.100.4/32"]
+        );
+        assert!(bgp_routes(&plain, &[], &me, L2, &pools, &bgp).is_empty());
+    }
+
+    #[test]
+    fn other_types_deleting_and_unaddressed_services_are_skipped() {
+        let mut cluster_ip = (*svc("ci", L2, "192.168.1.10", false)).clone();
+        if let Some(spec) = cluster_ip.spec.as_mut() {
+            spec.type_ = Some("ClusterIP".into());
+        }
+        let deleting = obj::<Service>(json!({
+            "metadata": {"name": "del", "namespace": "default",
+                "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["x"]},
+            "spec": {"type": "LoadBalancer", "loadBalancerClass": L2},
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.168.1.11"}]}}}));
+        let pending = obj::<Service>(json!({"metadata": {"name": "p", "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "loadBalancerClass": L2}}));
+        let hostname = obj::<Service>(json!({"metadata": {"name": "h", "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "loadBalancerClass": L2},
+            "status": {"loadBalancer": {"ingress": [{"hostname": "lb.example"}, {"ip": "not-an-ip"}]}}}));
+        let services = vec![Arc::new(cluster_ip), deleting, pending, hostname];
+        assert!(vip_inputs(&services, &[], L2).is_empty());
+    }
+
+    #[test]
+    fn every_ingress_address_is_a_vip_dual_stack_included() {
+        let services = vec![svc_ips("ds", L2, &["192.168.1.10", "fd00:1::10"], false)];
+        let vips = vip_inputs(&services, &[], "x");
+        let ips: Vec<String> = vips.iter().map(|v| v.ip.to_string()).collect();
+        assert_eq!(ips, ["192.168.1.10", "fd00:1::10"]);
+    }
+
+    #[test]
+    fn ready_nodes_reads_every_slice_of_the_service_and_only_its_own() {
+        let s = svc("web", L2, "192.168.1.10", true);
+        let slices = vec![
+            slice_of(
+                "web",
+                "default",
+                &[("n1", Some(true), None), ("n2", None, None)],
+            ),
+            slice_of(
+                "web",
+                "default",
+                &[("n3", Some(false), None), ("n4", Some(false), Some(true))],
+            ),
+            slice_of("web", "default", &[("n5", Some(false), Some(false))]),
+            // Same name in another namespace, and another Service here.
+            slice_of("web", "other", &[("n6", Some(true), None)]),
+            slice_of("api", "default", &[("n7", Some(true), None)]),
+        ];
+        let nodes: Vec<String> = ready_nodes(&s, &slices).into_iter().collect();
+        // n2: ready unset means ready; n4: terminating but serving; n3, n5: neither.
+        assert_eq!(nodes, ["n1", "n2", "n4"]);
+        // An endpoint without nodeName cannot make any node eligible.
+        let anon: Arc<EndpointSlice> = obj(json!({
+            "metadata": {"name": "web-anon", "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.42.9.9"], "conditions": {"ready": true}}]}));
+        assert!(ready_nodes(&s, &[anon]).is_empty());
     }
 
     #[test]
@@ -252,29 +412,112 @@ mod tests {
         ];
         let me = node("n1", true);
         let routes = bgp_routes(&services, &[], &me, "x", &pools, &bgp);
-        let nets: Vec<String> = routes.keys().map(ToString::to_string).collect();
         assert_eq!(
-            nets,
+            nets(&routes),
             vec!["198.51.100.1/32"],
             "Local without endpoint, unadvertised pool and l2 are skipped"
         );
-        let routes = bgp_routes(&services, &[slice("b", "n1")], &me, "x", &pools, &bgp);
-        assert_eq!(routes.len(), 2);
-        // A node excluded from load balancers advertises nothing.
-        let mut excluded = (*node("n1", true)).clone();
-        excluded.metadata.labels = Some(
-            [(
-                "node.kubernetes.io/exclude-from-external-load-balancers".to_string(),
-                String::new(),
-            )]
-            .into(),
-        );
-        assert!(bgp_routes(&services, &[], &excluded, "x", &pools, &bgp).is_empty());
+        let attrs = routes.values().next().expect("one route");
+        assert_eq!(attrs.communities.len(), 1, "the advertisement's community");
+        // A ready endpoint on another node does not make this node serve a Local Service.
+        let elsewhere = bgp_routes(&services, &[slice("b", "n2")], &me, "x", &pools, &bgp);
+        assert_eq!(elsewhere.len(), 1);
+        let here = bgp_routes(&services, &[slice("b", "n1")], &me, "x", &pools, &bgp);
+        assert_eq!(nets(&here), ["198.51.100.1/32", "198.51.100.2/32"]);
     }
 
     #[test]
-    fn node_addresses_prefer_ipv4() {
-        let addrs = node_addrs(&node("n1", true));
-        assert_eq!(addrs[0].to_string(), "10.0.0.1");
+    fn bgp_routes_ipv6_host_routes_and_aggregates() {
+        let (pools, bgp) = config();
+        let services = vec![
+            svc_ips("ds", BGP, &["198.51.100.5", "2001:db8:64::5"], false),
+            svc("x", BGP, "192.0.2.7", false),
+            svc("y", BGP, "192.0.2.200", false),
+        ];
+        let routes = bgp_routes(&services, &[], &node("n1", true), "x", &pools, &bgp);
+        // Two Services in the aggregated pool share one /24.
+        assert_eq!(
+            nets(&routes),
+            ["192.0.2.0/24", "198.51.100.5/32", "2001:db8:64::5/128"]
+        );
+        let agg = routes
+            .get(&"192.0.2.0/24".parse().expect("net"))
+            .expect("aggregate");
+        assert_eq!(agg.large_communities.len(), 1);
+    }
+
+    #[test]
+    fn ineligible_nodes_advertise_nothing() {
+        let (pools, bgp) = config();
+        let services = vec![svc("a", BGP, "198.51.100.1", false)];
+        let check = |n: Arc<Node>| bgp_routes(&services, &[], &n, "x", &pools, &bgp).is_empty();
+        assert!(!check(node("n1", true)));
+        assert!(check(node("n1", false)), "Ready=False");
+        let unknown = node_with(
+            "n1",
+            json!([{"type": "Ready", "status": "Unknown"}]),
+            json!({}),
+        );
+        assert!(!check(unknown), "Ready=Unknown keeps announcing (KEP-3458)");
+        let netdown = node_with(
+            "n1",
+            json!([{"type": "Ready", "status": "True"}, {"type": "NetworkUnavailable", "status": "True"}]),
+            json!({}),
+        );
+        assert!(check(netdown), "NetworkUnavailable");
+        let excluded = node_with(
+            "n1",
+            json!([{"type": "Ready", "status": "True"}]),
+            json!({"node.kubernetes.io/exclude-from-external-load-balancers": ""}),
+        );
+        assert!(check(excluded), "excluded by label");
+        let included = node_with(
+            "n1",
+            json!([{"type": "Ready", "status": "True"}]),
+            json!({"node.kubernetes.io/exclude-from-external-load-balancers": "false"}),
+        );
+        assert!(!check(included), "the label set to false includes");
+        let mut uninit = (*node("n1", true)).clone();
+        uninit.spec = Some(
+            serde_json::from_value(json!({"taints": [{"key":
+            "node.cloudprovider.kubernetes.io/uninitialized", "effect": "NoSchedule"}]}))
+            .expect("spec"),
+        );
+        assert!(check(Arc::new(uninit)), "uninitialized");
+    }
+
+    #[test]
+    fn node_inputs_keep_eligible_nodes_with_labels_and_addresses() {
+        let nodes = vec![
+            node_with(
+                "a",
+                json!([{"type": "Ready", "status": "True"}]),
+                json!({"zone": "z1"}),
+            ),
+            node("b", false),
+            node_with("c", json!([]), json!({})),
+        ];
+        let inputs = node_inputs(&nodes);
+        assert_eq!(
+            inputs.keys().collect::<Vec<_>>(),
+            ["a", "c"],
+            "b is Ready=False"
+        );
+        let a = &inputs["a"];
+        assert_eq!(a.labels.get("zone").map(String::as_str), Some("z1"));
+        // The gossip seed is the first address: the IPv4 InternalIP.
+        let addrs: Vec<String> = a.addrs.iter().map(ToString::to_string).collect();
+        assert_eq!(addrs, ["10.0.0.1", "fd00::1", "203.0.113.9"]);
+    }
+
+    #[test]
+    fn status_ips_skip_hostnames_and_garbage() {
+        let s = obj::<Service>(json!({"metadata": {"name": "s"},
+            "status": {"loadBalancer": {"ingress": [{"hostname": "h"}, {"ip": "192.0.2.1"}, {"ip": "x"}]}}}));
+        assert_eq!(
+            status_ips(&s),
+            vec!["192.0.2.1".parse::<IpAddr>().expect("ip")]
+        );
+        assert!(status_ips(&obj::<Service>(json!({"metadata": {"name": "s"}}))).is_empty());
     }
 }

@@ -6,31 +6,32 @@
 //! feedback: the `portway.dev/announced-by` annotation on an l2 Service when this node takes
 //! it over, and events on the Service.
 
+mod bgp;
 pub mod desired;
+mod feedback;
 pub mod metrics;
 
 use crate::config::Config;
-use crate::events::{Events, Kind};
 use crate::k8s::wait_until_ready;
 use crate::sections;
 use anyhow::Context as _;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Secret, Service};
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use portway_bgp::{NodeInfo, SecretRef, Speaker as BgpSpeaker};
-use portway_l2::{L2Speaker, SpeakerConfig, SpeakerEvent};
-use std::collections::BTreeMap;
+use portway_bgp::State as BgpState;
+use portway_l2::{L2Speaker, SpeakerConfig};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// The annotation naming the node that answers for an l2 address.
 pub const ANNOUNCED_BY: &str = "portway.dev/announced-by";
@@ -61,10 +62,18 @@ pub async fn run(args: SpeakerArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref())
         .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
     let client = crate::cli::client(args.kubeconfig.as_deref()).await?;
-    run_with(
+    let m = Arc::new(metrics::SpeakerMetrics::new());
+    if args.metrics_bind_address.port() != 0 {
+        let bound = metrics::serve(args.metrics_bind_address, m.clone())
+            .await
+            .with_context(|| format!("serving metrics on {}", args.metrics_bind_address))?;
+        info!(%bound, "serving /metrics and /healthz");
+    }
+    run_with_metrics(
         client,
         config,
         args.node_name,
+        m,
         crate::cli::shutdown_signal(),
     )
     .await
@@ -88,6 +97,12 @@ pub async fn run_with(
 }
 
 /// [`run_with`], recording into `m`.
+///
+/// One loop recomputes the whole desired state from the reflectors' stores on every change
+/// (coalesced over 50 ms) and at least every 5 s, and hands it to the announcers, which
+/// diff it themselves: the L2 speaker re-elects, the BGP speaker sends only changed
+/// prefixes. Recomputing from scratch keeps the speaker free of incremental bookkeeping
+/// that could drift from the cluster.
 pub async fn run_with_metrics(
     client: Client,
     config: Config,
@@ -100,147 +115,105 @@ pub async fn run_with_metrics(
         anyhow::anyhow!("invalid configuration:\n{}", text.join("\n"))
     })?;
     let changed = Arc::new(Notify::new());
-    let api_ok = Arc::new(AtomicBool::new(true));
-    let services = watch_store::<Service>(Api::all(client.clone()), &changed, &api_ok);
-    let nodes = watch_store::<Node>(Api::all(client.clone()), &changed, &api_ok);
-    let slices = watch_store::<EndpointSlice>(Api::all(client.clone()), &changed, &api_ok);
-    wait_until_ready(&services.0).await;
-    wait_until_ready(&nodes.0).await;
-    wait_until_ready(&slices.0).await;
+    let services = Watched::<Service>::start(Api::all(client.clone()), &changed);
+    let nodes = Watched::<Node>::start(Api::all(client.clone()), &changed);
+    let slices = Watched::<EndpointSlice>::start(Api::all(client.clone()), &changed);
+    wait_until_ready(&services.store).await;
+    wait_until_ready(&nodes.store).await;
+    wait_until_ready(&slices.store).await;
+    if !nodes.store.state().iter().any(|n| n.name_any() == node) {
+        anyhow::bail!("node {node} not found; --node-name must name this node");
+    }
+    info!(
+        node,
+        l2 = sections.l2.is_some(),
+        bgp = sections.bgp.is_some(),
+        "speaker running"
+    );
 
-    let me = nodes
-        .0
-        .state()
-        .into_iter()
-        .find(|n| n.name_any() == node)
-        .with_context(|| format!("node {node} not found; --node-name must name this node"))?;
-    let addrs = desired::node_addrs(&me);
-    let events = Arc::new(Events::new(client.clone(), "portway-speaker", &node));
-
-    let l2 = match (&sections.l2, addrs.first()) {
-        (Some(l2), Some(addr)) => {
-            let speaker = L2Speaker::start(SpeakerConfig::new(node.clone(), *addr, l2.clone()))
-                .await
-                .context("starting the L2 speaker")?;
-            info!(node, %addr, "L2 speaker started");
-            Some(speaker)
-        }
-        (Some(_), None) => {
-            warn!(
-                node,
-                "the node has no InternalIP yet; the L2 speaker is not started"
-            );
-            None
-        }
-        (None, _) => None,
-    };
-    let bgp = match &sections.bgp {
-        Some(cfg) => {
-            let info = NodeInfo {
-                name: node.clone(),
-                ipv4: addrs.iter().find_map(|a| match a {
-                    IpAddr::V4(v4) => Some(*v4),
-                    IpAddr::V6(_) => None,
-                }),
-                ipv6: addrs.iter().find_map(|a| match a {
-                    IpAddr::V6(v6) => Some(*v6),
-                    IpAddr::V4(_) => None,
-                }),
-                labels: me.labels().clone(),
-            };
-            let passwords = fetch_passwords(&client, cfg).await;
-            let handle = BgpSpeaker::spawn(cfg, &info, |r: &SecretRef| {
-                passwords
-                    .get(&(r.namespace.clone(), r.name.clone(), r.key.clone()))
-                    .cloned()
-            })
-            .context("starting the BGP speaker")?;
-            info!(node, peers = cfg.peers.len(), "BGP speaker started");
-            Some(handle)
-        }
-        None => None,
-    };
-
-    // Feedback on takeovers: annotation and event on the Service.
-    let feedback = l2.as_ref().map(|s| {
-        let mut rx = s.events();
-        let services = services.0.clone();
-        let client = client.clone();
-        let events = events.clone();
-        let node = node.clone();
-        let m = m.clone();
-        tokio::spawn(async move {
-            loop {
-                match rx.recv().await {
-                    Ok(SpeakerEvent::Takeover(t)) => {
-                        m.takeover(t.since_last_heard.or(t.since_detected));
-                        announce(&client, &events, &services, &node, t.ip).await;
-                    }
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(_) => return,
-                }
-            }
-        })
-    });
+    let feedback = feedback::Feedback::new(client.clone(), services.store.clone(), node.clone());
+    let (notices, notices_task) = feedback.advertised_queue();
+    let mut l2: Option<(L2Speaker, tokio::task::JoinHandle<()>)> = None;
+    let mut bgp = sections
+        .bgp
+        .clone()
+        .map(|cfg| bgp::BgpRunner::new(client.clone(), cfg, node.clone()));
+    let mut advertised: BTreeSet<IpAddr> = BTreeSet::new();
+    let mut reported = Reported::default();
 
     tokio::pin!(shutdown);
-    let mut advertised: std::collections::BTreeSet<IpAddr> = Default::default();
     loop {
-        let svcs = services.0.state();
-        let all_nodes = nodes.0.state();
-        let all_slices = slices.0.state();
-        if let Some(l2) = &l2 {
-            l2.set_nodes(desired::node_inputs(&all_nodes));
-            l2.set_vips(desired::vip_inputs(
+        let svcs = services.store.state();
+        let all_nodes = nodes.store.state();
+        let all_slices = slices.store.state();
+        let me = all_nodes.iter().find(|n| n.name_any() == node).cloned();
+        let api_ok = services.healthy() && nodes.healthy() && slices.healthy();
+
+        if let (Some(l2cfg), None, Some(me)) = (&sections.l2, &l2, &me) {
+            // The gossip address is the node's first InternalIP; a node that has none
+            // yet (kubelet still starting) is retried on the next pass.
+            match desired::node_addrs(me).first() {
+                Some(addr) => {
+                    let speaker =
+                        L2Speaker::start(SpeakerConfig::new(node.clone(), *addr, l2cfg.clone()))
+                            .await
+                            .context("starting the L2 speaker")?;
+                    info!(node, %addr, port = l2cfg.gossip_port, "L2 speaker started");
+                    let follower = feedback.follow_l2(&speaker, m.clone());
+                    l2 = Some((speaker, follower));
+                }
+                None => reported.once("no-address", || {
+                    warn!(node, "the node has no InternalIP yet; the L2 speaker waits")
+                }),
+            }
+        }
+        if let Some((speaker, _)) = &l2 {
+            speaker.set_nodes(desired::node_inputs(&all_nodes));
+            speaker.set_vips(desired::vip_inputs(
                 &svcs,
                 &all_slices,
                 &config.default_class,
             ));
-            l2.set_api_reachable(api_ok.load(Ordering::Relaxed));
-            let st = l2.status().borrow().clone();
+            speaker.set_api_reachable(api_ok);
+            let st = speaker.status().borrow().clone();
             m.set_l2(&st);
-            tracing::debug!(owners = ?st.owners, announcing = ?st.announcing, quorum = ?st.quorum,
-                live = ?st.live, starting = st.starting, "l2 state");
-        }
-        if let (Some(handle), Some(cfg)) = (&bgp, &sections.bgp) {
-            let me = all_nodes.iter().find(|n| n.name_any() == node).cloned();
-            let routes = match me {
-                Some(me) => desired::bgp_routes(
-                    &svcs,
-                    &all_slices,
-                    &me,
-                    &config.default_class,
-                    &sections.pools,
-                    cfg,
-                ),
-                None => Default::default(),
-            };
-            // A Service event the first time this node advertises one of its addresses.
-            for svc in svcs.iter() {
-                let ips = desired::status_ips(svc);
-                let newly: Vec<IpAddr> = ips
-                    .iter()
-                    .filter(|ip| {
-                        routes.keys().any(|net| net.contains(*ip)) && advertised.insert(**ip)
-                    })
-                    .copied()
-                    .collect();
-                for ip in newly {
-                    events
-                        .publish(
-                            &svc.object_ref(&()),
-                            Kind::Normal,
-                            "AdvertisingIP",
-                            "Advertise",
-                            &format!("{ip} is advertised over BGP by node {node}"),
-                        )
-                        .await;
-                }
+            if reported.l2_changed(&st) {
+                info!(live = ?st.live, known = st.known.len(), quorum = ?st.quorum,
+                    announcing = ?st.announcing, api_ok, "l2 state");
             }
-            advertised.retain(|ip| routes.keys().any(|net| net.contains(ip)));
-            handle.set_routes(routes);
-            m.set_bgp(&handle.peer_states());
+        }
+        if let (Some(runner), Some(me)) = (&mut bgp, &me) {
+            let routes = desired::bgp_routes(
+                &svcs,
+                &all_slices,
+                me,
+                &config.default_class,
+                &sections.pools,
+                runner.config(),
+            );
+            if let Some(handle) = runner.reconcile(me).await {
+                let peers = handle.peer_states();
+                // The Service event the first time one of its addresses is out to a router.
+                if peers.iter().any(|p| p.state == BgpState::Established) {
+                    for ip in svcs.iter().flat_map(|s| desired::status_ips(s)) {
+                        if routes.keys().any(|net| net.contains(&ip))
+                            && advertised.insert(ip)
+                            && notices.try_send(ip).is_err()
+                        {
+                            debug!(%ip, "event queue full; AdvertisingIP event skipped");
+                        }
+                    }
+                }
+                advertised.retain(|ip| routes.keys().any(|net| net.contains(ip)));
+                handle.set_routes(routes);
+                m.set_bgp(&peers);
+            }
+        }
+        if let (Some(runner), None) = (&bgp, &me) {
+            // Our Node object is gone (the node is being removed): advertise nothing.
+            if let Some(handle) = runner.running() {
+                handle.set_routes(Default::default());
+            }
         }
         tokio::select! {
             _ = &mut shutdown => break,
@@ -248,6 +221,12 @@ pub async fn run_with_metrics(
                 // Gather a burst of changes into one recomputation.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            _ = async {
+                match &mut bgp {
+                    Some(runner) => runner.status_changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {}
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
     }
@@ -255,104 +234,81 @@ pub async fn run_with_metrics(
         node,
         "shutting down: withdrawing routes and stopping announcements"
     );
-    if let Some(f) = feedback {
-        f.abort();
+    if let Some(runner) = bgp {
+        runner.shutdown().await;
     }
-    if let Some(h) = bgp {
-        h.shutdown().await;
+    if let Some((speaker, follower)) = l2 {
+        speaker.shutdown().await;
+        follower.abort();
     }
-    if let Some(s) = l2 {
-        s.shutdown().await;
-    }
-    services.1.abort();
-    nodes.1.abort();
-    slices.1.abort();
+    notices_task.abort();
+    services.task.abort();
+    nodes.task.abort();
+    slices.task.abort();
     Ok(())
 }
 
-type Watched<K> = (Store<K>, tokio::task::JoinHandle<()>);
+/// What was last logged, so steady state stays quiet.
+#[derive(Default)]
+struct Reported {
+    once: BTreeSet<&'static str>,
+    l2: Option<(
+        BTreeSet<String>,
+        Option<portway_l2::Quorum>,
+        BTreeSet<IpAddr>,
+    )>,
+}
 
-fn watch_store<K>(api: Api<K>, changed: &Arc<Notify>, api_ok: &Arc<AtomicBool>) -> Watched<K>
+impl Reported {
+    fn once(&mut self, what: &'static str, log: impl FnOnce()) {
+        if self.once.insert(what) {
+            log();
+        }
+    }
+
+    fn l2_changed(&mut self, st: &portway_l2::SpeakerStatus) -> bool {
+        let now = Some((st.live.clone(), st.quorum, st.announcing.clone()));
+        if self.l2 == now {
+            return false;
+        }
+        self.l2 = now;
+        true
+    }
+}
+
+/// A reflector's store, its task, and whether its watch last succeeded.
+struct Watched<K: Resource + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store: Store<K>,
+    task: tokio::task::JoinHandle<()>,
+    ok: Arc<AtomicBool>,
+}
+
+impl<K> Watched<K>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    let (store, writer) = reflector::store::<K>();
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
-    let changed = changed.clone();
-    let api_ok = api_ok.clone();
-    let task = tokio::spawn(stream.for_each(move |ev| {
-        api_ok.store(ev.is_ok(), Ordering::Relaxed);
-        changed.notify_one();
-        futures::future::ready(())
-    }));
-    (store, task)
-}
-
-async fn fetch_passwords(
-    client: &Client,
-    cfg: &portway_bgp::BgpConfig,
-) -> BTreeMap<(String, String, String), String> {
-    let mut out = BTreeMap::new();
-    for peer in &cfg.peers {
-        let Some(r) = &peer.password_secret else {
-            continue;
-        };
-        let api: Api<Secret> = Api::namespaced(client.clone(), &r.namespace);
-        match api.get(&r.name).await {
-            Ok(secret) => {
-                if let Some(v) = secret.data.as_ref().and_then(|d| d.get(&r.key)) {
-                    out.insert(
-                        (r.namespace.clone(), r.name.clone(), r.key.clone()),
-                        String::from_utf8_lossy(&v.0).into_owned(),
-                    );
-                }
-            }
-            Err(e) => {
-                warn!(secret = %r.name, namespace = %r.namespace, %e, "reading a BGP password Secret")
-            }
-        }
+    fn start(api: Api<K>, changed: &Arc<Notify>) -> Self {
+        let (store, writer) = reflector::store::<K>();
+        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff();
+        let changed = changed.clone();
+        let ok = Arc::new(AtomicBool::new(true));
+        let flag = ok.clone();
+        let task = tokio::spawn(stream.for_each(move |ev| {
+            flag.store(ev.is_ok(), Ordering::Relaxed);
+            changed.notify_one();
+            futures::future::ready(())
+        }));
+        Self { store, task, ok }
     }
-    out
-}
 
-async fn announce(
-    client: &Client,
-    events: &Events,
-    services: &Store<Service>,
-    node: &str,
-    ip: IpAddr,
-) {
-    for svc in services.state() {
-        if !desired::status_ips(&svc).contains(&ip) {
-            continue;
-        }
-        if svc.annotations().get(ANNOUNCED_BY).map(String::as_str) == Some(node) {
-            continue;
-        }
-        let api: Api<Service> =
-            Api::namespaced(client.clone(), &svc.namespace().unwrap_or_default());
-        let patch = serde_json::json!({"metadata": {"annotations": {ANNOUNCED_BY: node}}});
-        if let Err(e) = api
-            .patch(
-                &svc.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-        {
-            warn!(service = %svc.name_any(), %e, "writing {ANNOUNCED_BY}");
-            continue;
-        }
-        events
-            .publish(
-                &svc.object_ref(&()),
-                Kind::Normal,
-                "AnnouncingFromNode",
-                "Announce",
-                &format!("{ip} is announced over ARP/NDP by node {node}"),
-            )
-            .await;
+    /// Whether the API server answered this watch last time it was asked: the L2
+    /// split-brain rule lets a speaker that reaches the API keep announcing.
+    fn healthy(&self) -> bool {
+        self.ok.load(Ordering::Relaxed)
     }
 }

@@ -1,0 +1,232 @@
+//! Keeps this node's BGP speaker in step with its Node object and the password Secrets.
+//!
+//! The `bgp` section applies to a node through the peers' `nodeSelector`s, and the
+//! speaker's identity (router id, next hops) comes from the node's addresses, so both are
+//! read from the live Node: a label added later starts the sessions it selects, a label
+//! removed ends them with a Cease. Passwords are read from their Secrets at start and
+//! re-read every [`PASSWORD_REFRESH`]; a changed password restarts the sessions, since TCP
+//! MD5 keys only apply to new connections. A missing Secret is retried, not fatal: the
+//! speaker keeps serving L2 and the other peers' configuration will be logged as waiting.
+
+use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::api::Api;
+use kube::{Client, ResourceExt};
+use portway_bgp::{BgpConfig, NodeInfo, SecretRef, Speaker, SpeakerHandle};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+use super::desired::node_addrs;
+
+/// How often password Secrets are read again.
+pub const PASSWORD_REFRESH: Duration = Duration::from_secs(60);
+/// How soon a failed start (a Secret missing) is tried again.
+const RETRY: Duration = Duration::from_secs(10);
+
+type SecretKey = (String, String, String);
+
+/// What a running speaker was started from; a difference means a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Started {
+    peers: Vec<usize>,
+    ipv4: Option<std::net::Ipv4Addr>,
+    ipv6: Option<std::net::Ipv6Addr>,
+    passwords: Vec<Option<String>>,
+}
+
+/// The BGP side of the node agent.
+pub(crate) struct BgpRunner {
+    client: Client,
+    config: BgpConfig,
+    node: String,
+    running: Option<(Started, SpeakerHandle)>,
+    status: Option<tokio::sync::watch::Receiver<Vec<portway_bgp::PeerStatus>>>,
+    passwords: BTreeMap<SecretKey, String>,
+    passwords_read: Option<Instant>,
+    failed: Option<(Started, Instant)>,
+}
+
+impl BgpRunner {
+    pub(crate) fn new(client: Client, config: BgpConfig, node: String) -> Self {
+        Self {
+            client,
+            config,
+            node,
+            running: None,
+            status: None,
+            passwords: BTreeMap::new(),
+            passwords_read: None,
+            failed: None,
+        }
+    }
+
+    /// The configuration this runner serves.
+    pub(crate) fn config(&self) -> &BgpConfig {
+        &self.config
+    }
+
+    /// Starts, restarts or stops the speaker for the node as it is now; returns the running
+    /// speaker, if any.
+    pub(crate) async fn reconcile(&mut self, me: &Node) -> Option<&SpeakerHandle> {
+        let labels = me.labels();
+        let peers: Vec<usize> = (0..self.config.peers.len())
+            .filter(|i| self.config.peers[*i].selects(labels))
+            .collect();
+        if peers.is_empty() {
+            if let Some((_, handle)) = self.running.take() {
+                info!(node = %self.node, "no BGP peer selects this node any more; stopping the sessions");
+                handle.shutdown().await;
+            }
+            return None;
+        }
+        let secrets: Vec<&SecretRef> = peers
+            .iter()
+            .filter_map(|i| self.config.peers[*i].password_secret.as_ref())
+            .collect();
+        let stale = self.passwords_read.is_none_or(|t| {
+            t.elapsed() >= PASSWORD_REFRESH || (self.failed.is_some() && t.elapsed() >= RETRY)
+        });
+        if !secrets.is_empty() && stale {
+            let refs: Vec<SecretRef> = secrets.into_iter().cloned().collect();
+            read_passwords(&self.client, &refs, &mut self.passwords).await;
+            self.passwords_read = Some(Instant::now());
+        }
+        let addrs = node_addrs(me);
+        let want = Started {
+            ipv4: addrs.iter().find_map(|a| match a {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            }),
+            ipv6: addrs.iter().find_map(|a| match a {
+                IpAddr::V6(v6) => Some(*v6),
+                IpAddr::V4(_) => None,
+            }),
+            passwords: peers
+                .iter()
+                .map(|i| {
+                    self.config.peers[*i]
+                        .password_secret
+                        .as_ref()
+                        .and_then(|r| self.passwords.get(&key(r)).cloned())
+                })
+                .collect(),
+            peers,
+        };
+        if self.running.as_ref().is_some_and(|(s, _)| *s == want) {
+            return self.running.as_ref().map(|(_, h)| h);
+        }
+        if self
+            .failed
+            .as_ref()
+            .is_some_and(|(s, at)| *s == want && at.elapsed() < RETRY)
+        {
+            return None;
+        }
+        if let Some((_, handle)) = self.running.take() {
+            info!(node = %self.node, "BGP peers, addresses or passwords changed; restarting the sessions");
+            handle.shutdown().await;
+        }
+        let info = NodeInfo {
+            name: self.node.clone(),
+            ipv4: want.ipv4,
+            ipv6: want.ipv6,
+            labels: labels.clone(),
+        };
+        let passwords = &self.passwords;
+        match Speaker::spawn(&self.config, &info, |r: &SecretRef| {
+            passwords.get(&key(r)).cloned()
+        }) {
+            Ok(handle) => {
+                info!(node = %self.node, peers = want.peers.len(), router_id = ?want.ipv4,
+                    "BGP speaker started");
+                self.failed = None;
+                self.status = Some(handle.watch_status());
+                self.running = Some((want, handle));
+                self.running.as_ref().map(|(_, h)| h)
+            }
+            Err(e) => {
+                // Logged once per distinct failure, retried every RETRY.
+                if self.failed.as_ref().is_none_or(|(s, _)| *s != want) {
+                    warn!(node = %self.node, error = %e, "cannot start the BGP speaker yet");
+                }
+                self.failed = Some((want, Instant::now()));
+                None
+            }
+        }
+    }
+
+    /// Completes when a peer's session state or counters change (never while stopped), so
+    /// the loop reacts to a session coming up — the "first advertised" event — at once.
+    pub(crate) async fn status_changed(&mut self) {
+        match &mut self.status {
+            Some(rx) => {
+                if rx.changed().await.is_err() {
+                    self.status = None;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The running speaker, if any.
+    pub(crate) fn running(&self) -> Option<&SpeakerHandle> {
+        self.running.as_ref().map(|(_, h)| h)
+    }
+
+    /// Withdraws everything (Cease to every peer) and stops.
+    pub(crate) async fn shutdown(self) {
+        if let Some((_, handle)) = self.running {
+            handle.shutdown().await;
+        }
+    }
+}
+
+fn key(r: &SecretRef) -> SecretKey {
+    (r.namespace.clone(), r.name.clone(), r.key.clone())
+}
+
+/// Reads the referenced Secret keys into `out`. A Secret or key that is gone removes the
+/// password; any other failure (the API server briefly away) keeps the one read before, so
+/// an API blip never restarts healthy sessions.
+async fn read_passwords(
+    client: &Client,
+    refs: &[SecretRef],
+    out: &mut BTreeMap<SecretKey, String>,
+) {
+    let mut done = std::collections::BTreeSet::new();
+    for r in refs {
+        if !done.insert(key(r)) {
+            continue;
+        }
+        let api: Api<Secret> = Api::namespaced(client.clone(), &r.namespace);
+        // Bounded: this runs in the announcement loop, which must not wait on a slow API.
+        let read = tokio::time::timeout(Duration::from_secs(5), api.get_opt(&r.name)).await;
+        let Ok(read) = read else {
+            warn!(secret = %r.name, namespace = %r.namespace, "reading a BGP password Secret timed out");
+            continue;
+        };
+        match read {
+            Ok(Some(secret)) => match secret.data.as_ref().and_then(|d| d.get(&r.key)) {
+                Some(v) => {
+                    let pw = String::from_utf8_lossy(&v.0);
+                    // A trailing newline from `kubectl create secret --from-file` is never
+                    // part of a router's password.
+                    out.insert(key(r), pw.trim_end_matches(['\r', '\n']).to_string());
+                }
+                None => {
+                    warn!(secret = %r.name, namespace = %r.namespace, key = %r.key,
+                        "the BGP password Secret has no such key");
+                    out.remove(&key(r));
+                }
+            },
+            Ok(None) => {
+                warn!(secret = %r.name, namespace = %r.namespace, "the BGP password Secret does not exist");
+                out.remove(&key(r));
+            }
+            Err(e) => {
+                warn!(secret = %r.name, namespace = %r.namespace, %e, "reading a BGP password Secret")
+            }
+        }
+    }
+}
