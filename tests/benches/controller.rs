@@ -256,7 +256,7 @@ async fn child(kubeconfig: &str) -> anyhow::Result<()> {
     let cfg = portway::config::ServiceControllerConfig::default();
     let controller = portway::service::ServiceController::new(
         client,
-        vec![Arc::new(MockProvider::new(CLASS))],
+        vec![Arc::new(MockProvider::lean(CLASS))],
         "portway.dev/hostport",
         cfg,
     )
