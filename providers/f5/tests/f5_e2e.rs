@@ -336,3 +336,99 @@ async fn a_401_mid_flight_logs_in_once_more() {
     assert!(err.is_transient(), "{err}");
     sim.shutdown().await;
 }
+
+/// `METHOD path` of every request wiremock received, `tx` marking those queued in a
+/// transaction.
+async fn sequence(server: &wiremock::MockServer) -> Vec<String> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let tx = if r.headers.contains_key("X-F5-REST-Coordination-Id") {
+                "tx "
+            } else {
+                ""
+            };
+            format!("{tx}{} {}", r.method, r.url.path())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_on_an_empty_device_is_one_transaction_in_dependency_order() {
+    use wiremock::matchers::{method, path, path_regex};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let sim = cluster_with_secret().await;
+    let server = MockServer::start().await;
+    let ok = |body: serde_json::Value| ResponseTemplate::new(200).set_body_json(body);
+    Mock::given(method("POST"))
+        .and(path("/mgmt/shared/authn/login"))
+        .respond_with(ok(json!({"token": {"token": "T3", "timeout": 1200}})))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path("/mgmt/shared/authz/tokens/T3"))
+        .respond_with(ok(json!({"timeout": 3600})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/mgmt/tm/auth/partition/portway"))
+        .respond_with(ok(json!({"name": "portway"})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/mgmt/tm/ltm/"))
+        .respond_with(ok(json!({"items": []})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/mgmt/tm/transaction"))
+        .respond_with(ok(json!({"transId": 9, "state": "STARTED"})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/mgmt/tm/ltm/"))
+        .respond_with(ok(json!({"transId": 9})))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path("/mgmt/tm/transaction/9"))
+        .respond_with(ok(json!({"transId": 9, "state": "COMPLETED"})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/mgmt/tm/sys/config"))
+        .respond_with(ok(json!({"command": "save"})))
+        .mount(&server)
+        .await;
+    let p = provider(&sim, &server.uri());
+    let status = p.ensure(&svc(), &nodes(2)).await.expect("ensure");
+    assert_eq!(status.ingress.len(), 1);
+    // Exactly: session, partition check, three reads, one transaction with monitor ->
+    // pool -> virtual for each port, the commit, then the node collection's two reads
+    // (nothing to delete on an empty device). The save is debounced, so not yet.
+    assert_eq!(
+        sequence(&server).await,
+        [
+            "POST /mgmt/shared/authn/login",
+            "PATCH /mgmt/shared/authz/tokens/T3",
+            "GET /mgmt/tm/auth/partition/portway",
+            "GET /mgmt/tm/ltm/monitor/tcp",
+            "GET /mgmt/tm/ltm/pool",
+            "GET /mgmt/tm/ltm/virtual",
+            "POST /mgmt/tm/transaction",
+            "tx POST /mgmt/tm/ltm/monitor/tcp",
+            "tx POST /mgmt/tm/ltm/monitor/tcp",
+            "tx POST /mgmt/tm/ltm/pool",
+            "tx POST /mgmt/tm/ltm/pool",
+            "tx POST /mgmt/tm/ltm/virtual",
+            "tx POST /mgmt/tm/ltm/virtual",
+            "PATCH /mgmt/tm/transaction/9",
+            "GET /mgmt/tm/ltm/node",
+            "GET /mgmt/tm/ltm/pool",
+        ]
+    );
+    sim.shutdown().await;
+}

@@ -1,0 +1,236 @@
+//! The f5 class end to end: the real service controller with the providers built from a
+//! configuration file, against the simulated API server and the simulated BIG-IP. What
+//! issue #8 names: a 2-port Service gets 2 virtuals and 2 pools with one member per node and
+//! its status only after the commit; a new node is one PATCH per pool; a virtual deleted by
+//! hand is back within one resync period; the Service deleted leaves the partition empty of
+//! our objects and the nodes collected.
+
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use kube::api::{Api, DeleteParams, PostParams};
+use portway_sim::bigip::BigIpSim;
+use portway_sim::{SimCluster, SimNode};
+use portway_tests::{F5, eventually, svc};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Resync period of the test configuration: short, so drift repair is seen quickly.
+const RESYNC: Duration = Duration::from_secs(2);
+
+fn ingress(s: &Service) -> Vec<String> {
+    s.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone())
+        .collect()
+}
+
+fn member_counts(bigip: &BigIpSim) -> Vec<usize> {
+    bigip
+        .objects("pool", "portway")
+        .iter()
+        .map(|p| {
+            p.pointer("/membersReference/items")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len)
+        })
+        .collect()
+}
+
+/// Writes to the device since the last reset, as `METHOD path` (`tx` when queued in a
+/// transaction).
+fn writes(bigip: &BigIpSim) -> Vec<String> {
+    bigip
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_write())
+        .map(|r| {
+            let tx = if r.in_transaction { "tx " } else { "" };
+            format!("{tx}{} {}", r.method, r.path)
+        })
+        .collect()
+}
+
+async fn cluster() -> SimCluster {
+    let sim = SimCluster::builder()
+        .kubelet(false)
+        .daemonsets(false)
+        .start()
+        .await
+        .expect("sim");
+    for i in 1..=2 {
+        sim.add_node(SimNode::new(&format!("node-{i}")).ipv4(&format!("10.0.0.{i}")))
+            .await
+            .expect("node");
+    }
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "portway-system"}})).expect("ns");
+    Api::<Namespace>::all(sim.client())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("ns");
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "bigip"},
+        "stringData": {"username": "admin", "password": "admin"}}))
+    .expect("secret");
+    Api::<Secret>::namespaced(sim.client(), "portway-system")
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+    sim
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f5_service_lifecycle_through_the_controller() {
+    let sim = cluster().await;
+    let bigip = Arc::new(BigIpSim::start().await.expect("bigip"));
+    let yaml = format!(
+        r#"
+pools:
+  - name: f5-vips
+    addresses: ["203.0.113.10-203.0.113.20"]
+f5:
+  url: {}
+  credentialsSecret: {{ namespace: portway-system, name: bigip }}
+  pools: [f5-vips]
+  resyncPeriod: {}s
+"#,
+        bigip.url(),
+        RESYNC.as_secs()
+    );
+    let config = portway::config::Config::from_yaml(&yaml).expect("config");
+    let built = portway::providers::build(&config, &sim.client())
+        .await
+        .expect("providers");
+    // The device refuses the first calls (503, then mcpd busy): the controller retries, and
+    // the Service must not show an address before the BIG-IP committed.
+    bigip.fail_next_503(2);
+    bigip.fail_next_mcpd(1);
+    let running = portway_tests::start_service_controller(
+        sim.client(),
+        built.providers,
+        &config.default_class,
+    );
+
+    let api: Api<Service> = Api::namespaced(sim.client(), "default");
+    // Watches every status the Service ever shows and checks the device at that moment.
+    let early = Arc::new(AtomicBool::new(false));
+    let watching = Arc::new(AtomicBool::new(true));
+    let observer = {
+        let (api, bigip_url) = (api.clone(), bigip.url().to_string());
+        let (early, watching) = (early.clone(), watching.clone());
+        let device = bigip.clone();
+        tokio::spawn(async move {
+            while watching.load(Ordering::SeqCst) {
+                if let Ok(s) = api.get("web").await
+                    && !ingress(&s).is_empty()
+                    && device.objects("virtual", "portway").len() < 2
+                {
+                    early.store(true, Ordering::SeqCst);
+                    eprintln!("status before the commit on {bigip_url}");
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    api.create(
+        &PostParams::default(),
+        &svc("web").class(F5).ports([80, 443]).build(),
+    )
+    .await
+    .expect("create");
+    let ip = eventually("web gets its VIP", Duration::from_secs(30), || async {
+        let s = api.get("web").await.ok()?;
+        ingress(&s).into_iter().next()
+    })
+    .await;
+    watching.store(false, Ordering::SeqCst);
+    observer.await.expect("observer");
+    assert!(
+        !early.load(Ordering::SeqCst),
+        "status published before the BIG-IP commit"
+    );
+    assert!(ip.starts_with("203.0.113."), "{ip}");
+    let virtuals = bigip.objects("virtual", "portway");
+    assert_eq!(virtuals.len(), 2, "{virtuals:#?}");
+    assert!(
+        virtuals.iter().all(|v| v["destination"]
+            .as_str()
+            .is_some_and(|d| d.starts_with(&format!("/portway/{ip}:")))),
+        "{virtuals:#?}"
+    );
+    assert_eq!(member_counts(&bigip), [2, 2], "one member per node");
+    // A node joins: one PATCH per pool, no transaction.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bigip.reset_requests();
+    sim.add_node(SimNode::new("node-3").ipv4("10.0.0.3"))
+        .await
+        .expect("node-3");
+    eventually("a member on node-3", Duration::from_secs(15), || async {
+        (member_counts(&bigip) == [3, 3]).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let w = writes(&bigip);
+    let patches = w
+        .iter()
+        .filter(|x| x.starts_with("PATCH /mgmt/tm/ltm/pool/"))
+        .count();
+    assert_eq!(patches, 2, "{w:#?}");
+    assert!(
+        !w.iter().any(|x| x.contains("/mgmt/tm/transaction")),
+        "{w:#?}"
+    );
+
+    // Drift: a virtual deleted by hand is restored within one resync period.
+    let name = virtuals[0]["name"].as_str().expect("name").to_string();
+    let saves = bigip.saves();
+    assert!(bigip.delete_by_hand("virtual", "portway", &name));
+    let deleted = Instant::now();
+    eventually(
+        "the virtual restored by resync",
+        RESYNC + Duration::from_secs(2),
+        || async { (bigip.objects("virtual", "portway").len() == 2).then_some(()) },
+    )
+    .await;
+    eprintln!("drift repaired after {:?}", deleted.elapsed());
+
+    // The repair is saved (debounced), once.
+    eventually("the repair saved", Duration::from_secs(10), || async {
+        (bigip.saves() > saves).then_some(())
+    })
+    .await;
+
+    // In sync: a resync period passes with reads only.
+    bigip.reset_requests();
+    tokio::time::sleep(RESYNC + Duration::from_millis(500)).await;
+    assert!(writes(&bigip).is_empty(), "{:#?}", writes(&bigip));
+    assert!(
+        bigip.requests().iter().any(|r| r.method == "GET"),
+        "the resync read the partition"
+    );
+
+    // Delete: the Service goes (finalizer removed), nothing of ours stays on the device.
+    api.delete("web", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("web deleted", Duration::from_secs(15), || async {
+        api.get_opt("web")
+            .await
+            .ok()
+            .and_then(|s| s.is_none().then_some(()))
+    })
+    .await;
+    for collection in ["virtual", "pool", "monitor/tcp", "node", "virtual-address"] {
+        assert!(
+            bigip.objects(collection, "portway").is_empty(),
+            "{collection} left: {:#?}",
+            bigip.objects(collection, "portway")
+        );
+    }
+    running.stop().await;
+    sim.shutdown().await;
+}
