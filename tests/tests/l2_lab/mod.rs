@@ -8,7 +8,7 @@ mod logs;
 mod router;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -123,36 +123,41 @@ fn speaker_bin() -> PathBuf {
         if let Some(bin) = std::env::var_os("PORTWAY_L2_SPEAKER_BIN") {
             return PathBuf::from(bin);
         }
-        let exe = std::env::current_exe().expect("test exe");
-        // target/<profile>/deps/l2_interop-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(|d| d.parent())
-            .expect("target/<profile>")
-            .to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "portway-l2",
-            "--bin",
-            "l2-test-speaker",
-        ]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("running cargo build for l2-test-speaker");
-        assert!(status.success(), "building l2-test-speaker failed");
-        let bin = profile_dir.join("l2-test-speaker");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
+        cargo_bin("portway-l2", "l2-test-speaker")
     })
     .clone()
+}
+
+/// Builds the `portway` binary (in the profile of this test binary) and
+/// returns its path; once per test binary.
+pub fn portway_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| cargo_bin("portway", "portway")).clone()
+}
+
+/// `cargo build -p PACKAGE --bin BIN` in this test binary's profile.
+fn cargo_bin(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    // target/<profile>/deps/<test>-<hash>
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>")
+        .to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", package, "--bin", bin]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo build for {bin}: {e}"));
+    assert!(status.success(), "building {bin} failed");
+    let path = profile_dir.join(bin);
+    assert!(path.exists(), "{} missing after the build", path.display());
+    path
 }
 
 /// One lab: namespaces, speakers, servers.
@@ -169,6 +174,22 @@ impl Lab {
     /// printing why) when the machine cannot, unless
     /// PORTWAY_REQUIRE_PRIVILEGED=1 makes that a failure.
     pub fn start(tag: &str) -> Option<Lab> {
+        let mut lab = Lab::start_bare(tag)?;
+        for k in NODES {
+            lab.start_speaker(k);
+        }
+        assert!(
+            lab.wait(Duration::from_secs(5), || NODES
+                .iter()
+                .all(|k| lab.live_count(*k) == 3)),
+            "speakers did not form a cluster"
+        );
+        Some(lab)
+    }
+
+    /// The lab with the nodes' TCP servers but no speakers: the caller starts
+    /// its own (see [`Lab::start_portway_speaker`]).
+    pub fn start_bare(tag: &str) -> Option<Lab> {
         if let Some(why) = missing_privilege() {
             if std::env::var("PORTWAY_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
                 panic!("L2 interop needs privileges: {why}");
@@ -196,15 +217,60 @@ impl Lab {
         lab.build();
         for k in NODES {
             lab.start_server(k);
-            lab.start_speaker(k);
         }
-        assert!(
-            lab.wait(Duration::from_secs(5), || NODES
-                .iter()
-                .all(|k| lab.live_count(*k) == 3)),
-            "speakers did not form a cluster"
-        );
         Some(lab)
+    }
+
+    /// Joins the host (this test process) to the lab's switch: the host gets
+    /// `10.77.0.2/24` on a veth whose other end is on the bridge, each node
+    /// `10.77.0.1k/24` on its eth0. Returns the host's address, where a
+    /// simulated API server can listen for the nodes' speakers. Cutting a
+    /// node's cable cuts its API access too, as on a real node.
+    pub fn host_link(&self) -> &'static str {
+        const HOST: &str = "10.77.0.2";
+        let host_if = format!(
+            "pwh{}",
+            self.prefix.trim_start_matches("pwl2-").replace('-', "")
+        );
+        let host_if: String = host_if.chars().take(15).collect();
+        let sw = self.ns("sw");
+        self.must(&[
+            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", "p-host", "netns", &sw,
+        ]);
+        self.must(&["ip", "-n", &sw, "link", "set", "p-host", "master", "br0"]);
+        self.must(&["ip", "-n", &sw, "link", "set", "p-host", "up"]);
+        self.must(&["ip", "addr", "add", &format!("{HOST}/24"), "dev", &host_if]);
+        self.must(&["ip", "link", "set", &host_if, "up"]);
+        for k in NODES {
+            self.must(&[
+                "ip",
+                "-n",
+                &self.ns(&Lab::name(k)),
+                "addr",
+                "add",
+                &format!("10.77.0.1{k}/24"),
+                "dev",
+                "eth0",
+            ]);
+        }
+        HOST
+    }
+
+    /// Starts (or restarts) `portway speaker` on node `k` with `kubeconfig`
+    /// and `config`; its logs go to the test's stderr.
+    pub fn start_portway_speaker(&mut self, k: usize, kubeconfig: &Path, config: &Path) {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns(&Lab::name(k))])
+            .arg(portway_bin())
+            .arg("speaker")
+            .args(["--node-name", &Lab::name(k)])
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--config")
+            .arg(config)
+            .args(["--metrics-bind-address", "0.0.0.0:0"])
+            .env("RUST_LOG", "warn");
+        self.speakers[k] = Some(Proc::spawn(cmd));
     }
 
     /// Namespace name of a role (`r`, `n1`, `sw`).
