@@ -29,16 +29,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The `portway.dev/f5` provider.
 pub struct F5Provider {
-    client: Client,
-    cfg: F5Config,
+    core: Arc<Core>,
     vips: VipManager,
-    device: Arc<BigIp>,
-    managed: Arc<Mutex<BTreeMap<ServiceKey, String>>>,
-    partition_ready: AtomicBool,
-    save_pending: Arc<AtomicBool>,
-    last_sweep: Mutex<std::time::Instant>,
     triggers: Mutex<Option<mpsc::UnboundedReceiver<ServiceKey>>>,
     resync: tokio::task::JoinHandle<()>,
+}
+
+/// The device side, shared by the provider and its resync task.
+struct Core {
+    client: Client,
+    cfg: F5Config,
+    device: Arc<BigIp>,
+    /// Services this provider manages, with their uids: their objects are never swept.
+    managed: Mutex<BTreeMap<ServiceKey, String>>,
+    partition_ready: AtomicBool,
+    save_pending: Arc<AtomicBool>,
 }
 
 impl Drop for F5Provider {
@@ -50,6 +55,10 @@ impl Drop for F5Provider {
 impl F5Provider {
     /// A provider for the device in `cfg`, allocating VIPs through `vips` (a handle scoped to
     /// `cfg.pools`). Starts the resync timer; call inside a tokio runtime.
+    ///
+    /// Every resync period the timer sweeps the partition of tagged objects whose Service is
+    /// gone (even when no f5 Service is left to reconcile) and asks the controller to ensure
+    /// every managed Service again, which repairs drift.
     pub fn new(
         client: Client,
         cfg: F5Config,
@@ -63,16 +72,31 @@ impl F5Provider {
             &cfg.ca_bundle,
             cfg.insecure_skip_verify,
         )?);
-        let managed: Arc<Mutex<BTreeMap<ServiceKey, String>>> = Arc::default();
         let (tx, rx) = mpsc::unbounded_channel();
         let period = cfg.resync_period;
-        let m = managed.clone();
+        let core = Arc::new(Core {
+            client,
+            cfg,
+            device,
+            managed: Mutex::default(),
+            partition_ready: AtomicBool::new(false),
+            save_pending: Arc::new(AtomicBool::new(false)),
+        });
+        let timer = core.clone();
         let resync = tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let keys: Vec<ServiceKey> = lock(&m).keys().cloned().collect();
+                match timer.session().await {
+                    Ok(()) => {
+                        if let Err(e) = timer.sweep().await {
+                            warn!(%e, "sweeping orphaned BIG-IP objects");
+                        }
+                    }
+                    Err(e) => warn!(%e, "BIG-IP resync: no session"),
+                }
+                let keys: Vec<ServiceKey> = lock(&timer.managed).keys().cloned().collect();
                 for k in keys {
                     if tx.send(k).is_err() {
                         return;
@@ -81,14 +105,8 @@ impl F5Provider {
             }
         });
         Ok(F5Provider {
-            client,
-            cfg,
+            core,
             vips,
-            device,
-            managed,
-            partition_ready: AtomicBool::new(false),
-            save_pending: Arc::new(AtomicBool::new(false)),
-            last_sweep: Mutex::new(std::time::Instant::now()),
             triggers: Mutex::new(Some(rx)),
             resync,
         })
@@ -96,9 +114,11 @@ impl F5Provider {
 
     /// The device client (REST call counts for benchmarks).
     pub fn device(&self) -> &Arc<BigIp> {
-        &self.device
+        &self.core.device
     }
+}
 
+impl Core {
     async fn session(&self) -> Result<(), ProviderError> {
         let r = &self.cfg.credentials_secret;
         let field = "f5.credentialsSecret";
@@ -231,17 +251,6 @@ impl F5Provider {
         ips: &[IpAddr],
     ) -> Result<(), ProviderError> {
         self.session().await?;
-        let sweep_due = {
-            let mut last = lock(&self.last_sweep);
-            let due = last.elapsed() >= self.cfg.resync_period;
-            if due {
-                *last = std::time::Instant::now();
-            }
-            due
-        };
-        if sweep_due && let Err(e) = self.sweep().await {
-            warn!(%e, "sweeping orphaned BIG-IP objects");
-        }
         let members = self.members(svc, nodes).await?;
         let want = desired(svc, ips, &members, &self.cfg.partition, &self.cfg.monitor);
         let current = Self::own(self.device.read(&self.cfg.partition).await?, &svc.uid);
@@ -323,16 +332,16 @@ impl LoadBalancerProvider for F5Provider {
 
     async fn adopt(&self, existing: &[LbService]) -> Vec<(ServiceKey, ProviderError)> {
         {
-            let mut m = lock(&self.managed);
+            let mut m = lock(&self.core.managed);
             for s in existing {
                 m.insert(s.key.clone(), s.uid.clone());
             }
         }
         let mut problems = self.vips.adopt(existing);
         problems.extend(self.vips.orphans());
-        match self.session().await {
+        match self.core.session().await {
             Ok(()) => {
-                if let Err(e) = self.sweep().await {
+                if let Err(e) = self.core.sweep().await {
                     warn!(%e, "sweeping orphaned BIG-IP objects");
                 }
             }
@@ -350,22 +359,22 @@ impl LoadBalancerProvider for F5Provider {
     async fn ensure(&self, svc: &LbService, nodes: &[LbNode]) -> Result<LbStatus, ProviderError> {
         let status = self.vips.ensure(svc)?;
         let ips: Vec<IpAddr> = status.ingress.iter().map(|i| i.ip).collect();
-        lock(&self.managed).insert(svc.key.clone(), svc.uid.clone());
+        lock(&self.core.managed).insert(svc.key.clone(), svc.uid.clone());
         // Status is returned (and published) only after the BIG-IP committed.
-        self.converge(svc, nodes, &ips).await?;
+        self.core.converge(svc, nodes, &ips).await?;
         Ok(status)
     }
 
     async fn update(&self, svc: &LbService, nodes: &[LbNode]) -> Result<(), ProviderError> {
         let status = self.vips.ensure(svc)?;
         let ips: Vec<IpAddr> = status.ingress.iter().map(|i| i.ip).collect();
-        self.converge(svc, nodes, &ips).await
+        self.core.converge(svc, nodes, &ips).await
     }
 
     async fn ensure_deleted(&self, svc: &LbService) -> Result<(), ProviderError> {
-        self.session().await?;
-        self.remove(&svc.uid).await?;
-        lock(&self.managed).remove(&svc.key);
+        self.core.session().await?;
+        self.core.remove(&svc.uid).await?;
+        lock(&self.core.managed).remove(&svc.key);
         self.vips.release(&svc.key);
         Ok(())
     }

@@ -37,12 +37,16 @@ async fn cluster_with_secret() -> SimCluster {
 }
 
 fn provider(sim: &SimCluster, url: &str) -> F5Provider {
+    provider_with_resync(sim, url, "1h")
+}
+
+fn provider_with_resync(sim: &SimCluster, url: &str, resync: &str) -> F5Provider {
     let pools = parse_pools(&[json!({"name": "vips", "addresses": ["203.0.113.10-203.0.113.20"]})])
         .expect("pools");
     let vips = VipManager::new(&pools).expect("vips");
     let cfg = F5Config::from_value(
         &json!({"url": url, "credentialsSecret": {"namespace": "portway-system", "name": "bigip"},
-            "pools": ["vips"], "resyncPeriod": "1h"}),
+            "pools": ["vips"], "resyncPeriod": resync}),
         Some(&["vips"]),
     )
     .expect("config");
@@ -430,5 +434,42 @@ async fn create_on_an_empty_device_is_one_transaction_in_dependency_order() {
             "GET /mgmt/tm/ltm/pool",
         ]
     );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resync_timer_sweeps_orphans_when_no_service_is_left() {
+    let sim = cluster_with_secret().await;
+    let bigip = BigIpSim::start().await.expect("bigip");
+    // A controller made the objects of default/web, then went away; the Service was
+    // deleted meanwhile (it does not exist in the cluster).
+    let before = provider(&sim, bigip.url());
+    before.ensure(&svc(), &nodes(2)).await.expect("ensure");
+    drop(before);
+    assert_eq!(bigip.objects("virtual", "portway").len(), 2);
+    // The next controller starts while the device is busy, so its start-up sweep fails,
+    // and it has no f5 Service to reconcile: only the timer can clean up.
+    let after = provider_with_resync(&sim, bigip.url(), "1s");
+    bigip.fail_next_503(3);
+    assert!(after.adopt(&[]).await.is_empty());
+    assert_eq!(
+        bigip.objects("virtual", "portway").len(),
+        2,
+        "start-up sweep failed"
+    );
+    let start = std::time::Instant::now();
+    while !bigip.objects("virtual", "portway").is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "orphans never swept"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for collection in ["pool", "monitor/tcp", "node"] {
+        assert!(
+            bigip.objects(collection, "portway").is_empty(),
+            "{collection}"
+        );
+    }
     sim.shutdown().await;
 }
