@@ -10,16 +10,21 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
-use portway_l2::{L2Speaker, SpeakerEvent};
+use portway_l2::{L2Speaker, SpeakerEvent, SpeakerStatus};
 use std::net::IpAddr;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::ANNOUNCED_BY;
 use super::desired::status_ips;
 use super::metrics::SpeakerMetrics;
+
+/// How often `portway.dev/announced-by` is compared with the speaker's state when nothing
+/// changes, so a stale write by another node is repaired.
+const ANNOUNCED_BY_RESYNC: Duration = Duration::from_secs(2);
 
 /// Pending "first advertised" notices; beyond this they are dropped (and logged), since
 /// an event is a courtesy and the route is already out.
@@ -45,23 +50,16 @@ impl Feedback {
         }
     }
 
-    /// Follows the L2 speaker's events: annotation and event on takeover, annotation
-    /// removed when this node stops announcing and nobody took over, membership and
-    /// quorum changes logged.
+    /// Follows the L2 speaker's events: takeover times into the metrics, membership and
+    /// quorum changes into the log. The annotation is kept by [`Self::keep_announced_by`].
     pub(crate) fn follow_l2(&self, speaker: &L2Speaker, m: Arc<SpeakerMetrics>) -> JoinHandle<()> {
         let mut rx = speaker.events();
-        let this = self.clone();
         tokio::spawn(async move {
             loop {
                 match rx.recv().await {
                     Ok(SpeakerEvent::Takeover(t)) => {
                         m.takeover(t.since_last_heard.or(t.since_detected));
-                        this.announced(t.ip).await;
-                    }
-                    Ok(SpeakerEvent::Released { ip, new_owner }) => {
-                        if new_owner.is_none() {
-                            this.unannounced(ip).await;
-                        }
+                        info!(ip = %t.ip, previous = ?t.previous_owner, "l2 takeover");
                     }
                     Ok(SpeakerEvent::MemberUp { name }) => info!(peer = %name, "l2 speaker up"),
                     Ok(SpeakerEvent::MemberDown {
@@ -72,12 +70,67 @@ impl Feedback {
                     Ok(SpeakerEvent::Quorum(q)) => info!(quorum = ?q, "l2 split-brain verdict"),
                     Ok(other) => debug!(event = ?other, "l2"),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        warn!(missed = n, "l2 events dropped; annotations may lag")
+                        warn!(missed = n, "l2 events dropped")
                     }
                     Err(_) => return,
                 }
             }
         })
+    }
+
+    /// Keeps `portway.dev/announced-by` true to the L2 speaker's state, level-triggered: on
+    /// every change of the speaker's state and every [`ANNOUNCED_BY_RESYNC`], each l2
+    /// Service is compared with what this node announces, and mended.
+    ///
+    /// Reacting to takeovers alone is not enough: during startup or a gossip hiccup another
+    /// node may take an address over for a moment and write its name last, while this node
+    /// never stopped owning it and so never takes it over again; or this node's cached
+    /// copy of the Service may still show its own name from an earlier term. Comparing
+    /// state with state repairs both within one resync.
+    pub(crate) fn keep_announced_by(
+        &self,
+        mut status: watch::Receiver<SpeakerStatus>,
+    ) -> JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let st = status.borrow_and_update().clone();
+                for svc in this.services.state() {
+                    if let Some(want) = announced_by_wanted(&svc, &st, &this.node) {
+                        this.mend(&svc, want, &st).await;
+                    }
+                }
+                tokio::select! {
+                    changed = status.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep(ANNOUNCED_BY_RESYNC) => {}
+                }
+            }
+        })
+    }
+
+    /// Writes `want` as the annotation; when it names this node, says so in an event.
+    async fn mend(&self, svc: &Service, want: Option<&str>, st: &SpeakerStatus) {
+        if !self.patch_annotation(svc, want).await || want.is_none() {
+            return;
+        }
+        let ips: Vec<String> = status_ips(svc)
+            .into_iter()
+            .filter(|ip| st.announcing.contains(ip))
+            .map(|ip| ip.to_string())
+            .collect();
+        self.events
+            .publish(
+                &svc.object_ref(&()),
+                Kind::Normal,
+                "AnnouncingFromNode",
+                "Announce",
+                &format!(
+                    "{} is announced over ARP/NDP by node {}",
+                    ips.join(", "),
+                    self.node
+                ),
+            )
+            .await;
     }
 
     /// A queue of addresses first advertised over BGP, each reported as an event.
@@ -129,35 +182,120 @@ impl Feedback {
             }
         }
     }
+}
 
-    /// This node took `ip` over: name it on the Service (only when that changes) and say so.
-    async fn announced(&self, ip: IpAddr) {
-        for svc in self.services_with(ip) {
-            if svc.annotations().get(ANNOUNCED_BY).map(String::as_str) == Some(&self.node) {
-                continue;
-            }
-            if !self.patch_annotation(&svc, Some(&self.node)).await {
-                continue;
-            }
-            self.events
-                .publish(
-                    &svc.object_ref(&()),
-                    Kind::Normal,
-                    "AnnouncingFromNode",
-                    "Announce",
-                    &format!("{ip} is announced over ARP/NDP by node {}", self.node),
-                )
-                .await;
+/// What `portway.dev/announced-by` on `svc` should become in `node`'s view, or `None`
+/// to leave it alone.
+///
+/// The Service's first address that the L2 speaker knows decides (a dual-stack Service's
+/// two addresses may have different owners; one name keeps the annotation from
+/// flapping). Its owner writes its own name; a node named there that no longer announces
+/// it removes the name when nobody owns the address, and otherwise leaves the change to
+/// the new owner. Nothing is removed during the startup grace, when a restarted speaker
+/// announces nothing yet but will again.
+fn announced_by_wanted<'a>(
+    svc: &Service,
+    st: &SpeakerStatus,
+    node: &'a str,
+) -> Option<Option<&'a str>> {
+    let current = svc.annotations().get(ANNOUNCED_BY).map(String::as_str);
+    let primary = status_ips(svc)
+        .into_iter()
+        .find(|ip| st.owners.contains_key(ip));
+    match primary {
+        Some(ip) if st.announcing.contains(&ip) => (current != Some(node)).then_some(Some(node)),
+        _ if current != Some(node) || st.starting => None,
+        Some(ip) => match st.owners.get(&ip) {
+            Some(Some(other)) if other != node => None,
+            _ => Some(None),
+        },
+        None => Some(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const V4: &str = "10.0.0.1";
+    const V6: &str = "fd00::1";
+
+    fn service(annotation: Option<&str>) -> Service {
+        let mut anns = serde_json::Map::new();
+        if let Some(a) = annotation {
+            anns.insert(ANNOUNCED_BY.into(), json!(a));
+        }
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default", "annotations": anns},
+            "status": {"loadBalancer": {"ingress": [{"ip": V4}, {"ip": V6}]}}
+        }))
+        .expect("fixture")
+    }
+
+    /// `owners` gives the owner of V4 and V6; `announcing` what this node ("n1") announces.
+    fn status(owners: [Option<&str>; 2], announcing: &[&str]) -> SpeakerStatus {
+        SpeakerStatus {
+            owners: [V4, V6]
+                .iter()
+                .zip(owners)
+                .map(|(ip, o)| (ip.parse().expect("ip"), o.map(String::from)))
+                .collect(),
+            announcing: announcing
+                .iter()
+                .map(|ip| ip.parse().expect("ip"))
+                .collect(),
+            ..SpeakerStatus::default()
         }
     }
 
-    /// This node stopped announcing `ip` and no other node took it: the annotation would
-    /// otherwise name a node that no longer answers.
-    async fn unannounced(&self, ip: IpAddr) {
-        for svc in self.services_with(ip) {
-            if svc.annotations().get(ANNOUNCED_BY).map(String::as_str) == Some(&self.node) {
-                self.patch_annotation(&svc, None).await;
-            }
-        }
+    #[test]
+    fn the_owner_of_the_first_address_names_itself_even_over_a_later_stale_write() {
+        let st = status([Some("n1"), Some("n1")], &[V4, V6]);
+        assert_eq!(
+            announced_by_wanted(&service(None), &st, "n1"),
+            Some(Some("n1"))
+        );
+        // Another node wrote its name last (it owned the address for a moment); n1 never
+        // stopped owning it and writes its name back.
+        assert_eq!(
+            announced_by_wanted(&service(Some("n2")), &st, "n1"),
+            Some(Some("n1"))
+        );
+        assert_eq!(announced_by_wanted(&service(Some("n1")), &st, "n1"), None);
+    }
+
+    #[test]
+    fn a_dual_stack_service_is_named_after_the_owner_of_its_first_address() {
+        // n1 owns only the IPv6 address: the IPv4 owner (n2) names itself, n1 leaves it.
+        let st = status([Some("n2"), Some("n1")], &[V6]);
+        assert_eq!(announced_by_wanted(&service(Some("n2")), &st, "n1"), None);
+        assert_eq!(announced_by_wanted(&service(None), &st, "n1"), None);
+    }
+
+    #[test]
+    fn a_former_owner_removes_its_name_only_when_nobody_took_over() {
+        let nobody = status([None, None], &[]);
+        assert_eq!(
+            announced_by_wanted(&service(Some("n1")), &nobody, "n1"),
+            Some(None)
+        );
+        assert_eq!(
+            announced_by_wanted(&service(Some("n3")), &nobody, "n1"),
+            None
+        );
+        let moved = status([Some("n2"), Some("n2")], &[]);
+        assert_eq!(
+            announced_by_wanted(&service(Some("n1")), &moved, "n1"),
+            None
+        );
+        let starting = SpeakerStatus {
+            starting: true,
+            ..nobody
+        };
+        assert_eq!(
+            announced_by_wanted(&service(Some("n1")), &starting, "n1"),
+            None
+        );
     }
 }

@@ -133,7 +133,7 @@ pub async fn run_with_metrics(
 
     let feedback = feedback::Feedback::new(client.clone(), services.store.clone(), node.clone());
     let (notices, notices_task) = feedback.advertised_queue();
-    let mut l2: Option<(L2Speaker, tokio::task::JoinHandle<()>)> = None;
+    let mut l2: Option<(L2Speaker, [tokio::task::JoinHandle<()>; 2])> = None;
     let mut bgp = sections
         .bgp
         .clone()
@@ -159,8 +159,11 @@ pub async fn run_with_metrics(
                             .await
                             .context("starting the L2 speaker")?;
                     info!(node, %addr, port = l2cfg.gossip_port, "L2 speaker started");
-                    let follower = feedback.follow_l2(&speaker, m.clone());
-                    l2 = Some((speaker, follower));
+                    let tasks = [
+                        feedback.follow_l2(&speaker, m.clone()),
+                        feedback.keep_announced_by(speaker.status()),
+                    ];
+                    l2 = Some((speaker, tasks));
                 }
                 None => reported.once("no-address", || {
                     warn!(node, "the node has no InternalIP yet; the L2 speaker waits")
@@ -237,9 +240,9 @@ pub async fn run_with_metrics(
     if let Some(runner) = bgp {
         runner.shutdown().await;
     }
-    if let Some((speaker, follower)) = l2 {
+    if let Some((speaker, tasks)) = l2 {
         speaker.shutdown().await;
-        follower.abort();
+        tasks.iter().for_each(|t| t.abort());
     }
     notices_task.abort();
     services.task.abort();
