@@ -379,14 +379,19 @@ async fn cleanup(
 
 /// A view with only identity and status, for cleanup and adoption when the
 /// Service's annotations no longer parse: deletion must never be blocked by
-/// a bad annotation.
+/// a bad annotation. Every annotation [`service_view`] reads is dropped, the
+/// MetalLB aliases included, so the view cannot fail and its key is the Service's.
 pub fn minimal_view(svc: &Service, class: &str) -> LbService {
+    use portway_provider::ipam::{IPS_ANNOTATIONS, POOL_ANNOTATIONS, SHARING_ANNOTATIONS};
     let mut bare = svc.clone();
     if let Some(a) = bare.metadata.annotations.as_mut() {
         a.retain(|k, _| {
-            !k.starts_with("portway.dev/")
-                && !k.starts_with("metallb.universe.tf/")
-                && k != super::view::SOURCE_RANGES
+            let read = IPS_ANNOTATIONS
+                .iter()
+                .chain(&POOL_ANNOTATIONS)
+                .chain(&SHARING_ANNOTATIONS)
+                .chain(&[super::view::SOURCE_RANGES]);
+            !k.starts_with("portway.dev/") && !read.into_iter().any(|r| r == k)
         });
     }
     if let Some(spec) = bare.spec.as_mut() {
@@ -513,5 +518,35 @@ mod tests {
         };
         assert_eq!(backoff_delay(7, &fixed, min, max), Duration::from_secs(2));
         assert_eq!(backoff_delay(u32::MAX, &e, min, max), max);
+    }
+
+    /// A bad value under any spelling of the annotations (MetalLB's `metallb.io/` ones
+    /// included) must still give the Service's own key, or cleanup would release nothing.
+    #[test]
+    fn minimal_view_survives_every_spelling_of_a_bad_annotation() {
+        use portway_provider::ServiceKey;
+        use portway_provider::ipam::{IPS_ANNOTATIONS, POOL_ANNOTATIONS, SHARING_ANNOTATIONS};
+        use std::net::IpAddr;
+        for key in IPS_ANNOTATIONS
+            .iter()
+            .chain(&POOL_ANNOTATIONS)
+            .chain(&SHARING_ANNOTATIONS)
+            .chain(&[super::super::view::SOURCE_RANGES])
+        {
+            let svc: Service = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web", "namespace": "prod",
+                    "annotations": {*key: "not-an-ip,,300.1.1.1,x/99"}},
+                "spec": {"type": "LoadBalancer", "loadBalancerIP": "nonsense"},
+                "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.7"}]}}
+            }))
+            .expect("fixture");
+            let v = minimal_view(&svc, "portway.dev/l2");
+            assert_eq!(v.key, ServiceKey::new("prod", "web"), "{key}");
+            assert_eq!(
+                v.current_ips,
+                ["10.0.0.7".parse::<IpAddr>().expect("ip")],
+                "{key}"
+            );
+        }
     }
 }

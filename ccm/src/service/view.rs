@@ -7,6 +7,7 @@
 
 use crate::k8s::{Node, Service};
 use ipnet::IpNet;
+use portway_provider::ipam::{IPS_ANNOTATIONS, POOL_ANNOTATIONS, SHARING_ANNOTATIONS};
 use portway_provider::{
     IpFamily, IpFamilyPolicy, LbNode, LbPort, LbService, Protocol, ProviderError, ServiceKey,
     TrafficPolicy,
@@ -14,24 +15,6 @@ use portway_provider::{
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-/// Annotation choosing the address pool.
-pub const POOL: &str = "portway.dev/address-pool";
-/// Annotation requesting addresses (comma list, one per family).
-pub const LOAD_BALANCER_IPS: &str = "portway.dev/load-balancer-ips";
-/// Annotation letting Services with the same key share an address.
-pub const ALLOW_SHARED_IP: &str = "portway.dev/allow-shared-ip";
-/// MetalLB's spelling of [`POOL`], honoured for migration.
-pub const METALLB_POOL: &str = "metallb.universe.tf/address-pool";
-/// MetalLB's spelling of [`LOAD_BALANCER_IPS`].
-pub const METALLB_LOAD_BALANCER_IPS: &str = "metallb.universe.tf/loadBalancerIPs";
-/// MetalLB's spelling of [`ALLOW_SHARED_IP`].
-pub const METALLB_ALLOW_SHARED_IP: &str = "metallb.universe.tf/allow-shared-ip";
-/// MetalLB's current (0.14+) spelling of [`POOL`].
-pub const METALLB_IO_POOL: &str = "metallb.io/address-pool";
-/// MetalLB's current spelling of [`LOAD_BALANCER_IPS`].
-pub const METALLB_IO_LOAD_BALANCER_IPS: &str = "metallb.io/loadBalancerIPs";
-/// MetalLB's current spelling of [`ALLOW_SHARED_IP`].
-pub const METALLB_IO_ALLOW_SHARED_IP: &str = "metallb.io/allow-shared-ip";
 /// The legacy annotation form of `spec.loadBalancerSourceRanges`.
 pub const SOURCE_RANGES: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
 
@@ -117,17 +100,8 @@ pub fn service_view(
 
     let source_ranges = source_ranges(&spec.load_balancer_source_ranges, &annotations)?;
     let requested_ips = requested_ips(spec.load_balancer_ip.as_deref(), &annotations)?;
-    let sharing_key = annotation(
-        &annotations,
-        &[
-            ALLOW_SHARED_IP,
-            METALLB_ALLOW_SHARED_IP,
-            METALLB_IO_ALLOW_SHARED_IP,
-        ],
-    )
-    .map(|(_, v)| v.to_string());
-    let pool = annotation(&annotations, &[POOL, METALLB_POOL, METALLB_IO_POOL])
-        .map(|(_, v)| v.to_string());
+    let sharing_key = annotation(&annotations, &SHARING_ANNOTATIONS).map(|(_, v)| v.to_string());
+    let pool = annotation(&annotations, &POOL_ANNOTATIONS).map(|(_, v)| v.to_string());
 
     let current_ips = svc
         .status
@@ -215,14 +189,7 @@ fn requested_ips(
     spec_ip: Option<&str>,
     annotations: &BTreeMap<String, String>,
 ) -> Result<Vec<IpAddr>, ProviderError> {
-    let (field, list) = match annotation(
-        annotations,
-        &[
-            LOAD_BALANCER_IPS,
-            METALLB_LOAD_BALANCER_IPS,
-            METALLB_IO_LOAD_BALANCER_IPS,
-        ],
-    ) {
+    let (field, list) = match annotation(annotations, &IPS_ANNOTATIONS) {
         Some((key, value)) => (annotation_field(key), value.to_string()),
         None => match spec_ip.map(str::trim).filter(|s| !s.is_empty()) {
             Some(ip) => ("spec.loadBalancerIP".to_string(), ip.to_string()),
@@ -339,10 +306,10 @@ mod tests {
         let v = service_view(
             &svc(
                 &[
-                    (POOL, "lan"),
-                    (METALLB_POOL, "old"),
-                    (METALLB_LOAD_BALANCER_IPS, "10.0.0.5, fd00::5"),
-                    (METALLB_ALLOW_SHARED_IP, "k"),
+                    (POOL_ANNOTATIONS[0], "lan"),
+                    (POOL_ANNOTATIONS[1], "old"),
+                    (IPS_ANNOTATIONS[1], "10.0.0.5, fd00::5"),
+                    (SHARING_ANNOTATIONS[1], "k"),
                 ],
                 lb(),
             ),
@@ -362,7 +329,7 @@ mod tests {
     #[test]
     fn bad_requested_ip_names_the_annotation() {
         let err = service_view(
-            &svc(&[(LOAD_BALANCER_IPS, "10.0.0.300")], lb()),
+            &svc(&[(IPS_ANNOTATIONS[0], "10.0.0.300")], lb()),
             "c",
             &BTreeMap::new(),
         )
@@ -372,7 +339,7 @@ mod tests {
             "{err:?}"
         );
         let err = service_view(
-            &svc(&[(LOAD_BALANCER_IPS, "10.0.0.1,10.0.0.2")], lb()),
+            &svc(&[(IPS_ANNOTATIONS[0], "10.0.0.1,10.0.0.2")], lb()),
             "c",
             &BTreeMap::new(),
         )
