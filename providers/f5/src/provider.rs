@@ -337,8 +337,8 @@ impl LoadBalancerProvider for F5Provider {
                 m.insert(s.key.clone(), s.uid.clone());
             }
         }
-        let mut problems = self.vips.adopt(existing);
-        problems.extend(self.vips.orphans());
+        // Addresses outside every pool come back as `Orphaned` from `adopt` itself.
+        let problems = self.vips.adopt(existing);
         match self.core.session().await {
             Ok(()) => {
                 if let Err(e) = self.core.sweep().await {

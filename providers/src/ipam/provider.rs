@@ -37,9 +37,8 @@ impl LoadBalancerProvider for VipProvider {
     }
 
     async fn adopt(&self, existing: &[LbService]) -> Vec<(ServiceKey, ProviderError)> {
-        let mut problems = self.vips.adopt(existing);
-        problems.extend(self.vips.orphans());
-        problems
+        // Addresses outside every pool come back as `Orphaned` from `adopt` itself.
+        self.vips.adopt(existing)
     }
 
     async fn get(&self, svc: &LbService) -> Result<Option<LbStatus>, ProviderError> {
@@ -90,5 +89,29 @@ mod tests {
         assert_eq!(p.get(&svc).await.expect("get"), Some(first.clone()));
         p.ensure_deleted(&svc).await.expect("release");
         assert_eq!(p.get(&svc).await.expect("get"), None);
+    }
+
+    /// An address held outside every pool is reported once, for its own Service only
+    /// (another class's orphan is that class's to report).
+    #[tokio::test]
+    async fn adopt_reports_each_orphan_once_and_only_for_its_class() {
+        let m = manager();
+        let l2 = VipProvider::new(
+            "portway.dev/l2",
+            m.scoped("portway.dev/l2", &["lan".into()]),
+        );
+        let bgp = VipProvider::new(
+            "portway.dev/bgp",
+            m.scoped("portway.dev/bgp", &["lan".into()]),
+        );
+        let held = |name: &str, ip: &str| LbService {
+            key: ServiceKey::new("default", name),
+            current_ips: vec![ip.parse().expect("ip")],
+            ..Default::default()
+        };
+        assert_eq!(bgp.adopt(&[held("b", "198.51.100.9")]).await.len(), 1);
+        let problems = l2.adopt(&[held("a", "198.51.100.7")]).await;
+        let keys: Vec<&ServiceKey> = problems.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, [&ServiceKey::new("default", "a")], "{problems:?}");
     }
 }
