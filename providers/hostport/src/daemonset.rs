@@ -25,7 +25,6 @@ pub const TOLERATIONS_ANNOTATION: &str = "svccontroller.k3s.cattle.io/toleration
 /// and not the fields the API server defaults.
 pub(crate) const SPEC_HASH: &str = "portway.dev/spec-hash";
 const EXCLUDE: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
-const SOURCE_RANGES: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
 
 /// `svclb-<name cut to 48, trailing '-' trimmed>-<first 8 chars of the uid>` (k3s).
 pub fn daemonset_name(name: &str, uid: &str) -> String {
@@ -92,8 +91,10 @@ fn tolerations(svc: &LbService) -> Result<Vec<Toleration>, ProviderError> {
     Ok(out)
 }
 
+/// `SRC_RANGES`: the ranges the controller's view resolved (spec.loadBalancerSourceRanges,
+/// else the legacy annotation, parsed and checked), else everything. The annotation is
+/// not read again here: its raw text may hold empty items (`","`) that klipper-lb rejects.
 fn source_ranges(svc: &LbService) -> String {
-    // The controller's view already prefers spec.loadBalancerSourceRanges over the annotation.
     if !svc.source_ranges.is_empty() {
         return svc
             .source_ranges
@@ -101,13 +102,6 @@ fn source_ranges(svc: &LbService) -> String {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(",");
-    }
-    if let Some(a) = svc
-        .annotations
-        .get(SOURCE_RANGES)
-        .filter(|a| !a.trim().is_empty())
-    {
-        return a.split(',').map(str::trim).collect::<Vec<_>>().join(",");
     }
     if svc.ip_families.contains(&IpFamily::V6) {
         "0.0.0.0/0,::/0".into()
@@ -323,6 +317,15 @@ mod tests {
         s.source_ranges = vec!["192.168.0.0/16".parse().expect("net")];
         let ds = build_daemonset(&s, &HostportConfig::default(), false).expect("ds");
         assert_eq!(env(&ds, 0, "SRC_RANGES")["value"], "192.168.0.0/16");
+        // An annotation of only separators resolves to no ranges in the view; its raw text
+        // must not reach klipper-lb.
+        s.source_ranges.clear();
+        s.annotations.insert(
+            "service.beta.kubernetes.io/load-balancer-source-ranges".into(),
+            ",".into(),
+        );
+        let ds = build_daemonset(&s, &HostportConfig::default(), false).expect("ds");
+        assert_eq!(env(&ds, 0, "SRC_RANGES")["value"], "0.0.0.0/0,::/0");
     }
 
     #[test]
