@@ -525,6 +525,7 @@ impl Store {
             "daemonsets" | "deployments" => {
                 obj["status"] = json!({});
             }
+            "secrets" => fold_string_data(&mut obj),
             "pods" if obj.pointer("/status/phase").is_none() => {
                 obj["status"]["phase"] = json!("Pending");
             }
@@ -701,6 +702,9 @@ impl Store {
                 inner.services.admit(&mut next, Some(&current))?;
             }
             services::default_status(&mut next);
+        }
+        if kind.storage == "secrets" {
+            fold_string_data(&mut next);
         }
         if comparable(&next) == comparable(&current) {
             // A no-op write: no new resourceVersion, no event, as on the real server.
@@ -905,4 +909,24 @@ fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
     let bytes = hex::decode(token).map_err(|_| bad())?;
     let (a, b): (String, String) = serde_json::from_slice(&bytes).map_err(|_| bad())?;
     Ok((a, b))
+}
+
+/// The API server folds a Secret's write-only `stringData` into `data` (base64) and never
+/// stores it, so a client that reads `data` (as it should) sees every value.
+fn fold_string_data(obj: &mut Value) {
+    let Some(m) = obj.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(string_data)) = m.remove("stringData") else {
+        return;
+    };
+    let data = m.entry("data").or_insert_with(|| json!({}));
+    if !data.is_object() {
+        *data = json!({});
+    }
+    for (k, v) in string_data {
+        if let Some(text) = v.as_str() {
+            data[k] = json!(k8s_openapi::ByteString(text.as_bytes().to_vec()));
+        }
+    }
 }

@@ -545,3 +545,46 @@ async fn rbac_denies_what_is_not_granted() {
     );
     sim.shutdown().await;
 }
+
+/// `stringData` is write-only on the real server: folded into `data` (base64) on create,
+/// replace and patch, never stored, so clients reading `data` see every value.
+#[tokio::test]
+async fn secret_string_data_is_folded_into_data() {
+    use k8s_openapi::api::core::v1::Secret;
+    let sim = SimCluster::start().await.expect("sim");
+    let api: Api<Secret> = Api::namespaced(sim.client(), "default");
+    let created = api
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "creds"},
+                "data": {"username": "YWRtaW4="},
+                "stringData": {"password": "s3cret"}
+            }))
+            .expect("secret"),
+        )
+        .await
+        .expect("create");
+    let data = |s: &Secret, k: &str| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+    };
+    assert_eq!(data(&created, "username").as_deref(), Some("admin"));
+    assert_eq!(data(&created, "password").as_deref(), Some("s3cret"));
+    assert!(created.string_data.is_none());
+    let patched = api
+        .patch(
+            "creds",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"password": "rotated"}})),
+        )
+        .await
+        .expect("patch");
+    assert_eq!(data(&patched, "password").as_deref(), Some("rotated"));
+    assert_eq!(data(&patched, "username").as_deref(), Some("admin"));
+    let got = api.get("creds").await.expect("get");
+    assert!(got.string_data.is_none());
+    assert_eq!(data(&got, "password").as_deref(), Some("rotated"));
+}
