@@ -5,7 +5,7 @@ use crate::plan::{Command, Current};
 use portway_provider::ProviderError;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
@@ -36,6 +36,8 @@ pub struct BigIp {
     /// BIG-IP answers 503 to concurrent writers: one write (or transaction) at a time.
     writes: Mutex<()>,
     calls: AtomicU64,
+    /// The last login was answered 401.
+    refused: AtomicBool,
 }
 
 /// Turns a BIG-IP answer into the provider's error classes.
@@ -85,11 +87,13 @@ impl BigIp {
             token: Mutex::new(None),
             writes: Mutex::new(()),
             calls: AtomicU64::new(0),
+            refused: AtomicBool::new(false),
         })
     }
 
     /// Sets the credentials (from the Secret); a change drops the current token.
     pub async fn set_credentials(&self, c: Credentials) {
+        self.refused.store(false, Ordering::Relaxed);
         let mut cur = self.creds.lock().await;
         if cur.as_ref() != Some(&c) {
             *cur = Some(c);
@@ -97,9 +101,10 @@ impl BigIp {
         }
     }
 
-    /// Whether credentials were set.
-    pub async fn has_credentials(&self) -> bool {
-        self.creds.lock().await.is_some()
+    /// Whether the device refused the credentials last set: the Secret is then read again
+    /// on the next reconcile instead of waiting for the credentials cache to expire.
+    pub fn credentials_refused(&self) -> bool {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// REST calls made so far (for benchmarks).
@@ -125,6 +130,7 @@ impl BigIp {
         let status = r.status();
         let text = r.text().await.unwrap_or_default();
         if status == StatusCode::UNAUTHORIZED {
+            self.refused.store(true, Ordering::Relaxed);
             return Err(ProviderError::invalid(
                 "f5.credentialsSecret",
                 "the BIG-IP refused the username/password in the Secret",

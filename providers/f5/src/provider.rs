@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -44,6 +44,9 @@ struct Core {
     managed: Mutex<BTreeMap<ServiceKey, String>>,
     partition_ready: AtomicBool,
     save_pending: Arc<AtomicBool>,
+    /// When the credentials Secret was last read: it is read again once per resync period,
+    /// or at once after the device refused it, not on every reconcile.
+    creds_read: Mutex<Option<Instant>>,
 }
 
 impl Drop for F5Provider {
@@ -81,6 +84,7 @@ impl F5Provider {
             managed: Mutex::default(),
             partition_ready: AtomicBool::new(false),
             save_pending: Arc::new(AtomicBool::new(false)),
+            creds_read: Mutex::new(None),
         });
         let timer = core.clone();
         let resync = tokio::spawn(async move {
@@ -119,7 +123,8 @@ impl F5Provider {
 }
 
 impl Core {
-    async fn session(&self) -> Result<(), ProviderError> {
+    /// Reads the credentials Secret into the device client.
+    async fn load_credentials(&self) -> Result<(), ProviderError> {
         let r = &self.cfg.credentials_secret;
         let field = "f5.credentialsSecret";
         let secret = Api::<Secret>::namespaced(self.client.clone(), &r.namespace)
@@ -143,7 +148,6 @@ impl Core {
                 .as_ref()
                 .and_then(|d| d.get(k))
                 .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-                .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(k)).cloned())
                 .ok_or_else(|| {
                     ProviderError::invalid(
                         field,
@@ -157,6 +161,16 @@ impl Core {
                 password: get("password")?,
             })
             .await;
+        Ok(())
+    }
+
+    /// Credentials loaded and the partition present: the step before every device call.
+    async fn session(&self) -> Result<(), ProviderError> {
+        let fresh = lock(&self.creds_read).is_some_and(|t| t.elapsed() < self.cfg.resync_period);
+        if !fresh || self.device.credentials_refused() {
+            self.load_credentials().await?;
+            *lock(&self.creds_read) = Some(Instant::now());
+        }
         if !self.partition_ready.load(Ordering::Relaxed) {
             self.device.ensure_partition(&self.cfg.partition).await?;
             self.partition_ready.store(true, Ordering::Relaxed);

@@ -476,3 +476,44 @@ async fn the_resync_timer_sweeps_orphans_when_no_service_is_left() {
     }
     sim.shutdown().await;
 }
+
+/// The credentials Secret is read once per resync period, not on every reconcile, and at
+/// once again after the device refuses what it holds (a rotated password is picked up on
+/// the next retry, not an hour later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_cached_until_the_device_refuses_them() {
+    let sim = cluster_with_secret().await;
+    let bigip = BigIpSim::start().await.expect("bigip");
+    let p = provider(&sim, bigip.url());
+    p.ensure(&svc(), &nodes(2)).await.expect("ensure");
+    let secrets: Api<Secret> = Api::namespaced(sim.client(), "portway-system");
+    secrets
+        .delete("bigip", &Default::default())
+        .await
+        .expect("delete secret");
+    // The Secret is gone, yet the next reconciles work from the cached credentials.
+    bigip.expire_tokens();
+    p.update(&svc(), &nodes(3))
+        .await
+        .expect("cached credentials");
+    // The password is rotated on the device: the login is refused and names the Secret.
+    bigip.set_credentials("admin", "rotated");
+    bigip.expire_tokens();
+    let err = p.update(&svc(), &nodes(2)).await.expect_err("refused");
+    assert!(
+        matches!(&err, ProviderError::Invalid { field, .. } if field == "f5.credentialsSecret"),
+        "{err:?}"
+    );
+    // The Secret is written with the new password: the next retry reads it at once.
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "bigip"},
+        "stringData": {"username": "admin", "password": "rotated"}}))
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+    p.update(&svc(), &nodes(2))
+        .await
+        .expect("new credentials read");
+    sim.shutdown().await;
+}
