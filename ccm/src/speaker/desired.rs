@@ -19,7 +19,7 @@ use portway_bgp::route::Routes;
 use portway_l2::{NodeInput, VipInput};
 use portway_provider::TrafficPolicy;
 use portway_provider::ipam::{AddrRange, PoolConfig};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -80,23 +80,44 @@ pub fn speaker_eligible(node: &Node) -> bool {
 /// documents) or still serving while it terminates: kube-proxy falls back to
 /// serving-terminating endpoints on a node that has no ready one (KEP-1669), so the node
 /// still delivers traffic and must keep announcing until the pods stop serving.
-pub fn ready_nodes(svc: &Service, slices: &[Arc<EndpointSlice>]) -> BTreeSet<String> {
-    let ns = svc.namespace().unwrap_or_default();
-    let name = svc.name_any();
-    slices
-        .iter()
-        .filter(|s| {
-            s.namespace().as_deref() == Some(ns.as_str())
-                && s.labels().get("kubernetes.io/service-name") == Some(&name)
-        })
-        .flat_map(|s| s.endpoints.iter())
-        .filter(|e| {
-            let c = e.conditions.as_ref();
-            c.and_then(|c| c.ready).unwrap_or(true) || c.and_then(|c| c.serving) == Some(true)
-        })
-        .filter_map(|e| e.node_name.clone())
-        .collect()
+///
+/// Indexed once per pass by (namespace, Service name): O(endpoints) for all Services
+/// together, instead of scanning every slice for every Service.
+pub struct ReadyNodes(HashMap<(String, String), BTreeSet<String>>);
+
+impl ReadyNodes {
+    /// Reads every slice once.
+    pub fn index(slices: &[Arc<EndpointSlice>]) -> Self {
+        let mut by_svc: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
+        for s in slices {
+            let (Some(ns), Some(svc)) = (s.namespace(), s.labels().get(SERVICE_NAME_LABEL)) else {
+                continue;
+            };
+            let nodes = by_svc.entry((ns, svc.clone())).or_default();
+            nodes.extend(
+                s.endpoints
+                    .iter()
+                    .filter(|e| {
+                        let c = e.conditions.as_ref();
+                        c.and_then(|c| c.ready).unwrap_or(true)
+                            || c.and_then(|c| c.serving) == Some(true)
+                    })
+                    .filter_map(|e| e.node_name.clone()),
+            );
+        }
+        ReadyNodes(by_svc)
+    }
+
+    /// The nodes with a ready or serving endpoint of `svc`.
+    pub fn of(&self, svc: &Service) -> &BTreeSet<String> {
+        static NONE: BTreeSet<String> = BTreeSet::new();
+        let key = (svc.namespace().unwrap_or_default(), svc.name_any());
+        self.0.get(&key).unwrap_or(&NONE)
+    }
 }
+
+/// The label tying an EndpointSlice to its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 fn of_class<'a>(
     services: &'a [Arc<Service>],
@@ -116,17 +137,20 @@ pub fn vip_inputs(
     slices: &[Arc<EndpointSlice>],
     default_class: &str,
 ) -> Vec<VipInput> {
+    let ready = ReadyNodes::index(slices);
     let mut out = Vec::new();
     for svc in of_class(services, L2, default_class) {
-        let ready = ready_nodes(svc, slices);
         for ip in status_ips(svc) {
             out.push(VipInput {
                 ip,
                 traffic_policy: policy(svc),
-                ready_nodes: ready.clone(),
+                ready_nodes: ready.of(svc).clone(),
             });
         }
     }
+    // In address order, so an unchanged cluster gives an equal list (the store's order is
+    // not stable) and the speaker skips the re-election.
+    out.sort_by_key(|v| v.ip);
     out
 }
 
@@ -184,23 +208,30 @@ pub fn bgp_routes(
         return routes;
     }
     let name = me.name_any();
+    let ready = ReadyNodes::index(slices);
+    // Parsed once per pass (the configuration was validated at start).
+    let ranges: Vec<(&str, Vec<AddrRange>)> = pools
+        .iter()
+        .map(|p| {
+            let parsed = p.addresses.iter().filter_map(|a| AddrRange::parse(a).ok());
+            (p.name.as_str(), parsed.collect())
+        })
+        .collect();
     for svc in of_class(services, BGP, default_class) {
-        if policy(svc) == TrafficPolicy::Local && !ready_nodes(svc, slices).contains(&name) {
+        if policy(svc) == TrafficPolicy::Local && !ready.of(svc).contains(&name) {
             continue;
         }
         for ip in status_ips(svc) {
-            let Some(pool) = pools.iter().find(|p| {
-                p.addresses
-                    .iter()
-                    .filter_map(|a| AddrRange::parse(a).ok())
-                    .any(|r| r.contains(ip))
-            }) else {
+            let Some((pool, _)) = ranges
+                .iter()
+                .find(|(_, rs)| rs.iter().any(|r| r.contains(ip)))
+            else {
                 continue;
             };
             for adv in bgp
                 .advertisements
                 .iter()
-                .filter(|a| a.pools.contains(&pool.name))
+                .filter(|a| a.pools.iter().any(|p| p == pool))
             {
                 routes.insert(adv.prefix_for(ip), adv.route_attrs());
             }
@@ -389,7 +420,7 @@ mod tests {
             slice_of("web", "other", &[("n6", Some(true), None)]),
             slice_of("api", "default", &[("n7", Some(true), None)]),
         ];
-        let nodes: Vec<String> = ready_nodes(&s, &slices).into_iter().collect();
+        let nodes: Vec<String> = ReadyNodes::index(&slices).of(&s).iter().cloned().collect();
         // n2: ready unset means ready; n4: terminating but serving; n3, n5: neither.
         assert_eq!(nodes, ["n1", "n2", "n4"]);
         // An endpoint without nodeName cannot make any node eligible.
@@ -398,7 +429,7 @@ mod tests {
                 "labels": {"kubernetes.io/service-name": "web"}},
             "addressType": "IPv4",
             "endpoints": [{"addresses": ["10.42.9.9"], "conditions": {"ready": true}}]}));
-        assert!(ready_nodes(&s, &[anon]).is_empty());
+        assert!(ReadyNodes::index(&[anon]).of(&s).is_empty());
     }
 
     #[test]

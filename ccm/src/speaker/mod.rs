@@ -197,17 +197,16 @@ pub async fn run_with_metrics(
             if let Some(handle) = runner.reconcile(me).await {
                 let peers = handle.peer_states();
                 // The Service event the first time one of its addresses is out to a router.
+                let covered = covered_by(&routes);
                 if peers.iter().any(|p| p.state == BgpState::Established) {
                     for ip in svcs.iter().flat_map(|s| desired::status_ips(s)) {
-                        if routes.keys().any(|net| net.contains(&ip))
-                            && advertised.insert(ip)
-                            && notices.try_send(ip).is_err()
-                        {
+                        if covered(&ip) && advertised.insert(ip) && notices.try_send(ip).is_err() {
                             debug!(%ip, "event queue full; AdvertisingIP event skipped");
                         }
                     }
                 }
-                advertised.retain(|ip| routes.keys().any(|net| net.contains(ip)));
+                advertised.retain(|ip| covered(ip));
+                drop(covered);
                 handle.set_routes(routes);
                 m.set_bgp(&peers);
             }
@@ -249,6 +248,21 @@ pub async fn run_with_metrics(
     nodes.task.abort();
     slices.task.abort();
     Ok(())
+}
+
+/// Whether an address lies in one of `routes`: one map lookup per prefix length in use
+/// (host routes, and the aggregation lengths), not a scan of every route per address.
+fn covered_by(routes: &portway_bgp::route::Routes) -> impl Fn(&IpAddr) -> bool + '_ {
+    let lens: BTreeSet<(bool, u8)> = routes
+        .keys()
+        .map(|n| (n.addr().is_ipv6(), n.prefix_len()))
+        .collect();
+    move |ip| {
+        lens.iter()
+            .filter(|(v6, _)| *v6 == ip.is_ipv6())
+            .filter_map(|(_, len)| ipnet::IpNet::new(*ip, *len).ok())
+            .any(|net| routes.contains_key(&net.trunc()))
+    }
 }
 
 /// What was last logged, so steady state stays quiet.
@@ -313,5 +327,31 @@ where
     /// split-brain rule lets a speaker that reaches the API keep announcing.
     fn healthy(&self) -> bool {
         self.ok.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn covered_by_finds_host_routes_and_aggregates_of_either_family() {
+        let routes: portway_bgp::route::Routes =
+            ["198.51.100.7/32", "203.0.113.0/24", "2001:db8::/64"]
+                .iter()
+                .map(|n| (n.parse().expect("net"), Default::default()))
+                .collect();
+        let covered = covered_by(&routes);
+        for ip in ["198.51.100.7", "203.0.113.200", "2001:db8::1234"] {
+            assert!(covered(&ip.parse().expect("ip")), "{ip}");
+        }
+        for ip in [
+            "198.51.100.8",
+            "203.0.114.1",
+            "2001:db8:0:1::1",
+            "::ffff:203.0.113.1",
+        ] {
+            assert!(!covered(&ip.parse().expect("ip")), "{ip}");
+        }
     }
 }

@@ -253,7 +253,14 @@ impl SpeakerHandle {
     /// routes whose `peers` list is empty or names it; only differences go
     /// on the wire.
     pub fn set_routes(&self, routes: Routes) {
-        self.routes.send_replace(Arc::new(routes));
+        // Callers pass their whole view on every pass; only a change wakes the sessions.
+        self.routes.send_if_modified(|cur| {
+            let changed = **cur != routes;
+            if changed {
+                *cur = Arc::new(routes);
+            }
+            changed
+        });
     }
 
     /// A snapshot of every peer's status.

@@ -319,17 +319,26 @@ impl Task {
             tokio::select! {
                 biased;
                 cmd = cmds.recv() => match cmd {
+                    // The integrator hands in its whole view on every pass; an unchanged
+                    // input changes no owner, so it is not worth an election (the
+                    // membership repeats its own joins).
                     Some(Cmd::Nodes(nodes)) => {
-                        self.set_nodes(nodes);
-                        self.elect().await;
+                        if !self.nodes_known || nodes != self.nodes {
+                            self.set_nodes(nodes);
+                            self.elect().await;
+                        }
                     }
                     Some(Cmd::Vips(vips)) => {
-                        self.vips = vips;
-                        self.elect().await;
+                        if vips != self.vips {
+                            self.vips = vips;
+                            self.elect().await;
+                        }
                     }
                     Some(Cmd::Api(up)) => {
-                        self.api_reachable = up;
-                        self.elect().await;
+                        if up != self.api_reachable {
+                            self.api_reachable = up;
+                            self.elect().await;
+                        }
                     }
                     Some(Cmd::Shutdown(done)) => {
                         self.shutdown().await;
