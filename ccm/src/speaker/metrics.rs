@@ -141,8 +141,13 @@ impl SpeakerMetrics {
         }
     }
 
-    /// Refreshes the BGP gauges from the peers' status.
+    /// Refreshes the BGP gauges from the peers' status; a peer no longer configured (or
+    /// every peer, when `peers` is empty because no BGP speaker runs) loses its series.
     pub fn set_bgp(&self, peers: &[PeerStatus]) {
+        self.bgp_established.clear();
+        self.bgp_updates.clear();
+        self.bgp_prefixes.clear();
+        self.bgp_flaps.clear();
         for p in peers {
             let l = PeerLabels {
                 peer: p.address.to_string(),
@@ -219,5 +224,25 @@ mod tests {
             text.contains("portway_l2_takeover_latency_seconds_count 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn bgp_series_of_a_gone_peer_are_dropped() {
+        let m = SpeakerMetrics::new();
+        let peer = PeerStatus {
+            address: "192.0.2.254:179".parse().expect("addr"),
+            asn: 64512,
+            state: BgpState::Established,
+            stats: Default::default(),
+        };
+        m.set_bgp(&[peer]);
+        let text = m.encode();
+        assert!(
+            text.contains("portway_bgp_session_established{peer=\"192.0.2.254:179\"} 1"),
+            "{text}"
+        );
+        m.set_bgp(&[]);
+        let text = m.encode();
+        assert!(!text.contains("192.0.2.254"), "{text}");
     }
 }

@@ -209,6 +209,8 @@ pub async fn run_with_metrics(
                 drop(covered);
                 handle.set_routes(routes);
                 m.set_bgp(&peers);
+            } else {
+                m.set_bgp(&[]);
             }
         }
         if let (Some(runner), None) = (&bgp, &me) {
@@ -216,6 +218,7 @@ pub async fn run_with_metrics(
             if let Some(handle) = runner.running() {
                 handle.set_routes(Default::default());
             }
+            m.set_bgp(&[]);
         }
         tokio::select! {
             _ = &mut shutdown => break,
