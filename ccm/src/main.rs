@@ -62,16 +62,12 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Controller(args) => portway::cli::run_controller(args).await,
             Command::Sandbox(args) => portway::sandbox::run(args).await,
-            Command::Speaker(args) => {
-                portway::cli::init_logging(args.log_json);
-                portway::speaker::run(args).await
-            }
+            Command::Speaker(args) => portway::speaker::run(args).await,
             Command::CheckConfig { file } => check_config(&file),
             Command::Sim {
                 listen,
                 kubeconfig_out,
             } => {
-                portway::cli::init_logging(false);
                 portway_sim::serve(listen, &kubeconfig_out, async {
                     portway::cli::shutdown_signal().await;
                 })

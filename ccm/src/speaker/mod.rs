@@ -48,9 +48,6 @@ pub struct SpeakerArgs {
     /// Portway's configuration file (the same as the controller's).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// JSON logs.
-    #[arg(long)]
-    pub log_json: bool,
     /// Where to serve `/metrics` and `/healthz` (port 0 disables). 7473, not MetalLB's 7472,
     /// so both can run side by side during a migration.
     #[arg(long, default_value = "0.0.0.0:7473")]
