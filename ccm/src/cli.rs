@@ -13,11 +13,12 @@ use anyhow::Context as _;
 use clap::Args;
 use futures::FutureExt;
 use kube::Client;
+use portway_provider::LoadBalancerProvider;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Flags of `portway controller`.
 #[derive(Args, Clone, Debug)]
@@ -189,6 +190,7 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         metrics.set_leader(true);
     }
     let mut running = Vec::new();
+    let to_close = providers.clone();
     if args.enabled("service") {
         let service = ServiceController::new(
             client.clone(),
@@ -229,5 +231,18 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         }
     }
     pool_metrics.abort();
+    close_providers(&to_close).await;
     Ok(())
+}
+
+/// Gives every provider a moment to release what it holds outside the cluster (the F5
+/// session token); a provider that hangs does not hold the exit up for long.
+async fn close_providers(providers: &[Arc<dyn LoadBalancerProvider>]) {
+    let all = futures::future::join_all(providers.iter().map(|p| p.shutdown()));
+    if tokio::time::timeout(Duration::from_secs(5), all)
+        .await
+        .is_err()
+    {
+        warn!("a provider did not shut down within 5 s");
+    }
 }

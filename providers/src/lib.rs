@@ -66,6 +66,11 @@ pub trait LoadBalancerProvider: Send + Sync + 'static {
     /// nothing exists.
     async fn ensure_deleted(&self, svc: &LbService) -> Result<(), ProviderError>;
 
+    /// The controller is stopping (after its last reconcile): release what the provider
+    /// holds outside the cluster, such as an appliance session token, which counts
+    /// against a per-user limit until it expires. Best effort; it cannot fail.
+    async fn shutdown(&self) {}
+
     /// Services to reconcile again when something the provider watches changes
     /// (svclb pods becoming ready, an appliance drifting). Called once at start.
     fn triggers(&self) -> Option<BoxStream<'static, ServiceKey>> {

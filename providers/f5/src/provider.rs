@@ -393,6 +393,11 @@ impl LoadBalancerProvider for F5Provider {
         Ok(())
     }
 
+    async fn shutdown(&self) {
+        self.resync.abort();
+        self.core.device.logout().await;
+    }
+
     fn triggers(&self) -> Option<BoxStream<'static, ServiceKey>> {
         let mut rx = lock(&self.triggers).take()?;
         Some(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed())

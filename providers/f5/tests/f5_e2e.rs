@@ -517,3 +517,25 @@ async fn credentials_are_cached_until_the_device_refuses_them() {
         .expect("new credentials read");
     sim.shutdown().await;
 }
+
+/// At shutdown the provider deletes its token (a BIG-IP user may hold at most 100, and
+/// each would otherwise live out its timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_deletes_the_session_token() {
+    let sim = cluster_with_secret().await;
+    let bigip = BigIpSim::start().await.expect("bigip");
+    let p = provider(&sim, bigip.url());
+    p.ensure(&svc(), &nodes(1)).await.expect("ensure");
+    bigip.reset_requests();
+    p.shutdown().await;
+    let calls: Vec<String> = bigip
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        matches!(calls.as_slice(), [c] if c.starts_with("DELETE /mgmt/shared/authz/tokens/")),
+        "{calls:?}"
+    );
+    sim.shutdown().await;
+}
