@@ -12,13 +12,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-/// The classes Portway serves; `defaultClass` must name one of them.
-pub const CLASSES: [&str; 4] = [
-    "portway.dev/hostport",
-    "portway.dev/l2",
-    "portway.dev/bgp",
-    "portway.dev/f5",
-];
+pub use crate::providers::CLASSES;
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize, PartialEq)]

@@ -13,14 +13,17 @@ use portway_provider::ipam::{VipManager, VipProvider};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The hostport class (k3s ServiceLB behaviour), the default.
+pub const HOSTPORT: &str = portway_hostport::CLASS;
 /// The l2 class.
 pub const L2: &str = "portway.dev/l2";
 /// The bgp class.
 pub const BGP: &str = "portway.dev/bgp";
 /// The f5 class.
-pub const F5: &str = "portway.dev/f5";
-/// The hostport class.
-pub const HOSTPORT: &str = "portway.dev/hostport";
+pub const F5: &str = portway_f5::CLASS;
+/// The classes Portway serves, the default first; `defaultClass` must name one of them,
+/// and a Service moving to a class outside this list is cleaned up.
+pub const CLASSES: [&str; 4] = [HOSTPORT, L2, BGP, F5];
 
 /// The providers for a configuration, and the allocator they share (for metrics).
 pub struct Built {

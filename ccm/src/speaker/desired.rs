@@ -10,6 +10,7 @@
 //! by label, initialized) plus two conditions only a node agent cares about, see
 //! [`speaker_eligible`].
 
+use crate::providers::{BGP, L2};
 use crate::service::rules::{effective_class, is_load_balancer, node_eligible};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -22,11 +23,6 @@ use portway_provider::ipam::{AddrRange, PoolConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
-
-/// The l2 class.
-pub const L2: &str = "portway.dev/l2";
-/// The bgp class.
-pub const BGP: &str = "portway.dev/bgp";
 
 /// The published addresses of a Service.
 pub fn status_ips(svc: &Service) -> Vec<IpAddr> {
