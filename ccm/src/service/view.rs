@@ -32,6 +32,31 @@ fn annotation<'a>(
         .filter(|(_, v)| !v.is_empty())
 }
 
+/// The addresses published in `status.loadBalancer.ingress` (entries without a parsable
+/// `ip` skipped): what the Service holds now, for the allocator and the speakers alike.
+pub fn status_ips(svc: &Service) -> Vec<IpAddr> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+        .collect()
+}
+
+/// `spec.externalTrafficPolicy`; anything but `Local` is `Cluster`, the API default.
+pub fn traffic_policy(svc: &Service) -> TrafficPolicy {
+    match svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.external_traffic_policy.as_deref())
+    {
+        Some("Local") => TrafficPolicy::Local,
+        _ => TrafficPolicy::Cluster,
+    }
+}
+
 /// Builds the provider's view of a Service, or the needs-a-fix error that
 /// names the field to correct.
 pub fn service_view(
@@ -93,25 +118,14 @@ pub fn service_view(
         Some("RequireDualStack") => IpFamilyPolicy::RequireDualStack,
         _ => IpFamilyPolicy::SingleStack,
     };
-    let external_traffic_policy = match spec.external_traffic_policy.as_deref() {
-        Some("Local") => TrafficPolicy::Local,
-        _ => TrafficPolicy::Cluster,
-    };
+    let external_traffic_policy = traffic_policy(svc);
 
     let source_ranges = source_ranges(&spec.load_balancer_source_ranges, &annotations)?;
     let requested_ips = requested_ips(spec.load_balancer_ip.as_deref(), &annotations)?;
     let sharing_key = annotation(&annotations, &SHARING_ANNOTATIONS).map(|(_, v)| v.to_string());
     let pool = annotation(&annotations, &POOL_ANNOTATIONS).map(|(_, v)| v.to_string());
 
-    let current_ips = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.as_deref()?.parse().ok())
-        .collect();
+    let current_ips = status_ips(svc);
 
     Ok(LbService {
         key,

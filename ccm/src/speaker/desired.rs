@@ -24,28 +24,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// The published addresses of a Service.
-pub fn status_ips(svc: &Service) -> Vec<IpAddr> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|l| l.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.as_deref()?.parse().ok())
-        .collect()
-}
-
-fn policy(svc: &Service) -> TrafficPolicy {
-    match svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.external_traffic_policy.as_deref())
-    {
-        Some("Local") => TrafficPolicy::Local,
-        _ => TrafficPolicy::Cluster,
-    }
-}
+pub use crate::service::view::status_ips;
+use crate::service::view::traffic_policy as policy;
 
 /// Whether a node may announce: [`node_eligible`], and neither `Ready=False` nor
 /// `NetworkUnavailable=True`.
