@@ -175,3 +175,22 @@ impl ConfigIssue {
         }
     }
 }
+
+/// Deserializes one section of the configuration file, naming the failing key by its full
+/// path (`prefix` is where the section sits, e.g. `f5` or `pools[2]`), so every section
+/// reports a type error the same way.
+pub fn parse_section<'de, T, D>(prefix: &str, value: D) -> Result<T, ConfigIssue>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = if inner == "." {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{inner}")
+        };
+        ConfigIssue::new(path, e.inner().to_string())
+    })
+}

@@ -143,39 +143,17 @@ fn default_agg_v6() -> u8 {
     128
 }
 
-/// One problem in the configuration, naming the key to fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct ConfigIssue {
-    /// Key path such as `bgp.peers[0].holdTime`.
-    pub path: String,
-    /// What is wrong and how to fix it.
-    pub message: String,
-}
-
-impl ConfigIssue {
-    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
+/// One problem in the configuration (key path such as `bgp.peers[0].holdTime`): the
+/// contract's shared shape.
+pub use portway_provider::ConfigIssue;
 
 impl BgpConfig {
     /// Deserializes the `bgp:` value (e.g. the `serde_json::Value` the
     /// controller's config holds) and validates it; errors carry key paths
     /// starting with `bgp.`.
     pub fn from_value(value: serde_json::Value) -> Result<BgpConfig, Vec<ConfigIssue>> {
-        let config: BgpConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." {
-                "bgp".to_string()
-            } else {
-                format!("bgp.{path}")
-            };
-            vec![ConfigIssue::new(path, e.inner().to_string())]
-        })?;
+        let config: BgpConfig =
+            portway_provider::parse_section("bgp", value).map_err(|e| vec![e])?;
         let issues = config.validate();
         if issues.is_empty() {
             Ok(config)

@@ -77,15 +77,7 @@ impl F5Config {
         value: &serde_json::Value,
         known_pools: Option<&[&str]>,
     ) -> Result<F5Config, Vec<ConfigIssue>> {
-        let cfg: F5Config = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." {
-                "f5".into()
-            } else {
-                format!("f5.{path}")
-            };
-            vec![issue(&path, e.inner().to_string())]
-        })?;
+        let cfg: F5Config = portway_provider::parse_section("f5", value).map_err(|e| vec![e])?;
         let mut issues = Vec::new();
         if !(cfg.url.starts_with("https://") || cfg.url.starts_with("http://")) {
             issues.push(issue(

@@ -53,18 +53,8 @@ impl HostportConfig {
         let Some(value) = value.filter(|v| !v.is_null()) else {
             return Ok(HostportConfig::default());
         };
-        let cfg: HostportConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." {
-                "hostport".into()
-            } else {
-                format!("hostport.{path}")
-            };
-            vec![ConfigIssue {
-                path,
-                message: e.inner().to_string(),
-            }]
-        })?;
+        let cfg: HostportConfig =
+            portway_provider::parse_section("hostport", value).map_err(|e| vec![e])?;
         let mut issues = Vec::new();
         if cfg.namespace.is_empty() {
             issues.push(ConfigIssue::new(

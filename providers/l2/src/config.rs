@@ -59,25 +59,9 @@ impl Default for L2Config {
     }
 }
 
-/// One problem in the `l2` section, with the key to fix.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
-#[non_exhaustive]
-pub struct L2ConfigError {
-    /// Full key path such as `l2.interfaces[1]`.
-    pub path: String,
-    /// What is wrong and what would fix it.
-    pub message: String,
-}
-
-impl L2ConfigError {
-    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
+/// One problem in the `l2` section (key path such as `l2.interfaces[1]`): the contract's
+/// [`portway_provider::ConfigIssue`].
+pub type L2ConfigError = portway_provider::ConfigIssue;
 
 impl L2Config {
     /// Deserializes the `l2` section (as the controller keeps it) and
@@ -87,15 +71,7 @@ impl L2Config {
         value: serde_json::Value,
         known_pools: Option<&[&str]>,
     ) -> Result<L2Config, Vec<L2ConfigError>> {
-        let config: L2Config = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." {
-                "l2".to_string()
-            } else {
-                format!("l2.{path}")
-            };
-            vec![L2ConfigError::new(path, e.inner().to_string())]
-        })?;
+        let config: L2Config = portway_provider::parse_section("l2", value).map_err(|e| vec![e])?;
         let errors = config.validate(known_pools);
         if errors.is_empty() {
             Ok(config)

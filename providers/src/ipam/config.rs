@@ -92,27 +92,9 @@ impl ServiceAllocation {
     }
 }
 
-/// One configuration problem: where it is and what would fix it.
-///
-/// The service controller's configuration loader collects these next to its
-/// own errors; `path` uses the file's spelling, e.g. `pools[1].addresses[0]`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct PoolError {
-    /// Key path such as `pools[1].addresses[0]` or `l2.pools[0]`.
-    pub path: String,
-    /// What is wrong and how to fix it.
-    pub message: String,
-}
-
-impl PoolError {
-    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
+/// One configuration problem in the pools: the contract's [`ConfigIssue`], with paths in
+/// the file's spelling, e.g. `pools[1].addresses[0]`.
+pub type PoolError = crate::ConfigIssue;
 
 /// Deserializes the raw `pools:` entries and validates them, returning every
 /// problem with its key path. For configuration loaders that keep the pools
@@ -121,17 +103,9 @@ pub fn parse_pools(values: &[serde_json::Value]) -> Result<Vec<PoolConfig>, Vec<
     let mut pools = Vec::new();
     let mut errors = Vec::new();
     for (i, v) in values.iter().enumerate() {
-        match serde_path_to_error::deserialize::<_, PoolConfig>(v) {
+        match crate::parse_section::<PoolConfig, _>(&format!("pools[{i}]"), v) {
             Ok(p) => pools.push(p),
-            Err(e) => {
-                let inner = e.path().to_string();
-                let path = if inner == "." {
-                    format!("pools[{i}]")
-                } else {
-                    format!("pools[{i}].{inner}")
-                };
-                errors.push(PoolError::new(path, e.inner().to_string()));
-            }
+            Err(e) => errors.push(e),
         }
     }
     if !errors.is_empty() {
