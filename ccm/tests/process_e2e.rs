@@ -48,7 +48,21 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Lease 3 s / renew deadline 2 s / retry 500 ms: a fast failover to measure.
+const FAST_LEASE: [&str; 3] = ["3s", "2s", "500ms"];
+
 fn spawn(sim: &SimCluster, dir: &Path, user: &str, config: &str) -> Controller {
+    spawn_with_lease(sim, dir, user, config, FAST_LEASE)
+}
+
+/// `lease` is the lease duration, renew deadline and retry period.
+fn spawn_with_lease(
+    sim: &SimCluster,
+    dir: &Path,
+    user: &str,
+    config: &str,
+    lease: [&str; 3],
+) -> Controller {
     let kubeconfig = dir.join(format!("{user}.kubeconfig"));
     sim.write_kubeconfig(&kubeconfig, user).expect("kubeconfig");
     let cfg = dir.join("config.yaml");
@@ -61,11 +75,11 @@ fn spawn(sim: &SimCluster, dir: &Path, user: &str, config: &str) -> Controller {
         .arg(&cfg)
         .args([
             "--leader-elect-lease-duration",
-            "3s",
+            lease[0],
             "--leader-elect-renew-deadline",
-            "2s",
+            lease[1],
             "--leader-elect-retry-period",
-            "500ms",
+            lease[2],
             "--leader-elect-resource-namespace",
             "default",
             "--bind-address",
@@ -306,7 +320,10 @@ async fn one_leader_writes_and_the_standby_takes_over() {
 async fn healthz_fails_when_the_lease_cannot_be_renewed() {
     let sim = SimCluster::start().await.expect("sim");
     let dir = tempfile::tempdir().expect("tmp");
-    let mut c = spawn(&sim, dir.path(), "ctrl", CONFIG);
+    // /healthz reports 500 from the renew deadline until the last retry gives
+    // up, one retry period later: 1.5 s here, wide enough to see on a loaded
+    // machine polling every 50 ms.
+    let mut c = spawn_with_lease(&sim, dir.path(), "ctrl", CONFIG, ["6s", "3s", "1500ms"]);
     let leases: Api<Lease> = Api::namespaced(sim.client(), "default");
     eventually("leadership", || async {
         leases.get_opt("portway-controller").await.ok().flatten()

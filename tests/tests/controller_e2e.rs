@@ -190,11 +190,14 @@ async fn delete_calls_ensure_deleted_then_drops_finalizer() {
         matches!(calls.last(), Some(Call::EnsureDeleted(_))),
         "{calls:?}"
     );
-    let reasons = w.reasons("web").await;
-    assert!(
-        reasons.contains(&"DeletedLoadBalancer".to_string()),
-        "{reasons:?}"
-    );
+    // The event is published after the finalizer goes: wait for it.
+    eventually("a DeletedLoadBalancer event", T, || async {
+        w.reasons("web")
+            .await
+            .contains(&"DeletedLoadBalancer".to_string())
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -166,6 +166,7 @@ f5:
     // A node joins: one PATCH per pool, no transaction.
     tokio::time::sleep(Duration::from_millis(300)).await;
     bigip.reset_requests();
+    let saves_before_join = bigip.saves();
     sim.add_node(SimNode::new("node-3").ipv4("10.0.0.3"))
         .await
         .expect("node-3");
@@ -184,6 +185,13 @@ f5:
         !w.iter().any(|x| x.contains("/mgmt/tm/transaction")),
         "{w:#?}"
     );
+
+    // The join's debounced save lands before the drift step counts saves, so that a
+    // save still pending from it cannot be taken for the repair's.
+    eventually("the join saved", Duration::from_secs(10), || async {
+        (bigip.saves() > saves_before_join).then_some(())
+    })
+    .await;
 
     // Drift: a virtual deleted by hand is restored within one resync period.
     let name = virtuals[0]["name"].as_str().expect("name").to_string();

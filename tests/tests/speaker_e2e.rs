@@ -128,16 +128,24 @@ async fn speaker_announces_and_says_so_on_the_service() {
     .await;
     assert_eq!(by, "n1");
     let events: Api<Event> = Api::namespaced(sim.client(), "default");
-    let list = events.list(&ListParams::default()).await.expect("events");
-    assert!(
-        list.items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("AnnouncingFromNode")
-                && e.note
-                    .as_deref()
-                    .is_some_and(|n| n.contains("10.199.77.70"))),
-        "no AnnouncingFromNode event"
-    );
+    // The event follows the annotation write: wait for it rather than read once.
+    eventually(
+        "an AnnouncingFromNode event naming the VIP",
+        Duration::from_secs(10),
+        || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("AnnouncingFromNode")
+                        && e.note
+                            .as_deref()
+                            .is_some_and(|n| n.contains("10.199.77.70"))
+                })
+                .then_some(())
+        },
+    )
+    .await;
     // No ready endpoint anywhere: nobody announces, and the annotation stops naming n1.
     sim.set_endpoints("default", "web", &[])
         .await
@@ -585,7 +593,7 @@ async fn speaker_advertises_over_bgp_and_withdraws() {
     let start = Instant::now();
     eventually(
         "session down after Cease",
-        Duration::from_secs(3),
+        Duration::from_secs(10),
         || async { (!router.established() && router.prefixes().is_empty()).then_some(()) },
     )
     .await;

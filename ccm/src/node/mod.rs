@@ -1,10 +1,10 @@
 //! The cloud node controller: initializes nodes kubelet tainted as
 //! uninitialized, and keeps node addresses current.
 //!
-//! Watched: Nodes. Derived: a [`plan::NodePlan`] per node (pure). Written: one
-//! guarded JSON patch for providerID, labels and the taint removal, then the
+//! Watched: Nodes. Derived: a [`plan::NodePlan`] per node (pure). Written: the
 //! whole `status.addresses` list with a merge patch (never a strategic merge
-//! by `type`, which would collapse dual-stack addresses). Initialized nodes
+//! by `type`, which would collapse dual-stack addresses), then one guarded
+//! JSON patch for providerID, labels and the taint removal. Initialized nodes
 //! are revisited every `--node-status-update-frequency` and written only when
 //! their addresses differ. Nodes are never deleted: on bare metal the
 //! "instance" always exists, so the upstream shutdown/lifecycle handling does
@@ -99,22 +99,28 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     };
     let api: Api<Node> = Api::all(ctx.client.clone());
     let initializing = plan.needs_spec_write();
-    if initializing {
-        let patch = spec_patch(&node, &plan);
-        let patch = serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
-        api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
-            .await?;
-    }
+    // Addresses go first, so that whoever sees the taint gone (the scheduler,
+    // a test, a user) also sees the addresses the node will keep. The spec
+    // patch is then guarded by the resourceVersion the status write returned.
+    let mut current = node;
     if let Some(addresses) = &plan.addresses {
         let patch = json!({ "status": { "addresses": addresses } });
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        current = Arc::new(
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?,
+        );
+    }
+    if initializing {
+        let patch = spec_patch(&current, &plan);
+        let patch = serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
+        api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
             .await?;
     }
     if initializing {
         info!(node = %name, "node initialized");
         ctx.events
             .publish(
-                &node.object_ref(&()),
+                &current.object_ref(&()),
                 Kind::Normal,
                 "Synced",
                 "InitializeNode",

@@ -52,6 +52,15 @@ impl Lab {
         found
     }
 
+    /// Whether node `k` becomes the only announcer of `ip` within `limit`:
+    /// after a heal, rendezvous hashing hands the VIP back to its first owner,
+    /// and whichever node answered first may be about to release it.
+    pub fn wait_owner_is(&self, ip: &str, k: usize, limit: Duration) -> bool {
+        self.wait(limit, || {
+            NODES.iter().all(|n| self.announces(*n, ip) == (*n == k))
+        })
+    }
+
     /// Like [`Self::wait_owner`], for an owner other than `old`.
     pub fn wait_owner_except(&self, ip: &str, old: usize, limit: Duration) -> Option<usize> {
         let mut found = None;
