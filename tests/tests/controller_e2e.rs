@@ -218,6 +218,44 @@ async fn foreign_class_is_untouched() {
 }
 
 #[tokio::test]
+async fn foreign_class_with_the_shared_finalizer_keeps_it_and_its_status() {
+    // Another load-balancer controller uses the same upstream finalizer name
+    // and owns the status: Portway touches neither, not even on deletion.
+    let w = World::new(1).await;
+    let mut other = svc("other").class("example.com/lb").build();
+    other.metadata.finalizers = Some(vec![
+        "service.kubernetes.io/load-balancer-cleanup".to_string(),
+    ]);
+    w.create(other).await;
+    let status =
+        serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.9"}]}}});
+    w.api()
+        .patch_status("other", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("status");
+    let _c = w.start();
+    w.create(svc("mine").class(L2).build()).await;
+    w.wait_ip("mine").await;
+    w.api()
+        .delete("other", &DeleteParams::default())
+        .await
+        .expect("delete");
+    w.create(svc("after").class(L2).build()).await;
+    w.wait_ip("after").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = w
+        .get("other")
+        .await
+        .expect("held by the other controller's finalizer");
+    assert!(has_finalizer(&s), "the foreign finalizer was removed");
+    assert_eq!(ingress_ip(&s).as_deref(), Some("192.0.2.9"));
+    assert!(w.events("other").await.is_empty());
+    for m in [&w.hostport, &w.l2, &w.bgp] {
+        assert!(m.calls_for(&key("other")).is_empty());
+    }
+}
+
+#[tokio::test]
 async fn no_class_goes_to_the_default_class() {
     let w = World::new(1).await;
     let _c = w.start();

@@ -285,6 +285,9 @@ async fn cleanup(
     class: Option<&str>,
     ctx: &Context,
 ) -> Result<Action, Error> {
+    if class.is_some_and(|c| !crate::config::CLASSES.contains(&c)) {
+        return release_foreign(svc, key, ctx).await;
+    }
     // Which providers may hold something: the class the Service still names,
     // the one that last ensured it, or (after a restart with the class gone
     // from the spec) every provider: ensure_deleted is idempotent.
@@ -297,12 +300,6 @@ async fn cleanup(
         .and_then(|c| ctx.registry.get(c).map(|h| (c, h)))
     {
         Some((c, h)) => handles.push((c, h)),
-        None if known
-            .as_deref()
-            .is_some_and(|c| !crate::config::CLASSES.contains(&c)) =>
-        {
-            // A foreign class carrying our finalizer: not ours to clean.
-        }
         None => handles.extend(ctx.registry.iter()),
     }
     let class_name = known.clone().unwrap_or_else(|| ctx.default_class.clone());
@@ -373,6 +370,41 @@ async fn cleanup(
     )
     .await;
     debug!(finalizer = FINALIZER, "load balancer cleaned up");
+    ctx.forget(key);
+    Ok(Action::await_change())
+}
+
+/// A Service another controller serves, carrying the cleanup finalizer: the
+/// finalizer is the upstream name every load-balancer controller shares and
+/// the status is that controller's, so neither is touched. Only what Portway
+/// provisioned itself, when it served the Service under one of its classes
+/// before a change it did not see, is released.
+async fn release_foreign(
+    svc: &Service,
+    key: &ObjectRef<Service>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let ours = ctx
+        .state_of(key)
+        .map(|s| s.class)
+        .and_then(|c| ctx.registry.get(&c).map(|h| (c, h)));
+    if let Some((class, handle)) = ours {
+        let view = minimal_view(svc, &class);
+        let result = handle.call(Call::Delete(view)).await;
+        ctx.metrics
+            .observe_provider_call(&class, "ensure_deleted", result.is_ok());
+        if let Err(e) = result {
+            ctx.publish(
+                svc,
+                EventType::Warning,
+                "DeleteLoadBalancerFailed",
+                &format!("Error deleting load balancer: {e}"),
+            )
+            .await;
+            let failures = ctx.update_state(key, |st| st.failures += 1);
+            return Ok(Action::requeue(ctx.backoff(failures, &e)));
+        }
+    }
     ctx.forget(key);
     Ok(Action::await_change())
 }
