@@ -45,6 +45,9 @@ struct State {
     calls: Vec<Call>,
     /// Errors to return from the next `ensure`/`update`/`ensure_deleted` calls, in order.
     failures: Vec<ProviderError>,
+    /// Errors every `ensure` of these Services returns until cleared: a
+    /// condition that lasts (an exhausted pool), unlike the one-shot `failures`.
+    failing: HashMap<ServiceKey, ProviderError>,
     /// Fixed statuses per Service; otherwise one address from the counter.
     statuses: HashMap<ServiceKey, LbStatus>,
     assigned: HashMap<ServiceKey, LbStatus>,
@@ -115,6 +118,16 @@ impl MockProvider {
         }
     }
 
+    /// Makes every `ensure` of `key` fail with `error` (or, with `None`, succeed
+    /// again), for conditions that last until something else changes.
+    pub fn fail_ensures_of(&self, key: ServiceKey, error: Option<ProviderError>) {
+        let mut state = self.state();
+        match error {
+            Some(e) => state.failing.insert(key, e),
+            None => state.failing.remove(&key),
+        };
+    }
+
     /// Publishes `status` for `key` instead of a counter address.
     pub fn set_status(&self, key: ServiceKey, status: LbStatus) {
         self.state().statuses.insert(key, status);
@@ -174,6 +187,9 @@ impl LoadBalancerProvider for MockProvider {
         state.calls.push(Call::Ensure(svc.key.clone(), names));
         if let Some(err) = Self::take_failure(&mut state) {
             return Err(err);
+        }
+        if let Some(err) = state.failing.get(&svc.key) {
+            return Err(err.clone());
         }
         if let Some(status) = state.statuses.get(&svc.key).cloned() {
             state.assigned.insert(svc.key.clone(), status.clone());

@@ -323,6 +323,43 @@ async fn transient_failures_are_retried_until_success() {
 }
 
 #[tokio::test]
+async fn an_exhausted_pool_is_retried_when_a_cleanup_frees_an_address() {
+    let w = World::new(1).await;
+    // Retries so slow that only the release can bring the waiting Service back in time.
+    let cfg = portway::config::ServiceControllerConfig {
+        min_retry_delay: Duration::from_secs(600),
+        max_retry_delay: Duration::from_secs(600),
+        ..portway_tests::fast_config()
+    };
+    let _c =
+        portway_tests::start_service_controller_with(w.sim.client(), w.providers(), HOSTPORT, cfg);
+    w.create(svc("old").class(L2).build()).await;
+    w.wait_ip("old").await;
+    let exhausted = ProviderError::Exhausted {
+        pool: "lan".into(),
+        reason: "no IPv4 address left".into(),
+    };
+    w.l2.fail_ensures_of(key("web"), Some(exhausted));
+    w.create(svc("web").class(L2).build()).await;
+    eventually("the exhausted warning", T, || async {
+        w.reasons("web")
+            .await
+            .contains(&"SyncLoadBalancerFailed".to_string())
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(w.get("web").await.and_then(|s| ingress_ip(&s)).is_none());
+    // The pool has room again once "old" is gone; nothing about "web" changes.
+    w.l2.fail_ensures_of(key("web"), None);
+    w.api()
+        .delete("old", &DeleteParams::default())
+        .await
+        .expect("delete");
+    w.wait_ip("web").await;
+}
+
+#[tokio::test]
 async fn needs_a_fix_gives_one_warning_and_no_hot_loop() {
     let w = World::new(1).await;
     w.l2.fail_next(

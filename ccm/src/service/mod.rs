@@ -5,6 +5,8 @@
 //! derived: per Service, a fingerprint of the fields that matter and the node
 //! set generation last handed to its provider. The provider is called only
 //! when one of them moved, or when the provider itself asks (`triggers()`).
+//! A Service whose pools are exhausted is retried with backoff, and at once
+//! when a cleanup or a move releases an address.
 //!
 //! ```text
 //!  Service watch ──► Controller ──► reconcile ──► Registry[class] ──► provider
@@ -58,6 +60,9 @@ pub struct SvcState {
     pub node_generation: u64,
     /// Consecutive transient failures, for backoff.
     pub failures: u32,
+    /// The last ensure found its pools exhausted: retried with backoff, and at
+    /// once when a cleanup may have released an address.
+    pub waiting_for_address: bool,
 }
 
 /// Shared state of the reconciles.
@@ -73,6 +78,8 @@ pub struct Context {
     ready: watch::Receiver<bool>,
     state: Mutex<HashMap<ObjectRef<Service>, SvcState>>,
     forced: Mutex<HashSet<ObjectRef<Service>>>,
+    /// Schedules a reconcile outside the watch (provider triggers, retries).
+    requeue: mpsc::UnboundedSender<ObjectRef<Service>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -115,6 +122,20 @@ impl Context {
 
     fn forget(&self, key: &ObjectRef<Service>) {
         lock(&self.state).remove(key);
+    }
+
+    /// Reconciles at once every Service waiting for an address: a cleanup has
+    /// just released what it held, which may be the address one of them needs.
+    fn retry_waiting_for_address(&self) {
+        let waiting: Vec<_> = lock(&self.state)
+            .iter()
+            .filter(|(_, st)| st.waiting_for_address)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in waiting {
+            // The channel closes only when the controller stops.
+            let _ = self.requeue.send(key);
+        }
     }
 
     fn backoff(&self, failures: u32, e: &ProviderError) -> Duration {
@@ -246,6 +267,7 @@ impl ServiceController {
             ready: ready_rx,
             state: Mutex::default(),
             forced: Mutex::default(),
+            requeue: trigger_tx.clone(),
         });
 
         tasks.spawn(nodes::sync_nodes(

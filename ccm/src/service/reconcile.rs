@@ -180,7 +180,10 @@ async fn ensure(
         unavailable(svc, ctx).await;
     }
     let desired = desired_ingress(&status);
-    let changed = !ingress_equal(&desired, &current_ingress(svc));
+    let previous = current_ingress(svc);
+    let changed = !ingress_equal(&desired, &previous);
+    // A Service that moved off an address released it.
+    let released = changed && !previous.is_empty();
     if changed {
         let patch = ingress_patch(&desired);
         match ctx
@@ -220,8 +223,12 @@ async fn ensure(
             parked: None,
             node_generation: nodes.generation,
             failures: 0,
+            waiting_for_address: false,
         },
     );
+    if released {
+        ctx.retry_waiting_for_address();
+    }
     Ok(Action::await_change())
 }
 
@@ -371,6 +378,7 @@ async fn cleanup(
     .await;
     debug!(finalizer = FINALIZER, "load balancer cleaned up");
     ctx.forget(key);
+    ctx.retry_waiting_for_address();
     Ok(Action::await_change())
 }
 
@@ -406,6 +414,7 @@ async fn release_foreign(
         }
     }
     ctx.forget(key);
+    ctx.retry_waiting_for_address();
     Ok(Action::await_change())
 }
 
@@ -454,6 +463,7 @@ async fn park(
     ctx.metrics.observe_user_error(class, e.kind());
     let generation = ctx.nodes.borrow().generation;
     ctx.upsert_state(key, class, |st| {
+        st.waiting_for_address = false;
         st.parked = Some(fingerprint);
         st.ensured = None;
         st.node_generation = generation;
@@ -469,8 +479,14 @@ async fn fail(
     e: ProviderError,
     ctx: &Context,
 ) -> Action {
-    if !e.is_transient() {
+    // Exhausted pools fill and empty without the Service changing: retried
+    // like a transient error (and at once after a cleanup), never parked.
+    let exhausted = matches!(e, ProviderError::Exhausted { .. });
+    if !e.is_transient() && !exhausted {
         return park(svc, key, class, fingerprint, &e, ctx).await;
+    }
+    if exhausted {
+        ctx.metrics.observe_user_error(class, e.kind());
     }
     ctx.publish(
         svc,
@@ -483,9 +499,13 @@ async fn fail(
         st.ensured = None;
         st.parked = None;
         st.failures += 1;
+        st.waiting_for_address = exhausted;
     });
     let delay = ctx.backoff(failures, &e);
-    debug!(?delay, failures, "transient provider error, retrying");
+    debug!(
+        ?delay,
+        failures, exhausted, "provider error worth retrying, retrying"
+    );
     Action::requeue(delay)
 }
 
