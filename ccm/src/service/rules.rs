@@ -6,7 +6,6 @@
 //! table tests below pin them to the Go rules.
 
 use crate::k8s::{Node, Service};
-use std::collections::BTreeMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
@@ -56,21 +55,24 @@ pub fn is_deleting(svc: &Service) -> bool {
     svc.metadata.deletion_timestamp.is_some()
 }
 
+/// Annotations Portway's speakers write on Services: feedback, never input.
+pub const OWN_ANNOTATIONS: [&str; 1] = [crate::speaker::ANNOUNCED_BY];
+
 /// A fingerprint of everything that, changed, deserves a new `ensure`
 /// (upstream `needsUpdate`): type, ports, source ranges, session affinity,
 /// loadBalancerIP, externalIPs, annotations, uid, traffic policy, health
-/// check port, IP families. Status, labels and finalizers are left out, so
-/// the controller's own writes never re-trigger a provider.
+/// check port, IP families. Status, labels, finalizers and the annotations
+/// Portway writes itself ([`OWN_ANNOTATIONS`]) are left out, so its own
+/// writes never re-trigger a provider.
 pub fn lb_fingerprint(svc: &Service, class: &str) -> u64 {
     let mut h = DefaultHasher::new();
     class.hash(&mut h);
     svc.metadata.uid.hash(&mut h);
-    let empty = BTreeMap::new();
-    svc.metadata
-        .annotations
-        .as_ref()
-        .unwrap_or(&empty)
-        .hash(&mut h);
+    for (k, v) in svc.metadata.annotations.iter().flatten() {
+        if !OWN_ANNOTATIONS.contains(&k.as_str()) {
+            (k, v).hash(&mut h);
+        }
+    }
     if let Some(spec) = &svc.spec {
         spec.type_.hash(&mut h);
         for p in spec.ports.iter().flatten() {
@@ -214,6 +216,14 @@ mod tests {
         b.metadata.finalizers = Some(vec![FINALIZER.into()]);
         b.metadata.resource_version = Some("42".into());
         b.status = Some(Default::default());
+        // The speaker's feedback annotation is Portway's own write, not input.
+        b.metadata.annotations = Some(
+            [(
+                crate::speaker::ANNOUNCED_BY.to_string(),
+                "node-1".to_string(),
+            )]
+            .into(),
+        );
         assert_eq!(lb_fingerprint(&a, "c"), lb_fingerprint(&b, "c"));
     }
 
