@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use portway_bgp::BgpConfig;
-use portway_bgp::route::Routes;
+use portway_bgp::route::RouteSet;
 use portway_l2::{NodeInput, VipInput};
 use portway_provider::TrafficPolicy;
 use portway_provider::ipam::{AddrRange, PoolConfig};
@@ -178,8 +178,8 @@ pub fn bgp_routes(
     default_class: &str,
     pools: &[PoolConfig],
     bgp: &BgpConfig,
-) -> Routes {
-    let mut routes = Routes::new();
+) -> RouteSet {
+    let mut routes = RouteSet::default();
     if !speaker_eligible(me) {
         return routes;
     }
@@ -209,7 +209,7 @@ pub fn bgp_routes(
                 .iter()
                 .filter(|a| a.pools.iter().any(|p| p == pool))
             {
-                routes.insert(adv.prefix_for(ip), adv.route_attrs());
+                routes.add(adv.prefix_for(ip), adv.route_attrs());
             }
         }
     }
@@ -314,8 +314,8 @@ mod tests {
         (pools, bgp)
     }
 
-    fn nets(routes: &Routes) -> Vec<String> {
-        routes.keys().map(ToString::to_string).collect()
+    fn nets(routes: &RouteSet) -> Vec<String> {
+        routes.prefixes().map(ToString::to_string).collect()
     }
 
     #[test]
@@ -424,7 +424,9 @@ mod tests {
             vec!["198.51.100.1/32"],
             "Local without endpoint, unadvertised pool and l2 are skipped"
         );
-        let attrs = routes.values().next().expect("one route");
+        let peer = "10.0.0.254".parse().expect("ip");
+        let routes_to_peer = routes.for_peer(peer);
+        let attrs = routes_to_peer.values().next().expect("one route");
         assert_eq!(attrs.communities.len(), 1, "the advertisement's community");
         // A ready endpoint on another node does not make this node serve a Local Service.
         let elsewhere = bgp_routes(&services, &[slice("b", "n2")], &me, "x", &pools, &bgp);
@@ -447,10 +449,34 @@ mod tests {
             nets(&routes),
             ["192.0.2.0/24", "198.51.100.5/32", "2001:db8:64::5/128"]
         );
-        let agg = routes
+        let to_peer = routes.for_peer("10.0.0.254".parse().expect("ip"));
+        let agg = to_peer
             .get(&"192.0.2.0/24".parse().expect("net"))
             .expect("aggregate");
         assert_eq!(agg.large_communities.len(), 1);
+    }
+
+    #[test]
+    fn two_advertisements_of_one_pool_to_two_routers_both_hold() {
+        let (pools, _) = config();
+        let bgp = BgpConfig::from_value(json!({"localASN": 64512,
+        "peers": [{"address": "10.0.0.1", "asn": 64500}, {"address": "10.0.0.2", "asn": 64501}],
+        "advertisements": [
+            {"pools": ["dc"], "communities": ["64512:1"], "peers": ["10.0.0.1"]},
+            {"pools": ["dc"], "communities": ["64512:2"], "peers": ["10.0.0.2"]}
+        ]}))
+        .expect("bgp");
+        let services = vec![svc("a", BGP, "198.51.100.1", false)];
+        let routes = bgp_routes(&services, &[], &node("n1", true), "x", &pools, &bgp);
+        let net = "198.51.100.1/32".parse().expect("net");
+        for (peer, community) in [("10.0.0.1", 1), ("10.0.0.2", 2)] {
+            let to_peer = routes.for_peer(peer.parse().expect("ip"));
+            let attrs = to_peer.get(&net).expect("the route reaches both routers");
+            assert_eq!(
+                attrs.communities,
+                vec![portway_bgp::Community((64512 << 16) + community)]
+            );
+        }
     }
 
     #[test]

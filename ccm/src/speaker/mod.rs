@@ -213,7 +213,7 @@ pub async fn run_with_metrics(
         if let (Some(runner), None) = (&bgp, &me) {
             // Our Node object is gone (the node is being removed): advertise nothing.
             if let Some(handle) = runner.running() {
-                handle.set_routes(Default::default());
+                handle.set_routes(portway_bgp::route::RouteSet::default());
             }
             m.set_bgp(&[]);
         }
@@ -252,16 +252,16 @@ pub async fn run_with_metrics(
 
 /// Whether an address lies in one of `routes`: one map lookup per prefix length in use
 /// (host routes, and the aggregation lengths), not a scan of every route per address.
-fn covered_by(routes: &portway_bgp::route::Routes) -> impl Fn(&IpAddr) -> bool + '_ {
+fn covered_by(routes: &portway_bgp::route::RouteSet) -> impl Fn(&IpAddr) -> bool + '_ {
     let lens: BTreeSet<(bool, u8)> = routes
-        .keys()
+        .prefixes()
         .map(|n| (n.addr().is_ipv6(), n.prefix_len()))
         .collect();
     move |ip| {
         lens.iter()
             .filter(|(v6, _)| *v6 == ip.is_ipv6())
             .filter_map(|(_, len)| ipnet::IpNet::new(*ip, *len).ok())
-            .any(|net| routes.contains_key(&net.trunc()))
+            .any(|net| routes.contains(&net.trunc()))
     }
 }
 
@@ -341,6 +341,7 @@ mod tests {
                 .iter()
                 .map(|n| (n.parse().expect("net"), Default::default()))
                 .collect();
+        let routes = routes.into();
         let covered = covered_by(&routes);
         for ip in ["198.51.100.7", "203.0.113.200", "2001:db8::1234"] {
             assert!(covered(&ip.parse().expect("ip")), "{ip}");

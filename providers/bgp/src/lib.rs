@@ -55,6 +55,6 @@ pub mod wire;
 mod fuzz_tests;
 
 pub use config::{AdvertisementConfig, BgpConfig, ConfigIssue, PeerConfig, SecretRef};
-pub use route::{Community, Family, LargeCommunity, RouteAttrs, Routes};
+pub use route::{Community, Family, LargeCommunity, RouteAttrs, RouteSet, Routes};
 pub use session::{Session, SessionConfig, SessionStats, State};
 pub use speaker::{NodeInfo, PeerStatus, Speaker, SpeakerError, SpeakerHandle, SpeakerOptions};

@@ -79,6 +79,81 @@ impl RouteAttrs {
     pub fn applies_to(&self, address: IpAddr) -> bool {
         self.peers.is_empty() || self.peers.contains(&address)
     }
+
+    /// One set of attributes for a peer that several advertisements give the
+    /// same prefix: communities of both, the higher LOCAL_PREF (MetalLB merges
+    /// the same way), and no peer list since it is already resolved.
+    fn merge(&mut self, other: &RouteAttrs) {
+        self.communities.extend(&other.communities);
+        self.communities.sort();
+        self.communities.dedup();
+        self.large_communities.extend(&other.large_communities);
+        self.large_communities.sort();
+        self.large_communities.dedup();
+        self.local_pref = self.local_pref.max(other.local_pref);
+        self.peers.clear();
+    }
+}
+
+/// What configuration asks to advertise, before it is split per peer: one
+/// prefix may carry several attribute sets, as when two advertisements of one
+/// pool go to different peers with different communities. A plain [`Routes`]
+/// map would keep only the last of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteSet(BTreeMap<IpNet, Vec<RouteAttrs>>);
+
+impl RouteSet {
+    /// Adds `attrs` for `prefix`; an identical set already there is kept once.
+    pub fn add(&mut self, prefix: IpNet, attrs: RouteAttrs) {
+        let list = self.0.entry(prefix).or_default();
+        if !list.contains(&attrs) {
+            list.push(attrs);
+        }
+    }
+
+    /// The routes the peer at `address` gets: every prefix with at least one
+    /// attribute set that applies to it, those sets merged.
+    pub fn for_peer(&self, address: IpAddr) -> Routes {
+        let mut routes = Routes::new();
+        for (prefix, list) in &self.0 {
+            let mut applying = list.iter().filter(|a| a.applies_to(address));
+            let Some(first) = applying.next() else {
+                continue;
+            };
+            let mut attrs = first.clone();
+            for more in applying {
+                attrs.merge(more);
+            }
+            routes.insert(*prefix, attrs);
+        }
+        routes
+    }
+
+    /// Every prefix some peer gets.
+    pub fn prefixes(&self) -> impl Iterator<Item = &IpNet> {
+        self.0.keys()
+    }
+
+    /// Whether `prefix` goes to some peer.
+    pub fn contains(&self, prefix: &IpNet) -> bool {
+        self.0.contains_key(prefix)
+    }
+
+    /// Whether nothing is advertised.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How many prefixes are advertised.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl From<Routes> for RouteSet {
+    fn from(routes: Routes) -> Self {
+        Self(routes.into_iter().map(|(p, a)| (p, vec![a])).collect())
+    }
 }
 
 /// A classic community `asn:value` (RFC 1997), or a well-known name.
@@ -195,6 +270,41 @@ impl<'de> Deserialize<'de> for LargeCommunity {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn two_advertisements_of_one_prefix_reach_their_own_peers_merged_where_both_apply() {
+        let prefix: IpNet = "203.0.113.10/32".parse().expect("net");
+        let (p1, p2, p3): (IpAddr, IpAddr, IpAddr) = (
+            "10.0.0.1".parse().expect("ip"),
+            "10.0.0.2".parse().expect("ip"),
+            "10.0.0.3".parse().expect("ip"),
+        );
+        let mut set = RouteSet::default();
+        set.add(
+            prefix,
+            RouteAttrs {
+                communities: vec![Community(1)],
+                local_pref: Some(50),
+                peers: vec![p1, p3],
+                ..Default::default()
+            },
+        );
+        set.add(
+            prefix,
+            RouteAttrs {
+                communities: vec![Community(2)],
+                local_pref: Some(200),
+                peers: vec![p2, p3],
+                ..Default::default()
+            },
+        );
+        assert_eq!(set.for_peer(p1)[&prefix].communities, vec![Community(1)]);
+        assert_eq!(set.for_peer(p2)[&prefix].communities, vec![Community(2)]);
+        let both = &set.for_peer(p3)[&prefix];
+        assert_eq!(both.communities, vec![Community(1), Community(2)]);
+        assert_eq!(both.local_pref, Some(200));
+        assert!(set.for_peer("10.0.0.9".parse().expect("ip")).is_empty());
+    }
+
     use super::*;
 
     #[test]

@@ -10,7 +10,7 @@
 
 use crate::config::{BgpConfig, ConfigIssue, SecretRef};
 use crate::md5;
-use crate::route::Routes;
+use crate::route::{RouteSet, Routes};
 use crate::session::{Output, Session, SessionConfig, SessionStats, State};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -120,7 +120,7 @@ pub struct Speaker;
 /// waiting); prefer [`SpeakerHandle::shutdown`].
 #[derive(Debug)]
 pub struct SpeakerHandle {
-    routes: watch::Sender<Arc<Routes>>,
+    routes: watch::Sender<Arc<RouteSet>>,
     shutdown: watch::Sender<bool>,
     status: watch::Receiver<Vec<PeerStatus>>,
     tasks: Vec<JoinHandle<()>>,
@@ -217,7 +217,7 @@ impl Speaker {
                 stats: SessionStats::default(),
             })
             .collect();
-        let (routes_tx, _) = watch::channel(Arc::new(Routes::new()));
+        let (routes_tx, _) = watch::channel(Arc::new(RouteSet::default()));
         let (shutdown_tx, _) = watch::channel(false);
         let (status_tx, status_rx) = watch::channel(initial);
         let status_tx = Arc::new(status_tx);
@@ -252,7 +252,8 @@ impl SpeakerHandle {
     /// Replaces the full set of routes to advertise. Each peer gets the
     /// routes whose `peers` list is empty or names it; only differences go
     /// on the wire.
-    pub fn set_routes(&self, routes: Routes) {
+    pub fn set_routes(&self, routes: impl Into<RouteSet>) {
+        let routes = routes.into();
         // Callers pass their whole view on every pass; only a change wakes the sessions.
         self.routes.send_if_modified(|cur| {
             let changed = **cur != routes;
@@ -292,7 +293,7 @@ struct PeerTask {
     asn: u32,
     dialer: Dialer,
     session: Session,
-    routes: watch::Receiver<Arc<Routes>>,
+    routes: watch::Receiver<Arc<RouteSet>>,
     shutdown: watch::Receiver<bool>,
     status: Arc<watch::Sender<Vec<PeerStatus>>>,
     flush_timeout: Duration,
@@ -377,11 +378,7 @@ impl PeerTask {
     fn desired(&mut self) -> Routes {
         let ip = self.dialer.remote.ip();
         let routes = Arc::clone(&self.routes.borrow_and_update());
-        routes
-            .iter()
-            .filter(|(_, a)| a.applies_to(ip))
-            .map(|(p, a)| (*p, a.clone()))
-            .collect()
+        routes.for_peer(ip)
     }
 
     fn publish(&self) {
