@@ -10,6 +10,7 @@ mod bgp;
 pub mod desired;
 mod feedback;
 pub mod metrics;
+mod probe;
 
 use crate::config::Config;
 use crate::k8s::wait_until_ready;
@@ -128,6 +129,12 @@ pub async fn run_with_metrics(
         "speaker running"
     );
 
+    let api = probe::ApiProbe::start(
+        client.clone(),
+        probe::EVERY,
+        probe::FRESH_FOR,
+        changed.clone(),
+    );
     let feedback = feedback::Feedback::new(client.clone(), services.store.clone(), node.clone());
     let (notices, notices_task) = feedback.advertised_queue();
     let mut l2: Option<(L2Speaker, [tokio::task::JoinHandle<()>; 2])> = None;
@@ -144,7 +151,8 @@ pub async fn run_with_metrics(
         let all_nodes = nodes.store.state();
         let all_slices = slices.store.state();
         let me = all_nodes.iter().find(|n| n.name_any() == node).cloned();
-        let api_ok = services.healthy() && nodes.healthy() && slices.healthy();
+        // Watches report a broken stream; only the probe sees a silent cut.
+        let api_ok = api.reachable() && services.healthy() && nodes.healthy() && slices.healthy();
 
         if let (Some(l2cfg), None, Some(me)) = (&sections.l2, &l2, &me) {
             // The gossip address is the node's first InternalIP; a node that has none
