@@ -5,8 +5,9 @@
 //! read from the live Node: a label added later starts the sessions it selects, a label
 //! removed ends them with a Cease. Passwords are read from their Secrets at start and
 //! re-read every [`PASSWORD_REFRESH`]; a changed password restarts the sessions, since TCP
-//! MD5 keys only apply to new connections. A missing Secret is retried, not fatal: the
-//! speaker keeps serving L2 and the other peers' configuration will be logged as waiting.
+//! MD5 keys only apply to new connections. A missing Secret is retried every [`RETRY`], not
+//! fatal: the peer that needs it is left out (and logged as waiting), the speaker keeps
+//! serving L2 and every other peer.
 
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::Api;
@@ -21,7 +22,7 @@ use super::desired::node_addrs;
 
 /// How often password Secrets are read again.
 pub const PASSWORD_REFRESH: Duration = Duration::from_secs(60);
-/// How soon a failed start (a Secret missing) is tried again.
+/// How soon a failed start, or a peer left out for a missing Secret, is tried again.
 const RETRY: Duration = Duration::from_secs(10);
 
 type SecretKey = (String, String, String);
@@ -84,9 +85,14 @@ impl BgpRunner {
             .iter()
             .filter_map(|i| self.config.peers[*i].password_secret.as_ref())
             .collect();
-        let stale = self.passwords_read.is_none_or(|t| {
-            t.elapsed() >= PASSWORD_REFRESH || (self.failed.is_some() && t.elapsed() >= RETRY)
-        });
+        let waiting = self.failed.is_some()
+            || self
+                .running
+                .as_ref()
+                .is_some_and(|(_, h)| !h.skipped().is_empty());
+        let stale = self
+            .passwords_read
+            .is_none_or(|t| t.elapsed() >= PASSWORD_REFRESH || (waiting && t.elapsed() >= RETRY));
         if !secrets.is_empty() && stale {
             let refs: Vec<SecretRef> = secrets.into_iter().cloned().collect();
             read_passwords(&self.client, &refs, &mut self.passwords).await;
@@ -138,8 +144,12 @@ impl BgpRunner {
             passwords.get(&key(r)).cloned()
         }) {
             Ok(handle) => {
-                info!(node = %self.node, peers = want.peers.len(), router_id = ?want.ipv4,
-                    "BGP speaker started");
+                info!(node = %self.node, peers = want.peers.len() - handle.skipped().len(),
+                    router_id = ?want.ipv4, "BGP speaker started");
+                for e in handle.skipped() {
+                    warn!(node = %self.node, error = %e,
+                        "BGP peer left out until its password Secret is fixed; the other peers run");
+                }
                 self.failed = None;
                 self.status = Some(handle.watch_status());
                 self.running = Some((want, handle));

@@ -124,6 +124,7 @@ pub struct SpeakerHandle {
     shutdown: watch::Sender<bool>,
     status: watch::Receiver<Vec<PeerStatus>>,
     tasks: Vec<JoinHandle<()>>,
+    skipped: Vec<SpeakerError>,
 }
 
 /// Everything one peer task needs to open connections.
@@ -166,23 +167,30 @@ impl Speaker {
             .or(node.ipv4)
             .ok_or(SpeakerError::NoRouterId)?;
         let mut peers = Vec::new();
+        let mut skipped = Vec::new();
         for p in config.peers.iter().filter(|p| p.selects(&node.labels)) {
             // Validated above: addresses parse.
             let Ok(address) = p.address.parse::<IpAddr>() else {
                 continue;
             };
+            // A peer without its password is left out, not the speaker: the
+            // other routers keep their sessions while that Secret is fixed.
             let password = match &p.password_secret {
                 None => None,
-                Some(secret) => {
-                    let pw = passwords(secret).ok_or_else(|| SpeakerError::MissingPassword {
-                        peer: address,
-                        secret: secret.clone(),
-                    })?;
-                    if pw.len() > md5::MAX_KEY_LEN {
-                        return Err(SpeakerError::PasswordTooLong { peer: address });
+                Some(secret) => match passwords(secret) {
+                    None => {
+                        skipped.push(SpeakerError::MissingPassword {
+                            peer: address,
+                            secret: secret.clone(),
+                        });
+                        continue;
                     }
-                    Some(Arc::from(pw.into_bytes()))
-                }
+                    Some(pw) if pw.len() > md5::MAX_KEY_LEN => {
+                        skipped.push(SpeakerError::PasswordTooLong { peer: address });
+                        continue;
+                    }
+                    Some(pw) => Some(Arc::from(pw.into_bytes())),
+                },
             };
             let ebgp = p.asn != config.local_asn;
             let dialer = Dialer {
@@ -244,6 +252,7 @@ impl Speaker {
             shutdown: shutdown_tx,
             status: status_rx,
             tasks,
+            skipped,
         })
     }
 }
@@ -262,6 +271,12 @@ impl SpeakerHandle {
             }
             changed
         });
+    }
+
+    /// Peers left out because their password is missing or too long: the
+    /// caller reports them and starts again once the Secret is fixed.
+    pub fn skipped(&self) -> &[SpeakerError] {
+        &self.skipped
     }
 
     /// A snapshot of every peer's status.

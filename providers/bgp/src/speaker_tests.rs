@@ -163,15 +163,28 @@ async fn spawn_checks_config_and_passwords() {
         name: "bgp".into(),
         key: "pw".into(),
     });
+    // A second router without a password: a missing or overlong password
+    // leaves its own peer out, never the other one.
+    let mut open_peer = c.peers[0].clone();
+    open_peer.address = "127.0.0.2".into();
+    open_peer.password_secret = None;
+    c.peers.push(open_peer);
+    let h = Speaker::spawn(&c, &NodeInfo::default(), |_| None).expect("spawn");
     assert!(matches!(
-        Speaker::spawn(&c, &NodeInfo::default(), |_| None),
-        Err(SpeakerError::MissingPassword { .. })
+        h.skipped(),
+        [SpeakerError::MissingPassword { .. }]
     ));
+    let peers: Vec<IpAddr> = h.peer_states().iter().map(|p| p.address.ip()).collect();
+    assert_eq!(peers, ["127.0.0.2".parse::<IpAddr>().expect("ip")]);
+    h.shutdown().await;
     let long = "x".repeat(81);
+    let h = Speaker::spawn(&c, &NodeInfo::default(), |_| Some(long.clone())).expect("spawn");
     assert!(matches!(
-        Speaker::spawn(&c, &NodeInfo::default(), |_| Some(long.clone())),
-        Err(SpeakerError::PasswordTooLong { .. })
+        h.skipped(),
+        [SpeakerError::PasswordTooLong { .. }]
     ));
+    assert_eq!(h.peer_states().len(), 1);
+    h.shutdown().await;
     // A node outside the peer's nodeSelector gets no peers at all.
     let mut c = config(179);
     c.peers[0].node_selector.insert("bgp".into(), "yes".into());
