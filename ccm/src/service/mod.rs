@@ -356,12 +356,25 @@ async fn adopt_all(
         let problems = provider.adopt(&views).await;
         for (key, e) in problems {
             if let Some((_, svc)) = mine.iter().find(|(v, _)| v.key == key) {
-                ctx.publish(svc, Kind::Warning, "AddressConflict", &e.to_string())
+                ctx.publish(svc, Kind::Warning, adopt_reason(&e), &e.to_string())
                     .await;
             } else {
                 warn!(service = %key, %e, "provider reported a problem for an unknown Service");
             }
         }
+    }
+}
+
+/// The Warning reason for a problem found while adopting: two Services on one
+/// address is a conflict; an address kept outside every configured pool is an
+/// orphan, which asks for a different fix.
+fn adopt_reason(e: &ProviderError) -> &'static str {
+    match e {
+        ProviderError::Conflict { .. } => "AddressConflict",
+        ProviderError::Invalid { field, .. } if field == "status.loadBalancer.ingress" => {
+            "AddressOrphaned"
+        }
+        _ => "AdoptionFailed",
     }
 }
 
@@ -378,4 +391,25 @@ use crate::k8s::Action;
 /// The key of a Service, as providers name it.
 pub fn service_key(svc: &Service) -> ServiceKey {
     ServiceKey::new(svc.namespace().unwrap_or_default(), svc.name_any())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adoption_problems_are_named_for_their_fix() {
+        let conflict = ProviderError::Conflict {
+            what: "address 192.0.2.1".into(),
+            holder: "default/a".into(),
+        };
+        assert_eq!(adopt_reason(&conflict), "AddressConflict");
+        let orphan = portway_provider::ipam::AllocError::Orphaned {
+            ip: "192.0.2.1".parse().expect("ip"),
+        }
+        .to_provider_error(&Default::default());
+        assert_eq!(adopt_reason(&orphan), "AddressOrphaned");
+        let other = ProviderError::invalid("spec.ports", "no port");
+        assert_eq!(adopt_reason(&other), "AdoptionFailed");
+    }
 }
