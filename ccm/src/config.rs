@@ -317,18 +317,49 @@ fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
     }
 }
 
+/// Every camelCase key of the file, in any section: the `config` crate hands
+/// environment keys over lower-cased, and these restore them. A test checks
+/// that each key documented in docs/configuration.md is here.
+const ENV_CAMEL_KEYS: [&str; 33] = [
+    "aggregationLength",
+    "aggregationLengthV6",
+    "autoAssign",
+    "avoidBuggyIPs",
+    "caBundle",
+    "credentialsSecret",
+    "defaultClass",
+    "ebgpMultihop",
+    "garpRefresh",
+    "gossipPort",
+    "holdTime",
+    "insecureSkipVerify",
+    "instanceType",
+    "keepaliveTime",
+    "largeCommunities",
+    "localASN",
+    "localPref",
+    "maxRetryDelay",
+    "memberMode",
+    "minRetryDelay",
+    "namespaceSelector",
+    "nodeSelector",
+    "nodeSyncDebounce",
+    "passwordSecret",
+    "priorityClassName",
+    "providerConcurrency",
+    "providerTimeout",
+    "resyncPeriod",
+    "routerID",
+    "serviceAllocation",
+    "serviceController",
+    "serviceSelector",
+    "sourceAddress",
+];
+
 /// The `config` crate lower-cases keys that come from the environment; map
 /// them back onto the camelCase keys of the file so both layers meet.
 fn fix_env_case(value: serde_json::Value) -> serde_json::Value {
-    const KEYS: &[&str] = &[
-        "defaultClass",
-        "serviceController",
-        "minRetryDelay",
-        "maxRetryDelay",
-        "providerTimeout",
-        "providerConcurrency",
-        "nodeSyncDebounce",
-    ];
+    const KEYS: &[&str] = &ENV_CAMEL_KEYS;
     match value {
         serde_json::Value::Object(map) => {
             let mut out = serde_json::Map::new();
@@ -357,6 +388,27 @@ fn fix_env_case(value: serde_json::Value) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_documented_key_can_come_from_the_environment() {
+        let doc = include_str!("../../docs/configuration.md");
+        for line in doc.lines().filter(|l| l.starts_with("| `")) {
+            let key = line[3..].split('`').next().unwrap_or_default();
+            for part in key.split('.').map(|p| p.trim_end_matches("[]")) {
+                if part.chars().any(|c| c.is_ascii_uppercase()) {
+                    assert!(
+                        ENV_CAMEL_KEYS.contains(&part),
+                        "{part} (from `{key}`) is missing from ENV_CAMEL_KEYS"
+                    );
+                }
+            }
+        }
+        let env = serde_json::json!({"f5": {"membermode": "cluster"}, "l2": {"gossipport": 7000}});
+        assert_eq!(
+            env_overrides(env),
+            serde_json::json!({"f5": {"memberMode": "cluster"}, "l2": {"gossipPort": 7000}})
+        );
+    }
 
     #[test]
     fn unrelated_portway_variables_are_ignored() {
