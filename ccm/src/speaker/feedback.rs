@@ -11,6 +11,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use portway_l2::{L2Speaker, SpeakerEvent, SpeakerStatus};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,12 +94,16 @@ impl Feedback {
     ) -> JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
+            let mut unplaced = BTreeSet::new();
             loop {
                 let st = status.borrow_and_update().clone();
                 for svc in this.services.state() {
                     if let Some(want) = announced_by_wanted(&svc, &st, &this.node) {
                         this.mend(&svc, want, &st).await;
                     }
+                }
+                for ip in newly_unplaced(&mut unplaced, &st.announcer.unplaced) {
+                    this.announce_failed(ip).await;
                 }
                 tokio::select! {
                     changed = status.changed() => if changed.is_err() { return },
@@ -131,6 +136,28 @@ impl Feedback {
                 ),
             )
             .await;
+    }
+
+    /// Says on the Service that this node owns `ip` but cannot answer for it,
+    /// as MetalLB's `announceFailed` does: otherwise the address is silently dead.
+    async fn announce_failed(&self, ip: IpAddr) {
+        warn!(%ip, node = %self.node, "owned but cannot be announced");
+        for svc in self.services_with(ip) {
+            self.events
+                .publish(
+                    &svc.object_ref(&()),
+                    Kind::Warning,
+                    "AnnounceFailed",
+                    "Announce",
+                    &format!(
+                        "node {} owns {ip} but cannot answer ARP/NDP for it: no usable interface \
+                         has an address in its subnet (check l2.interfaces and the node's \
+                         addresses) or the interface's socket failed (see the speaker's log)",
+                        self.node
+                    ),
+                )
+                .await;
+        }
     }
 
     /// A queue of addresses first advertised over BGP, each reported as an event.
@@ -213,8 +240,30 @@ fn announced_by_wanted<'a>(
     }
 }
 
+/// The addresses in `now` that were not unplaced at the last look, each
+/// reported once per episode; `seen` becomes `now`.
+fn newly_unplaced(seen: &mut BTreeSet<IpAddr>, now: &BTreeSet<IpAddr>) -> Vec<IpAddr> {
+    let fresh = now.difference(seen).copied().collect();
+    seen.clone_from(now);
+    fresh
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_unplaced_address_is_reported_once_per_episode() {
+        let ip: IpAddr = "192.0.2.7".parse().expect("ip");
+        let mut seen = BTreeSet::new();
+        assert_eq!(newly_unplaced(&mut seen, &[ip].into()), [ip]);
+        assert!(newly_unplaced(&mut seen, &[ip].into()).is_empty());
+        assert!(newly_unplaced(&mut seen, &BTreeSet::new()).is_empty());
+        assert_eq!(
+            newly_unplaced(&mut seen, &[ip].into()),
+            [ip],
+            "again after it recovered"
+        );
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -28,6 +28,11 @@ struct IfaceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PeerLabels {
     peer: String,
 }
@@ -39,6 +44,10 @@ pub struct SpeakerMetrics {
     l2_takeovers: Counter,
     l2_takeover_latency: Histogram,
     l2_answered: Family<IfaceLabels, Gauge>,
+    l2_live: Gauge,
+    l2_known: Gauge,
+    l2_unplaced: Gauge,
+    l2_quorum: Family<ReasonLabels, Gauge>,
     bgp_established: Family<PeerLabels, Gauge>,
     bgp_updates: Family<PeerLabels, Gauge>,
     bgp_prefixes: Family<PeerLabels, Gauge>,
@@ -61,6 +70,10 @@ impl SpeakerMetrics {
             l2_takeovers: Counter::default(),
             l2_takeover_latency: Histogram::new(exponential_buckets(0.05, 2.0, 10)),
             l2_answered: Family::default(),
+            l2_live: Gauge::default(),
+            l2_known: Gauge::default(),
+            l2_unplaced: Gauge::default(),
+            l2_quorum: Family::default(),
             bgp_established: Family::default(),
             bgp_updates: Family::default(),
             bgp_prefixes: Family::default(),
@@ -85,6 +98,26 @@ impl SpeakerMetrics {
             "l2_requests_answered",
             "ARP requests / neighbour solicitations answered per interface since start",
             m.l2_answered.clone(),
+        );
+        registry.register(
+            "l2_live_speakers",
+            "speakers this node sees alive, itself included: alert when below the speaker pods",
+            m.l2_live.clone(),
+        );
+        registry.register(
+            "l2_known_speakers",
+            "speakers known to exist, alive or not, itself included",
+            m.l2_known.clone(),
+        );
+        registry.register(
+            "l2_unplaced_ips",
+            "IPs this node owns but cannot announce (no usable interface, socket failure)",
+            m.l2_unplaced.clone(),
+        );
+        registry.register(
+            "l2_quorum",
+            "1 for the branch of the split-brain rule that decides now; ApiReachable, Majority and TieBreakWon may announce",
+            m.l2_quorum.clone(),
         );
         registry.register(
             "bgp_session_established",
@@ -120,6 +153,18 @@ impl SpeakerMetrics {
 
     /// Refreshes the L2 gauges from a status snapshot.
     pub fn set_l2(&self, st: &SpeakerStatus) {
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.l2_unplaced.set(count(st.announcer.unplaced.len()));
+        self.l2_quorum.clear();
+        if let Some(q) = &st.quorum {
+            self.l2_live.set(count(q.live));
+            self.l2_known.set(count(q.known));
+            self.l2_quorum
+                .get_or_create(&ReasonLabels {
+                    reason: format!("{:?}", q.reason),
+                })
+                .set(1);
+        }
         self.l2_owner.clear();
         for ip in st.owners.keys() {
             let v = i64::from(st.announcing.contains(ip));
@@ -205,6 +250,14 @@ pub async fn serve(addr: SocketAddr, m: Arc<SpeakerMetrics>) -> anyhow::Result<S
 mod tests {
     use super::*;
 
+    fn text_has(m: &SpeakerMetrics, line: &str) -> bool {
+        let text = m.encode();
+        text.lines().any(|l| l == line) || {
+            eprintln!("{line} not in:\n{text}");
+            false
+        }
+    }
+
     #[test]
     fn l2_series_render() {
         let m = SpeakerMetrics::new();
@@ -212,7 +265,16 @@ mod tests {
         let ip = "192.0.2.1".parse().expect("ip");
         st.owners.insert(ip, Some("n1".into()));
         st.announcing.insert(ip);
+        st.quorum = Some(portway_l2::owner::quorum(
+            "n1",
+            &["n1".to_string(), "n2".to_string(), "n3".to_string()].into(),
+            &["n2".to_string()].into(),
+            false,
+        ));
         m.set_l2(&st);
+        assert!(text_has(&m, "portway_l2_live_speakers 2"));
+        assert!(text_has(&m, "portway_l2_known_speakers 3"));
+        assert!(text_has(&m, "portway_l2_quorum{reason=\"Majority\"} 1"));
         m.takeover(Some(Duration::from_millis(400)));
         let text = m.encode();
         assert!(
