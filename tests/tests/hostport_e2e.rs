@@ -73,8 +73,13 @@ impl World {
     }
 
     async fn label_node(&self, node: &str, value: Option<&str>) {
+        self.label(node, "svccontroller.k3s.cattle.io/enablelb", value)
+            .await;
+    }
+
+    async fn label(&self, node: &str, key: &str, value: Option<&str>) {
         let nodes: Api<Node> = Api::all(self.sim.client());
-        let patch = serde_json::json!({"metadata": {"labels": {"svccontroller.k3s.cattle.io/enablelb": value}}});
+        let patch = serde_json::json!({"metadata": {"labels": {key: value}}});
         nodes
             .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -124,6 +129,14 @@ async fn klipper_parity_end_to_end() {
         "one DaemonSet write for the change"
     );
     w.label_node("node-2", None).await;
+    w.wait_ips("web", &["10.0.0.1", "10.0.0.2", "10.0.0.3"])
+        .await;
+
+    // The upstream exclusion label: "true" keeps the node out, "false" lets it in.
+    const EXCLUDE: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+    w.label("node-3", EXCLUDE, Some("true")).await;
+    w.wait_ips("web", &["10.0.0.1", "10.0.0.2"]).await;
+    w.label("node-3", EXCLUDE, Some("false")).await;
     w.wait_ips("web", &["10.0.0.1", "10.0.0.2", "10.0.0.3"])
         .await;
 

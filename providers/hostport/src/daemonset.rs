@@ -188,9 +188,13 @@ pub fn build_daemonset(
         "priorityClassName": priority,
         "containers": containers,
         "tolerations": tolerations(svc)?,
-        // Upstream CCM rule (not k3s): nodes excluded from load balancers carry no svclb pod.
+        // Upstream CCM rule (not k3s): nodes excluded from load balancers carry no svclb
+        // pod. The label's value `false` includes the node (terms are ORed), as upstream.
         "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchExpressions": [{"key": EXCLUDE, "operator": "DoesNotExist"}]}]}}},
+            "nodeSelectorTerms": [
+                {"matchExpressions": [{"key": EXCLUDE, "operator": "DoesNotExist"}]},
+                {"matchExpressions": [{"key": EXCLUDE, "operator": "In", "values": ["false", "False", "FALSE"]}]},
+            ]}}},
     });
     if !sysctls.is_empty() {
         pod_spec["securityContext"] = json!({"sysctls": sysctls});
