@@ -61,13 +61,15 @@ pub const OWN_ANNOTATIONS: [&str; 1] = [crate::speaker::ANNOUNCED_BY];
 /// A fingerprint of everything that, changed, deserves a new `ensure`
 /// (upstream `needsUpdate`): type, ports, source ranges, session affinity,
 /// loadBalancerIP, externalIPs, annotations, uid, traffic policy, health
-/// check port, IP families. Status, labels, finalizers and the annotations
-/// Portway writes itself ([`OWN_ANNOTATIONS`]) are left out, so its own
-/// writes never re-trigger a provider.
+/// check port, IP families; and, unlike upstream, labels, which Portway's
+/// providers read (pool `serviceSelector`s, k3s's `lbpool`). Status,
+/// finalizers and the annotations Portway writes itself ([`OWN_ANNOTATIONS`])
+/// are left out, so its own writes never re-trigger a provider.
 pub fn lb_fingerprint(svc: &Service, class: &str) -> u64 {
     let mut h = DefaultHasher::new();
     class.hash(&mut h);
     svc.metadata.uid.hash(&mut h);
+    svc.metadata.labels.hash(&mut h);
     for (k, v) in svc.metadata.annotations.iter().flatten() {
         if !OWN_ANNOTATIONS.contains(&k.as_str()) {
             (k, v).hash(&mut h);
@@ -209,10 +211,9 @@ mod tests {
     }
 
     #[test]
-    fn fingerprint_ignores_status_labels_finalizers() {
+    fn fingerprint_ignores_status_finalizers_and_own_annotations() {
         let a = svc("LoadBalancer", None);
         let mut b = a.clone();
-        b.metadata.labels = Some([("x".to_string(), "y".to_string())].into());
         b.metadata.finalizers = Some(vec![FINALIZER.into()]);
         b.metadata.resource_version = Some("42".into());
         b.status = Some(Default::default());
@@ -233,6 +234,16 @@ mod tests {
         type Change = Box<dyn Fn(&mut Service)>;
         let changes: Vec<Change> = vec![
             Box::new(|s| s.metadata.uid = Some("u2".into())),
+            // A pool's serviceSelector and k3s's lbpool read labels.
+            Box::new(|s| {
+                s.metadata.labels = Some(
+                    [(
+                        "svccontroller.k3s.cattle.io/lbpool".to_string(),
+                        "edge".to_string(),
+                    )]
+                    .into(),
+                )
+            }),
             Box::new(|s| {
                 s.metadata.annotations = Some([("a".to_string(), "b".to_string())].into())
             }),
