@@ -149,10 +149,25 @@ pub fn desired_addresses(node: &Node) -> Result<Vec<NodeAddress>, PlanError> {
         .chain(annotation_ips(node, EXTERNAL_IP)?)
         .map(|ip| ip.to_string())
         .collect();
+    // An annotation is the whole truth for its type, as in k3s's own cloud
+    // provider: a node restarted with a new `--node-external-ip` loses the old
+    // address. Without one, the addresses already there (kubelet's) are kept.
+    let has = |key| {
+        node.metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(key))
+    };
+    let internal_annotated = has(K3S_INTERNAL_IP);
+    let external_annotated = has(K3S_EXTERNAL_IP) || has(EXTERNAL_IP);
     for a in &existing {
         match a.type_.as_str() {
-            "InternalIP" if !internal.contains(&a.address) => internal.push(a.address.clone()),
-            "ExternalIP" if !external.contains(&a.address) => external.push(a.address.clone()),
+            "InternalIP" if !internal_annotated && !internal.contains(&a.address) => {
+                internal.push(a.address.clone())
+            }
+            "ExternalIP" if !external_annotated && !external.contains(&a.address) => {
+                external.push(a.address.clone())
+            }
             _ => {}
         }
     }
@@ -409,6 +424,35 @@ mod tests {
         assert!(!p.labels.contains_key("topology.kubernetes.io/zone"));
         assert_eq!(p.labels["failure-domain.beta.kubernetes.io/zone"], "rack1");
         assert_eq!(p.labels["topology.kubernetes.io/region"], "eu");
+    }
+
+    #[test]
+    fn an_annotation_replaces_the_addresses_of_its_type() {
+        // The node came back with a new external IP: the old one goes.
+        let n = node(
+            &[(K3S_EXTERNAL_IP, "203.0.113.9")],
+            &[
+                ("InternalIP", "10.0.0.1"),
+                ("ExternalIP", "203.0.113.5"),
+                ("Hostname", "n1"),
+            ],
+            false,
+        );
+        let p = plan(&n, &NodeSettings::default()).expect("plan");
+        let got: Vec<(String, String)> = p
+            .addresses
+            .expect("a refresh")
+            .into_iter()
+            .map(|a| (a.type_, a.address))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("InternalIP".to_string(), "10.0.0.1".to_string()),
+                ("ExternalIP".to_string(), "203.0.113.9".to_string()),
+                ("Hostname".to_string(), "n1".to_string()),
+            ]
+        );
     }
 
     #[test]
