@@ -27,6 +27,12 @@ struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabels {
+    class: String,
+    op: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UserErrorLabels {
     class: String,
     kind: String,
@@ -47,6 +53,9 @@ pub struct Metrics {
     reconciles: Family<ResultLabels, Counter>,
     reconcile_seconds: Family<ResultLabels, Histogram, fn() -> Histogram>,
     provider_calls: Family<CallLabels, Counter>,
+    provider_call_seconds: Family<OpLabels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+    retries_pending: Gauge,
     user_errors: Family<UserErrorLabels, Counter>,
     leader: Gauge,
     pool_total: Family<PoolLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -85,6 +94,29 @@ impl Metrics {
             "Provider calls by class, operation and result",
             provider_calls.clone(),
         );
+        let provider_call_seconds =
+            Family::<OpLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "provider_call_duration_seconds",
+            "Time one provider call took (middleware included), by class and operation",
+            provider_call_seconds.clone(),
+        );
+        // kube-runtime's scheduler does not expose its queue; these two are the
+        // work the controller knows is under way or due.
+        let in_flight = Gauge::default();
+        registry.register(
+            "service_reconciles_in_flight",
+            "Service reconciles running now (bounded by --concurrent-service-syncs)",
+            in_flight.clone(),
+        );
+        let retries_pending = Gauge::default();
+        registry.register(
+            "service_retries_pending",
+            "Services waiting for a retry after a transient error or an exhausted pool",
+            retries_pending.clone(),
+        );
         let user_errors = Family::<UserErrorLabels, Counter>::default();
         registry.register(
             "service_user_errors",
@@ -120,6 +152,9 @@ impl Metrics {
             reconciles,
             reconcile_seconds,
             provider_calls,
+            provider_call_seconds,
+            in_flight,
+            retries_pending,
             user_errors,
             leader,
             pool_total,
@@ -139,8 +174,14 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Counts one provider call.
-    pub fn observe_provider_call(&self, class: &str, op: &str, ok: bool) {
+    /// Counts one provider call and its duration.
+    pub fn observe_provider_call(&self, class: &str, op: &str, ok: bool, took: Duration) {
+        self.provider_call_seconds
+            .get_or_create(&OpLabels {
+                class: class.to_string(),
+                op: op.to_string(),
+            })
+            .observe(took.as_secs_f64());
         self.provider_calls
             .get_or_create(&CallLabels {
                 class: class.to_string(),
@@ -148,6 +189,21 @@ impl Metrics {
                 result: if ok { "ok" } else { "error" }.to_string(),
             })
             .inc();
+    }
+
+    /// Marks a reconcile started (`true`) or finished (`false`).
+    pub fn reconcile_running(&self, started: bool) {
+        if started {
+            self.in_flight.inc();
+        } else {
+            self.in_flight.dec();
+        }
+    }
+
+    /// Records how many Services wait for a retry.
+    pub fn set_retries_pending(&self, n: usize) {
+        self.retries_pending
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Counts one needs-a-fix error reported on a Service.
@@ -197,8 +253,12 @@ mod tests {
     fn encodes_with_prefix() {
         let m = Metrics::new();
         m.observe_reconcile("ok", Duration::from_millis(3));
-        m.observe_provider_call("portway.dev/l2", "ensure", true);
+        m.observe_provider_call("portway.dev/l2", "ensure", true, Duration::from_millis(20));
         m.set_pool("lan", 11.0, 2, 0);
+        m.reconcile_running(true);
+        m.reconcile_running(true);
+        m.reconcile_running(false);
+        m.set_retries_pending(4);
         let text = m.encode();
         assert!(
             text.contains("portway_service_reconciles_total{result=\"ok\"} 1"),
@@ -209,5 +269,11 @@ mod tests {
             text.contains("portway_ipam_addresses_in_use{pool=\"lan\"} 2"),
             "{text}"
         );
+        assert!(text.contains("portway_provider_call_duration_seconds_count{class=\"portway.dev/l2\",op=\"ensure\"} 1"), "{text}");
+        assert!(
+            text.contains("portway_service_reconciles_in_flight 1"),
+            "{text}"
+        );
+        assert!(text.contains("portway_service_retries_pending 4"), "{text}");
     }
 }

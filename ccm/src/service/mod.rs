@@ -25,7 +25,7 @@ pub mod rules;
 mod status;
 pub mod view;
 
-pub use dispatch::{Call, Registry, Reply};
+pub use dispatch::{Call, Handle, Registry, Reply};
 pub use nodes::NodeSet;
 pub use reconcile::{backoff_delay, minimal_view};
 
@@ -136,6 +136,24 @@ impl Context {
             // The channel closes only when the controller stops.
             let _ = self.requeue.send(key);
         }
+    }
+
+    /// One provider call through the middleware, counted and timed.
+    async fn call(&self, class: &str, handle: &Handle, call: Call) -> Result<Reply, ProviderError> {
+        let op = call.op();
+        let started = std::time::Instant::now();
+        let result = handle.call(call).await;
+        self.metrics
+            .observe_provider_call(class, op, result.is_ok(), started.elapsed());
+        result
+    }
+
+    /// Services waiting for a retry, for the metric.
+    fn retries_pending(&self) -> usize {
+        lock(&self.state)
+            .values()
+            .filter(|st| st.failures > 0 || st.waiting_for_address)
+            .count()
     }
 
     fn backoff(&self, failures: u32, e: &ProviderError) -> Duration {
@@ -269,6 +287,17 @@ impl ServiceController {
             forced: Mutex::default(),
             requeue: trigger_tx.clone(),
         });
+
+        {
+            // Counting is O(Services); every 5 s keeps it off the reconcile path.
+            let ctx = ctx.clone();
+            tasks.spawn(async move {
+                loop {
+                    ctx.metrics.set_retries_pending(ctx.retries_pending());
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            });
+        }
 
         tasks.spawn(nodes::sync_nodes(
             node_store.clone(),

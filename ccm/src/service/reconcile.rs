@@ -44,7 +44,9 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, E
         service = %format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any())
     );
     let started = std::time::Instant::now();
+    ctx.metrics.reconcile_running(true);
     let result = reconcile_inner(&svc, &key, &ctx).instrument(span).await;
+    ctx.metrics.reconcile_running(false);
     ctx.metrics.observe_reconcile(
         match &result {
             Ok(_) => "ok",
@@ -147,9 +149,9 @@ async fn ensure(
     if nodes.nodes.is_empty() {
         unavailable(svc, ctx).await;
     }
-    let result = handle.call(Call::Ensure(view, nodes.nodes.clone())).await;
-    ctx.metrics
-        .observe_provider_call(class, "ensure", result.is_ok());
+    let result = ctx
+        .call(class, handle, Call::Ensure(view, nodes.nodes.clone()))
+        .await;
     let status = match result {
         Ok(Reply::Status(status)) => status,
         Ok(other) => {
@@ -246,9 +248,9 @@ async fn update(
         Ok(v) => v,
         Err(e) => return Ok(park(svc, key, class, fingerprint, &e, ctx).await),
     };
-    let result = handle.call(Call::Update(view, nodes.nodes.clone())).await;
-    ctx.metrics
-        .observe_provider_call(class, "update", result.is_ok());
+    let result = ctx
+        .call(class, handle, Call::Update(view, nodes.nodes.clone()))
+        .await;
     match result {
         Ok(_) => {
             if nodes.nodes.is_empty() {
@@ -321,9 +323,7 @@ async fn cleanup(
     )
     .await;
     for (c, handle) in &handles {
-        let result = handle.call(Call::Delete(view.clone())).await;
-        ctx.metrics
-            .observe_provider_call(c, "ensure_deleted", result.is_ok());
+        let result = ctx.call(c, handle, Call::Delete(view.clone())).await;
         if let Err(e) = result {
             ctx.publish(
                 svc,
@@ -398,9 +398,7 @@ async fn release_foreign(
         .and_then(|c| ctx.registry.get(&c).map(|h| (c, h)));
     if let Some((class, handle)) = ours {
         let view = minimal_view(svc, &class);
-        let result = handle.call(Call::Delete(view)).await;
-        ctx.metrics
-            .observe_provider_call(&class, "ensure_deleted", result.is_ok());
+        let result = ctx.call(&class, handle, Call::Delete(view)).await;
         if let Err(e) = result {
             ctx.publish(
                 svc,
