@@ -185,7 +185,11 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         info!(lease = %args.leader_elect_resource_name, "waiting for leadership");
         tokio::select! {
             _ = elector.acquire() => {}
-            _ = shutdown.clone() => return Ok(()),
+            _ = shutdown.clone() => {
+                // A standby never adopted, so providers hold little; close them anyway.
+                close_providers(&providers).await;
+                return Ok(());
+            }
         }
         metrics.set_leader(true);
     }

@@ -40,12 +40,58 @@ pub struct BigIp {
     refused: AtomicBool,
 }
 
-/// Turns a BIG-IP answer into the provider's error classes.
-fn classify(status: StatusCode, body: &str) -> ProviderError {
-    let message = serde_json::from_str::<Value>(body)
+/// A call the device did not accept.
+struct Failure {
+    /// The HTTP status it answered; `None` when it was not reached or kept answering 401.
+    status: Option<StatusCode>,
+    /// The provider's error class for it, with the device's message.
+    error: ProviderError,
+}
+
+impl Failure {
+    fn unanswered(error: ProviderError) -> Failure {
+        Failure {
+            status: None,
+            error,
+        }
+    }
+
+    fn is(&self, status: StatusCode) -> bool {
+        self.status == Some(status)
+    }
+}
+
+/// Why a transaction was not applied (a commit is all-or-nothing: none of it was).
+#[derive(Debug)]
+pub(crate) enum TxError {
+    /// A create met an object of the same name ("already exists", 409): the partition changed
+    /// since it was read, by another writer or a previous leader. Reading again turns the
+    /// create into a PATCH of the object, if it is ours. Holds the needs-a-fix error to
+    /// report when reading again does not help.
+    Exists(ProviderError),
+    /// Any other failure, classified.
+    Failed(ProviderError),
+}
+
+impl From<TxError> for ProviderError {
+    fn from(e: TxError) -> ProviderError {
+        match e {
+            TxError::Exists(e) | TxError::Failed(e) => e,
+        }
+    }
+}
+
+/// The device's `message` from an error body, or the start of the body (HTML for a 503).
+fn message(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
         .ok()
         .and_then(|v| v["message"].as_str().map(String::from))
-        .unwrap_or_else(|| body.chars().take(200).collect());
+        .unwrap_or_else(|| body.chars().take(200).collect())
+}
+
+/// Turns a BIG-IP answer into the provider's error classes.
+fn classify(status: StatusCode, body: &str) -> ProviderError {
+    let message = message(body);
     let code = status.as_u16();
     let transient = match code {
         401 | 503 | 502 | 504 => true,
@@ -188,8 +234,21 @@ impl BigIp {
         body: Option<&Value>,
         tx: Option<u64>,
     ) -> Result<Value, ProviderError> {
+        self.exchange(method, path, body, tx)
+            .await
+            .map_err(|f| f.error)
+    }
+
+    /// [`BigIp::call`], keeping the status of a refusal for callers that tell them apart.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        tx: Option<u64>,
+    ) -> Result<Value, Failure> {
         for attempt in 0..2 {
-            let token = self.token().await?;
+            let token = self.token().await.map_err(Failure::unanswered)?;
             self.calls.fetch_add(1, Ordering::Relaxed);
             let mut req = self
                 .http
@@ -201,10 +260,11 @@ impl BigIp {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            let r = req
-                .send()
-                .await
-                .map_err(|e| ProviderError::transient(format!("BIG-IP {method} {path}: {e}")))?;
+            let r = req.send().await.map_err(|e| {
+                Failure::unanswered(ProviderError::transient(format!(
+                    "BIG-IP {method} {path}: {e}"
+                )))
+            })?;
             let status = r.status();
             let text = r.text().await.unwrap_or_default();
             if status == StatusCode::UNAUTHORIZED && attempt == 0 {
@@ -212,19 +272,22 @@ impl BigIp {
                 continue;
             }
             if !status.is_success() {
-                return Err(classify(status, &text));
+                return Err(Failure {
+                    status: Some(status),
+                    error: classify(status, &text),
+                });
             }
             return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
         }
-        Err(ProviderError::transient(
+        Err(Failure::unanswered(ProviderError::transient(
             "BIG-IP kept answering 401 after a fresh login",
-        ))
+        )))
     }
 
     /// Creates the partition unless it exists.
     pub async fn ensure_partition(&self, partition: &str) -> Result<(), ProviderError> {
         match self
-            .call(
+            .exchange(
                 Method::GET,
                 &format!("/mgmt/tm/auth/partition/{partition}"),
                 None,
@@ -233,10 +296,10 @@ impl BigIp {
             .await
         {
             Ok(_) => Ok(()),
-            Err(ProviderError::Invalid { reason, .. }) if reason.contains("(404)") => {
+            Err(f) if f.is(StatusCode::NOT_FOUND) => {
                 let _w = self.writes.lock().await;
                 match self
-                    .call(
+                    .exchange(
                         Method::POST,
                         "/mgmt/tm/auth/partition",
                         Some(&json!({"name": partition, "description": "managed by Portway"})),
@@ -244,14 +307,13 @@ impl BigIp {
                     )
                     .await
                 {
+                    // 409: created meanwhile by another writer, which is what we wanted.
                     Ok(_) => Ok(()),
-                    Err(ProviderError::Invalid { reason, .. }) if reason.contains("(409)") => {
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
+                    Err(f) if f.is(StatusCode::CONFLICT) => Ok(()),
+                    Err(f) => Err(f.error),
                 }
             }
-            Err(e) => Err(e),
+            Err(f) => Err(f.error),
         }
     }
 
@@ -291,24 +353,36 @@ impl BigIp {
 
     /// Runs `commands` as one transaction; a 404 on a DELETE is fine.
     pub async fn transaction(&self, commands: &[Command]) -> Result<(), ProviderError> {
+        self.try_transaction(commands).await.map_err(Into::into)
+    }
+
+    /// [`BigIp::transaction`], telling a create that met an existing object (which the
+    /// caller converges by reading again) from other failures.
+    pub(crate) async fn try_transaction(&self, commands: &[Command]) -> Result<(), TxError> {
         if commands.is_empty() {
             return Ok(());
         }
+        let failed = |f: Failure| TxError::Failed(f.error);
         let _w = self.writes.lock().await;
         let t = self
-            .call(Method::POST, "/mgmt/tm/transaction", Some(&json!({})), None)
-            .await?;
-        let id = t["transId"]
-            .as_u64()
-            .ok_or_else(|| ProviderError::transient("BIG-IP transaction reply without transId"))?;
+            .exchange(Method::POST, "/mgmt/tm/transaction", Some(&json!({})), None)
+            .await
+            .map_err(failed)?;
+        let id = t["transId"].as_u64().ok_or_else(|| {
+            TxError::Failed(ProviderError::transient(
+                "BIG-IP transaction reply without transId",
+            ))
+        })?;
         for c in commands {
             let method = Method::from_bytes(c.method.as_bytes()).unwrap_or(Method::PATCH);
             let body = (!c.body.is_null()).then_some(&c.body);
-            self.call(method, &c.path, body, Some(id)).await?;
+            self.exchange(method, &c.path, body, Some(id))
+                .await
+                .map_err(failed)?;
         }
         // The commit carries no coordination header.
         let done = match self
-            .call(
+            .exchange(
                 Method::PATCH,
                 &format!("/mgmt/tm/transaction/{id}"),
                 Some(&json!({"state": "VALIDATING"})),
@@ -317,22 +391,39 @@ impl BigIp {
             .await
         {
             Ok(d) => d,
-            // An object changed between our read and the commit (drift, another writer):
-            // nothing was applied; read again and retry.
-            Err(ProviderError::Invalid { reason, .. })
-                if reason.contains("was not found") || reason.contains("already exists") =>
+            // A create met an object made after our read (01020066 "already exists"; 409,
+            // some versions 400). Nothing was applied.
+            Err(Failure {
+                status,
+                error: ProviderError::Invalid { field, reason },
+            }) if status == Some(StatusCode::CONFLICT)
+                || reason.contains("01020066")
+                || reason.contains("already exists") =>
             {
-                return Err(ProviderError::transient(format!(
-                    "BIG-IP transaction {id} raced with a change: {reason}"
-                )));
+                return Err(TxError::Exists(ProviderError::Invalid {
+                    field,
+                    reason: format!(
+                        "{reason}; an object of that name is in the partition but not tagged as this Service's (portway-uid): delete or rename it on the BIG-IP"
+                    ),
+                }));
             }
-            Err(e) => return Err(e),
+            // An object we change was deleted between our read and the commit (drift):
+            // nothing was applied; read again and retry.
+            Err(Failure {
+                error: ProviderError::Invalid { reason, .. },
+                ..
+            }) if reason.contains("was not found") => {
+                return Err(TxError::Failed(ProviderError::transient(format!(
+                    "BIG-IP transaction {id} raced with a change: {reason}"
+                ))));
+            }
+            Err(f) => return Err(failed(f)),
         };
         if done["state"] != "COMPLETED" {
-            return Err(ProviderError::transient(format!(
+            return Err(TxError::Failed(ProviderError::transient(format!(
                 "BIG-IP transaction {id} ended {}: {}",
                 done["state"], done["failureReason"]
-            )));
+            ))));
         }
         Ok(())
     }

@@ -52,6 +52,7 @@ pub struct Current {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Members-only changes: (pool name, new members), one PATCH each, outside a transaction.
+    /// Members carry only their `name` (`ip:port`): BIG-IP refuses `address` in a PATCH.
     pub member_patches: Vec<(String, Value)>,
     /// Everything else, as one transaction.
     pub transaction: Vec<Command>,
@@ -166,6 +167,43 @@ fn member_set(pool: &Value) -> BTreeSet<String> {
         .collect()
 }
 
+/// Members as a PATCH sends them: `{"name": "<ip>:<port>"}` only. BIG-IP derives the node
+/// from the name and refuses an `address` on a member that exists ("address may not be
+/// specified"); `address` belongs in the pool POST that creates the member.
+fn patch_members(pool: &Value) -> Value {
+    let names = pool["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| json!({"name": m["name"]}));
+    Value::Array(names.collect())
+}
+
+/// Fields of a monitor that are diffed, and therefore PATCHed when they differ.
+const MONITOR_FIELDS: &[&str] = &["interval", "timeout", "defaultsFrom"];
+/// Fields of a pool, besides its members, that are diffed and PATCHed.
+const POOL_FIELDS: &[&str] = &["monitor", "loadBalancingMode"];
+/// Fields of a virtual that are diffed and PATCHed. (A different `destination` or
+/// `ipProtocol` recreates the virtual instead.)
+const VIRTUAL_FIELDS: &[&str] = &[
+    "pool",
+    "sourceAddressTranslation",
+    "profiles",
+    "mask",
+    "source",
+];
+
+/// A PATCH body with exactly the `fields` of `want` that are diffed: a field that is compared
+/// but not sent would differ again after the PATCH and make every ensure write.
+fn patch_body(want: &Value, fields: &[&str]) -> Value {
+    Value::Object(
+        fields
+            .iter()
+            .filter_map(|f| want.get(*f).map(|v| ((*f).to_string(), v.clone())))
+            .collect(),
+    )
+}
+
 fn differs(want: &Value, have: &Value, fields: &[&str]) -> bool {
     fields.iter().any(|f| {
         let (w, h) = (want.get(*f), have.get(*f));
@@ -195,11 +233,15 @@ pub fn plan(want: &Desired, current: &Current, partition: &str) -> Plan {
     let mut member_only = Vec::new();
     for m in &want.monitors {
         match find(&current.monitors, &m["name"]) {
-            None => tx.push(Command { method: "POST", path: "/mgmt/tm/ltm/monitor/tcp".into(), body: m.clone() }),
-            Some(h) if differs(m, h, &["interval", "timeout", "defaultsFrom"]) => tx.push(Command {
+            None => tx.push(Command {
+                method: "POST",
+                path: "/mgmt/tm/ltm/monitor/tcp".into(),
+                body: m.clone(),
+            }),
+            Some(h) if differs(m, h, MONITOR_FIELDS) => tx.push(Command {
                 method: "PATCH",
                 path: path("monitor/tcp", partition, m["name"].as_str().unwrap_or("")),
-                body: json!({"interval": m["interval"], "timeout": m["timeout"], "defaultsFrom": m["defaultsFrom"]}),
+                body: patch_body(m, MONITOR_FIELDS),
             }),
             Some(_) => {}
         }
@@ -214,14 +256,16 @@ pub fn plan(want: &Desired, current: &Current, partition: &str) -> Plan {
             }),
             Some(h) => {
                 let members_changed = member_set(pool) != member_set(h);
-                if differs(pool, h, &["monitor", "loadBalancingMode"]) {
+                if differs(pool, h, POOL_FIELDS) {
+                    let mut body = patch_body(pool, POOL_FIELDS);
+                    body["members"] = patch_members(pool);
                     tx.push(Command {
                         method: "PATCH",
                         path: path("pool", partition, name),
-                        body: json!({"monitor": pool["monitor"], "loadBalancingMode": pool["loadBalancingMode"], "members": pool["members"]}),
+                        body,
                     });
                 } else if members_changed {
-                    member_only.push((name.to_string(), pool["members"].clone()));
+                    member_only.push((name.to_string(), patch_members(pool)));
                 }
             }
         }
@@ -248,23 +292,11 @@ pub fn plan(want: &Desired, current: &Current, partition: &str) -> Plan {
                     body: v.clone(),
                 });
             }
-            Some(h)
-                if differs(
-                    v,
-                    h,
-                    &[
-                        "pool",
-                        "sourceAddressTranslation",
-                        "profiles",
-                        "mask",
-                        "source",
-                    ],
-                ) =>
-            {
+            Some(h) if differs(v, h, VIRTUAL_FIELDS) => {
                 tx.push(Command {
                     method: "PATCH",
                     path: path("virtual", partition, name),
-                    body: json!({"pool": v["pool"], "sourceAddressTranslation": v["sourceAddressTranslation"], "profiles": v["profiles"]}),
+                    body: patch_body(v, VIRTUAL_FIELDS),
                 });
             }
             Some(_) => {}
@@ -435,11 +467,20 @@ mod tests {
         let p = plan(&d2, &cur, "portway");
         assert!(p.transaction.is_empty());
         assert_eq!(p.member_patches.len(), 2);
+        // A member PATCH names members only: BIG-IP refuses `address` there.
         assert!(
             p.member_patches[0]
                 .1
                 .as_array()
-                .is_some_and(|m| m.len() == 2 && m.iter().all(|x| x.get("address").is_some()))
+                .is_some_and(|m| m.len() == 2
+                    && m.iter()
+                        .all(|x| x.get("address").is_none() && x["name"].is_string())),
+            "{:?}",
+            p.member_patches
+        );
+        assert_eq!(
+            p.member_patches[0].1,
+            json!([{"name": "10.0.0.1:30080"}, {"name": "10.0.0.2:30080"}])
         );
         // Empty member lists are valid.
         let d3 = desired(&svc(), &[vip], &members(&[]), "portway", "tcp");
@@ -499,5 +540,155 @@ mod tests {
             p.transaction.iter().filter(|c| c.method == "POST").count(),
             2
         );
+    }
+
+    /// `current` after the PATCHes of `p` (fields merged, members replaced) were applied, as
+    /// a BIG-IP would report it.
+    fn patched(current: &Current, p: &Plan) -> Current {
+        let mut c = current.clone();
+        let patches = p
+            .transaction
+            .iter()
+            .filter(|x| x.method == "PATCH")
+            .map(|x| (x.path.clone(), x.body.clone()))
+            .chain(p.member_patches.iter().map(|(name, members)| {
+                (path("pool", "portway", name), json!({"members": members}))
+            }));
+        for (at, body) in patches {
+            let (list, collection) = if at.starts_with("/mgmt/tm/ltm/virtual/") {
+                (&mut c.virtuals, "virtual")
+            } else if at.starts_with("/mgmt/tm/ltm/pool/") {
+                (&mut c.pools, "pool")
+            } else {
+                (&mut c.monitors, "monitor/tcp")
+            };
+            let o = list
+                .iter_mut()
+                .find(|o| path(collection, "portway", o["name"].as_str().unwrap_or("")) == at)
+                .expect("PATCH of an object that exists");
+            for (k, v) in body.as_object().expect("PATCH body is an object") {
+                if k == "members" {
+                    o["membersReference"] = json!({"items": v});
+                } else {
+                    o[k] = v.clone();
+                }
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn every_patch_names_members_without_address() {
+        let vip: IpAddr = "203.0.113.10".parse().expect("ip");
+        let d = desired(&svc(), &[vip], &members(&["10.0.0.1"]), "portway", "tcp");
+        let mut cur = applied(&d);
+        // A monitor changed by hand: the pool PATCH (in a transaction) carries the members.
+        cur.pools[0]["monitor"] = json!("/Common/http");
+        // A member added on the other pool: folded into the same transaction.
+        let d2 = desired(
+            &svc(),
+            &[vip],
+            &members(&["10.0.0.1", "fd00::2"]),
+            "portway",
+            "tcp",
+        );
+        let p = plan(&d2, &cur, "portway");
+        assert!(p.member_patches.is_empty());
+        let pool_patches: Vec<&Command> = p
+            .transaction
+            .iter()
+            .filter(|c| c.method == "PATCH" && c.path.starts_with("/mgmt/tm/ltm/pool/"))
+            .collect();
+        assert_eq!(pool_patches.len(), 2, "{:#?}", p.transaction);
+        for c in &pool_patches {
+            let ms = c.body["members"].as_array().expect("members");
+            assert_eq!(ms.len(), 2, "{c:?}");
+            assert!(
+                ms.iter()
+                    .all(|m| m.get("address").is_none() && m["name"].is_string()),
+                "{c:?}"
+            );
+        }
+        assert_eq!(
+            pool_patches[0].body["monitor"],
+            "/portway/pw_default_web_tcp_80"
+        );
+        assert_eq!(
+            pool_patches[0].body["members"],
+            json!([{"name": "10.0.0.1:30080"}, {"name": "fd00::2.30080"}])
+        );
+        // The POST that creates a pool keeps the address: it creates the node.
+        let created = plan(&d2, &Current::default(), "portway");
+        assert!(
+            created
+                .transaction
+                .iter()
+                .filter(|c| c.method == "POST" && c.path == "/mgmt/tm/ltm/pool")
+                .all(|c| {
+                    c.body["members"]
+                        .as_array()
+                        .is_some_and(|ms| ms.iter().all(|m| m["address"].is_string()))
+                })
+        );
+    }
+
+    #[test]
+    fn drifted_mask_and_source_are_patched_once() {
+        let vip: IpAddr = "203.0.113.10".parse().expect("ip");
+        let d = desired(&svc(), &[vip], &members(&["10.0.0.1"]), "portway", "tcp");
+        let mut cur = applied(&d);
+        cur.virtuals[0]["mask"] = json!("255.255.255.0");
+        cur.virtuals[0]["source"] = json!("10.0.0.0/8");
+        let p = plan(&d, &cur, "portway");
+        assert!(p.member_patches.is_empty());
+        assert_eq!(p.transaction.len(), 1, "{:#?}", p.transaction);
+        let c = &p.transaction[0];
+        assert_eq!(
+            (c.method, c.path.as_str()),
+            (
+                "PATCH",
+                "/mgmt/tm/ltm/virtual/~portway~pw_default_web_tcp_80"
+            )
+        );
+        assert_eq!(c.body["mask"], "255.255.255.255");
+        assert_eq!(c.body["source"], "0.0.0.0/0");
+        let after = patched(&cur, &p);
+        assert!(plan(&d, &after, "portway").is_empty());
+    }
+
+    /// Whatever field the plan compares, one round of its PATCHes brings the object in sync:
+    /// no field is diffed without being sent.
+    #[test]
+    fn one_round_of_patches_converges_every_diffed_field() {
+        let vip: IpAddr = "2001:db8::10".parse().expect("ip");
+        let d = desired(&svc(), &[vip], &members(&["fd00::1"]), "portway", "tcp");
+        let drift = json!("drifted");
+        let cases = MONITOR_FIELDS
+            .iter()
+            .map(|f| ("monitor", *f))
+            .chain(POOL_FIELDS.iter().map(|f| ("pool", *f)))
+            .chain(VIRTUAL_FIELDS.iter().map(|f| ("virtual", *f)));
+        for (kind, field) in cases {
+            let mut cur = applied(&d);
+            let list = match kind {
+                "monitor" => &mut cur.monitors,
+                "pool" => &mut cur.pools,
+                _ => &mut cur.virtuals,
+            };
+            list[1][field] = if field == "sourceAddressTranslation" {
+                json!({"type": "none"})
+            } else {
+                drift.clone()
+            };
+            let p = plan(&d, &cur, "portway");
+            assert_eq!(
+                p.transaction.len(),
+                1,
+                "{kind}.{field}: {:#?}",
+                p.transaction
+            );
+            let again = plan(&d, &patched(&cur, &p), "portway");
+            assert!(again.is_empty(), "{kind}.{field}: {again:#?}");
+        }
     }
 }

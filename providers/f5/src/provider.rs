@@ -1,6 +1,6 @@
 //! The f5 provider: VIPs from the shared allocator, objects on the BIG-IP, drift repair.
 
-use crate::client::{BigIp, Credentials};
+use crate::client::{BigIp, Credentials, TxError};
 use crate::config::{F5Config, MemberMode};
 use crate::plan::{Current, desired, plan, plan_delete, tagged_service, tagged_uid};
 use async_trait::async_trait;
@@ -32,7 +32,19 @@ pub struct F5Provider {
     core: Arc<Core>,
     vips: VipManager,
     triggers: Mutex<Option<mpsc::UnboundedReceiver<ServiceKey>>>,
-    resync: tokio::task::JoinHandle<()>,
+    /// The resync timer, started by `adopt`: a standby replica must not write to the device.
+    resync: Mutex<Resync>,
+}
+
+/// Where the resync timer is in its life: started at most once, by the first `adopt` (the
+/// controller calls it once it leads), and never again after `shutdown`.
+enum Resync {
+    /// Not started; holds the sending end of the triggers channel for the timer task.
+    Idle(mpsc::UnboundedSender<ServiceKey>),
+    /// Running until aborted.
+    Running(tokio::task::JoinHandle<()>),
+    /// Shut down.
+    Stopped,
 }
 
 /// The device side, shared by the provider and its resync task.
@@ -51,13 +63,15 @@ struct Core {
 
 impl Drop for F5Provider {
     fn drop(&mut self) {
-        self.resync.abort();
+        self.stop_resync();
     }
 }
 
 impl F5Provider {
     /// A provider for the device in `cfg`, allocating VIPs through `vips` (a handle scoped to
-    /// `cfg.pools`). Starts the resync timer; call inside a tokio runtime.
+    /// `cfg.pools`). It makes no request to the device until it is used: the resync timer
+    /// starts with the first [`LoadBalancerProvider::adopt`], which the controller calls once
+    /// it leads, so a standby replica never writes to the BIG-IP.
     ///
     /// Every resync period the timer sweeps the partition of tagged objects whose Service is
     /// gone (even when no f5 Service is left to reconcile) and asks the controller to ensure
@@ -76,7 +90,6 @@ impl F5Provider {
             cfg.insecure_skip_verify,
         )?);
         let (tx, rx) = mpsc::unbounded_channel();
-        let period = cfg.resync_period;
         let core = Arc::new(Core {
             client,
             cfg,
@@ -86,39 +99,57 @@ impl F5Provider {
             save_pending: Arc::new(AtomicBool::new(false)),
             creds_read: Mutex::new(None),
         });
-        let timer = core.clone();
-        let resync = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                match timer.session().await {
-                    Ok(()) => {
-                        if let Err(e) = timer.sweep().await {
-                            warn!(%e, "sweeping orphaned BIG-IP objects");
-                        }
-                    }
-                    Err(e) => warn!(%e, "BIG-IP resync: no session"),
-                }
-                let keys: Vec<ServiceKey> = lock(&timer.managed).keys().cloned().collect();
-                for k in keys {
-                    if tx.send(k).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
         Ok(F5Provider {
             core,
             vips,
             triggers: Mutex::new(Some(rx)),
-            resync,
+            resync: Mutex::new(Resync::Idle(tx)),
         })
+    }
+
+    /// Starts the resync timer unless it runs already or was shut down.
+    fn start_resync(&self) {
+        let mut r = lock(&self.resync);
+        *r = match std::mem::replace(&mut *r, Resync::Stopped) {
+            Resync::Idle(tx) => Resync::Running(tokio::spawn(resync(self.core.clone(), tx))),
+            other => other,
+        };
+    }
+
+    /// Stops the resync timer for good.
+    fn stop_resync(&self) {
+        if let Resync::Running(h) = std::mem::replace(&mut *lock(&self.resync), Resync::Stopped) {
+            h.abort();
+        }
     }
 
     /// The device client (REST call counts for benchmarks).
     pub fn device(&self) -> &Arc<BigIp> {
         &self.core.device
+    }
+}
+
+/// The resync timer: every period, sweep the partition and ask the controller (through
+/// `tx`, the triggers channel) to ensure every managed Service again.
+async fn resync(core: Arc<Core>, tx: mpsc::UnboundedSender<ServiceKey>) {
+    let mut tick = tokio::time::interval(core.cfg.resync_period);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match core.session().await {
+            Ok(()) => {
+                if let Err(e) = core.sweep().await {
+                    warn!(%e, "sweeping orphaned BIG-IP objects");
+                }
+            }
+            Err(e) => warn!(%e, "BIG-IP resync: no session"),
+        }
+        let keys: Vec<ServiceKey> = lock(&core.managed).keys().cloned().collect();
+        for k in keys {
+            if tx.send(k).is_err() {
+                return;
+            }
+        }
     }
 }
 
@@ -267,11 +298,33 @@ impl Core {
         self.session().await?;
         let members = self.members(svc, nodes).await?;
         let want = desired(svc, ips, &members, &self.cfg.partition, &self.cfg.monitor);
-        let current = Self::own(self.device.read(&self.cfg.partition).await?, &svc.uid);
-        let p = plan(&want, &current, &self.cfg.partition);
-        if p.is_empty() {
-            return Ok(());
-        }
+        // A create answered "already exists" means our read was stale (another writer, e.g.
+        // a previous leader, made the object since): read again, and the next plan PATCHes
+        // it. Once only, so an object of our name that is not ours cannot make us loop.
+        let mut reread = false;
+        let p = loop {
+            let current = Self::own(self.device.read(&self.cfg.partition).await?, &svc.uid);
+            let p = plan(&want, &current, &self.cfg.partition);
+            if p.is_empty() {
+                return Ok(());
+            }
+            match self.apply(&p).await {
+                Ok(()) => break p,
+                Err(TxError::Exists(e)) if !reread => {
+                    info!(service = %svc.key, %e, "BIG-IP object created meanwhile; reading again to converge it");
+                    reread = true;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        info!(service = %svc.key, patches = p.member_patches.len(), commands = p.transaction.len(), "BIG-IP converged");
+        self.device.gc_nodes(&self.cfg.partition).await;
+        self.schedule_save();
+        Ok(())
+    }
+
+    /// Sends a plan: its member PATCHes, then its transaction (a plan has one or the other).
+    async fn apply(&self, p: &crate::plan::Plan) -> Result<(), TxError> {
         for (pool, members) in &p.member_patches {
             let path = format!(
                 "/mgmt/tm/ltm/pool/{}",
@@ -283,13 +336,10 @@ impl Core {
                     &path,
                     &serde_json::json!({"members": members}),
                 )
-                .await?;
+                .await
+                .map_err(TxError::Failed)?;
         }
-        self.device.transaction(&p.transaction).await?;
-        info!(service = %svc.key, patches = p.member_patches.len(), commands = p.transaction.len(), "BIG-IP converged");
-        self.device.gc_nodes(&self.cfg.partition).await;
-        self.schedule_save();
-        Ok(())
+        self.device.try_transaction(&p.transaction).await
     }
 
     async fn remove(&self, uid: &str) -> Result<(), ProviderError> {
@@ -345,6 +395,8 @@ impl LoadBalancerProvider for F5Provider {
     }
 
     async fn adopt(&self, existing: &[LbService]) -> Vec<(ServiceKey, ProviderError)> {
+        // Called once this replica leads: only now may the timer write to the device.
+        self.start_resync();
         {
             let mut m = lock(&self.core.managed);
             for s in existing {
@@ -394,7 +446,7 @@ impl LoadBalancerProvider for F5Provider {
     }
 
     async fn shutdown(&self) {
-        self.resync.abort();
+        self.stop_resync();
         self.core.device.logout().await;
     }
 

@@ -170,6 +170,16 @@ async fn create_update_noop_drift_delete() {
         "{w:#?}"
     );
     assert!(!w.iter().any(|x| x.contains("transaction")), "{w:#?}");
+    // Members go by name only: BIG-IP refuses `address` in a member PATCH.
+    for r in bigip.requests().iter().filter(|r| r.method == "PATCH") {
+        let ms = r.body["members"].as_array().expect("members");
+        assert_eq!(ms.len(), 3, "{r:?}");
+        assert!(
+            ms.iter()
+                .all(|m| m.get("address").is_none() && m["name"].is_string()),
+            "{r:?}"
+        );
+    }
     assert!(
         bigip
             .objects("pool", "portway")
@@ -537,5 +547,204 @@ async fn shutdown_deletes_the_session_token() {
         matches!(calls.as_slice(), [c] if c.starts_with("DELETE /mgmt/shared/authz/tokens/")),
         "{calls:?}"
     );
+    sim.shutdown().await;
+}
+
+/// The resync timer runs only on the replica that leads: until the controller calls `adopt`
+/// the provider sends nothing to the device, then it resyncs every period, and `shutdown`
+/// stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_replica_makes_no_requests_until_adopted() {
+    let sim = cluster_with_secret().await;
+    let bigip = BigIpSim::start().await.expect("bigip");
+    let p = provider_with_resync(&sim, bigip.url(), "300ms");
+    // Three resync periods as a standby: not even a login.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(bigip.requests().is_empty(), "{:#?}", bigip.requests());
+    // Leading: adopt sweeps at once, and the timer reads the partition every period.
+    assert!(p.adopt(&[]).await.is_empty());
+    // A second adopt (leadership regained) does not start a second timer.
+    assert!(p.adopt(&[]).await.is_empty());
+    bigip.reset_requests();
+    let reads = |b: &BigIpSim| {
+        b.requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == "/mgmt/tm/ltm/virtual")
+            .count()
+    };
+    let start = std::time::Instant::now();
+    while reads(&bigip) < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the timer never resynced: {:#?}",
+            bigip.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // One timer, not two: about ten sweeps in ten periods (two timers would make twenty).
+    bigip.reset_requests();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let sweeps = reads(&bigip);
+    assert!(sweeps <= 14, "{sweeps} sweeps in ten periods");
+    // Shut down: no request after the token is deleted.
+    p.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    bigip.reset_requests();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(bigip.requests().is_empty(), "{:#?}", bigip.requests());
+    // Adopt after shutdown does not bring the timer back.
+    let _ = p.adopt(&[]).await;
+    bigip.reset_requests();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(reads(&bigip), 0, "{:#?}", bigip.requests());
+    sim.shutdown().await;
+}
+
+/// The tags a provider puts on the objects of `svc()`.
+fn tags() -> serde_json::Value {
+    json!([{"name": "portway-uid", "value": svc().uid, "persist": "true"},
+        {"name": "portway-service", "value": "default/web", "persist": "true"}])
+}
+
+/// A create that meets an object made between the read and the write (409 "already exists")
+/// is not an error: the provider reads again and converges the object with a PATCH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_created_meanwhile_is_converged_with_a_patch() {
+    let sim = cluster_with_secret().await;
+    let bigip = BigIpSim::start().await.expect("bigip");
+    let p = provider(&sim, bigip.url());
+    // Another writer (a previous leader) creates the port-80 pool, in another state, after
+    // our reads and before our transaction.
+    let name = portway_f5::object_name("default", "web", "TCP", 80, false);
+    bigip.create_before_next_write(
+        "pool",
+        json!({"name": name, "partition": "portway", "monitor": "/Common/tcp",
+            "loadBalancingMode": "least-connections-member",
+            "members": [{"name": "10.0.0.9:30080", "address": "10.0.0.9"}], "metadata": tags()}),
+    );
+    p.ensure(&svc(), &nodes(2))
+        .await
+        .expect("converged, no error");
+    let w = writes(&bigip);
+    let opened: Vec<&String> = w
+        .iter()
+        .filter(|x| *x == "POST /mgmt/tm/transaction")
+        .collect();
+    assert_eq!(opened.len(), 2, "one failed transaction, one retry: {w:#?}");
+    assert!(
+        w.iter()
+            .any(|x| x == &format!("tx PATCH /mgmt/tm/ltm/pool/~portway~{name}")),
+        "the existing pool is PATCHed: {w:#?}"
+    );
+    let pools = bigip.objects("pool", "portway");
+    assert_eq!(pools.len(), 2);
+    for pool in &pools {
+        assert_eq!(pool["loadBalancingMode"], "round-robin", "{pool}");
+        assert_eq!(
+            pool["monitor"],
+            format!("/portway/{}", pool["name"].as_str().expect("name")),
+            "{pool}"
+        );
+        let mut ms: Vec<&str> = pool["membersReference"]["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|m| m["address"].as_str())
+            .collect();
+        ms.sort();
+        assert_eq!(ms, ["10.0.0.1", "10.0.0.2"], "{pool}");
+    }
+    assert_eq!(bigip.objects("virtual", "portway").len(), 2);
+    // The other writer's node was collected with the rest.
+    assert_eq!(bigip.objects("node", "portway").len(), 2);
+    // In sync now.
+    bigip.reset_requests();
+    p.ensure(&svc(), &nodes(2)).await.expect("ensure");
+    assert!(writes(&bigip).is_empty(), "{:#?}", writes(&bigip));
+    sim.shutdown().await;
+}
+
+/// An object of our name that is not ours (no tag) is never taken over: after one re-read
+/// the 409 is reported as needs-a-fix with the device's message, without a retry loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_of_our_name_that_is_not_ours_is_reported_after_one_reread() {
+    let sim = cluster_with_secret().await;
+    let bigip = BigIpSim::start().await.expect("bigip");
+    let p = provider(&sim, bigip.url());
+    assert!(p.adopt(&[]).await.is_empty(), "creates the partition");
+    let name = portway_f5::object_name("default", "web", "TCP", 443, false);
+    bigip
+        .create_by_hand(
+            "monitor/tcp",
+            json!({"name": name, "partition": "portway", "interval": 30}),
+        )
+        .expect("created by hand");
+    bigip.reset_requests();
+    let err = p.ensure(&svc(), &nodes(1)).await.expect_err("not ours");
+    assert!(
+        matches!(&err, ProviderError::Invalid { reason, .. }
+            if reason.contains("01020066") && reason.contains(&name)),
+        "{err:?}"
+    );
+    let w = writes(&bigip);
+    assert_eq!(
+        w.iter()
+            .filter(|x| *x == "POST /mgmt/tm/transaction")
+            .count(),
+        2,
+        "{w:#?}"
+    );
+    // Untouched, and nothing else of ours was created (transactions are all-or-nothing).
+    let monitors = bigip.objects("monitor/tcp", "portway");
+    assert_eq!(monitors.len(), 1);
+    assert_eq!(monitors[0]["interval"], 30);
+    assert!(bigip.objects("pool", "portway").is_empty());
+    sim.shutdown().await;
+}
+
+/// A virtual whose mask and source drifted is repaired by one PATCH; the next ensure writes
+/// nothing (they used to be compared but not sent, so every ensure wrote).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drifted_mask_and_source_are_repaired_once() {
+    let sim = cluster_with_secret().await;
+    let bigip = BigIpSim::start().await.expect("bigip");
+    let p = provider(&sim, bigip.url());
+    p.ensure(&svc(), &nodes(1)).await.expect("ensure");
+    let name = portway_f5::object_name("default", "web", "TCP", 80, false);
+    assert!(bigip.modify_by_hand(
+        "virtual",
+        "portway",
+        &name,
+        json!({"mask": "255.255.255.0", "source": "10.0.0.0/8"}),
+    ));
+    bigip.reset_requests();
+    p.ensure(&svc(), &nodes(1)).await.expect("repair");
+    let tx: Vec<_> = bigip
+        .requests()
+        .into_iter()
+        .filter(|r| r.in_transaction)
+        .collect();
+    assert_eq!(tx.len(), 1, "{tx:#?}");
+    assert_eq!(
+        (tx[0].method.as_str(), tx[0].path.as_str()),
+        (
+            "PATCH",
+            format!("/mgmt/tm/ltm/virtual/~portway~{name}").as_str()
+        )
+    );
+    assert_eq!(tx[0].body["mask"], "255.255.255.255");
+    assert_eq!(tx[0].body["source"], "0.0.0.0/0");
+    let v = bigip
+        .objects("virtual", "portway")
+        .into_iter()
+        .find(|v| v["name"] == name.as_str())
+        .expect("virtual");
+    assert_eq!(
+        (v["mask"].as_str(), v["source"].as_str()),
+        (Some("255.255.255.255"), Some("0.0.0.0/0"))
+    );
+    bigip.reset_requests();
+    p.ensure(&svc(), &nodes(1)).await.expect("in sync");
+    assert!(writes(&bigip).is_empty(), "{:#?}", writes(&bigip));
     sim.shutdown().await;
 }

@@ -3,12 +3,16 @@
 //!
 //! Reproduced on purpose: token login and a token lifetime (1200 s, 401 after expiry), `~`
 //! paths, F5-style error bodies, PATCH replacing a pool's members while keeping the other
-//! fields and PUT resetting them, nodes created by pool members and not deletable while
-//! referenced, virtual addresses created with their first virtual and removed with the last
-//! (`autoDelete`), transactions (queued with `X-F5-REST-Coordination-Id`, all-or-nothing on
-//! commit, `COMPLETED`), and injectable 503 / "mcpd" faults. Objects live in memory.
+//! fields and PUT resetting them, nodes created by pool members (a member named without
+//! `address` gets it from its name, `ip:port` or IPv6 `ip.port`) and not deletable while
+//! referenced, an existing member's address not changeable by a PATCH, virtual addresses
+//! created with their first virtual and removed with the last (`autoDelete`), transactions
+//! (queued with `X-F5-REST-Coordination-Id`, all-or-nothing on commit, `COMPLETED`), and
+//! injectable 503 / "mcpd" faults and concurrent writers. Objects live in memory.
 
 mod store;
+#[cfg(test)]
+mod tests;
 
 pub use store::Request;
 
@@ -128,6 +132,38 @@ impl BigIpSim {
     /// Deletes an object behind the provider's back (drift), ignoring references.
     pub fn delete_by_hand(&self, collection: &str, partition: &str, name: &str) -> bool {
         lock(&self.state).remove(collection, &format!("/{partition}/{name}"))
+    }
+
+    /// Creates an object behind the provider's back (`POST` to `collection` with `body`,
+    /// e.g. `{"name": .., "partition": ..}`), with the device's own checks: the partition
+    /// must exist and the name be free. Returns the device's error message when refused.
+    pub fn create_by_hand(&self, collection: &str, body: Value) -> Result<(), String> {
+        match lock(&self.state).create(collection, body) {
+            (code, _) if code < 300 => Ok(()),
+            (_, out) => Err(out["message"].as_str().unwrap_or("refused").to_string()),
+        }
+    }
+
+    /// Creates an object as a concurrent writer would, between a client's reads and its
+    /// writes: just before the next LTM write or transaction call is served. A client that
+    /// read the partition then finds its create answered 409 "already exists".
+    pub fn create_before_next_write(&self, collection: &str, body: Value) {
+        lock(&self.state)
+            .pending
+            .push((collection.to_string(), body));
+    }
+
+    /// Changes fields of an object behind the provider's back (drift), as a PATCH would;
+    /// false when the object does not exist or the change is refused.
+    pub fn modify_by_hand(
+        &self,
+        collection: &str,
+        partition: &str,
+        name: &str,
+        patch: Value,
+    ) -> bool {
+        let path = format!("{}/~{partition}~{name}", collection.trim_end_matches('/'));
+        lock(&self.state).ltm(&Method::PATCH, &path, "", patch).0 < 300
     }
 
     /// How many `save` commands were received.

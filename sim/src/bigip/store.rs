@@ -3,6 +3,7 @@
 use axum::http::Method;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// One request the simulated BIG-IP received.
@@ -14,6 +15,9 @@ pub struct Request {
     pub path: String,
     /// Queued inside a transaction (`X-F5-REST-Coordination-Id`).
     pub in_transaction: bool,
+    /// The JSON body (`Null` when there was none), so tests can check what a client sent,
+    /// e.g. that a member PATCH carries no `address`. Login bodies are not kept (password).
+    pub body: Value,
 }
 
 impl Request {
@@ -50,6 +54,9 @@ pub(crate) struct BigIpState {
     objects: BTreeMap<(String, String), Value>,
     transactions: HashMap<u64, Transaction>,
     next_tx: u64,
+    /// Objects (collection, POST body) a concurrent writer creates just before the next LTM
+    /// write or transaction is served.
+    pub(crate) pending: Vec<(String, Value)>,
 }
 
 type Reply = (u16, Value);
@@ -107,6 +114,27 @@ fn destination_address(dest: &str) -> Option<(String, String)> {
     (!addr.is_empty()).then(|| (partition.to_string(), addr))
 }
 
+/// The refusal of a change that gives an existing pool member another address: a member's
+/// address is its node's, fixed when the member was created ("address may not be
+/// specified", F5Networks/f5-openstack-agent#584). Clients send members by name in a PATCH.
+fn member_address_change(current: &Value, patch: &Map<String, Value>) -> Option<Reply> {
+    let have = current["members"].as_array()?;
+    patch.get("members")?.as_array()?.iter().find_map(|m| {
+        let new = m.get("address")?.as_str()?;
+        let old = have.iter().find(|h| h["name"] == m["name"])?;
+        let old = old["address"].as_str()?;
+        (old != new).then(|| {
+            err(
+                400,
+                format!(
+                    "01070587:3: The requested pool member ({}) address may not be specified: it is {old}, not {new}.",
+                    m["name"].as_str().unwrap_or("")
+                ),
+            )
+        })
+    })
+}
+
 impl BigIpState {
     pub(crate) fn new(user: &str, password: &str) -> Self {
         BigIpState {
@@ -121,6 +149,7 @@ impl BigIpState {
             objects: BTreeMap::new(),
             transactions: HashMap::new(),
             next_tx: 1_389_812_351,
+            pending: Vec::new(),
         }
     }
 
@@ -192,12 +221,14 @@ impl BigIpState {
         tx: Option<u64>,
         body: Value,
     ) -> Reply {
+        let login = path == "/mgmt/shared/authn/login";
         self.log.push(Request {
             method: method.to_string(),
             path: path.to_string(),
             in_transaction: tx.is_some(),
+            body: if login { Value::Null } else { body.clone() },
         });
-        if path == "/mgmt/shared/authn/login" && method == Method::POST {
+        if login && method == Method::POST {
             return self.login(&body);
         }
         if let Some(f) = self.faults.pop_front() {
@@ -214,6 +245,17 @@ impl BigIpState {
         }
         if let Some(t) = path.strip_prefix("/mgmt/shared/authz/tokens/") {
             return self.token_call(method, t, &body);
+        }
+        if *method != Method::GET
+            && (path.starts_with("/mgmt/tm/ltm/") || path.starts_with("/mgmt/tm/transaction"))
+        {
+            // A concurrent writer gets in between a client's reads and its writes.
+            for (collection, body) in std::mem::take(&mut self.pending) {
+                let (code, out) = self.create(&collection, body);
+                if code >= 300 {
+                    tracing::warn!(%collection, %out, "simulated concurrent create failed");
+                }
+            }
         }
         if let Some(id) = tx
             && path.starts_with("/mgmt/tm/ltm/")
@@ -403,7 +445,7 @@ impl BigIpState {
         )
     }
 
-    fn ltm(&mut self, method: &Method, rest: &str, query: &str, body: Value) -> Reply {
+    pub(crate) fn ltm(&mut self, method: &Method, rest: &str, query: &str, body: Value) -> Reply {
         let (collection, object) = if let Some(r) = rest.strip_prefix("monitor/") {
             let (ty, obj) = r.split_once('/').unwrap_or((r, ""));
             (format!("monitor/{ty}"), obj)
@@ -482,16 +524,10 @@ impl BigIpState {
                 let mut out = Vec::new();
                 for m in members {
                     let name = m["name"].as_str().unwrap_or("").to_string();
-                    let address = m["address"]
-                        .as_str()
-                        .map(String::from)
-                        .unwrap_or_else(|| member_address(&name));
-                    if address.is_empty() {
-                        return Err(err(
-                            400,
-                            format!("01070587:3: The requested pool member ({name}) is invalid"),
-                        ));
-                    }
+                    let address = match m["address"].as_str() {
+                        Some(a) => a.to_string(),
+                        None => self.address_of_member(partition, &name)?,
+                    };
                     let node_path = format!("/{partition}/{address}");
                     self.objects.entry(("node".into(), node_path.clone())).or_insert_with(|| {
                         json!({"kind": "tm:ltm:node:nodestate", "name": address, "partition": partition,
@@ -561,7 +597,33 @@ impl BigIpState {
         Ok(())
     }
 
-    fn create(&mut self, collection: &str, body: Value) -> Reply {
+    /// The node address of a member given by name only, as BIG-IP derives it: `a.b.c.d:port`
+    /// or (IPv6) `addr.port`, with an optional `%rd`; a name that is not an address names an
+    /// existing node of the partition.
+    fn address_of_member(&self, partition: &str, name: &str) -> Result<String, Reply> {
+        let address = member_address(name);
+        if address.is_empty() {
+            return Err(err(
+                400,
+                format!("01070587:3: The requested pool member ({name}) is invalid"),
+            ));
+        }
+        let ip = address.split_once('%').map_or(address.as_str(), |(a, _)| a);
+        if ip.parse::<IpAddr>().is_ok() {
+            return Ok(address);
+        }
+        let node = format!("/{partition}/{address}");
+        match self.objects.get(&("node".into(), node.clone())) {
+            Some(n) => Ok(n["address"].as_str().unwrap_or("").to_string()),
+            // A missing referenced object is a 400, as for a pool's monitor.
+            None => Err(err(
+                400,
+                format!("01020036:3: The requested Node ({node}) was not found."),
+            )),
+        }
+    }
+
+    pub(crate) fn create(&mut self, collection: &str, body: Value) -> Reply {
         let Some(mut o) = body.as_object().cloned() else {
             return err(400, "body must be an object");
         };
@@ -657,6 +719,9 @@ impl BigIpState {
             .as_str()
             .unwrap_or("Common")
             .to_string();
+        if let Some(e) = member_address_change(&current, patch) {
+            return e;
+        }
         let snapshot = self.objects.clone();
         if let Err(e) = self.normalize(collection, &partition, &mut o) {
             self.objects = snapshot;

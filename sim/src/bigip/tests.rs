@@ -1,0 +1,177 @@
+//! The simulated BIG-IP's handling of pool members, served synchronously (no HTTP).
+
+use super::store::BigIpState;
+use axum::http::Method;
+use serde_json::{Value, json};
+
+/// A device with partition `p` and a session token.
+fn device() -> (BigIpState, String) {
+    let mut s = BigIpState::new("admin", "admin");
+    let (code, out) = s.serve(
+        &Method::POST,
+        "/mgmt/shared/authn/login",
+        "",
+        None,
+        None,
+        json!({"username": "admin", "password": "admin", "loginProviderName": "tmos"}),
+    );
+    assert_eq!(code, 200, "{out}");
+    let token = out["token"]["token"].as_str().expect("token").to_string();
+    let (code, out) = s.serve(
+        &Method::POST,
+        "/mgmt/tm/auth/partition",
+        "",
+        Some(token.clone()),
+        None,
+        json!({"name": "p"}),
+    );
+    assert_eq!(code, 200, "{out}");
+    (s, token)
+}
+
+fn call(s: &mut BigIpState, token: &str, method: Method, path: &str, body: Value) -> (u16, Value) {
+    s.serve(&method, path, "", Some(token.to_string()), None, body)
+}
+
+fn members(s: &BigIpState) -> Vec<(String, String)> {
+    s.list("pool", Some("p"), true)[0]["membersReference"]["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or("").to_string(),
+                m["address"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn node_addresses(s: &BigIpState) -> Vec<String> {
+    s.list("node", Some("p"), false)
+        .iter()
+        .filter_map(|n| n["address"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn a_member_patched_by_name_gets_its_address_and_node_from_the_name() {
+    let (mut s, t) = device();
+    let (code, out) = call(
+        &mut s,
+        &t,
+        Method::POST,
+        "/mgmt/tm/ltm/pool",
+        json!({"name": "web", "partition": "p",
+            "members": [{"name": "10.0.0.1:30080", "address": "10.0.0.1"}]}),
+    );
+    assert_eq!(code, 200, "{out}");
+    let (code, out) = call(
+        &mut s,
+        &t,
+        Method::PATCH,
+        "/mgmt/tm/ltm/pool/~p~web",
+        json!({"members": [{"name": "10.0.0.1:30080"}, {"name": "10.0.0.2:30080"},
+            {"name": "fd00::3.30080"}, {"name": "10.0.0.4%2:30080"}]}),
+    );
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(
+        members(&s),
+        [
+            ("10.0.0.1:30080".into(), "10.0.0.1".into()),
+            ("10.0.0.2:30080".into(), "10.0.0.2".into()),
+            ("fd00::3.30080".into(), "fd00::3".into()),
+            ("10.0.0.4%2:30080".into(), "10.0.0.4%2".into()),
+        ]
+    );
+    let mut nodes = node_addresses(&s);
+    nodes.sort();
+    assert_eq!(nodes, ["10.0.0.1", "10.0.0.2", "10.0.0.4%2", "fd00::3"]);
+}
+
+#[test]
+fn a_member_name_that_is_not_an_address_names_an_existing_node() {
+    let (mut s, t) = device();
+    let pool = json!({"name": "web", "partition": "p", "members": [{"name": "db1:5432"}]});
+    let (code, out) = call(&mut s, &t, Method::POST, "/mgmt/tm/ltm/pool", pool.clone());
+    assert_eq!(code, 400, "{out}");
+    assert!(
+        out["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("(/p/db1) was not found")),
+        "{out}"
+    );
+    let (code, out) = call(
+        &mut s,
+        &t,
+        Method::POST,
+        "/mgmt/tm/ltm/node",
+        json!({"name": "db1", "partition": "p", "address": "10.0.0.7"}),
+    );
+    assert_eq!(code, 200, "{out}");
+    let (code, out) = call(&mut s, &t, Method::POST, "/mgmt/tm/ltm/pool", pool);
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(members(&s), [("db1:5432".into(), "10.0.0.7".into())]);
+}
+
+#[test]
+fn a_patch_may_not_change_the_address_of_an_existing_member() {
+    let (mut s, t) = device();
+    let (code, out) = call(
+        &mut s,
+        &t,
+        Method::POST,
+        "/mgmt/tm/ltm/pool",
+        json!({"name": "web", "partition": "p", "monitor": "/Common/tcp",
+            "members": [{"name": "10.0.0.1:30080", "address": "10.0.0.1"}]}),
+    );
+    assert_eq!(code, 200, "{out}");
+    let (code, out) = call(
+        &mut s,
+        &t,
+        Method::PATCH,
+        "/mgmt/tm/ltm/pool/~p~web",
+        json!({"members": [{"name": "10.0.0.1:30080", "address": "10.0.0.9"},
+            {"name": "10.0.0.2:30080"}]}),
+    );
+    assert_eq!(code, 400, "{out}");
+    assert_eq!(out["code"], 400);
+    assert!(
+        out["message"].as_str().is_some_and(
+            |m| m.starts_with("01070587:3:") && m.contains("address may not be specified")
+        ),
+        "{out}"
+    );
+    // Refused as a whole: nothing changed, no node was created.
+    assert_eq!(members(&s), [("10.0.0.1:30080".into(), "10.0.0.1".into())]);
+    assert_eq!(node_addresses(&s), ["10.0.0.1"]);
+    // The same address, or none, is accepted.
+    let (code, out) = call(
+        &mut s,
+        &t,
+        Method::PATCH,
+        "/mgmt/tm/ltm/pool/~p~web",
+        json!({"members": [{"name": "10.0.0.1:30080", "address": "10.0.0.1"},
+            {"name": "10.0.0.2:30080"}]}),
+    );
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(
+        s.list("pool", Some("p"), false)[0]["monitor"],
+        "/Common/tcp"
+    );
+}
+
+#[test]
+fn the_request_log_keeps_bodies_but_not_the_login_password() {
+    let (mut s, t) = device();
+    call(
+        &mut s,
+        &t,
+        Method::PATCH,
+        "/mgmt/tm/ltm/pool/~p~none",
+        json!({"members": []}),
+    );
+    assert_eq!(s.log[0].path, "/mgmt/shared/authn/login");
+    assert_eq!(s.log[0].body, Value::Null);
+    assert_eq!(s.log.last().map(|r| &r.body), Some(&json!({"members": []})));
+}
