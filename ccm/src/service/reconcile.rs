@@ -323,17 +323,8 @@ async fn cleanup(
     )
     .await;
     for (c, handle) in &handles {
-        let result = ctx.call(c, handle, Call::Delete(view.clone())).await;
-        if let Err(e) = result {
-            ctx.publish(
-                svc,
-                EventType::Warning,
-                "DeleteLoadBalancerFailed",
-                &format!("Error deleting load balancer: {e}"),
-            )
-            .await;
-            let failures = ctx.update_state(key, |st| st.failures += 1);
-            return Ok(Action::requeue(ctx.backoff(failures, &e)));
+        if let Some(retry) = delete_in(svc, key, c, handle, view.clone(), ctx).await {
+            return Ok(retry);
         }
     }
     if !rules::is_deleting(svc) && !current_ingress(svc).is_empty() {
@@ -398,22 +389,35 @@ async fn release_foreign(
         .and_then(|c| ctx.registry.get(&c).map(|h| (c, h)));
     if let Some((class, handle)) = ours {
         let view = minimal_view(svc, &class);
-        let result = ctx.call(&class, handle, Call::Delete(view)).await;
-        if let Err(e) = result {
-            ctx.publish(
-                svc,
-                EventType::Warning,
-                "DeleteLoadBalancerFailed",
-                &format!("Error deleting load balancer: {e}"),
-            )
-            .await;
-            let failures = ctx.update_state(key, |st| st.failures += 1);
-            return Ok(Action::requeue(ctx.backoff(failures, &e)));
+        if let Some(retry) = delete_in(svc, key, &class, handle, view, ctx).await {
+            return Ok(retry);
         }
     }
     ctx.forget(key);
     ctx.retry_waiting_for_address();
     Ok(Action::await_change())
+}
+
+/// `ensure_deleted` on one provider; on failure, a Warning and the retry to
+/// return (the finalizer stays until every provider has cleaned up).
+async fn delete_in(
+    svc: &Service,
+    key: &ObjectRef<Service>,
+    class: &str,
+    handle: &Handle,
+    view: LbService,
+    ctx: &Context,
+) -> Option<Action> {
+    let e = ctx.call(class, handle, Call::Delete(view)).await.err()?;
+    ctx.publish(
+        svc,
+        EventType::Warning,
+        "DeleteLoadBalancerFailed",
+        &format!("Error deleting load balancer: {e}"),
+    )
+    .await;
+    let failures = ctx.update_state(key, |st| st.failures += 1);
+    Some(Action::requeue(ctx.backoff(failures, &e)))
 }
 
 /// A view with only identity and status, for cleanup and adoption when the
