@@ -197,7 +197,7 @@ impl Speaker {
                 remote: SocketAddr::new(address, p.port),
                 source: p.source_address.parse().ok(),
                 password,
-                ttl: (ebgp && address.is_ipv4()).then_some(p.ebgp_multihop),
+                ttl: ebgp.then_some(p.ebgp_multihop),
             };
             let session = SessionConfig {
                 local_asn: config.local_asn,
@@ -380,11 +380,17 @@ async fn dial(d: Dialer) -> io::Result<TcpStream> {
     if let Some(src) = d.source {
         sock.bind(SocketAddr::new(src, 0))?;
     }
+    if let Some(hops) = d.ttl {
+        // Before connect, so the SYN already carries it: IPv4 TTL or IPv6 hop limit.
+        let s = socket2::SockRef::from(&sock);
+        if d.remote.is_ipv4() {
+            s.set_ttl_v4(u32::from(hops))?;
+        } else {
+            s.set_unicast_hops_v6(u32::from(hops))?;
+        }
+    }
     let stream = sock.connect(d.remote).await?;
     stream.set_nodelay(true)?;
-    if let Some(ttl) = d.ttl {
-        stream.set_ttl(u32::from(ttl))?;
-    }
     Ok(stream)
 }
 

@@ -200,3 +200,33 @@ fn spawn_outside_a_runtime_is_an_error() {
         Err(SpeakerError::NoRuntime)
     ));
 }
+
+#[tokio::test]
+async fn ebgp_hop_limit_is_set_for_both_families_before_connect() {
+    for local in ["127.0.0.1:0", "[::1]:0"] {
+        let Ok(listener) = TcpListener::bind(local).await else {
+            // No IPv6 loopback on this host: nothing to dial.
+            assert!(local.starts_with('['), "IPv4 loopback must exist");
+            continue;
+        };
+        let remote = listener.local_addr().expect("addr");
+        let accept = tokio::spawn(async move { listener.accept().await });
+        let stream = dial(Dialer {
+            remote,
+            source: None,
+            password: None,
+            ttl: Some(3),
+        })
+        .await
+        .expect("dial");
+        let hops = if remote.is_ipv4() {
+            stream.ttl().expect("ttl")
+        } else {
+            socket2::SockRef::from(&stream)
+                .unicast_hops_v6()
+                .expect("hops")
+        };
+        assert_eq!(hops, 3, "hop limit towards {remote}");
+        let _ = accept.await;
+    }
+}
