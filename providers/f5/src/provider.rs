@@ -9,6 +9,7 @@ use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use portway_provider::ipam::VipManager;
 use portway_provider::{
@@ -41,8 +42,8 @@ pub struct F5Provider {
 enum Resync {
     /// Not started; holds the sending end of the triggers channel for the timer task.
     Idle(mpsc::UnboundedSender<ServiceKey>),
-    /// Running until aborted.
-    Running(tokio::task::JoinHandle<()>),
+    /// Running until aborted: the timer, and in `cluster` member mode the EndpointSlice watch.
+    Running(Vec<tokio::task::JoinHandle<()>>),
     /// Shut down.
     Stopped,
 }
@@ -111,21 +112,54 @@ impl F5Provider {
     fn start_resync(&self) {
         let mut r = lock(&self.resync);
         *r = match std::mem::replace(&mut *r, Resync::Stopped) {
-            Resync::Idle(tx) => Resync::Running(tokio::spawn(resync(self.core.clone(), tx))),
+            Resync::Idle(tx) => {
+                let mut tasks = Vec::new();
+                if self.core.cfg.member_mode == MemberMode::Cluster {
+                    tasks.push(tokio::spawn(follow_endpoints(
+                        self.core.clone(),
+                        tx.clone(),
+                    )));
+                }
+                tasks.push(tokio::spawn(resync(self.core.clone(), tx)));
+                Resync::Running(tasks)
+            }
             other => other,
         };
     }
 
     /// Stops the resync timer for good.
     fn stop_resync(&self) {
-        if let Resync::Running(h) = std::mem::replace(&mut *lock(&self.resync), Resync::Stopped) {
-            h.abort();
+        if let Resync::Running(tasks) = std::mem::replace(&mut *lock(&self.resync), Resync::Stopped)
+        {
+            tasks.iter().for_each(|t| t.abort());
         }
     }
 
     /// The device client (REST call counts for benchmarks).
     pub fn device(&self) -> &Arc<BigIp> {
         &self.core.device
+    }
+}
+
+/// In `cluster` member mode the pool members are the Service's ready endpoints: every
+/// change of an EndpointSlice of a managed Service asks the controller to ensure it again,
+/// so a pod that goes or comes changes the members within a reconcile, not a resync period.
+async fn follow_endpoints(core: Arc<Core>, tx: mpsc::UnboundedSender<ServiceKey>) {
+    const SERVICE_NAME: &str = "kubernetes.io/service-name";
+    let api = Api::<EndpointSlice>::all(core.client.clone());
+    let events = watcher(api, watcher::Config::default().labels(SERVICE_NAME))
+        .default_backoff()
+        .touched_objects();
+    futures::pin_mut!(events);
+    while let Some(ev) = events.next().await {
+        let Ok(slice) = ev else { continue };
+        let (Some(ns), Some(name)) = (slice.namespace(), slice.labels().get(SERVICE_NAME)) else {
+            continue;
+        };
+        let key = ServiceKey::new(ns, name.clone());
+        if lock(&core.managed).contains_key(&key) && tx.send(key).is_err() {
+            return;
+        }
     }
 }
 

@@ -41,12 +41,16 @@ fn provider(sim: &SimCluster, url: &str) -> F5Provider {
 }
 
 fn provider_with_resync(sim: &SimCluster, url: &str, resync: &str) -> F5Provider {
+    provider_in_mode(sim, url, resync, "nodeport")
+}
+
+fn provider_in_mode(sim: &SimCluster, url: &str, resync: &str, mode: &str) -> F5Provider {
     let pools = parse_pools(&[json!({"name": "vips", "addresses": ["203.0.113.10-203.0.113.20"]})])
         .expect("pools");
     let vips = VipManager::new(&pools).expect("vips");
     let cfg = F5Config::from_value(
         &json!({"url": url, "credentialsSecret": {"namespace": "portway-system", "name": "bigip"},
-            "pools": ["vips"], "resyncPeriod": resync}),
+            "pools": ["vips"], "resyncPeriod": resync, "memberMode": mode}),
         Some(&["vips"]),
     )
     .expect("config");
@@ -746,5 +750,68 @@ async fn a_drifted_mask_and_source_are_repaired_once() {
     bigip.reset_requests();
     p.ensure(&svc(), &nodes(1)).await.expect("in sync");
     assert!(writes(&bigip).is_empty(), "{:#?}", writes(&bigip));
+    sim.shutdown().await;
+}
+
+/// `cluster` member mode: the members are the Service's endpoints, so an EndpointSlice
+/// change asks for an ensure at once instead of waiting for the resync period (1 h here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_follows_endpoint_slices() {
+    use futures::StreamExt;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::{Patch, PatchParams};
+    let sim = cluster_with_secret().await;
+    let bigip = BigIpSim::start().await.expect("bigip");
+    let p = provider_in_mode(&sim, bigip.url(), "1h", "cluster");
+    let mut triggers = p.triggers().expect("a trigger stream");
+    let slices: Api<EndpointSlice> = Api::namespaced(sim.client(), "default");
+    let slice = |ips: &[&str]| -> EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web-abc", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}, {"name": "https", "port": 8443}],
+            "endpoints": ips.iter().map(|ip| json!({"addresses": [ip],
+                "conditions": {"ready": true}})).collect::<Vec<_>>()}))
+        .expect("slice")
+    };
+    slices
+        .create(&PostParams::default(), &slice(&["10.42.0.1"]))
+        .await
+        .expect("slice");
+    assert!(p.adopt(&[svc()]).await.is_empty());
+    p.ensure(&svc(), &nodes(1)).await.expect("ensure");
+    let members = |b: &BigIpSim| -> Vec<usize> {
+        b.objects("pool", "portway")
+            .iter()
+            .map(|pool| {
+                pool["membersReference"]["items"]
+                    .as_array()
+                    .map_or(0, Vec::len)
+            })
+            .collect()
+    };
+    assert_eq!(members(&bigip), [1, 1], "one pod behind each port");
+    // Drain the triggers of the start-up (the watch's initial list).
+    while tokio::time::timeout(Duration::from_millis(300), triggers.next())
+        .await
+        .is_ok()
+    {}
+    // A second pod becomes ready: the controller is asked to ensure the Service again.
+    slices
+        .patch(
+            "web-abc",
+            &PatchParams::default(),
+            &Patch::Merge(&slice(&["10.42.0.1", "10.42.0.2"])),
+        )
+        .await
+        .expect("patch");
+    let key = tokio::time::timeout(Duration::from_secs(5), triggers.next())
+        .await
+        .expect("a trigger within 5 s, not a resync period")
+        .expect("stream open");
+    assert_eq!(key, ServiceKey::new("default", "web"));
+    p.ensure(&svc(), &nodes(1)).await.expect("ensure");
+    assert_eq!(members(&bigip), [2, 2]);
+    p.shutdown().await;
     sim.shutdown().await;
 }

@@ -90,7 +90,8 @@ pub(crate) fn controller_allow_list(w: &Wiring) -> BTreeSet<Perm> {
     out.extend(perms("events.k8s.io", "events", &events, None, None));
     // providers/hostport/src/provider.rs: reflector over Api::<EndpointSlice>::all
     // (externalTrafficPolicy Local); providers/f5/src/provider.rs: `list` by the
-    // kubernetes.io/service-name label (memberMode cluster: pod IPs).
+    // kubernetes.io/service-name label and a `watch` of all slices with that label
+    // (memberMode cluster: pod IPs).
     let slices = ["list", "watch"];
     out.extend(perms(
         "discovery.k8s.io",
