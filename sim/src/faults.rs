@@ -16,6 +16,7 @@ struct FaultState {
     fraction_code: u16,
     latency: Duration,
     resource_failures: Vec<(String, u16)>,
+    expire_watches: u64,
 }
 
 /// Switches for failures the real API server shows under load or during upgrades.
@@ -45,6 +46,26 @@ impl Faults {
     pub fn drop_watches(&self) {
         let g = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.drops.send_replace(g);
+    }
+
+    /// Answers the next `n` watches that resume from a resourceVersion with `410 Expired`,
+    /// as a real server does after etcd compaction, however small the gap: clients must
+    /// relist. Deterministic, unlike racing writes against a small history.
+    pub fn expire_next_watches(&self, n: u64) {
+        self.state().expire_watches = n;
+    }
+
+    /// How many of the watches [`Faults::expire_next_watches`] asked for are still to come.
+    pub fn expired_watches_pending(&self) -> u64 {
+        self.state().expire_watches
+    }
+
+    /// Whether this resuming watch is to be answered `410` (counts it down).
+    pub(crate) fn take_expired_watch(&self) -> bool {
+        let mut s = self.state();
+        let hit = s.expire_watches > 0;
+        s.expire_watches = s.expire_watches.saturating_sub(1);
+        hit
     }
 
     /// Answers the next `n` write requests with `code` (500 or 409 are typical).

@@ -508,7 +508,12 @@ fn watch(
     let kind = t.kind.clone();
     let ns = t.namespace.map(String::from);
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
-    let registered = app.store.watch(&kind, from);
+    let registered = match from {
+        Some(rv) if app.faults.take_expired_watch() => {
+            Err(ApiError::gone(rv, app.store.resource_version()))
+        }
+        _ => app.store.watch(&kind, from),
+    };
     let store = app.store.clone();
     let mut drops = app.faults.drops();
     drops.mark_unchanged();

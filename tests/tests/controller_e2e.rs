@@ -493,6 +493,8 @@ async fn dropped_watches_and_410_lose_no_service() {
     w.wait_ip("before").await;
     for i in 0..20 {
         if i % 5 == 0 {
+            // Every watch resumes; the first two resumptions get 410 and must relist.
+            w.sim.faults().expire_next_watches(2);
             w.sim.faults().drop_watches();
         }
         w.create(svc(&format!("s{i}")).class(L2).build()).await;
@@ -500,6 +502,14 @@ async fn dropped_watches_and_410_lose_no_service() {
     for i in 0..20 {
         w.wait_ip(&format!("s{i}")).await;
     }
+    assert_eq!(
+        w.sim.faults().expired_watches_pending(),
+        0,
+        "the watches resumed and met the 410s"
+    );
+    // A Service created after the last 410 is still seen: the relisted watch is live.
+    w.create(svc("after").class(L2).build()).await;
+    w.wait_ip("after").await;
 }
 
 #[tokio::test]
