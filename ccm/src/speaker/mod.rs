@@ -129,12 +129,15 @@ pub async fn run_with_metrics(
         "speaker running"
     );
 
-    let api = probe::ApiProbe::start(
-        client.clone(),
-        probe::EVERY,
-        probe::FRESH_FOR,
-        changed.clone(),
-    );
+    // Only the L2 split-brain rule asks whether the API answers; BGP speakers skip the probe.
+    let api = sections.l2.is_some().then(|| {
+        probe::ApiProbe::start(
+            client.clone(),
+            probe::EVERY,
+            probe::FRESH_FOR,
+            changed.clone(),
+        )
+    });
     let feedback = feedback::Feedback::new(client.clone(), services.store.clone(), node.clone());
     let (notices, notices_task) = feedback.advertised_queue();
     let mut l2: Option<(L2Speaker, [tokio::task::JoinHandle<()>; 2])> = None;
@@ -152,7 +155,10 @@ pub async fn run_with_metrics(
         let all_slices = slices.store.state();
         let me = all_nodes.iter().find(|n| n.name_any() == node).cloned();
         // Watches report a broken stream; only the probe sees a silent cut.
-        let api_ok = api.reachable() && services.healthy() && nodes.healthy() && slices.healthy();
+        let api_ok = api.as_ref().is_none_or(probe::ApiProbe::reachable)
+            && services.healthy()
+            && nodes.healthy()
+            && slices.healthy();
 
         if let (Some(l2cfg), None, Some(me)) = (&sections.l2, &l2, &me) {
             // The gossip address is the node's first InternalIP; a node that has none
