@@ -3,7 +3,8 @@
 //! objects, elect one owner for the l2 Service's addresses, which answers `arping` and
 //! `ndisc6` from the router, carries TCP through the VIP and names itself on the Service;
 //! when its speaker is killed another node takes over, the router's neighbour cache follows
-//! and the annotation names the new owner.
+//! and the annotation names the new owner; when the new owner's cable is pulled it concedes
+//! once it has lost the API server too, and the last node answers.
 //!
 //! The lab is `l2_lab` (see `l2_interop.rs` for the drawing); the speakers here are the real
 //! binary, not `l2-test-speaker`. Needs root, `ip`, `arping`, `ndisc6`, `iptables`; fails
@@ -175,6 +176,41 @@ async fn portway_speakers_elect_one_owner_and_fail_over() {
         },
     )
     .await;
+
+    // A silent cut of the new owner: its cable pulled, so no reset reaches it and its
+    // watches stay open without an error. Only the API probe can tell it that it lost the
+    // API server too; then, alone among three known speakers, it concedes (Minority),
+    // while the third node, which still reaches the API server, takes the VIP.
+    let seen = lab.lines_after(next, 0).len();
+    let cut = std::time::Instant::now();
+    tokio::task::block_in_place(|| lab.set_link(next, false));
+    eventually(
+        "the cut owner concedes its claim",
+        Duration::from_secs(20),
+        || async {
+            lab.lines_after(next, 0)
+                .iter()
+                .skip(seen)
+                .any(|(_, l)| l.contains("l2 state") && l.contains("may_announce: false"))
+                .then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "silent cut: the cut owner conceded {:?} after the cut",
+        cut.elapsed()
+    );
+    let third = (1..=3)
+        .find(|k| *k != owner && *k != next)
+        .expect("three nodes");
+    let arp = eventually(
+        "the third node answers ARP",
+        Duration::from_secs(10),
+        || async { tokio::task::block_in_place(|| arp_owner(&lab)) },
+    )
+    .await;
+    assert_eq!(arp, third);
+    tokio::task::block_in_place(|| lab.set_link(next, true));
     drop(lab);
     sim.shutdown().await;
 }

@@ -39,11 +39,21 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(mut cmd: Command) -> Proc {
+    fn spawn(cmd: Command) -> Proc {
+        Self::spawn_reading(cmd, false)
+    }
+
+    /// `logs`: also read stderr (where `portway` logs) into the lines, echoing it to the
+    /// test's stderr so a failure still shows it. Log lines carry no millisecond stamp: 0.
+    fn spawn_reading(mut cmd: Command, logs: bool) -> Proc {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if logs {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
         let lines: Lines = Arc::default();
@@ -58,6 +68,17 @@ impl Proc {
                     .push((ts, rest.to_string()));
             }
         });
+        if let Some(err) = child.stderr.take() {
+            let sink = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    eprintln!("{line}");
+                    sink.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((0, line));
+                }
+            });
+        }
         let stdin = child.stdin.take();
         Proc {
             child,
@@ -269,8 +290,9 @@ impl Lab {
             .arg("--config")
             .arg(config)
             .args(["--metrics-bind-address", "0.0.0.0:0"])
-            .env("RUST_LOG", "warn");
-        self.speakers[k] = Some(Proc::spawn(cmd));
+            // The speaker's `l2 state` lines carry the quorum verdict the tests read.
+            .env("RUST_LOG", "warn,portway::speaker=info");
+        self.speakers[k] = Some(Proc::spawn_reading(cmd, true));
     }
 
     /// Namespace name of a role (`r`, `n1`, `sw`).
