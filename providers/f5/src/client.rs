@@ -69,6 +69,10 @@ pub(crate) enum TxError {
     /// create into a PATCH of the object, if it is ours. Holds the needs-a-fix error to
     /// report when reading again does not help.
     Exists(ProviderError),
+    /// An object the transaction changes or deletes was deleted since the read (drift, or
+    /// another writer): nothing was applied; reading again drops it from the plan, since a
+    /// delete of what is gone is done.
+    Gone(ProviderError),
     /// Any other failure, classified.
     Failed(ProviderError),
 }
@@ -76,7 +80,7 @@ pub(crate) enum TxError {
 impl From<TxError> for ProviderError {
     fn from(e: TxError) -> ProviderError {
         match e {
-            TxError::Exists(e) | TxError::Failed(e) => e,
+            TxError::Exists(e) | TxError::Gone(e) | TxError::Failed(e) => e,
         }
     }
 }
@@ -413,7 +417,7 @@ impl BigIp {
                 error: ProviderError::Invalid { reason, .. },
                 ..
             }) if reason.contains("was not found") => {
-                return Err(TxError::Failed(ProviderError::transient(format!(
+                return Err(TxError::Gone(ProviderError::transient(format!(
                     "BIG-IP transaction {id} raced with a change: {reason}"
                 ))));
             }

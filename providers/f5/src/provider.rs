@@ -332,9 +332,11 @@ impl Core {
         self.session().await?;
         let members = self.members(svc, nodes).await?;
         let want = desired(svc, ips, &members, &self.cfg.partition, &self.cfg.monitor);
-        // A create answered "already exists" means our read was stale (another writer, e.g.
-        // a previous leader, made the object since): read again, and the next plan PATCHes
-        // it. Once only, so an object of our name that is not ours cannot make us loop.
+        // A create answered "already exists", or a change of an object that is gone, means
+        // our read was stale (another writer, e.g. a previous leader, or a hand edit): read
+        // again, and the next plan PATCHes what exists and no longer touches what is gone
+        // (a 404 on a delete is success). Once only, so an object of our name that is not
+        // ours cannot make us loop.
         let mut reread = false;
         let p = loop {
             let current = Self::own(self.device.read(&self.cfg.partition).await?, &svc.uid);
@@ -344,8 +346,8 @@ impl Core {
             }
             match self.apply(&p).await {
                 Ok(()) => break p,
-                Err(TxError::Exists(e)) if !reread => {
-                    info!(service = %svc.key, %e, "BIG-IP object created meanwhile; reading again to converge it");
+                Err(TxError::Exists(e) | TxError::Gone(e)) if !reread => {
+                    info!(service = %svc.key, %e, "BIG-IP partition changed meanwhile; reading again to converge");
                     reread = true;
                 }
                 Err(e) => return Err(e.into()),
@@ -377,12 +379,24 @@ impl Core {
     }
 
     async fn remove(&self, uid: &str) -> Result<(), ProviderError> {
-        let current = Self::own(self.device.read(&self.cfg.partition).await?, uid);
-        let cmds = plan_delete(&current, &self.cfg.partition);
-        if cmds.is_empty() {
-            return Ok(());
+        // An object deleted between the read and the commit is already done (404 on a
+        // delete is success): read once more and delete what is left.
+        let mut reread = false;
+        loop {
+            let current = Self::own(self.device.read(&self.cfg.partition).await?, uid);
+            let cmds = plan_delete(&current, &self.cfg.partition);
+            if cmds.is_empty() {
+                return Ok(());
+            }
+            match self.device.try_transaction(&cmds).await {
+                Ok(()) => break,
+                Err(TxError::Gone(e)) if !reread => {
+                    info!(%e, "a BIG-IP object was deleted meanwhile; reading again");
+                    reread = true;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        self.device.transaction(&cmds).await?;
         self.device.gc_nodes(&self.cfg.partition).await;
         self.schedule_save();
         Ok(())

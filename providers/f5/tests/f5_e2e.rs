@@ -668,6 +668,38 @@ async fn an_object_created_meanwhile_is_converged_with_a_patch() {
     sim.shutdown().await;
 }
 
+/// A 404 on a delete is success: an object removed by hand between the read and the
+/// commit fails the transaction, and the provider reads again and deletes what is left,
+/// for a port removed from the Service and for the whole Service alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_deleted_meanwhile_is_not_an_error() {
+    let sim = cluster_with_secret().await;
+    let bigip = BigIpSim::start().await.expect("bigip");
+    let p = provider(&sim, bigip.url());
+    p.ensure(&svc(), &nodes(2)).await.expect("ensure");
+    // Port 443 goes; its virtual is deleted by hand just before our transaction.
+    let https = portway_f5::object_name("default", "web", "TCP", 443, false);
+    bigip.delete_before_next_write("virtual", "portway", &https);
+    let mut one_port = svc();
+    one_port.ports.truncate(1);
+    p.ensure(&one_port, &nodes(2))
+        .await
+        .expect("the missing virtual is no error");
+    assert_eq!(bigip.objects("virtual", "portway").len(), 1);
+    assert_eq!(bigip.objects("pool", "portway").len(), 1);
+    // Deleting the Service while its last virtual vanishes by hand.
+    let http = portway_f5::object_name("default", "web", "TCP", 80, false);
+    bigip.delete_before_next_write("virtual", "portway", &http);
+    p.ensure_deleted(&one_port).await.expect("deleted");
+    for collection in ["virtual", "pool", "monitor/tcp"] {
+        assert!(
+            bigip.objects(collection, "portway").is_empty(),
+            "{collection} left"
+        );
+    }
+    sim.shutdown().await;
+}
+
 /// An object of our name that is not ours (no tag) is never taken over: after one re-read
 /// the 409 is reported as needs-a-fix with the device's message, without a retry loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -150,7 +150,17 @@ impl BigIpSim {
     pub fn create_before_next_write(&self, collection: &str, body: Value) {
         lock(&self.state)
             .pending
-            .push((collection.to_string(), body));
+            .push(store::Meanwhile::Create(collection.to_string(), body));
+    }
+
+    /// Deletes an object the way [`Self::create_before_next_write`] creates one: just
+    /// before the next write. A client that read the partition then finds a DELETE or
+    /// PATCH of it failing with "was not found" at commit.
+    pub fn delete_before_next_write(&self, collection: &str, partition: &str, name: &str) {
+        lock(&self.state).pending.push(store::Meanwhile::Delete(
+            collection.to_string(),
+            format!("/{partition}/{name}"),
+        ));
     }
 
     /// Changes fields of an object behind the provider's back (drift), as a PATCH would;

@@ -6,6 +6,15 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+/// A change another writer makes between a client's reads and its next write.
+#[derive(Debug)]
+pub(crate) enum Meanwhile {
+    /// `POST` to the collection with this body.
+    Create(String, Value),
+    /// Removal of the object at this full path (`/Partition/name`).
+    Delete(String, String),
+}
+
 /// One request the simulated BIG-IP received.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
@@ -54,9 +63,8 @@ pub(crate) struct BigIpState {
     objects: BTreeMap<(String, String), Value>,
     transactions: HashMap<u64, Transaction>,
     next_tx: u64,
-    /// Objects (collection, POST body) a concurrent writer creates just before the next LTM
-    /// write or transaction is served.
-    pub(crate) pending: Vec<(String, Value)>,
+    /// What a concurrent writer does just before the next LTM write or transaction is served.
+    pub(crate) pending: Vec<Meanwhile>,
 }
 
 type Reply = (u16, Value);
@@ -250,10 +258,17 @@ impl BigIpState {
             && (path.starts_with("/mgmt/tm/ltm/") || path.starts_with("/mgmt/tm/transaction"))
         {
             // A concurrent writer gets in between a client's reads and its writes.
-            for (collection, body) in std::mem::take(&mut self.pending) {
-                let (code, out) = self.create(&collection, body);
-                if code >= 300 {
-                    tracing::warn!(%collection, %out, "simulated concurrent create failed");
+            for change in std::mem::take(&mut self.pending) {
+                match change {
+                    Meanwhile::Create(collection, body) => {
+                        let (code, out) = self.create(&collection, body);
+                        if code >= 300 {
+                            tracing::warn!(%collection, %out, "simulated concurrent create failed");
+                        }
+                    }
+                    Meanwhile::Delete(collection, full) => {
+                        self.remove(&collection, &full);
+                    }
                 }
             }
         }
