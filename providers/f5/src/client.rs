@@ -355,6 +355,17 @@ impl BigIp {
         self.call(method, path, Some(body), None).await
     }
 
+    /// A member PATCH of one pool: a pool that is gone (404, deleted by hand since the
+    /// read) is [`TxError::Gone`], so the caller reads again and recreates it.
+    pub(crate) async fn patch_members(&self, path: &str, body: &Value) -> Result<(), TxError> {
+        let _w = self.writes.lock().await;
+        match self.exchange(Method::PATCH, path, Some(body), None).await {
+            Ok(_) => Ok(()),
+            Err(f) if f.status == Some(StatusCode::NOT_FOUND) => Err(TxError::Gone(f.error)),
+            Err(f) => Err(TxError::Failed(f.error)),
+        }
+    }
+
     /// Runs `commands` as one transaction; a 404 on a DELETE is fine.
     pub async fn transaction(&self, commands: &[Command]) -> Result<(), ProviderError> {
         self.try_transaction(commands).await.map_err(Into::into)

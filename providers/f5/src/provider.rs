@@ -15,7 +15,6 @@ use portway_provider::ipam::VipManager;
 use portway_provider::{
     LbNode, LbService, LbStatus, LoadBalancerProvider, ProviderError, ServiceKey,
 };
-use reqwest::Method;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -367,13 +366,8 @@ impl Core {
                 crate::names::uri_name(&self.cfg.partition, pool)
             );
             self.device
-                .write(
-                    Method::PATCH,
-                    &path,
-                    &serde_json::json!({"members": members}),
-                )
-                .await
-                .map_err(TxError::Failed)?;
+                .patch_members(&path, &serde_json::json!({"members": members}))
+                .await?;
         }
         self.device.try_transaction(&p.transaction).await
     }

@@ -670,7 +670,8 @@ async fn an_object_created_meanwhile_is_converged_with_a_patch() {
 
 /// A 404 on a delete is success: an object removed by hand between the read and the
 /// commit fails the transaction, and the provider reads again and deletes what is left,
-/// for a port removed from the Service and for the whole Service alike.
+/// for a port removed from the Service and for the whole Service alike; a pool gone under
+/// a member PATCH is recreated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_deleted_meanwhile_is_not_an_error() {
     let sim = cluster_with_secret().await;
@@ -687,6 +688,21 @@ async fn an_object_deleted_meanwhile_is_not_an_error() {
         .expect("the missing virtual is no error");
     assert_eq!(bigip.objects("virtual", "portway").len(), 1);
     assert_eq!(bigip.objects("pool", "portway").len(), 1);
+    // A member change while the pool vanishes by hand: its PATCH meets a 404, and the
+    // pool is recreated from a fresh read.
+    let http_pool = portway_f5::object_name("default", "web", "TCP", 80, false);
+    bigip.delete_before_next_write("pool", "portway", &http_pool);
+    p.ensure(&one_port, &nodes(3))
+        .await
+        .expect("the missing pool is recreated, no error");
+    let pools = bigip.objects("pool", "portway");
+    assert_eq!(pools.len(), 1);
+    assert_eq!(
+        pools[0]["membersReference"]["items"]
+            .as_array()
+            .map_or(0, Vec::len),
+        3
+    );
     // Deleting the Service while its last virtual vanishes by hand.
     let http = portway_f5::object_name("default", "web", "TCP", 80, false);
     bigip.delete_before_next_write("virtual", "portway", &http);
