@@ -10,6 +10,7 @@
 //! (queued with `X-F5-REST-Coordination-Id`, all-or-nothing on commit, `COMPLETED`), and
 //! injectable 503 / "mcpd" faults and concurrent writers. Objects live in memory.
 
+mod ltm;
 mod store;
 #[cfg(test)]
 mod tests;
