@@ -256,6 +256,45 @@ async fn foreign_class_with_the_shared_finalizer_keeps_it_and_its_status() {
 }
 
 #[tokio::test]
+async fn a_provider_trigger_re_ensures_quietly_and_publishes_what_changed() {
+    // A provider's own watch (svclb pods ready, BIG-IP drift) asks for an ensure of a
+    // Service nothing in the cluster changed: one call, the new status, no Ensuring event.
+    let w = World::new(1).await;
+    let _c = w.start();
+    w.create(svc("web").class(L2).build()).await;
+    w.wait_ip("web").await;
+    let ensures = || {
+        count(&w.l2.calls_for(&key("web")), |c| {
+            matches!(c, Call::Ensure(..))
+        })
+    };
+    assert_eq!(ensures(), 1);
+    let ensuring_before = w
+        .reasons("web")
+        .await
+        .iter()
+        .filter(|r| *r == "EnsuringLoadBalancer")
+        .count();
+    let moved: std::net::IpAddr = "198.51.100.7".parse().expect("ip");
+    w.l2.set_status(key("web"), portway_provider::LbStatus::vips([moved]));
+    w.l2.trigger(key("web"));
+    eventually("the triggered status", T, || async {
+        (w.get("web").await.and_then(|s| ingress_ip(&s)).as_deref() == Some("198.51.100.7"))
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ensures(), 2, "exactly one more ensure");
+    let ensuring_after = w
+        .reasons("web")
+        .await
+        .iter()
+        .filter(|r| *r == "EnsuringLoadBalancer")
+        .count();
+    assert_eq!(ensuring_before, ensuring_after, "a trigger is quiet");
+}
+
+#[tokio::test]
 async fn no_class_goes_to_the_default_class() {
     let w = World::new(1).await;
     let _c = w.start();
