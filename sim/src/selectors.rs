@@ -124,7 +124,8 @@ fn supported(storage: &str, field: &str) -> Option<&'static str> {
         ("pods", "spec.nodeName") => "/spec/nodeName",
         ("pods", "status.phase") => "/status/phase",
         ("pods", "spec.serviceAccountName") => "/spec/serviceAccountName",
-        ("services", "spec.type" | "type") => "/spec/type",
+        // A real server knows only `spec.type` here; a bare `type` is refused (400).
+        ("services", "spec.type") => "/spec/type",
         ("services", "spec.clusterIP") => "/spec/clusterIP",
         ("nodes", "spec.unschedulable") => "/spec/unschedulable",
         ("secrets", "type") => "/type",
@@ -211,9 +212,13 @@ mod tests {
         assert!(FieldSelector::parse("services", "spec.nodeName=n1").is_err());
         let svc = json!({"metadata": {"name": "s"}, "spec": {"type": "LoadBalancer"}});
         assert!(
-            FieldSelector::parse("services", "type=LoadBalancer")
+            FieldSelector::parse("services", "spec.type=LoadBalancer")
                 .expect("ok")
                 .matches(&svc)
+        );
+        assert!(
+            FieldSelector::parse("services", "type=LoadBalancer").is_err(),
+            "a real server answers `field label not supported: type`"
         );
     }
 }

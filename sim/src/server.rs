@@ -346,6 +346,15 @@ async fn serve(
                     .map(String::as_str)
                     .filter(|c| !c.is_empty()),
             )?;
+            // A real server leaves `apiVersion`/`kind` out of list items (the list carries
+            // them; kubernetes#3030): code that reads them from items must not pass here.
+            let mut items = page.items;
+            for item in &mut items {
+                if let Some(o) = item.as_object_mut() {
+                    o.remove("apiVersion");
+                    o.remove("kind");
+                }
+            }
             let mut meta = json!({"resourceVersion": page.resource_version.to_string()});
             if let Some(c) = page.continue_token {
                 meta["continue"] = json!(c);
@@ -354,7 +363,7 @@ async fn serve(
             Ok(json_response(
                 200,
                 &json!({"kind": list_kind(&t.kind), "apiVersion": t.kind.api_version(),
-                    "metadata": meta, "items": page.items}),
+                    "metadata": meta, "items": items}),
             ))
         }
         "watch" => watch(app, t, q, labels, fields),
@@ -363,6 +372,17 @@ async fn serve(
                 return Err(ApiError::method_not_allowed());
             }
             let obj = parse_body(headers, body)?;
+            // A real server refuses this (500 from its storage layer): re-POSTing an
+            // object read back from the server must not pass here.
+            if obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|rv| !rv.is_empty())
+            {
+                return Err(ApiError::internal(
+                    "resourceVersion should not be set on objects to be created",
+                ));
+            }
             let out = store.create(&t.kind, ns, obj, user)?;
             Ok(json_response(201, &out))
         }
@@ -518,10 +538,9 @@ fn watch(
     let mut drops = app.faults.drops();
     drops.mark_unchanged();
     let every = app.bookmark_every;
-    let start_rv = from.unwrap_or_else(|| store.resource_version());
     tokio::spawn(async move {
-        let (replay, mut live) = match registered {
-            Ok(r) => r,
+        let (replay, mut live, start_rv) = match registered {
+            Ok(w) => (w.replay, w.live, w.rv),
             Err(e) => {
                 let _ = tx.send(Ok(line("ERROR", &e.to_status()))).await;
                 return;

@@ -160,6 +160,17 @@ fn comparable(v: &Value) -> Value {
     c
 }
 
+/// A watch as registered: what to replay, the live feed, and the resourceVersion both
+/// were taken at, under one lock, so that no write falls between them.
+pub struct WatchStart {
+    /// Changes to send first (every object as ADDED, or the history after `from`).
+    pub replay: Vec<Arc<Change>>,
+    /// Changes from here on.
+    pub live: broadcast::Receiver<Arc<Change>>,
+    /// The resourceVersion the replay is complete up to.
+    pub rv: u64,
+}
+
 impl Store {
     /// A store with the default and kube-system namespaces, keeping `history` changes.
     pub fn new(kinds: Kinds, history: usize, writes: Arc<WriteLog>) -> Self {
@@ -376,11 +387,7 @@ impl Store {
     /// Registers a watch from `from` (None: the current state as ADDED events): returns the
     /// changes to replay and a receiver for what follows, atomically.
     #[allow(clippy::type_complexity)]
-    pub fn watch(
-        &self,
-        kind: &ResourceKind,
-        from: Option<u64>,
-    ) -> Result<(Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>), ApiError> {
+    pub fn watch(&self, kind: &ResourceKind, from: Option<u64>) -> Result<WatchStart, ApiError> {
         let inner = self.lock();
         let rx = self.tx.subscribe();
         let replay = match from {
@@ -414,7 +421,11 @@ impl Store {
                     .collect()
             }
         };
-        Ok((replay, rx))
+        Ok(WatchStart {
+            replay,
+            live: rx,
+            rv: from.unwrap_or(inner.rv),
+        })
     }
 
     /// `POST`: create.
@@ -666,6 +677,34 @@ impl Store {
             }
             n
         };
+        // An object being deleted may lose finalizers but never gain one (a real server
+        // answers 422): a controller that adds its finalizer too late must fail here too.
+        if current.pointer("/metadata/deletionTimestamp").is_some() {
+            let names = |o: &Value| -> Vec<String> {
+                o.pointer("/metadata/finalizers")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|f| f.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let had = names(&current);
+            if let Some(new) = names(&next).into_iter().find(|f| !had.contains(f)) {
+                return Err(ApiError::invalid(
+                    kind.kind,
+                    name,
+                    vec![crate::error::Cause {
+                        reason: "FieldValueForbidden",
+                        field: "metadata.finalizers".into(),
+                        message: format!(
+                            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{new:?}}}"
+                        ),
+                    }],
+                ));
+            }
+        }
         // Fields the server owns.
         next["apiVersion"] = json!(canonical.api_version());
         next["kind"] = json!(canonical.kind);
