@@ -380,7 +380,10 @@ impl SimCluster {
 
     /// Writes a kubeconfig for `user` (for child processes, kubectl, Python).
     pub fn write_kubeconfig(&self, path: &Path, user: &str) -> anyhow::Result<()> {
-        std::fs::write(path, self.kubeconfig_yaml(user))
+        // Written beside it and renamed, so a client polling for the file never reads half.
+        let tmp = path.with_extension("kubeconfig.partial");
+        std::fs::write(&tmp, self.kubeconfig_yaml(user))
+            .and_then(|()| std::fs::rename(&tmp, path))
             .with_context(|| format!("writing kubeconfig {}", path.display()))
     }
 
