@@ -592,6 +592,24 @@ impl Store {
             {
                 return Err(ApiError::conflict(&kind.group_resource(), name));
             }
+            // A copy of an object that was deleted and recreated meanwhile (a real server
+            // checks the uid as a precondition, resourceVersion or not).
+            let uid = |o: &Value| {
+                o.pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .filter(|u| !u.is_empty())
+                    .map(String::from)
+            };
+            if let (Some(want), Some(have)) = (uid(&obj), uid(current))
+                && want != have
+            {
+                let mut e = ApiError::conflict(&kind.group_resource(), name);
+                e.message = format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {want}, UID in object meta: {have}",
+                    kind.group_resource()
+                );
+                return Err(e);
+            }
             Ok(obj.clone())
         })
     }

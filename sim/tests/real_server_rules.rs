@@ -129,3 +129,37 @@ async fn services_are_selected_by_spec_type_only() {
     assert!(matches!(err, kube::Error::Api(s) if s.code == 400));
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_put_of_a_copy_from_before_a_recreate_is_a_conflict() {
+    let sim = SimCluster::start().await.expect("sim");
+    let api: Api<ConfigMap> = Api::namespaced(sim.client(), "default");
+    let old = api
+        .create(&PostParams::default(), &cm("one"))
+        .await
+        .expect("create");
+    api.delete("one", &DeleteParams::default())
+        .await
+        .expect("delete");
+    api.create(&PostParams::default(), &cm("one"))
+        .await
+        .expect("recreate");
+    let mut stale = old;
+    stale.metadata.resource_version = None;
+    let err = api
+        .replace("one", &PostParams::default(), &stale)
+        .await
+        .expect_err("the old uid");
+    match err {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 409);
+            assert!(
+                s.message.contains("Precondition failed: UID"),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    sim.shutdown().await;
+}
