@@ -295,6 +295,47 @@ async fn a_provider_trigger_re_ensures_quietly_and_publishes_what_changed() {
 }
 
 #[tokio::test]
+async fn a_class_configured_out_keeps_its_service_until_deleted() {
+    // f5 is not configured here: its Service keeps its finalizer and status, with one
+    // Warning saying what to add; deleting it is not blocked.
+    let w = World::new(1).await;
+    let mut f5 = svc("appliance").class("portway.dev/f5").build();
+    f5.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
+    w.create(f5).await;
+    let status =
+        serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.77"}]}}});
+    w.api()
+        .patch_status("appliance", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("status");
+    let _c = w.start();
+    eventually("a warning naming the missing section", T, || async {
+        w.events("appliance")
+            .await
+            .iter()
+            .any(|e| {
+                e.type_.as_deref() == Some("Warning")
+                    && e.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains("portway.dev/f5 is not configured"))
+            })
+            .then_some(())
+    })
+    .await;
+    let s = w.get("appliance").await.expect("exists");
+    assert!(has_finalizer(&s));
+    assert_eq!(ingress_ip(&s).as_deref(), Some("203.0.113.77"));
+    w.api()
+        .delete("appliance", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("the Service is gone", T, || async {
+        w.get("appliance").await.is_none().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn no_class_goes_to_the_default_class() {
     let w = World::new(1).await;
     let _c = w.start();

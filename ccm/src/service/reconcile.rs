@@ -67,6 +67,31 @@ async fn reconcile_inner(
     let handle = class.and_then(|c| ctx.registry.get(c));
     let wants = handle.is_some() && !rules::is_deleting(svc);
 
+    // A Service that names a Portway class whose section is not configured (removed, or
+    // not yet added) keeps its address and finalizer: tearing it down would lose the
+    // allocation on a configuration mistake. It is told so once; its deletion still
+    // goes through (below), so the finalizer never blocks it.
+    let named = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.load_balancer_class.as_deref());
+    if let Some(c) = named.filter(|c| handle.is_none() && crate::config::CLASSES.contains(c))
+        && !rules::is_deleting(svc)
+    {
+        let fingerprint = rules::lb_fingerprint(svc, c);
+        if ctx.state_of(key).and_then(|st| st.parked) == Some(fingerprint) {
+            return Ok(Action::await_change());
+        }
+        let e = ProviderError::invalid(
+            "spec.loadBalancerClass",
+            format!(
+                "{c} is not configured in this controller: add its section to the configuration; \
+                 the Service keeps its address and finalizer until then"
+            ),
+        );
+        return Ok(park(svc, key, c, fingerprint, &e, ctx).await);
+    }
+
     if !wants {
         if rules::has_finalizer(svc) {
             return cleanup(svc, key, class, ctx).await;
