@@ -448,11 +448,15 @@ async fn speaker_advertises_over_bgp_and_withdraws() {
                 .expect("status");
         }
     };
-    // Cluster, dual-stack: advertised by every eligible node.
+    // Cluster, dual-stack: advertised by every eligible node, here too although its one
+    // ready endpoint runs on n2.
     api.create(&PostParams::default(), &svc("web").class(BGP).build())
         .await
         .expect("create web");
     publish("web", &["198.51.100.97", "2001:db8:96::7"]).await;
+    sim.set_endpoints("default", "web", &["n2"])
+        .await
+        .expect("endpoints");
     // Local with a ready endpoint on n1: advertised; Local without one here: not.
     api.create(
         &PostParams::default(),
@@ -479,6 +483,9 @@ async fn speaker_advertises_over_bgp_and_withdraws() {
         .await
         .expect("create odd");
     publish("odd", &["192.0.2.5"]).await;
+    sim.set_endpoints("default", "odd", &["n1"])
+        .await
+        .expect("endpoints");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let client = sim.client_as("system:serviceaccount:portway-system:portway-speaker");
@@ -559,6 +566,26 @@ async fn speaker_advertises_over_bgp_and_withdraws() {
     wait_prefixes(
         &router,
         "re-advertisement",
+        &["198.51.100.97/32", "198.51.100.98/32", "2001:db8:96::7/128"],
+    )
+    .await;
+    // A Cluster Service with no ready endpoint anywhere is withdrawn (nothing would
+    // answer), and advertised again when one is back.
+    sim.set_endpoints("default", "web", &[])
+        .await
+        .expect("endpoints");
+    wait_prefixes(
+        &router,
+        "withdrawal without endpoints",
+        &["198.51.100.98/32"],
+    )
+    .await;
+    sim.set_endpoints("default", "web", &["n2"])
+        .await
+        .expect("endpoints");
+    wait_prefixes(
+        &router,
+        "back with an endpoint",
         &["198.51.100.97/32", "198.51.100.98/32", "2001:db8:96::7/128"],
     )
     .await;

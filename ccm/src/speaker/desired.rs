@@ -194,7 +194,10 @@ pub fn bgp_routes(
         })
         .collect();
     for svc in of_class(services, BGP, default_class) {
-        if policy(svc) == TrafficPolicy::Local && !ready.of(svc).contains(&name) {
+        // No ready endpoint anywhere: nothing would answer, so no router is sent there
+        // (MetalLB withdraws too, and the l2 speaker does not announce such a Service).
+        let serving = ready.of(svc);
+        if serving.is_empty() || (policy(svc) == TrafficPolicy::Local && !serving.contains(&name)) {
             continue;
         }
         for ip in status_ips(svc) {
@@ -297,6 +300,11 @@ mod tests {
         slice_of(svc, "default", &[(node, Some(true), None)])
     }
 
+    /// A ready endpoint for each Service, on a node of its own (n9).
+    fn serving(names: &[&str]) -> Vec<Arc<EndpointSlice>> {
+        names.iter().map(|n| slice(n, "n9")).collect()
+    }
+
     fn config() -> (Vec<PoolConfig>, BgpConfig) {
         let pools = portway_provider::ipam::parse_pools(&[
             json!({"name": "dc", "addresses": ["198.51.100.0/28", "2001:db8:64::/120"]}),
@@ -343,10 +351,17 @@ mod tests {
         let me = node("n1", true);
         let plain = vec![svc("plain", "", "198.51.100.4", false)];
         assert_eq!(
-            nets(&bgp_routes(&plain, &[], &me, BGP, &pools, &bgp)),
+            nets(&bgp_routes(
+                &plain,
+                &serving(&["plain"]),
+                &me,
+                BGP,
+                &pools,
+                &bgp
+            )),
             ["198.51.100.4/32"]
         );
-        assert!(bgp_routes(&plain, &[], &me, L2, &pools, &bgp).is_empty());
+        assert!(bgp_routes(&plain, &serving(&["plain"]), &me, L2, &pools, &bgp).is_empty());
     }
 
     #[test]
@@ -418,20 +433,26 @@ mod tests {
             svc("d", L2, "198.51.100.3", false),
         ];
         let me = node("n1", true);
-        let routes = bgp_routes(&services, &[], &me, "x", &pools, &bgp);
+        let others = serving(&["a", "c", "d"]);
+        let routes = bgp_routes(&services, &others, &me, "x", &pools, &bgp);
         assert_eq!(
             nets(&routes),
             vec!["198.51.100.1/32"],
             "Local without endpoint, unadvertised pool and l2 are skipped"
         );
+        // A Cluster Service with no ready endpoint anywhere is not advertised.
+        assert!(bgp_routes(&services, &[], &me, "x", &pools, &bgp).is_empty());
         let peer = "10.0.0.254".parse().expect("ip");
         let routes_to_peer = routes.for_peer(peer);
         let attrs = routes_to_peer.values().next().expect("one route");
         assert_eq!(attrs.communities.len(), 1, "the advertisement's community");
         // A ready endpoint on another node does not make this node serve a Local Service.
-        let elsewhere = bgp_routes(&services, &[slice("b", "n2")], &me, "x", &pools, &bgp);
+        let with = |s: Arc<EndpointSlice>| -> Vec<Arc<EndpointSlice>> {
+            others.iter().cloned().chain([s]).collect()
+        };
+        let elsewhere = bgp_routes(&services, &with(slice("b", "n2")), &me, "x", &pools, &bgp);
         assert_eq!(elsewhere.len(), 1);
-        let here = bgp_routes(&services, &[slice("b", "n1")], &me, "x", &pools, &bgp);
+        let here = bgp_routes(&services, &with(slice("b", "n1")), &me, "x", &pools, &bgp);
         assert_eq!(nets(&here), ["198.51.100.1/32", "198.51.100.2/32"]);
     }
 
@@ -443,7 +464,8 @@ mod tests {
             svc("x", BGP, "192.0.2.7", false),
             svc("y", BGP, "192.0.2.200", false),
         ];
-        let routes = bgp_routes(&services, &[], &node("n1", true), "x", &pools, &bgp);
+        let ready = serving(&["ds", "x", "y"]);
+        let routes = bgp_routes(&services, &ready, &node("n1", true), "x", &pools, &bgp);
         // Two Services in the aggregated pool share one /24.
         assert_eq!(
             nets(&routes),
@@ -467,7 +489,8 @@ mod tests {
         ]}))
         .expect("bgp");
         let services = vec![svc("a", BGP, "198.51.100.1", false)];
-        let routes = bgp_routes(&services, &[], &node("n1", true), "x", &pools, &bgp);
+        let ready = serving(&["a"]);
+        let routes = bgp_routes(&services, &ready, &node("n1", true), "x", &pools, &bgp);
         let net = "198.51.100.1/32".parse().expect("net");
         for (peer, community) in [("10.0.0.1", 1), ("10.0.0.2", 2)] {
             let to_peer = routes.for_peer(peer.parse().expect("ip"));
@@ -483,7 +506,8 @@ mod tests {
     fn ineligible_nodes_advertise_nothing() {
         let (pools, bgp) = config();
         let services = vec![svc("a", BGP, "198.51.100.1", false)];
-        let check = |n: Arc<Node>| bgp_routes(&services, &[], &n, "x", &pools, &bgp).is_empty();
+        let ready = serving(&["a"]);
+        let check = |n: Arc<Node>| bgp_routes(&services, &ready, &n, "x", &pools, &bgp).is_empty();
         assert!(!check(node("n1", true)));
         assert!(check(node("n1", false)), "Ready=False");
         let unknown = node_with(
