@@ -147,7 +147,7 @@ impl Events {
             },
             action: Some(action.to_string()),
             reason: Some(reason.to_string()),
-            note: Some(note.chars().take(1024).collect()),
+            note: Some(truncate_note(note)),
             type_: Some(
                 match kind {
                     Kind::Normal => "Normal",
@@ -162,5 +162,31 @@ impl Events {
             ..Default::default()
         };
         api.create(&PostParams::default(), &event).await.map(|_| ())
+    }
+}
+
+/// The server refuses a note over 1024 bytes (bytes, not characters): cut at the
+/// last character boundary that fits.
+fn truncate_note(note: &str) -> String {
+    const MAX: usize = 1024;
+    if note.len() <= MAX {
+        return note.to_string();
+    }
+    let end = (0..=MAX)
+        .rev()
+        .find(|i| note.is_char_boundary(*i))
+        .unwrap_or(0);
+    note[..end].to_string()
+}
+
+#[cfg(test)]
+mod note_tests {
+    #[test]
+    fn a_long_note_is_cut_to_1024_bytes_on_a_character_boundary() {
+        let long = "é".repeat(600); // 1200 bytes
+        let cut = super::truncate_note(&long);
+        assert!(cut.len() <= 1024 && cut.len() >= 1023, "{}", cut.len());
+        assert!(cut.chars().all(|c| c == 'é'));
+        assert_eq!(super::truncate_note("short"), "short");
     }
 }

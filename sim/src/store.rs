@@ -436,6 +436,9 @@ impl Store {
         obj: Value,
         user: &str,
     ) -> Result<Value, ApiError> {
+        if kind.is_events_v1() {
+            crate::events_view::validate_v1(&obj)?;
+        }
         let mut obj = Self::to_storage(kind, obj);
         if !obj.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));

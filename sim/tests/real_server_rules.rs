@@ -163,3 +163,44 @@ async fn a_put_of_a_copy_from_before_a_recreate_is_a_conflict() {
     }
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_event_without_the_required_fields_is_refused() {
+    use k8s_openapi::api::events::v1::Event;
+    let sim = SimCluster::start().await.expect("sim");
+    let api: Api<Event> = Api::namespaced(sim.client(), "default");
+    let bare: Event = serde_json::from_value(json!({"metadata": {"name": "e1"},
+        "reason": "Something", "type": "Normal", "note": "hello"}))
+    .expect("event");
+    let err = api
+        .create(&PostParams::default(), &bare)
+        .await
+        .expect_err("no eventTime, reportingController, reportingInstance or action");
+    match err {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 422);
+            for field in [
+                "eventTime",
+                "reportingController",
+                "reportingInstance",
+                "action",
+            ] {
+                assert!(
+                    s.message.contains(field),
+                    "{field} not named: {}",
+                    s.message
+                );
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    let full: Event = serde_json::from_value(json!({"metadata": {"name": "e2"},
+        "reason": "Something", "type": "Normal", "note": "hello", "action": "Test",
+        "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "example.com/test",
+        "reportingInstance": "test-1"}))
+    .expect("event");
+    api.create(&PostParams::default(), &full)
+        .await
+        .expect("a complete event");
+    sim.shutdown().await;
+}
