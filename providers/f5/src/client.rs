@@ -61,18 +61,15 @@ impl Failure {
     }
 }
 
-/// Why a transaction was not applied (a commit is all-or-nothing: none of it was).
+/// Why a write was not applied (a commit is all-or-nothing: none of it was).
 #[derive(Debug)]
 pub(crate) enum TxError {
-    /// A create met an object of the same name ("already exists", 409): the partition changed
-    /// since it was read, by another writer or a previous leader. Reading again turns the
-    /// create into a PATCH of the object, if it is ours. Holds the needs-a-fix error to
-    /// report when reading again does not help.
-    Exists(ProviderError),
-    /// An object the transaction changes or deletes was deleted since the read (drift, or
-    /// another writer): nothing was applied; reading again drops it from the plan, since a
-    /// delete of what is gone is done.
-    Gone(ProviderError),
+    /// The partition changed since it was read, by another writer, a previous leader or a
+    /// hand edit: a create met an object of that name (409 "already exists"), or an object
+    /// to change or delete is gone (404). Reading again turns the create into a PATCH (if
+    /// the object is ours) and drops what is gone from the plan. Holds the error to report
+    /// when reading again does not help.
+    Stale(ProviderError),
     /// Any other failure, classified.
     Failed(ProviderError),
 }
@@ -80,7 +77,7 @@ pub(crate) enum TxError {
 impl From<TxError> for ProviderError {
     fn from(e: TxError) -> ProviderError {
         match e {
-            TxError::Exists(e) | TxError::Gone(e) | TxError::Failed(e) => e,
+            TxError::Stale(e) | TxError::Failed(e) => e,
         }
     }
 }
@@ -356,24 +353,20 @@ impl BigIp {
     }
 
     /// A member PATCH of one pool: a pool that is gone (404, deleted by hand since the
-    /// read) is [`TxError::Gone`], so the caller reads again and recreates it.
+    /// read) is [`TxError::Stale`], so the caller reads again and recreates it.
     pub(crate) async fn patch_members(&self, path: &str, body: &Value) -> Result<(), TxError> {
         let _w = self.writes.lock().await;
         match self.exchange(Method::PATCH, path, Some(body), None).await {
             Ok(_) => Ok(()),
-            Err(f) if f.status == Some(StatusCode::NOT_FOUND) => Err(TxError::Gone(f.error)),
+            Err(f) if f.is(StatusCode::NOT_FOUND) => Err(TxError::Stale(f.error)),
             Err(f) => Err(TxError::Failed(f.error)),
         }
     }
 
-    /// Runs `commands` as one transaction; a 404 on a DELETE is fine.
-    pub async fn transaction(&self, commands: &[Command]) -> Result<(), ProviderError> {
-        self.try_transaction(commands).await.map_err(Into::into)
-    }
-
-    /// [`BigIp::transaction`], telling a create that met an existing object (which the
-    /// caller converges by reading again) from other failures.
-    pub(crate) async fn try_transaction(&self, commands: &[Command]) -> Result<(), TxError> {
+    /// Runs `commands` as one transaction, telling a partition that changed since it was
+    /// read ([`TxError::Stale`], which the caller converges by reading again) from other
+    /// failures.
+    pub(crate) async fn transaction(&self, commands: &[Command]) -> Result<(), TxError> {
         if commands.is_empty() {
             return Ok(());
         }
@@ -415,7 +408,7 @@ impl BigIp {
                 || reason.contains("01020066")
                 || reason.contains("already exists") =>
             {
-                return Err(TxError::Exists(ProviderError::Invalid {
+                return Err(TxError::Stale(ProviderError::Invalid {
                     field,
                     reason: format!(
                         "{reason}; an object of that name is in the partition but not tagged as this Service's (portway-uid): delete or rename it on the BIG-IP"
@@ -428,7 +421,7 @@ impl BigIp {
                 error: ProviderError::Invalid { reason, .. },
                 ..
             }) if reason.contains("was not found") => {
-                return Err(TxError::Gone(ProviderError::transient(format!(
+                return Err(TxError::Stale(ProviderError::transient(format!(
                     "BIG-IP transaction {id} raced with a change: {reason}"
                 ))));
             }

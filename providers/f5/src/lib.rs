@@ -17,7 +17,7 @@ mod provider;
 pub use client::{BigIp, Credentials};
 pub use config::{ConfigIssue, F5Config, MemberMode, SecretRef};
 pub use names::{destination, member_name, object_name, uri_name};
-pub use plan::{Command, Current, Desired, Plan, desired, plan, plan_delete};
+pub use plan::{Command, Current, Desired, Plan, desired, plan};
 pub use provider::F5Provider;
 
 /// The class this provider serves.

@@ -353,11 +353,6 @@ pub fn plan(want: &Desired, current: &Current, partition: &str) -> Plan {
     p
 }
 
-/// Deleting everything of a Service: virtuals, then pools, then monitors.
-pub fn plan_delete(current: &Current, partition: &str) -> Vec<Command> {
-    plan(&Desired::default(), current, partition).transaction
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,7 +503,9 @@ mod tests {
                 "/mgmt/tm/ltm/monitor/tcp/~portway~pw_default_web_udp_53",
             ]
         );
-        assert_eq!(plan_delete(&cur, "portway").len(), 6);
+        // Deleting everything (nothing desired): virtuals, then pools, then monitors.
+        let all = plan(&Desired::default(), &cur, "portway").transaction;
+        assert_eq!(all.len(), 6);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use crate::client::{BigIp, Credentials, TxError};
 use crate::config::{F5Config, MemberMode};
-use crate::plan::{Current, desired, plan, plan_delete, tagged_service, tagged_uid};
+use crate::plan::{Current, Desired, Plan, desired, plan, tagged_service, tagged_uid};
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -331,35 +331,52 @@ impl Core {
         self.session().await?;
         let members = self.members(svc, nodes).await?;
         let want = desired(svc, ips, &members, &self.cfg.partition, &self.cfg.monitor);
-        // A create answered "already exists", or a change of an object that is gone, means
-        // our read was stale (another writer, e.g. a previous leader, or a hand edit): read
-        // again, and the next plan PATCHes what exists and no longer touches what is gone
-        // (a 404 on a delete is success). Once only, so an object of our name that is not
-        // ours cannot make us loop.
+        if let Some(p) = self.apply_fresh(None, &svc.uid, &want).await? {
+            info!(service = %svc.key, patches = p.member_patches.len(), commands = p.transaction.len(), "BIG-IP converged");
+        }
+        Ok(())
+    }
+
+    /// Plans `uid`'s objects towards `want` against the partition (`read`, or a fresh read)
+    /// and applies the plan; then collects unreferenced nodes and schedules a save. When the
+    /// partition changed between the read and the write ([`TxError::Stale`]: a create that
+    /// meets an existing object, a change or delete of one that is gone), it reads once more
+    /// and plans again: the create becomes a PATCH, what is gone drops out (a 404 on a
+    /// delete is success). Once only, so an object of our name that is not ours cannot make
+    /// this loop. Returns the plan applied, `None` when already in sync.
+    async fn apply_fresh(
+        &self,
+        read: Option<Current>,
+        uid: &str,
+        want: &Desired,
+    ) -> Result<Option<Plan>, ProviderError> {
+        let mut read = read;
         let mut reread = false;
-        let p = loop {
-            let current = Self::own(self.device.read(&self.cfg.partition).await?, &svc.uid);
-            let p = plan(&want, &current, &self.cfg.partition);
+        let applied = loop {
+            let current = match read.take() {
+                Some(c) => c,
+                None => self.device.read(&self.cfg.partition).await?,
+            };
+            let p = plan(want, &Self::own(current, uid), &self.cfg.partition);
             if p.is_empty() {
-                return Ok(());
+                return Ok(None);
             }
             match self.apply(&p).await {
                 Ok(()) => break p,
-                Err(TxError::Exists(e) | TxError::Gone(e)) if !reread => {
-                    info!(service = %svc.key, %e, "BIG-IP partition changed meanwhile; reading again to converge");
+                Err(TxError::Stale(e)) if !reread => {
+                    info!(%uid, %e, "BIG-IP partition changed meanwhile; reading again to converge");
                     reread = true;
                 }
                 Err(e) => return Err(e.into()),
             }
         };
-        info!(service = %svc.key, patches = p.member_patches.len(), commands = p.transaction.len(), "BIG-IP converged");
         self.device.gc_nodes(&self.cfg.partition).await;
         self.schedule_save();
-        Ok(())
+        Ok(Some(applied))
     }
 
     /// Sends a plan: its member PATCHes, then its transaction (a plan has one or the other).
-    async fn apply(&self, p: &crate::plan::Plan) -> Result<(), TxError> {
+    async fn apply(&self, p: &Plan) -> Result<(), TxError> {
         for (pool, members) in &p.member_patches {
             let path = format!(
                 "/mgmt/tm/ltm/pool/{}",
@@ -369,31 +386,15 @@ impl Core {
                 .patch_members(&path, &serde_json::json!({"members": members}))
                 .await?;
         }
-        self.device.try_transaction(&p.transaction).await
+        self.device.transaction(&p.transaction).await
     }
 
-    async fn remove(&self, uid: &str) -> Result<(), ProviderError> {
-        // An object deleted between the read and the commit is already done (404 on a
-        // delete is success): read once more and delete what is left.
-        let mut reread = false;
-        loop {
-            let current = Self::own(self.device.read(&self.cfg.partition).await?, uid);
-            let cmds = plan_delete(&current, &self.cfg.partition);
-            if cmds.is_empty() {
-                return Ok(());
-            }
-            match self.device.try_transaction(&cmds).await {
-                Ok(()) => break,
-                Err(TxError::Gone(e)) if !reread => {
-                    info!(%e, "a BIG-IP object was deleted meanwhile; reading again");
-                    reread = true;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        self.device.gc_nodes(&self.cfg.partition).await;
-        self.schedule_save();
-        Ok(())
+    /// Deletes everything of `uid`, planned against `read` when the caller has just read
+    /// the partition.
+    async fn remove(&self, read: Option<Current>, uid: &str) -> Result<(), ProviderError> {
+        self.apply_fresh(read, uid, &Desired::default())
+            .await
+            .map(|_| ())
     }
 
     /// Deletes tagged objects whose Service is gone (or was recreated with another uid).
@@ -424,7 +425,8 @@ impl Core {
                 continue;
             }
             info!(service = %svc, "removing BIG-IP objects of a Service that is gone");
-            self.remove(&uid).await?;
+            // The partition as read above: each uid's plan touches only its own objects.
+            self.remove(Some(current.clone()), &uid).await?;
         }
         Ok(())
     }
@@ -481,7 +483,7 @@ impl LoadBalancerProvider for F5Provider {
 
     async fn ensure_deleted(&self, svc: &LbService) -> Result<(), ProviderError> {
         self.core.session().await?;
-        self.core.remove(&svc.uid).await?;
+        self.core.remove(None, &svc.uid).await?;
         lock(&self.core.managed).remove(&svc.key);
         self.vips.release(&svc.key);
         Ok(())
