@@ -359,13 +359,12 @@ const ENV_CAMEL_KEYS: [&str; 33] = [
 /// The `config` crate lower-cases keys that come from the environment; map
 /// them back onto the camelCase keys of the file so both layers meet.
 fn fix_env_case(value: serde_json::Value) -> serde_json::Value {
-    const KEYS: &[&str] = &ENV_CAMEL_KEYS;
     match value {
         serde_json::Value::Object(map) => {
             let mut out = serde_json::Map::new();
             for (k, v) in map {
                 let v = fix_env_case(v);
-                let key = KEYS
+                let key = ENV_CAMEL_KEYS
                     .iter()
                     .find(|known| known.eq_ignore_ascii_case(&k) && **known != k)
                     .map(|known| known.to_string())

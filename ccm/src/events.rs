@@ -168,14 +168,11 @@ impl Events {
 /// The server refuses a note over 1024 bytes (bytes, not characters): cut at the
 /// last character boundary that fits.
 fn truncate_note(note: &str) -> String {
-    const MAX: usize = 1024;
-    if note.len() <= MAX {
-        return note.to_string();
+    // `str::floor_char_boundary` is newer than the crate's MSRV (1.89).
+    let mut end = note.len().min(1024);
+    while !note.is_char_boundary(end) {
+        end -= 1;
     }
-    let end = (0..=MAX)
-        .rev()
-        .find(|i| note.is_char_boundary(*i))
-        .unwrap_or(0);
     note[..end].to_string()
 }
 

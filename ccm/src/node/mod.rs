@@ -115,8 +115,6 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         let patch = serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
         api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
             .await?;
-    }
-    if initializing {
         info!(node = %name, "node initialized");
         ctx.events
             .publish(

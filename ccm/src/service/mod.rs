@@ -25,7 +25,8 @@ pub mod rules;
 mod status;
 pub mod view;
 
-pub use dispatch::{Call, Handle, Registry, Reply};
+use dispatch::Handle;
+pub use dispatch::{Call, Registry, Reply};
 pub use nodes::NodeSet;
 pub use reconcile::{backoff_delay, minimal_view};
 
@@ -148,11 +149,12 @@ impl Context {
         result
     }
 
-    /// Services waiting for a retry, for the metric.
+    /// Services waiting for a retry, for the metric (an exhausted pool counts as a
+    /// failure too).
     fn retries_pending(&self) -> usize {
         lock(&self.state)
             .values()
-            .filter(|st| st.failures > 0 || st.waiting_for_address)
+            .filter(|st| st.failures > 0)
             .count()
     }
 

@@ -250,6 +250,9 @@ fn newly_unplaced(seen: &mut BTreeSet<IpAddr>, now: &BTreeSet<IpAddr>) -> Vec<Ip
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use serde_json::json;
+
     #[test]
     fn an_unplaced_address_is_reported_once_per_episode() {
         let ip: IpAddr = "192.0.2.7".parse().expect("ip");
@@ -263,9 +266,6 @@ mod tests {
             "again after it recovered"
         );
     }
-
-    use super::*;
-    use serde_json::json;
 
     const V4: &str = "10.0.0.1";
     const V6: &str = "fd00::1";

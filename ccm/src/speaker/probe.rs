@@ -9,7 +9,7 @@
 
 use kube::Client;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -43,7 +43,7 @@ impl ApiProbe {
         let last_ok_ms = Arc::new(AtomicU64::new(0));
         let last = last_ok_ms.clone();
         let task = tokio::spawn(async move {
-            let reported = AtomicBool::new(true);
+            let mut reported = true;
             loop {
                 let answered = tokio::time::timeout(every, client.apiserver_version())
                     .await
@@ -52,7 +52,7 @@ impl ApiProbe {
                     last.store(millis_since(epoch), Ordering::Relaxed);
                 }
                 let now = fresh(epoch, &last, fresh_for);
-                if reported.swap(now, Ordering::Relaxed) != now {
+                if std::mem::replace(&mut reported, now) != now {
                     if now {
                         tracing::info!("API server answers again");
                     } else {
