@@ -81,8 +81,8 @@ impl RouteAttrs {
     }
 
     /// One set of attributes for a peer that several advertisements give the
-    /// same prefix: communities of both, the higher LOCAL_PREF (MetalLB merges
-    /// the same way), and no peer list since it is already resolved.
+    /// same prefix: communities of both and the higher LOCAL_PREF, as MetalLB
+    /// merges them.
     fn merge(&mut self, other: &RouteAttrs) {
         self.communities.extend(&other.communities);
         self.communities.sort();
@@ -91,7 +91,6 @@ impl RouteAttrs {
         self.large_communities.sort();
         self.large_communities.dedup();
         self.local_pref = self.local_pref.max(other.local_pref);
-        self.peers.clear();
     }
 }
 
@@ -124,6 +123,9 @@ impl RouteSet {
             for more in applying {
                 attrs.merge(more);
             }
+            // Resolved for this peer: without the list, routes that differ only in
+            // which peers they name share one UPDATE.
+            attrs.peers.clear();
             routes.insert(*prefix, attrs);
         }
         routes
@@ -270,6 +272,8 @@ impl<'de> Deserialize<'de> for LargeCommunity {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn two_advertisements_of_one_prefix_reach_their_own_peers_merged_where_both_apply() {
         let prefix: IpNet = "203.0.113.10/32".parse().expect("net");
@@ -298,14 +302,16 @@ mod tests {
             },
         );
         assert_eq!(set.for_peer(p1)[&prefix].communities, vec![Community(1)]);
+        assert!(
+            set.for_peer(p1)[&prefix].peers.is_empty(),
+            "resolved per peer"
+        );
         assert_eq!(set.for_peer(p2)[&prefix].communities, vec![Community(2)]);
         let both = &set.for_peer(p3)[&prefix];
         assert_eq!(both.communities, vec![Community(1), Community(2)]);
         assert_eq!(both.local_pref, Some(200));
         assert!(set.for_peer("10.0.0.9".parse().expect("ip")).is_empty());
     }
-
-    use super::*;
 
     #[test]
     fn communities_parse_and_print() {
