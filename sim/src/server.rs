@@ -374,11 +374,7 @@ async fn serve(
             let obj = parse_body(headers, body)?;
             // A real server refuses this (500 from its storage layer): re-POSTing an
             // object read back from the server must not pass here.
-            if obj
-                .pointer("/metadata/resourceVersion")
-                .and_then(serde_json::Value::as_str)
-                .is_some_and(|rv| !rv.is_empty())
-            {
+            if crate::store::rv_of(&obj).is_some() {
                 return Err(ApiError::internal(
                     "resourceVersion should not be set on objects to be created",
                 ));

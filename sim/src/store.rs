@@ -113,16 +113,23 @@ fn name_of(v: &Value) -> &str {
         .unwrap_or("")
 }
 
-fn rv_of(v: &Value) -> Option<&str> {
+pub(crate) fn rv_of(v: &Value) -> Option<&str> {
     v.pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
 }
 
-fn finalizers_empty(v: &Value) -> bool {
+fn uid_of(v: &Value) -> Option<&str> {
+    v.pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+fn finalizers_of(v: &Value) -> Vec<&str> {
     v.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .is_none_or(Vec::is_empty)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
 }
 
 fn random_suffix() -> String {
@@ -386,7 +393,6 @@ impl Store {
 
     /// Registers a watch from `from` (None: the current state as ADDED events): returns the
     /// changes to replay and a receiver for what follows, atomically.
-    #[allow(clippy::type_complexity)]
     pub fn watch(&self, kind: &ResourceKind, from: Option<u64>) -> Result<WatchStart, ApiError> {
         let inner = self.lock();
         let rx = self.tx.subscribe();
@@ -597,13 +603,7 @@ impl Store {
             }
             // A copy of an object that was deleted and recreated meanwhile (a real server
             // checks the uid as a precondition, resourceVersion or not).
-            let uid = |o: &Value| {
-                o.pointer("/metadata/uid")
-                    .and_then(Value::as_str)
-                    .filter(|u| !u.is_empty())
-                    .map(String::from)
-            };
-            if let (Some(want), Some(have)) = (uid(&obj), uid(current))
+            if let (Some(want), Some(have)) = (uid_of(&obj), uid_of(current))
                 && want != have
             {
                 let mut e = ApiError::conflict(&kind.group_resource(), name);
@@ -701,18 +701,8 @@ impl Store {
         // An object being deleted may lose finalizers but never gain one (a real server
         // answers 422): a controller that adds its finalizer too late must fail here too.
         if current.pointer("/metadata/deletionTimestamp").is_some() {
-            let names = |o: &Value| -> Vec<String> {
-                o.pointer("/metadata/finalizers")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|f| f.as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            };
-            let had = names(&current);
-            if let Some(new) = names(&next).into_iter().find(|f| !had.contains(f)) {
+            let had = finalizers_of(&current);
+            if let Some(new) = finalizers_of(&next).into_iter().find(|f| !had.contains(f)) {
                 return Err(ApiError::invalid(
                     kind.kind,
                     name,
@@ -780,7 +770,7 @@ impl Store {
             return Ok(Self::to_view(kind, &current));
         }
         let deleting = next.pointer("/metadata/deletionTimestamp").is_some();
-        let out = if deleting && finalizers_empty(&next) {
+        let out = if deleting && finalizers_of(&next).is_empty() {
             let out = self.commit(
                 &mut inner,
                 &canonical,
@@ -831,7 +821,7 @@ impl Store {
             return Err(ApiError::not_found(&kind.group_resource(), name));
         };
         if let Some(uid) = &opts.uid
-            && current.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid.as_str())
+            && uid_of(&current) != Some(uid.as_str())
         {
             return Err(ApiError::conflict(&kind.group_resource(), name));
         }
@@ -840,7 +830,7 @@ impl Store {
         {
             return Err(ApiError::conflict(&kind.group_resource(), name));
         }
-        let out = if finalizers_empty(&current) {
+        let out = if finalizers_of(&current).is_empty() {
             let out = self.commit(
                 &mut inner,
                 &canonical,
@@ -918,7 +908,7 @@ impl Store {
             let Some(current) = Self::get_stored(inner, &k, &ons, &oname) else {
                 continue;
             };
-            if finalizers_empty(&current) {
+            if finalizers_of(&current).is_empty() {
                 let out = self.commit(
                     inner,
                     &k,
