@@ -110,10 +110,9 @@ fn of_class<'a>(
 /// The l2 addresses to elect owners for.
 pub fn vip_inputs(
     services: &[Arc<Service>],
-    slices: &[Arc<EndpointSlice>],
+    ready: &ReadyNodes,
     default_class: &str,
 ) -> Vec<VipInput> {
-    let ready = ReadyNodes::index(slices);
     let mut out = Vec::new();
     for svc in of_class(services, L2, default_class) {
         for ip in status_ips(svc) {
@@ -173,7 +172,7 @@ pub fn node_addrs(n: &Node) -> Vec<IpAddr> {
 /// The routes this node advertises over BGP.
 pub fn bgp_routes(
     services: &[Arc<Service>],
-    slices: &[Arc<EndpointSlice>],
+    ready: &ReadyNodes,
     me: &Node,
     default_class: &str,
     pools: &[PoolConfig],
@@ -184,7 +183,6 @@ pub fn bgp_routes(
         return routes;
     }
     let name = me.name_any();
-    let ready = ReadyNodes::index(slices);
     // Parsed once per pass (the configuration was validated at start).
     let ranges: Vec<(&str, Vec<AddrRange>)> = pools
         .iter()
@@ -334,7 +332,11 @@ mod tests {
             svc("c", L2, "192.168.1.11", true),
         ];
         let slices = vec![slice("c", "n2")];
-        let vips = vip_inputs(&services, &slices, "portway.dev/hostport");
+        let vips = vip_inputs(
+            &services,
+            &ReadyNodes::index(&slices),
+            "portway.dev/hostport",
+        );
         assert_eq!(vips.len(), 2);
         assert_eq!(vips[0].traffic_policy, TrafficPolicy::Cluster);
         assert!(vips[0].ready_nodes.is_empty(), "a has no endpoints");
@@ -345,15 +347,15 @@ mod tests {
     #[test]
     fn services_without_class_follow_the_default_class() {
         let services = vec![svc("plain", "", "192.168.1.10", false)];
-        assert_eq!(vip_inputs(&services, &[], L2).len(), 1);
-        assert!(vip_inputs(&services, &[], BGP).is_empty());
+        assert_eq!(vip_inputs(&services, &ReadyNodes::index(&[]), L2).len(), 1);
+        assert!(vip_inputs(&services, &ReadyNodes::index(&[]), BGP).is_empty());
         let (pools, bgp) = config();
         let me = node("n1", true);
         let plain = vec![svc("plain", "", "198.51.100.4", false)];
         assert_eq!(
             nets(&bgp_routes(
                 &plain,
-                &serving(&["plain"]),
+                &ReadyNodes::index(&serving(&["plain"])),
                 &me,
                 BGP,
                 &pools,
@@ -361,7 +363,17 @@ mod tests {
             )),
             ["198.51.100.4/32"]
         );
-        assert!(bgp_routes(&plain, &serving(&["plain"]), &me, L2, &pools, &bgp).is_empty());
+        assert!(
+            bgp_routes(
+                &plain,
+                &ReadyNodes::index(&serving(&["plain"])),
+                &me,
+                L2,
+                &pools,
+                &bgp
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -381,13 +393,13 @@ mod tests {
             "spec": {"type": "LoadBalancer", "loadBalancerClass": L2},
             "status": {"loadBalancer": {"ingress": [{"hostname": "lb.example"}, {"ip": "not-an-ip"}]}}}));
         let services = vec![Arc::new(cluster_ip), deleting, pending, hostname];
-        assert!(vip_inputs(&services, &[], L2).is_empty());
+        assert!(vip_inputs(&services, &ReadyNodes::index(&[]), L2).is_empty());
     }
 
     #[test]
     fn every_ingress_address_is_a_vip_dual_stack_included() {
         let services = vec![svc_ips("ds", L2, &["192.168.1.10", "fd00:1::10"], false)];
-        let vips = vip_inputs(&services, &[], "x");
+        let vips = vip_inputs(&services, &ReadyNodes::index(&[]), "x");
         let ips: Vec<String> = vips.iter().map(|v| v.ip.to_string()).collect();
         assert_eq!(ips, ["192.168.1.10", "fd00:1::10"]);
     }
@@ -434,14 +446,21 @@ mod tests {
         ];
         let me = node("n1", true);
         let others = serving(&["a", "c", "d"]);
-        let routes = bgp_routes(&services, &others, &me, "x", &pools, &bgp);
+        let routes = bgp_routes(
+            &services,
+            &ReadyNodes::index(&others),
+            &me,
+            "x",
+            &pools,
+            &bgp,
+        );
         assert_eq!(
             nets(&routes),
             vec!["198.51.100.1/32"],
             "Local without endpoint, unadvertised pool and l2 are skipped"
         );
         // A Cluster Service with no ready endpoint anywhere is not advertised.
-        assert!(bgp_routes(&services, &[], &me, "x", &pools, &bgp).is_empty());
+        assert!(bgp_routes(&services, &ReadyNodes::index(&[]), &me, "x", &pools, &bgp).is_empty());
         let peer = "10.0.0.254".parse().expect("ip");
         let routes_to_peer = routes.for_peer(peer);
         let attrs = routes_to_peer.values().next().expect("one route");
@@ -450,9 +469,23 @@ mod tests {
         let with = |s: Arc<EndpointSlice>| -> Vec<Arc<EndpointSlice>> {
             others.iter().cloned().chain([s]).collect()
         };
-        let elsewhere = bgp_routes(&services, &with(slice("b", "n2")), &me, "x", &pools, &bgp);
+        let elsewhere = bgp_routes(
+            &services,
+            &ReadyNodes::index(&with(slice("b", "n2"))),
+            &me,
+            "x",
+            &pools,
+            &bgp,
+        );
         assert_eq!(elsewhere.len(), 1);
-        let here = bgp_routes(&services, &with(slice("b", "n1")), &me, "x", &pools, &bgp);
+        let here = bgp_routes(
+            &services,
+            &ReadyNodes::index(&with(slice("b", "n1"))),
+            &me,
+            "x",
+            &pools,
+            &bgp,
+        );
         assert_eq!(nets(&here), ["198.51.100.1/32", "198.51.100.2/32"]);
     }
 
@@ -465,7 +498,14 @@ mod tests {
             svc("y", BGP, "192.0.2.200", false),
         ];
         let ready = serving(&["ds", "x", "y"]);
-        let routes = bgp_routes(&services, &ready, &node("n1", true), "x", &pools, &bgp);
+        let routes = bgp_routes(
+            &services,
+            &ReadyNodes::index(&ready),
+            &node("n1", true),
+            "x",
+            &pools,
+            &bgp,
+        );
         // Two Services in the aggregated pool share one /24.
         assert_eq!(
             nets(&routes),
@@ -490,7 +530,14 @@ mod tests {
         .expect("bgp");
         let services = vec![svc("a", BGP, "198.51.100.1", false)];
         let ready = serving(&["a"]);
-        let routes = bgp_routes(&services, &ready, &node("n1", true), "x", &pools, &bgp);
+        let routes = bgp_routes(
+            &services,
+            &ReadyNodes::index(&ready),
+            &node("n1", true),
+            "x",
+            &pools,
+            &bgp,
+        );
         let net = "198.51.100.1/32".parse().expect("net");
         for (peer, community) in [("10.0.0.1", 1), ("10.0.0.2", 2)] {
             let to_peer = routes.for_peer(peer.parse().expect("ip"));
@@ -507,7 +554,9 @@ mod tests {
         let (pools, bgp) = config();
         let services = vec![svc("a", BGP, "198.51.100.1", false)];
         let ready = serving(&["a"]);
-        let check = |n: Arc<Node>| bgp_routes(&services, &ready, &n, "x", &pools, &bgp).is_empty();
+        let check = |n: Arc<Node>| {
+            bgp_routes(&services, &ReadyNodes::index(&ready), &n, "x", &pools, &bgp).is_empty()
+        };
         assert!(!check(node("n1", true)));
         assert!(check(node("n1", false)), "Ready=False");
         let unknown = node_with(

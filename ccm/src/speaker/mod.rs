@@ -152,7 +152,8 @@ pub async fn run_with_metrics(
     loop {
         let svcs = services.store.state();
         let all_nodes = nodes.store.state();
-        let all_slices = slices.store.state();
+        // Indexed once per pass for both announcers.
+        let ready = desired::ReadyNodes::index(&slices.store.state());
         let me = all_nodes.iter().find(|n| n.name_any() == node).cloned();
         // Watches report a broken stream; only the probe sees a silent cut.
         let api_ok = api.as_ref().is_none_or(probe::ApiProbe::reachable)
@@ -183,11 +184,7 @@ pub async fn run_with_metrics(
         }
         if let Some((speaker, _)) = &l2 {
             speaker.set_nodes(desired::node_inputs(&all_nodes));
-            speaker.set_vips(desired::vip_inputs(
-                &svcs,
-                &all_slices,
-                &config.default_class,
-            ));
+            speaker.set_vips(desired::vip_inputs(&svcs, &ready, &config.default_class));
             speaker.set_api_reachable(api_ok);
             let st = speaker.status().borrow().clone();
             m.set_l2(&st);
@@ -199,7 +196,7 @@ pub async fn run_with_metrics(
         if let (Some(runner), Some(me)) = (&mut bgp, &me) {
             let routes = desired::bgp_routes(
                 &svcs,
-                &all_slices,
+                &ready,
                 me,
                 &config.default_class,
                 &sections.pools,
