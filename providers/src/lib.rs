@@ -21,6 +21,10 @@ pub mod ipam;
 pub mod mock;
 mod service;
 
+/// The label that ties an EndpointSlice to its Service (set by the EndpointSlice
+/// controller): every provider and the speaker find a Service's endpoints by it.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
 pub use service::{
     IpFamily, IpFamilyPolicy, LbIngress, LbNode, LbPort, LbService, LbStatus, Protocol, ServiceKey,
     TrafficPolicy,

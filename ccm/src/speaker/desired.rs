@@ -18,6 +18,7 @@ use kube::ResourceExt;
 use portway_bgp::BgpConfig;
 use portway_bgp::route::RouteSet;
 use portway_l2::{NodeInput, VipInput};
+use portway_provider::SERVICE_NAME_LABEL;
 use portway_provider::TrafficPolicy;
 use portway_provider::ipam::{AddrRange, PoolConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -91,9 +92,6 @@ impl ReadyNodes {
         self.0.get(&key).unwrap_or(&NONE)
     }
 }
-
-/// The label tying an EndpointSlice to its Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 fn of_class<'a>(
     services: &'a [Arc<Service>],

@@ -144,7 +144,7 @@ impl F5Provider {
 /// change of an EndpointSlice of a managed Service asks the controller to ensure it again,
 /// so a pod that goes or comes changes the members within a reconcile, not a resync period.
 async fn follow_endpoints(core: Arc<Core>, tx: mpsc::UnboundedSender<ServiceKey>) {
-    const SERVICE_NAME: &str = "kubernetes.io/service-name";
+    use portway_provider::SERVICE_NAME_LABEL as SERVICE_NAME;
     let api = Api::<EndpointSlice>::all(core.client.clone());
     let events = watcher(api, watcher::Config::default().labels(SERVICE_NAME))
         .default_backoff()
@@ -263,7 +263,7 @@ impl Core {
                 .collect(),
             MemberMode::Cluster => {
                 let slices = Api::<EndpointSlice>::namespaced(self.client.clone(), &svc.key.namespace)
-                    .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={}", svc.key.name)))
+                    .list(&ListParams::default().labels(&format!("{}={}", portway_provider::SERVICE_NAME_LABEL, svc.key.name)))
                     .await
                     .map_err(|e| ProviderError::transient(format!("listing EndpointSlices: {e}")))?;
                 Ok(svc

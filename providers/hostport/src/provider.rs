@@ -137,8 +137,10 @@ impl HostportProvider {
         let (m, t) = (managed.clone(), tx.clone());
         tasks.push(tokio::spawn(stream.for_each(move |s| {
             if let Ok(s) = s
-                && let (Some(ns), Some(name)) =
-                    (s.namespace(), s.labels().get("kubernetes.io/service-name"))
+                && let (Some(ns), Some(name)) = (
+                    s.namespace(),
+                    s.labels().get(portway_provider::SERVICE_NAME_LABEL),
+                )
             {
                 let key = ServiceKey::new(ns, name.clone());
                 if lock(&m).contains(&key) {
@@ -267,7 +269,8 @@ impl HostportProvider {
                 .iter()
                 .filter(|s| {
                     s.namespace().as_deref() == Some(svc.key.namespace.as_str())
-                        && s.labels().get("kubernetes.io/service-name") == Some(&svc.key.name)
+                        && s.labels().get(portway_provider::SERVICE_NAME_LABEL)
+                            == Some(&svc.key.name)
                 })
                 .flat_map(|s| s.endpoints.clone())
                 .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
