@@ -205,8 +205,12 @@ fn spawn_outside_a_runtime_is_an_error() {
 async fn ebgp_hop_limit_is_set_for_both_families_before_connect() {
     for local in ["127.0.0.1:0", "[::1]:0"] {
         let Ok(listener) = TcpListener::bind(local).await else {
-            // No IPv6 loopback on this host: nothing to dial.
-            assert!(local.starts_with('['), "IPv4 loopback must exist");
+            // No IPv6 loopback on this host: nothing to dial. CI must have one.
+            assert!(
+                local.starts_with('[') && std::env::var_os("PORTWAY_REQUIRE_PRIVILEGED").is_none(),
+                "no loopback to bind {local}"
+            );
+            eprintln!("SKIP: no IPv6 loopback; the IPv6 hop limit is untested here");
             continue;
         };
         let remote = listener.local_addr().expect("addr");
