@@ -224,7 +224,14 @@ impl SimNode {
         self
     }
 
-    fn to_json(&self) -> Value {
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The Node object a kubelet would register (status included), for a real API server
+    /// as well as this one.
+    pub fn manifest(&self) -> Value {
         let mut labels = serde_json::Map::new();
         labels.insert("kubernetes.io/hostname".into(), json!(self.name));
         labels.insert("kubernetes.io/os".into(), json!("linux"));
@@ -412,7 +419,7 @@ impl SimCluster {
         let kind = self.kind("nodes")?;
         let obj = self
             .store
-            .create(&kind, "", node.to_json(), store::SYSTEM_USER)
+            .create(&kind, "", node.manifest(), store::SYSTEM_USER)
             .map_err(|e| anyhow::anyhow!("adding node {}: {e}", node.name))?;
         Ok(serde_json::from_value(obj)?)
     }

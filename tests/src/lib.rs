@@ -3,6 +3,12 @@
 //! gate that skips locally but fails in CI.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
+pub mod real;
+
+pub use cluster::{Backend, TestCluster, Writes, backend};
+pub use portway_sim::SimNode;
+
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;

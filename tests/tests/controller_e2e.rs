@@ -1,13 +1,15 @@
-//! The service controller end to end: the real controller against the
-//! simulated API server, with `MockProvider`s recording every call.
+//! The service controller end to end: the real controller against the test world
+//! (`PORTWAY_TEST_CLUSTER`: the sim or the real control plane), with `MockProvider`s
+//! recording every call.
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use portway_provider::mock::{Call, MockProvider};
 use portway_provider::{LoadBalancerProvider, ProviderError, ServiceKey};
-use portway_sim::{SimCluster, SimNode};
-use portway_tests::{BGP, HOSTPORT, L2, eventually, start_service_controller, svc};
+use portway_tests::{
+    BGP, HOSTPORT, L2, SimNode, TestCluster, eventually, start_service_controller, svc,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ const FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
 const T: Duration = Duration::from_secs(15);
 
 struct World {
-    sim: SimCluster,
+    cluster: TestCluster,
     hostport: MockProvider,
     l2: MockProvider,
     bgp: MockProvider,
@@ -23,14 +25,15 @@ struct World {
 
 impl World {
     async fn new(nodes: usize) -> World {
-        let sim = SimCluster::start().await.expect("sim starts");
+        let cluster = TestCluster::start().await.expect("cluster starts");
         for i in 0..nodes {
-            sim.add_node(SimNode::new(&format!("n{i}")).ipv4(&format!("10.0.0.{}", i + 1)))
+            cluster
+                .add_node(SimNode::new(&format!("n{i}")).ipv4(&format!("10.0.0.{}", i + 1)))
                 .await
                 .expect("node");
         }
         World {
-            sim,
+            cluster,
             hostport: MockProvider::new(HOSTPORT),
             l2: MockProvider::new(L2),
             bgp: MockProvider::new(BGP),
@@ -46,11 +49,11 @@ impl World {
     }
 
     fn start(&self) -> portway_tests::Running {
-        start_service_controller(self.sim.client(), self.providers(), HOSTPORT)
+        start_service_controller(self.cluster.client(), self.providers(), HOSTPORT)
     }
 
     fn api(&self) -> Api<Service> {
-        Api::namespaced(self.sim.client(), "default")
+        Api::namespaced(self.cluster.client(), "default")
     }
 
     async fn create(&self, s: Service) -> Service {
@@ -72,7 +75,7 @@ impl World {
     }
 
     async fn events(&self, name: &str) -> Vec<Event> {
-        let events: Api<Event> = Api::namespaced(self.sim.client(), "default");
+        let events: Api<Event> = Api::namespaced(self.cluster.client(), "default");
         events
             .list(&Default::default())
             .await
@@ -166,9 +169,13 @@ async fn in_sync_service_gets_zero_writes_and_one_ensure() {
         matches!(c, Call::Ensure(..))
     });
     assert_eq!(ensures, 1, "own writes must not re-trigger the provider");
-    let writes = w.sim.writes().count_for("services", "default", "web");
+    let writes = w
+        .cluster
+        .writes()
+        .await
+        .count_for("services", "default", "web");
     // create (by the test) + finalizer + status.
-    assert_eq!(writes, 3, "{:?}", w.sim.writes().all());
+    assert_eq!(writes, 3, "{:?}", w.cluster.writes().await.all());
 }
 
 #[tokio::test]
@@ -411,8 +418,12 @@ async fn an_exhausted_pool_is_retried_when_a_cleanup_frees_an_address() {
         max_retry_delay: Duration::from_secs(600),
         ..portway_tests::fast_config()
     };
-    let _c =
-        portway_tests::start_service_controller_with(w.sim.client(), w.providers(), HOSTPORT, cfg);
+    let _c = portway_tests::start_service_controller_with(
+        w.cluster.client(),
+        w.providers(),
+        HOSTPORT,
+        cfg,
+    );
     w.create(svc("old").class(L2).build()).await;
     w.wait_ip("old").await;
     let exhausted = ProviderError::Exhausted {
@@ -529,7 +540,7 @@ async fn node_changes_cause_exactly_one_update_per_service() {
         count(&m.calls_for(&key(name)), |c| matches!(c, Call::Update(..)))
     };
 
-    w.sim
+    w.cluster
         .add_node(SimNode::new("n9").ipv4("10.0.0.9"))
         .await
         .expect("node");
@@ -542,12 +553,15 @@ async fn node_changes_cause_exactly_one_update_per_service() {
     assert!(matches!(last, Some(Call::Update(_, nodes)) if nodes.len() == 3));
 
     // Readiness is not part of the eligible set (KEP-3458): no update.
-    w.sim.set_node_ready("n9", false).await.expect("not ready");
+    w.cluster
+        .set_node_ready("n9", false)
+        .await
+        .expect("not ready");
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(updates(&w.l2, "a"), 1);
 
     // Excluding a node is.
-    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(w.sim.client());
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(w.cluster.client());
     let patch = serde_json::json!({ "metadata": { "labels": {
         "node.kubernetes.io/exclude-from-external-load-balancers": "true" } } });
     nodes
@@ -566,33 +580,6 @@ async fn node_changes_cause_exactly_one_update_per_service() {
 }
 
 #[tokio::test]
-async fn dropped_watches_and_410_lose_no_service() {
-    let w = World::new(1).await;
-    let _c = w.start();
-    w.create(svc("before").class(L2).build()).await;
-    w.wait_ip("before").await;
-    for i in 0..20 {
-        if i % 5 == 0 {
-            // Every watch resumes; the first two resumptions get 410 and must relist.
-            w.sim.faults().expire_next_watches(2);
-            w.sim.faults().drop_watches();
-        }
-        w.create(svc(&format!("s{i}")).class(L2).build()).await;
-    }
-    for i in 0..20 {
-        w.wait_ip(&format!("s{i}")).await;
-    }
-    assert_eq!(
-        w.sim.faults().expired_watches_pending(),
-        0,
-        "the watches resumed and met the 410s"
-    );
-    // A Service created after the last 410 is still seen: the relisted watch is live.
-    w.create(svc("after").class(L2).build()).await;
-    w.wait_ip("after").await;
-}
-
-#[tokio::test]
 async fn restart_does_not_repeat_side_effects() {
     let w = World::new(2).await;
     let c = w.start();
@@ -603,11 +590,11 @@ async fn restart_does_not_repeat_side_effects() {
         w.wait_ip(&format!("s{i}")).await;
     }
     c.stop().await;
-    let before = w.sim.writes().all().len();
+    let before = w.cluster.writes().await.by_user("admin").len();
     // A new process: a fresh provider that adopts what the cluster says.
     let l2 = MockProvider::new(L2);
     let c2 = portway_tests::start_service_controller(
-        w.sim.client(),
+        w.cluster.client(),
         vec![
             Arc::new(l2.clone()),
             Arc::new(w.hostport.clone()),
@@ -630,7 +617,7 @@ async fn restart_does_not_repeat_side_effects() {
         "adopt comes first"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = w.sim.writes().all();
+    let after = w.cluster.writes().await.by_user("admin");
     assert_eq!(
         after.len(),
         before,
