@@ -80,12 +80,15 @@ impl ControllerArgs {
 }
 
 /// Sets up tracing: text by default, JSON lines on request; `RUST_LOG`
-/// filters (default `info`).
+/// filters (default `info`). Colours only on a terminal: a log file, a pipe or a
+/// container runtime's log gets plain text.
 pub fn init_logging(json: bool) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()

@@ -34,6 +34,11 @@ pub struct SandboxArgs {
     /// How long to wait for the demo Services.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub demo_timeout: Duration,
+    /// Run the demo on an existing cluster (its API server and its nodes) instead of the
+    /// simulated one; the BIG-IP is still simulated. Used by the tests to run the same
+    /// demo on the real control plane.
+    #[arg(long, conflicts_with = "listen")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// The sandbox's configuration: a pool per VIP class, all classes enabled.
@@ -74,22 +79,20 @@ const DEMOS: [(&str, &str, &[i32]); 4] = [
 
 /// `portway sandbox`.
 pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
-    let sim = SimCluster::builder()
-        .listen(args.listen)
-        .start()
-        .await
-        .context("starting the simulated API server")?;
-    sim.write_kubeconfig(&args.kubeconfig_out, "admin")
-        .with_context(|| format!("writing {}", args.kubeconfig_out.display()))?;
-    for (i, name) in ["node-1", "node-2", "node-3"].iter().enumerate() {
-        sim.add_node(
-            SimNode::new(name)
-                .ipv4(&format!("10.0.0.{}", 11 + i))
-                .ipv6(&format!("fd00::{}", 11 + i)),
-        )
-        .await?;
-    }
-    let client = sim.client();
+    // Kept alive until the end: dropping the sim stops it.
+    let (_sim, client, kubeconfig) = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+            (None, kube::Client::try_from(cfg)?, path.clone())
+        }
+        None => {
+            let sim = start_sim(&args).await?;
+            let client = sim.client();
+            (Some(sim), client, args.kubeconfig_out.clone())
+        }
+    };
     let mut config = Config::from_yaml(SANDBOX_CONFIG).map_err(|e| anyhow::anyhow!("{e}"))?;
     config.service_controller = ServiceControllerConfig {
         min_retry_delay: Duration::from_millis(500),
@@ -161,8 +164,8 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     println!("{}", table(&list.items, &config.default_class));
     println!(
         "kubeconfig: {}  (try: kubectl --kubeconfig {} get svc -A)",
-        args.kubeconfig_out.display(),
-        args.kubeconfig_out.display()
+        kubeconfig.display(),
+        kubeconfig.display()
     );
     if let Some(extra) = &sandbox_extras {
         println!("{extra}");
@@ -200,6 +203,26 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
     let _ = svc_task.await;
     let _ = node_task.await;
     Ok(())
+}
+
+/// The simulated cluster with the sandbox's three nodes, its kubeconfig written.
+async fn start_sim(args: &SandboxArgs) -> anyhow::Result<SimCluster> {
+    let sim = SimCluster::builder()
+        .listen(args.listen)
+        .start()
+        .await
+        .context("starting the simulated API server")?;
+    sim.write_kubeconfig(&args.kubeconfig_out, "admin")
+        .with_context(|| format!("writing {}", args.kubeconfig_out.display()))?;
+    for (i, name) in ["node-1", "node-2", "node-3"].iter().enumerate() {
+        sim.add_node(
+            SimNode::new(name)
+                .ipv4(&format!("10.0.0.{}", 11 + i))
+                .ipv6(&format!("fd00::{}", 11 + i)),
+        )
+        .await?;
+    }
+    Ok(sim)
 }
 
 /// Points the f5 section at the simulated BIG-IP and stores its credentials in a Secret,

@@ -1,4 +1,5 @@
-//! Service controller benchmark against the simulated API server.
+//! Service controller benchmark against the test world: the simulated API server, or the
+//! real control plane with `PORTWAY_TEST_CLUSTER=real` (see `scripts/cluster`).
 //!
 //! For N Services and M nodes: the time until every Service has its status,
 //! API writes per Service, p50/p99 of create -> status latency, and the
@@ -10,6 +11,7 @@
 //!
 //! ```text
 //! cargo bench -p portway-tests --bench controller -- [SERVICES] [NODES]
+//! PORTWAY_TEST_CLUSTER=real cargo bench -p portway-tests --bench controller -- [SERVICES] [NODES]
 //! ```
 //! Without arguments it runs 1,000 and 10,000 Services with 3 and 500 nodes.
 
@@ -18,7 +20,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use portway_provider::mock::MockProvider;
-use portway_sim::{SimCluster, SimNode};
+use portway_tests::{SimNode, TestCluster};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -42,16 +44,17 @@ fn main() -> anyhow::Result<()> {
         (Some(s), None) => vec![(s.parse()?, 3)],
         _ => vec![(1_000, 3), (1_000, 500), (10_000, 3), (10_000, 500)],
     };
+    let world = format!("{:?}", portway_tests::backend()).to_lowercase();
     println!(
-        "| services | nodes | run | total s | writes/svc | p50 ms | p99 ms | controller peak RSS MiB |"
+        "| world | services | nodes | run | total s | writes/svc | p50 ms | p99 ms | controller peak RSS MiB |"
     );
-    println!("|---:|---:|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|");
     for (services, nodes) in cases {
         let c = rt.block_on(run_case(services, nodes, false))?;
         let f = rt.block_on(run_case(services, nodes, true))?;
         for (name, r) in [("controller", &c), ("floor", &f)] {
             println!(
-                "| {services} | {nodes} | {name} | {:.2} | {:.2} | {:.0} | {:.0} | {} |",
+                "| {world} | {services} | {nodes} | {name} | {:.2} | {:.2} | {:.0} | {:.0} | {} |",
                 r.total.as_secs_f64(),
                 r.writes_per_service,
                 r.p50.as_secs_f64() * 1e3,
@@ -62,7 +65,7 @@ fn main() -> anyhow::Result<()> {
             );
         }
         println!(
-            "| {services} | {nodes} | ratio | {:.2} | | | | |",
+            "| {world} | {services} | {nodes} | ratio | {:.2} | | | | |",
             c.total.as_secs_f64() / f.total.as_secs_f64()
         );
     }
@@ -78,7 +81,7 @@ struct Outcome {
 }
 
 async fn run_case(services: usize, nodes: usize, floor: bool) -> anyhow::Result<Outcome> {
-    let sim = SimCluster::builder()
+    let sim = TestCluster::builder()
         .kubelet(false)
         .daemonsets(false)
         .start()
@@ -94,7 +97,7 @@ async fn run_case(services: usize, nodes: usize, floor: bool) -> anyhow::Result<
     }
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig");
-    sim.write_kubeconfig(&kubeconfig, "controller")?;
+    sim.write_kubeconfig(&kubeconfig, "controller").await?;
 
     // Who watches for status: the bench's own observer.
     let client = sim.client();
@@ -127,7 +130,7 @@ async fn run_case(services: usize, nodes: usize, floor: bool) -> anyhow::Result<
 
     let mut child = None;
     let floor_task = if floor {
-        Some(tokio::spawn(floor_writer(sim.client_as("controller"))))
+        Some(tokio::spawn(floor_writer(sim.client_as("controller").await?)))
     } else {
         let exe = std::env::current_exe()?;
         child = Some(
@@ -176,6 +179,7 @@ async fn run_case(services: usize, nodes: usize, floor: bool) -> anyhow::Result<
     let total = start.elapsed();
     let writes = sim
         .writes()
+        .await
         .all()
         .iter()
         .filter(|w| w.user == "controller" && w.resource == "services")

@@ -44,6 +44,7 @@ pub fn backend() -> Backend {
 pub struct ClusterBuilder {
     sim: SimBuilder,
     listen: Option<IpAddr>,
+    backend: Option<Backend>,
 }
 
 impl ClusterBuilder {
@@ -66,9 +67,15 @@ impl ClusterBuilder {
         self
     }
 
+    /// The sim whatever `PORTWAY_TEST_CLUSTER` says, for tests of the sim's own faults.
+    pub fn sim_only(mut self) -> Self {
+        self.backend = Some(Backend::Sim);
+        self
+    }
+
     /// Starts the world [`backend`] names.
     pub async fn start(self) -> anyhow::Result<TestCluster> {
-        let world = match backend() {
+        let world = match self.backend.unwrap_or_else(backend) {
             Backend::Sim => World::Sim(self.sim.start().await?),
             Backend::Real => World::Real(
                 RealCluster::start(RealOptions {
@@ -167,6 +174,7 @@ impl TestCluster {
         ClusterBuilder {
             sim: SimCluster::builder(),
             listen: None,
+            backend: None,
         }
     }
 

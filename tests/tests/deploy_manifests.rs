@@ -45,7 +45,7 @@ use std::path::{Path, PathBuf};
 use workloads::validate_config;
 
 /// Where the manifests are.
-fn deploy_dir() -> PathBuf {
+pub(crate) fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }
 

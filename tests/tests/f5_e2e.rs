@@ -1,15 +1,18 @@
 //! The f5 class end to end: the real service controller with the providers built from a
-//! configuration file, against the simulated API server and the simulated BIG-IP. What
+//! configuration file, against the test world (`PORTWAY_TEST_CLUSTER`) and the simulated BIG-IP. What
 //! issue #8 names: a 2-port Service gets 2 virtuals and 2 pools with one member per node and
 //! its status only after the commit; a new node is one PATCH per pool; a virtual deleted by
 //! hand is back within one resync period; the Service deleted leaves the partition empty of
 //! our objects and the nodes collected.
 
+#[path = "f5_e2e/provider.rs"]
+mod provider;
+
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use kube::api::{Api, DeleteParams, PostParams};
 use portway_sim::bigip::BigIpSim;
-use portway_sim::{SimCluster, SimNode};
 use portway_tests::{F5, eventually, svc};
+use portway_tests::{SimNode, TestCluster};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,13 +58,13 @@ fn writes(bigip: &BigIpSim) -> Vec<String> {
         .collect()
 }
 
-async fn cluster() -> SimCluster {
-    let sim = SimCluster::builder()
+async fn cluster() -> TestCluster {
+    let sim = TestCluster::builder()
         .kubelet(false)
         .daemonsets(false)
         .start()
         .await
-        .expect("sim");
+        .expect("cluster");
     for i in 1..=2 {
         sim.add_node(SimNode::new(&format!("node-{i}")).ipv4(&format!("10.0.0.{i}")))
             .await

@@ -1,27 +1,29 @@
-//! The hostport class end to end: the real controller and provider against the simulated
-//! API server with its DaemonSet controller, scheduler and kubelet.
+//! The hostport class end to end: the real controller and provider against the test world
+//! (`PORTWAY_TEST_CLUSTER`) with its DaemonSet controller, scheduler and kubelet.
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use portway::config::Config;
-use portway_sim::{SimCluster, SimNode};
-use portway_tests::{L2, eventually, fast_config, start_service_controller_with, svc};
+use portway_tests::{
+    L2, SimNode, TestCluster, eventually, fast_config, start_service_controller_with, svc,
+};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
 
 struct World {
-    sim: SimCluster,
+    cluster: TestCluster,
     _c: portway_tests::Running,
 }
 
 impl World {
     async fn new() -> World {
-        let sim = SimCluster::start().await.expect("sim");
+        let cluster = TestCluster::start().await.expect("cluster");
         for i in 1..=3 {
-            sim.add_node(SimNode::new(&format!("node-{i}")).ipv4(&format!("10.0.0.{i}")))
+            cluster
+                .add_node(SimNode::new(&format!("node-{i}")).ipv4(&format!("10.0.0.{i}")))
                 .await
                 .expect("node");
         }
@@ -29,24 +31,24 @@ impl World {
             "pools:\n- name: lan\n  addresses: [192.168.9.0/28]\nl2:\n  pools: [lan]\n",
         )
         .expect("config");
-        let built = portway::providers::build(&config, &sim.client())
+        let built = portway::providers::build(&config, &cluster.client())
             .await
             .expect("providers");
         let c = start_service_controller_with(
-            sim.client(),
+            cluster.client(),
             built.providers,
             "portway.dev/hostport",
             fast_config(),
         );
-        World { sim, _c: c }
+        World { cluster, _c: c }
     }
 
     fn svcs(&self) -> Api<Service> {
-        Api::namespaced(self.sim.client(), "default")
+        Api::namespaced(self.cluster.client(), "default")
     }
 
     fn daemonsets(&self) -> Api<DaemonSet> {
-        Api::namespaced(self.sim.client(), "kube-system")
+        Api::namespaced(self.cluster.client(), "kube-system")
     }
 
     async fn ips(&self, name: &str) -> Vec<String> {
@@ -78,7 +80,7 @@ impl World {
     }
 
     async fn label(&self, node: &str, key: &str, value: Option<&str>) {
-        let nodes: Api<Node> = Api::all(self.sim.client());
+        let nodes: Api<Node> = Api::all(self.cluster.client());
         let patch = serde_json::json!({"metadata": {"labels": {key: value}}});
         nodes
             .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
@@ -108,22 +110,30 @@ async fn klipper_parity_end_to_end() {
 
     // Steady state: no DaemonSet or Service writes by the controller.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    w.sim.writes().reset();
+    w.cluster.reset_writes().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        w.sim
+        w.cluster
             .writes()
+            .await
             .count_for("daemonsets", "kube-system", &ds_name),
         0
     );
-    assert_eq!(w.sim.writes().count_for("services", "default", "web"), 0);
+    assert_eq!(
+        w.cluster
+            .writes()
+            .await
+            .count_for("services", "default", "web"),
+        0
+    );
 
     // Allow-list mode: only labelled nodes; the label removed, all nodes again (k3s#14625).
     w.label_node("node-2", Some("true")).await;
     w.wait_ips("web", &["10.0.0.2"]).await;
     assert_eq!(
-        w.sim
+        w.cluster
             .writes()
+            .await
             .count_for("daemonsets", "kube-system", &ds_name),
         1,
         "one DaemonSet write for the change"
@@ -145,7 +155,7 @@ async fn klipper_parity_end_to_end() {
         .create(&PostParams::default(), &svc("clash").build())
         .await
         .expect("create");
-    let events: Api<Event> = Api::namespaced(w.sim.client(), "default");
+    let events: Api<Event> = Api::namespaced(w.cluster.client(), "default");
     let note = eventually("a clash warning", T, || async {
         events
             .list(&ListParams::default())
@@ -170,7 +180,7 @@ async fn klipper_parity_end_to_end() {
         )
         .await
         .expect("create");
-    w.sim
+    w.cluster
         .set_endpoints("default", "local", &["node-3"])
         .await
         .expect("endpoints");
@@ -219,5 +229,5 @@ async fn klipper_parity_end_to_end() {
     .await;
     w.wait_ips("clash", &["10.0.0.1", "10.0.0.2", "10.0.0.3"])
         .await;
-    w.sim.shutdown().await;
+    w.cluster.shutdown().await;
 }

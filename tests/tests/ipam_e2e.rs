@@ -1,5 +1,5 @@
 //! Address allocation end to end: the real controller with the l2 and bgp providers built
-//! from a configuration file, against the simulated API server. 200 Services over two pools
+//! from a configuration file, against the test world (`PORTWAY_TEST_CLUSTER`). 200 Services over two pools
 //! keep their addresses across a controller restart, never share one by accident, and bad
 //! requests get a Warning event naming the address.
 
@@ -7,8 +7,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use portway::config::Config;
-use portway_sim::{SimCluster, SimNode};
-use portway_tests::{BGP, L2, eventually, fast_config, start_service_controller_with, svc};
+use portway_tests::{
+    BGP, L2, SimNode, TestCluster, eventually, fast_config, start_service_controller_with, svc,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ bgp:
 
 const T: Duration = Duration::from_secs(60);
 
-async fn start(sim: &SimCluster) -> portway_tests::Running {
+async fn start(sim: &TestCluster) -> portway_tests::Running {
     let config = Config::from_yaml(CONFIG).expect("config");
     let built = portway::providers::build(&config, &sim.client())
         .await
@@ -62,12 +63,12 @@ async fn all_ips(api: &Api<Service>) -> BTreeMap<String, Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_services_keep_their_addresses_across_a_restart() {
-    let sim = SimCluster::builder()
+    let sim = TestCluster::builder()
         .kubelet(false)
         .daemonsets(false)
         .start()
         .await
-        .expect("sim");
+        .expect("cluster");
     sim.add_node(SimNode::new("n1").ipv4("10.0.0.1"))
         .await
         .expect("node");
@@ -140,12 +141,12 @@ async fn two_hundred_services_keep_their_addresses_across_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requested_address_taken_or_outside_pools_is_refused_with_an_event() {
-    let sim = SimCluster::builder()
+    let sim = TestCluster::builder()
         .kubelet(false)
         .daemonsets(false)
         .start()
         .await
-        .expect("sim");
+        .expect("cluster");
     sim.add_node(SimNode::new("n1").ipv4("10.0.0.1"))
         .await
         .expect("node");

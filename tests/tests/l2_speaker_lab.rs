@@ -1,5 +1,5 @@
-//! `portway speaker` itself, three of them in node network namespaces, against the
-//! simulated API server reached over the lab's switch: they find each other from the Node
+//! `portway speaker` itself, three of them in node network namespaces, against the test
+//! world's API server (`PORTWAY_TEST_CLUSTER`) reached over the lab's switch: they find each other from the Node
 //! objects, elect one owner for the l2 Service's addresses, which answers `arping` and
 //! `ndisc6` from the router, carries TCP through the VIP and names itself on the Service;
 //! when its speaker is killed another node takes over, the router's neighbour cache follows
@@ -15,8 +15,7 @@ mod l2_lab;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use l2_lab::{Lab, VIP4, VIP6};
-use portway_sim::{SimCluster, SimNode};
-use portway_tests::{L2, eventually, svc};
+use portway_tests::{L2, SimNode, TestCluster, eventually, svc};
 use std::time::Duration;
 
 const SPEAKER: &str = "system:serviceaccount:portway-system:portway-speaker";
@@ -45,13 +44,13 @@ async fn portway_speakers_elect_one_owner_and_fail_over() {
         return;
     };
     let host = lab.host_link();
-    let sim = SimCluster::builder()
-        .listen(format!("{host}:0").parse().expect("addr"))
+    let sim = TestCluster::builder()
+        .listen(host.parse().expect("addr"))
         .kubelet(false)
         .daemonsets(false)
         .start()
         .await
-        .expect("sim");
+        .expect("cluster");
     for k in 1..=3 {
         sim.add_node(
             SimNode::new(&Lab::name(k))
@@ -81,6 +80,7 @@ async fn portway_speakers_elect_one_owner_and_fail_over() {
     let dir = tempfile::tempdir().expect("tmp");
     let kubeconfig = dir.path().join("speaker.kubeconfig");
     sim.write_kubeconfig(&kubeconfig, SPEAKER)
+        .await
         .expect("kubeconfig");
     let config = dir.path().join("config.yaml");
     std::fs::write(

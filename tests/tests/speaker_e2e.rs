@@ -1,4 +1,4 @@
-//! `portway speaker` against the simulated API server, in-process.
+//! `portway speaker` in-process against the test world (`PORTWAY_TEST_CLUSTER`).
 //!
 //! - L2: it picks up an l2 Service's address, wins the election on its node, writes
 //!   `portway.dev/announced-by` with an event, and removes the annotation when nobody can
@@ -6,7 +6,7 @@
 //! - BGP: against gobgpd in a network namespace joined to the host by a veth pair, the
 //!   speaker advertises the bgp-class addresses this node may serve (Cluster: all; Local:
 //!   only with a ready endpoint here), withdraws on Service delete and endpoint loss, and
-//!   sends Cease on shutdown. The MD5 password comes from a Secret in the sim.
+//!   sends Cease on shutdown. The MD5 password comes from a Secret.
 //!
 //! Both need root (a veth pair; a namespace and gobgpd for BGP): skipped with a reason
 //! otherwise, failed instead under PORTWAY_REQUIRE_PRIVILEGED=1.
@@ -15,8 +15,7 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use portway::config::Config;
-use portway_sim::{SimCluster, SimNode};
-use portway_tests::{BGP, L2, eventually, svc};
+use portway_tests::{BGP, L2, SimNode, TestCluster, eventually, svc};
 use serde_json::{Value, json};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -74,7 +73,7 @@ async fn speaker_announces_and_says_so_on_the_service() {
             unreachable!("privileged() panics when required");
         }
     };
-    let sim = SimCluster::start().await.expect("sim");
+    let sim = TestCluster::start().await.expect("cluster");
     sim.add_node(SimNode::new("n1").ipv4("127.0.0.1"))
         .await
         .expect("node");
@@ -103,7 +102,10 @@ async fn speaker_announces_and_says_so_on_the_service() {
 
     portway_tests::init_tracing();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let client = sim.client_as("system:serviceaccount:portway-system:portway-speaker");
+    let client = sim
+        .client_as("system:serviceaccount:portway-system:portway-speaker")
+        .await
+        .expect("speaker client");
     let speaker = tokio::spawn(portway::speaker::run_with(
         client,
         config,
@@ -398,8 +400,12 @@ async fn speaker_advertises_over_bgp_and_withdraws() {
         }
     };
     portway_tests::init_tracing();
-    let sim = SimCluster::start().await.expect("sim");
+    let sim = TestCluster::start().await.expect("cluster");
     sim.add_node(SimNode::new("n1").ipv4(NODE_V4).ipv6(NODE_V6))
+        .await
+        .expect("node");
+    // Another node, where some Services have their only endpoint.
+    sim.add_node(SimNode::new("n2").ipv4("10.199.79.2"))
         .await
         .expect("node");
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(sim.client());
@@ -488,7 +494,10 @@ async fn speaker_advertises_over_bgp_and_withdraws() {
         .expect("endpoints");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let client = sim.client_as("system:serviceaccount:portway-system:portway-speaker");
+    let client = sim
+        .client_as("system:serviceaccount:portway-system:portway-speaker")
+        .await
+        .expect("speaker client");
     let speaker = tokio::spawn(portway::speaker::run_with(
         client,
         config,

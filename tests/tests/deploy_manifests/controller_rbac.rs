@@ -1,12 +1,12 @@
 //! The real controllers, run as the controller's ServiceAccount with only the permissions the
-//! rendered manifests grant (RBAC enforced by the sim), serve a hostport and an l2 Service and
+//! rendered manifests grant (RBAC enforced by the test world), serve a hostport and an l2 Service and
 //! (where the overlay enables it) initialize a tainted node.
 
 use super::workloads::{container, controller_args, mounted_config, validate_config};
 use super::{CONTROLLER_SA, NS, OVERLAYS, Rendered, kubectl, render_text};
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use kube::api::{Api, PostParams};
-use portway_sim::{SimCluster, SimNode};
+use portway_tests::{SimNode, TestCluster};
 use std::time::Duration;
 
 fn has_ip(s: &Service) -> bool {
@@ -31,12 +31,14 @@ async fn the_controllers_work_with_only_the_rendered_rbac() {
         let text = mounted_config(&r, deploy, c, config_path.to_str().expect("utf-8"));
         let config = validate_config(overlay, text);
 
-        let sim = SimCluster::start().await.expect("sim");
+        let sim = TestCluster::start().await.expect("cluster");
         let dir = tempfile::tempdir().expect("tmp");
         let manifest = dir.path().join("portway.yaml");
         std::fs::write(&manifest, render_text(&kubectl, overlay)).expect("manifest");
         let kc = dir.path().join("admin.kubeconfig");
-        sim.write_kubeconfig(&kc, "admin").expect("kubeconfig");
+        sim.write_kubeconfig(&kc, "admin")
+            .await
+            .expect("kubeconfig");
         let _ = Api::<Namespace>::all(sim.client())
             .create(
                 &PostParams::default(),
@@ -55,9 +57,12 @@ async fn the_controllers_work_with_only_the_rendered_rbac() {
                 .await
                 .expect("node");
         }
-        sim.enforce_rbac(true);
+        sim.enforce_rbac(true).await.expect("enforce RBAC");
 
-        let sa = sim.client_as(&format!("system:serviceaccount:{NS}:{CONTROLLER_SA}"));
+        let sa = sim
+            .client_as(&format!("system:serviceaccount:{NS}:{CONTROLLER_SA}"))
+            .await
+            .expect("client");
         let built = portway::providers::build(&config, &sa)
             .await
             .expect("providers");
@@ -131,6 +136,7 @@ async fn the_controllers_work_with_only_the_rendered_rbac() {
         }
         let forbidden: Vec<_> = sim
             .writes()
+            .await
             .all()
             .into_iter()
             .filter(|w| w.user.contains(CONTROLLER_SA))

@@ -1,6 +1,6 @@
-//! The rendered objects loaded into the simulated API server with
+//! The rendered objects loaded into the test world's API server with
 //! `kubectl apply -f`, then each component's calls made as its
-//! ServiceAccount with the sim's RBAC enforced.
+//! ServiceAccount with RBAC enforced.
 
 use super::checks::check_overlay;
 use super::{CONTROLLER_SA, NS, OVERLAYS, Rendered, SPEAKER_SA, kubectl, render_text};
@@ -48,7 +48,7 @@ async fn rendered_objects_load_into_the_sim_and_rbac_holds() {
         let manifest = dir.path().join("portway.yaml");
         std::fs::write(&manifest, render_text(&kubectl, overlay)).expect("write manifest");
 
-        let sim = portway_sim::SimCluster::builder()
+        let sim = portway_tests::TestCluster::builder()
             .kubelet(false)
             .daemonsets(false)
             .start()
@@ -56,6 +56,7 @@ async fn rendered_objects_load_into_the_sim_and_rbac_holds() {
             .expect("sim starts");
         let admin_kc = dir.path().join("admin.kubeconfig");
         sim.write_kubeconfig(&admin_kc, "admin")
+            .await
             .expect("kubeconfig");
         let manifest_arg = manifest.to_str().expect("utf-8 path");
 
@@ -131,7 +132,7 @@ async fn rendered_objects_load_into_the_sim_and_rbac_holds() {
             .expect("hostport role");
 
         // Objects the calls below touch.
-        sim.add_node(portway_sim::SimNode::new("node-1").ipv4("10.0.0.11"))
+        sim.add_node(portway_tests::SimNode::new("node-1").ipv4("10.0.0.11"))
             .await
             .expect("node");
         let svc: Service = serde_json::from_value(serde_json::json!({
@@ -157,12 +158,15 @@ async fn rendered_objects_load_into_the_sim_and_rbac_holds() {
                 .expect("create secret");
         }
 
-        // kubectl sends no token over plain HTTP (it is `system:anonymous`), so
-        // RBAC is enforced only from here on, for the ServiceAccounts' calls.
-        sim.enforce_rbac(true);
+        // RBAC is enforced from here on: only what the manifests bind counts for the
+        // ServiceAccounts' calls (on the real server they hold TokenRequest tokens).
+        sim.enforce_rbac(true).await.expect("enforce RBAC");
 
         // The controller's calls, as its ServiceAccount.
-        let ctl = sim.client_as(&format!("system:serviceaccount:{NS}:{CONTROLLER_SA}"));
+        let ctl = sim
+            .client_as(&format!("system:serviceaccount:{NS}:{CONTROLLER_SA}"))
+            .await
+            .expect("client");
         let lp = ListParams::default();
         let pp = PatchParams::default();
         let svcs_all: Api<Service> = Api::all(ctl.clone());
@@ -278,16 +282,21 @@ async fn rendered_objects_load_into_the_sim_and_rbac_holds() {
                 .is_ok(),
             "{overlay}: create svclb"
         );
-        let mut current = hp_ds.get("svclb-web-12345678").await.expect("get svclb");
-        current.metadata.annotations =
-            Some([("portway.dev/spec-hash".to_string(), "x".to_string())].into());
-        assert!(
-            hp_ds
+        // A real DaemonSet controller writes the status meanwhile: a 409 is retried on a
+        // fresh read, as the hostport provider does.
+        let replaced = loop {
+            let mut current = hp_ds.get("svclb-web-12345678").await.expect("get svclb");
+            current.metadata.annotations =
+                Some([("portway.dev/spec-hash".to_string(), "x".to_string())].into());
+            match hp_ds
                 .replace("svclb-web-12345678", &PostParams::default(), &current)
                 .await
-                .is_ok(),
-            "{overlay}: replace svclb"
-        );
+            {
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                other => break other,
+            }
+        };
+        assert!(replaced.is_ok(), "{overlay}: replace svclb: {replaced:?}");
         assert!(
             forbidden(
                 &hp_ds
@@ -342,7 +351,10 @@ async fn rendered_objects_load_into_the_sim_and_rbac_holds() {
         );
 
         // The speaker's calls, as its ServiceAccount.
-        let spk = sim.client_as(&format!("system:serviceaccount:{NS}:{SPEAKER_SA}"));
+        let spk = sim
+            .client_as(&format!("system:serviceaccount:{NS}:{SPEAKER_SA}"))
+            .await
+            .expect("client");
         assert!(
             Api::<Service>::all(spk.clone()).list(&lp).await.is_ok(),
             "{overlay}: speaker lists services"
@@ -389,4 +401,96 @@ async fn rendered_objects_load_into_the_sim_and_rbac_holds() {
             "{overlay}: speaker lists secrets"
         );
     }
+}
+
+/// The way users install: `kubectl apply -k` on an overlay, and `--server-side`, each
+/// accepted by the API server's validation with no warning, and a second server-side apply
+/// changing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlays_apply_with_kubectl_k_and_server_side() {
+    let Some(kubectl) = kubectl("kubectl apply -k of each overlay") else {
+        return;
+    };
+    for overlay in OVERLAYS {
+        let dir = super::deploy_dir().join("overlays").join(overlay);
+        let dir = dir.to_str().expect("utf-8 path");
+        for server_side in [false, true] {
+            let cluster = portway_tests::TestCluster::start()
+                .await
+                .expect("cluster starts");
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let kc = tmp.path().join("admin.kubeconfig");
+            cluster
+                .write_kubeconfig(&kc, "admin")
+                .await
+                .expect("kubeconfig");
+            ensure_kube_system(&cluster.client()).await;
+            let mut args = vec!["apply", "-k", dir];
+            if server_side {
+                args.push("--server-side");
+            }
+            let (out, err) = run_kubectl_full(&kubectl, &kc, &args).await;
+            let verb = if server_side {
+                "serverside-applied"
+            } else {
+                "created"
+            };
+            assert!(
+                out.lines().all(|l| l.ends_with(verb)),
+                "{overlay} {args:?}:\n{out}"
+            );
+            assert!(
+                !err.to_lowercase().contains("warning"),
+                "{overlay} {args:?} warned:\n{err}"
+            );
+            let (again, _) = run_kubectl_full(&kubectl, &kc, &args).await;
+            let same = if server_side {
+                "serverside-applied"
+            } else {
+                "unchanged"
+            };
+            assert!(
+                again.lines().all(|l| l.ends_with(same)),
+                "{overlay} second {args:?}:\n{again}"
+            );
+            cluster.shutdown().await;
+        }
+    }
+}
+
+/// kube-system, which every real cluster has and an empty sim lacks.
+async fn ensure_kube_system(client: &kube::Client) {
+    use k8s_openapi::api::core::v1::Namespace;
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "kube-system"}}))
+            .expect("namespace");
+    match kube::Api::<Namespace>::all(client.clone())
+        .create(&Default::default(), &ns)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("create kube-system: {e}"),
+    }
+}
+
+/// Runs kubectl, fails on a non-zero exit, returns (stdout, stderr).
+async fn run_kubectl_full(kubectl: &Path, kubeconfig: &Path, args: &[&str]) -> (String, String) {
+    let out = tokio::process::Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .await
+        .expect("run kubectl");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "kubectl {} failed:\n{stdout}\n{stderr}",
+        args.join(" ")
+    );
+    (stdout, stderr)
 }

@@ -7,6 +7,7 @@
 mod logs;
 mod router;
 
+use portway_tests::{cargo_bin, portway_bin};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
@@ -147,38 +148,6 @@ fn speaker_bin() -> PathBuf {
         cargo_bin("portway-l2", "l2-test-speaker")
     })
     .clone()
-}
-
-/// Builds the `portway` binary (in the profile of this test binary) and
-/// returns its path; once per test binary.
-pub fn portway_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| cargo_bin("portway", "portway")).clone()
-}
-
-/// `cargo build -p PACKAGE --bin BIN` in this test binary's profile.
-fn cargo_bin(package: &str, bin: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    // target/<profile>/deps/<test>-<hash>
-    let profile_dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>")
-        .to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", package, "--bin", bin]);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let status = cmd
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .unwrap_or_else(|e| panic!("running cargo build for {bin}: {e}"));
-    assert!(status.success(), "building {bin} failed");
-    let path = profile_dir.join(bin);
-    assert!(path.exists(), "{} missing after the build", path.display());
-    path
 }
 
 /// One lab: namespaces, speakers, servers.

@@ -1,20 +1,57 @@
 //! `portway sandbox`, the product's demo, run as the real binary: every one of the four
-//! classes gets an address in the simulated cluster, the f5 one with its objects on the
-//! simulated BIG-IP, and `--exit-after-demo` exits 0 only when all of them settled.
+//! classes gets an address, the f5 one with its objects on the simulated BIG-IP, and
+//! `--exit-after-demo` exits 0 only when all of them settled. Once as users start it (its
+//! own embedded sim), once on the test world (`PORTWAY_TEST_CLUSTER`) through
+//! `--kubeconfig`, with the sandbox's three nodes registered there.
 
+use portway_tests::{SimNode, TestCluster};
 use std::process::Command;
 
 #[test]
 fn sandbox_serves_all_four_classes() {
     let dir = tempfile::tempdir().expect("tmp");
     let kubeconfig = dir.path().join("sandbox.kubeconfig");
-    let out = Command::new(env!("CARGO_BIN_EXE_portway"))
+    let out = Command::new(portway_tests::portway_bin())
         .args(["sandbox", "--exit-after-demo", "--demo-timeout", "60s"])
         .arg("--kubeconfig-out")
         .arg(&kubeconfig)
         .env("RUST_LOG", "warn")
         .output()
         .expect("running portway sandbox");
+    check_demo(&out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_demo_on_the_test_world() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    for (i, name) in ["node-1", "node-2", "node-3"].iter().enumerate() {
+        cluster
+            .add_node(
+                SimNode::new(name)
+                    .ipv4(&format!("10.0.0.{}", 11 + i))
+                    .ipv6(&format!("fd00::{}", 11 + i)),
+            )
+            .await
+            .expect("node");
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    cluster
+        .write_kubeconfig(&kubeconfig, "admin")
+        .await
+        .expect("kubeconfig");
+    let out = tokio::process::Command::new(portway_tests::portway_bin())
+        .args(["sandbox", "--exit-after-demo", "--demo-timeout", "60s"])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("running portway sandbox");
+    check_demo(&out);
+}
+
+fn check_demo(out: &std::process::Output) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -48,5 +85,4 @@ fn sandbox_serves_all_four_classes() {
         stdout.contains("2 virtual servers, 2 pools with 6 members, 3 nodes"),
         "{stdout}"
     );
-    assert!(kubeconfig.exists(), "the kubeconfig for kubectl is written");
 }

@@ -1,5 +1,5 @@
-//! The f5 provider against the simulated BIG-IP (request sequences from its log) and the
-//! simulated API server (credentials Secret), plus wiremock for exact error handling.
+//! The f5 provider alone against the simulated BIG-IP (request sequences from its log) and
+//! the test world (credentials Secret), plus wiremock for exact error handling.
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PostParams};
@@ -8,18 +8,18 @@ use portway_provider::ipam::{VipManager, parse_pools};
 use portway_provider::{
     LbNode, LbPort, LbService, LoadBalancerProvider, Protocol, ProviderError, ServiceKey,
 };
-use portway_sim::SimCluster;
 use portway_sim::bigip::BigIpSim;
+use portway_tests::TestCluster;
 use serde_json::json;
 use std::time::Duration;
 
-async fn cluster_with_secret() -> SimCluster {
-    let sim = SimCluster::builder()
+async fn cluster_with_secret() -> TestCluster {
+    let sim = TestCluster::builder()
         .kubelet(false)
         .daemonsets(false)
         .start()
         .await
-        .expect("sim");
+        .expect("cluster");
     let ns: Namespace =
         serde_json::from_value(json!({"metadata": {"name": "portway-system"}})).expect("ns");
     Api::<Namespace>::all(sim.client())
@@ -36,15 +36,15 @@ async fn cluster_with_secret() -> SimCluster {
     sim
 }
 
-fn provider(sim: &SimCluster, url: &str) -> F5Provider {
+fn provider(sim: &TestCluster, url: &str) -> F5Provider {
     provider_with_resync(sim, url, "1h")
 }
 
-fn provider_with_resync(sim: &SimCluster, url: &str, resync: &str) -> F5Provider {
+fn provider_with_resync(sim: &TestCluster, url: &str, resync: &str) -> F5Provider {
     provider_in_mode(sim, url, resync, "nodeport")
 }
 
-fn provider_in_mode(sim: &SimCluster, url: &str, resync: &str, mode: &str) -> F5Provider {
+fn provider_in_mode(sim: &TestCluster, url: &str, resync: &str, mode: &str) -> F5Provider {
     let pools = parse_pools(&[json!({"name": "vips", "addresses": ["203.0.113.10-203.0.113.20"]})])
         .expect("pools");
     let vips = VipManager::new(&pools).expect("vips");

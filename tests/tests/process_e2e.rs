@@ -1,16 +1,15 @@
-//! The real `portway controller` binary against the simulated API server: node
-//! initialization, two replicas with leader election and failover, `/metrics` scraped and
-//! parsed, `/healthz` when the lease cannot be renewed, and least-privilege RBAC.
+//! The real `portway controller` binary against the test world (`PORTWAY_TEST_CLUSTER`):
+//! node initialization, two replicas with leader election and failover, `/metrics` scraped
+//! and parsed. `/healthz` when the lease cannot be renewed is in `faults_sim.rs` and
+//! `faults_real.rs`.
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, PostParams};
-use portway_sim::{SimCluster, SimNode};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use portway_tests::process::{get, spawn};
+use portway_tests::{SimNode, TestCluster};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_portway");
 const T: Duration = Duration::from_secs(30);
 
 async fn eventually<F, Fut, R>(what: &str, mut f: F) -> R
@@ -26,95 +25,6 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-struct Controller {
-    child: Child,
-    port: u16,
-    user: String,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Lease 3 s / renew deadline 2 s / retry 500 ms: a fast failover to measure.
-const FAST_LEASE: [&str; 3] = ["3s", "2s", "500ms"];
-
-fn spawn(sim: &SimCluster, dir: &Path, user: &str, config: &str) -> Controller {
-    spawn_with_lease(sim, dir, user, config, FAST_LEASE)
-}
-
-/// `lease` is the lease duration, renew deadline and retry period.
-fn spawn_with_lease(
-    sim: &SimCluster,
-    dir: &Path,
-    user: &str,
-    config: &str,
-    lease: [&str; 3],
-) -> Controller {
-    let kubeconfig = dir.join(format!("{user}.kubeconfig"));
-    sim.write_kubeconfig(&kubeconfig, user).expect("kubeconfig");
-    let cfg = dir.join("config.yaml");
-    std::fs::write(&cfg, config).expect("config");
-    let port = free_port();
-    let child = Command::new(BIN)
-        .args(["controller", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .arg("--config")
-        .arg(&cfg)
-        .args([
-            "--leader-elect-lease-duration",
-            lease[0],
-            "--leader-elect-renew-deadline",
-            lease[1],
-            "--leader-elect-retry-period",
-            lease[2],
-            "--leader-elect-resource-namespace",
-            "default",
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            &port.to_string(),
-        ])
-        .env("POD_NAME", user)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("controller starts");
-    Controller {
-        child,
-        port,
-        user: user.to_string(),
-    }
-}
-
-/// A plain HTTP/1.0 GET (the endpoints are plain HTTP; no client library needed).
-async fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
 }
 
 fn lb(name: &str) -> Service {
@@ -140,9 +50,9 @@ const CONFIG: &str = "pools:\n- name: lan\n  addresses: [192.168.50.0/26]\nl2:\n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tainted_node_is_initialized_and_a_wrong_ip_keeps_the_taint() {
-    let sim = SimCluster::start().await.expect("sim");
+    let sim = TestCluster::start().await.expect("cluster");
     let dir = tempfile::tempdir().expect("tmp");
-    let _c = spawn(&sim, dir.path(), "ctrl", CONFIG);
+    let _c = spawn(&sim, dir.path(), "ctrl", CONFIG).await;
     let taint = "node.cloudprovider.kubernetes.io/uninitialized";
     sim.add_node(
         SimNode::new("good")
@@ -224,13 +134,13 @@ async fn tainted_node_is_initialized_and_a_wrong_ip_keeps_the_taint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_writes_and_the_standby_takes_over() {
-    let sim = SimCluster::start().await.expect("sim");
+    let sim = TestCluster::start().await.expect("cluster");
     sim.add_node(SimNode::new("n1").ipv4("10.0.0.1"))
         .await
         .expect("node");
     let dir = tempfile::tempdir().expect("tmp");
-    let a = spawn(&sim, dir.path(), "ctrl-a", CONFIG);
-    let b = spawn(&sim, dir.path(), "ctrl-b", CONFIG);
+    let a = spawn(&sim, dir.path(), "ctrl-a", CONFIG).await;
+    let b = spawn(&sim, dir.path(), "ctrl-b", CONFIG).await;
     let api: Api<Service> = Api::namespaced(sim.client(), "default");
     for i in 0..5 {
         api.create(&PostParams::default(), &lb(&format!("s{i}")))
@@ -259,7 +169,8 @@ async fn one_leader_writes_and_the_standby_takes_over() {
     };
     let writers: std::collections::BTreeSet<String> = sim
         .writes()
-        .all()
+        .await
+        .not_system()
         .into_iter()
         .filter(|w| w.resource == "services" && w.user != "admin")
         .map(|w| w.user)
@@ -271,6 +182,7 @@ async fn one_leader_writes_and_the_standby_takes_over() {
     );
     assert!(
         sim.writes()
+            .await
             .by_user(&standby.user)
             .iter()
             .all(|w| w.resource == "leases")
@@ -307,47 +219,12 @@ async fn one_leader_writes_and_the_standby_takes_over() {
     let took = killed_at.elapsed();
     assert!(
         sim.writes()
+            .await
             .all()
             .iter()
             .any(|w| w.resource == "services" && w.name == "after" && w.user == standby.user),
         "the standby wrote"
     );
     eprintln!("failover: new Service served {took:?} after the leader was killed");
-    sim.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn healthz_fails_when_the_lease_cannot_be_renewed() {
-    let sim = SimCluster::start().await.expect("sim");
-    let dir = tempfile::tempdir().expect("tmp");
-    // /healthz reports 500 from the renew deadline until the last retry gives
-    // up, one retry period later: 1.5 s here, wide enough to see on a loaded
-    // machine polling every 50 ms.
-    let mut c = spawn_with_lease(&sim, dir.path(), "ctrl", CONFIG, ["6s", "3s", "1500ms"]);
-    let leases: Api<Lease> = Api::namespaced(sim.client(), "default");
-    eventually("leadership", || async {
-        leases.get_opt("portway-controller").await.ok().flatten()
-    })
-    .await;
-    assert_eq!(get(c.port, "/healthz").await.map(|r| r.0), Some(200));
-    sim.faults().fail_resource_writes("leases", 500);
-    // Unhealthy: /healthz answers 500, then the process exits non-zero (lost lease).
-    let mut saw_500 = false;
-    let deadline = Instant::now() + T;
-    let status = loop {
-        if let Some((500, _)) = get(c.port, "/healthz").await {
-            saw_500 = true;
-        }
-        if let Ok(Some(status)) = c.child.try_wait() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the controller kept running without its lease"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(!status.success(), "a lost lease must exit non-zero");
-    assert!(saw_500, "/healthz never reported the overdue renewal");
     sim.shutdown().await;
 }
