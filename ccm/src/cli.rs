@@ -150,6 +150,7 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let client = client(args.kubeconfig.as_deref()).await?;
     let built = providers::build(&config, &client).await?;
     let providers = built.providers;
+    let retired = built.retired;
     info!(classes = ?providers.iter().map(|p| p.class().to_string()).collect::<Vec<_>>(), "providers ready");
     let metrics = Arc::new(Metrics::new());
     let pool_metrics = tokio::spawn(providers::export_pool_metrics(
@@ -206,6 +207,7 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
             config.service_controller.clone(),
         )
         .workers(args.concurrent_service_syncs)
+        .retired(retired.clone())
         .metrics(metrics.clone());
         running.push(tokio::spawn(service.run(shutdown.clone())));
     }

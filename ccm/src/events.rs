@@ -1,14 +1,17 @@
-//! Events on Services (events.k8s.io/v1), aggregated into series.
+//! Events on Services and Nodes, recorded as the upstream controllers record them:
+//! core/v1 Events with `source.component` (`service-controller`, `cloud-node-controller`),
+//! so that `kubectl get events --field-selector source=service-controller`, `kubectl
+//! describe` and alerts written for the upstream CCM find Portway's too.
 //!
-//! kube-runtime's `Recorder` aggregates by reason alone, so a second, different
-//! error with the same reason would show the first message with a higher
-//! count. Users read these events to learn what to fix, so Portway keys the
-//! series by the message too: the same message again bumps `series.count`
-//! with one patch; a new message is a new event.
+//! A [`Reason`] is a type, not a string: it carries its Normal/Warning kind and its action,
+//! so a misspelt reason cannot silently become another one. Identical events (same object,
+//! reason and message) within ten minutes are one event whose `count` and
+//! `lastTimestamp` move, as client-go's event correlator does; a new message is a new
+//! event, so a second, different error is never hidden behind the first one's text.
 
 use crate::k8s::{ObjectReference, Patch, PatchParams, PostParams};
-use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client};
 use std::collections::HashMap;
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use tracing::warn;
 
-/// Identical events within this window are one series.
+/// Identical events within this window are one event with a count.
 const SERIES_WINDOW: Duration = Duration::from_secs(600);
 /// The cache is pruned past this many series.
 const MAX_SERIES: usize = 20_000;
@@ -30,11 +33,93 @@ pub enum Kind {
     Warning,
 }
 
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Normal => "Normal",
+            Kind::Warning => "Warning",
+        }
+    }
+}
+
+macro_rules! reasons {
+    ($($(#[$doc:meta])* $name:ident: $kind:ident, $action:literal;)*) => {
+        /// Every event reason Portway records, with its kind and action.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl Reason {
+            /// The reason as users search for it (the variant's name).
+            pub fn as_str(self) -> &'static str {
+                match self { $(Reason::$name => stringify!($name),)* }
+            }
+
+            /// Normal or Warning.
+            pub fn kind(self) -> Kind {
+                match self { $(Reason::$name => Kind::$kind,)* }
+            }
+
+            /// What the controller was doing (the event's `action`).
+            pub fn action(self) -> &'static str {
+                match self { $(Reason::$name => $action,)* }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// The provider is about to be called for a new or changed Service (upstream).
+    EnsuringLoadBalancer: Normal, "EnsureLoadBalancer";
+    /// The provider answered with the status to publish (upstream).
+    EnsuredLoadBalancer: Normal, "EnsureLoadBalancer";
+    /// The published addresses changed, old -> new (k3s), or the node set changed
+    /// (upstream's "Updated load balancer with new hosts").
+    UpdatedLoadBalancer: Normal, "UpdateLoadBalancer";
+    /// Updating the node set failed (upstream).
+    UpdateLoadBalancerFailed: Warning, "UpdateLoadBalancer";
+    /// Anything else failed, deletion included (upstream).
+    SyncLoadBalancerFailed: Warning, "SyncLoadBalancer";
+    /// Deletion started, for a load balancer that exists (upstream).
+    DeletingLoadBalancer: Normal, "EnsureLoadBalancerDeleted";
+    /// Deletion finished (upstream).
+    DeletedLoadBalancer: Normal, "EnsureLoadBalancerDeleted";
+    /// Nothing can carry the Service's traffic: no eligible node, or no node serving it
+    /// (upstream, k3s).
+    UnAvailableLoadBalancer: Warning, "SyncLoadBalancer";
+    /// The svclb DaemonSet was created or changed (k3s).
+    AppliedDaemonSet: Normal, "EnsureLoadBalancer";
+    /// A port the Service asks for is held by another Service on some nodes.
+    LoadBalancerConflict: Warning, "SyncLoadBalancer";
+    /// No address was left for the Service.
+    AllocationFailed: Warning, "SyncLoadBalancer";
+    /// A provider's note that did not stop the load balancer.
+    SyncLoadBalancerWarning: Warning, "SyncLoadBalancer";
+    /// Two Services claimed one address at start-up.
+    AddressConflict: Warning, "AdoptLoadBalancer";
+    /// A Service keeps an address that no configured pool contains.
+    AddressOrphaned: Warning, "AdoptLoadBalancer";
+    /// Another problem found while rebuilding state at start-up.
+    AdoptionFailed: Warning, "AdoptLoadBalancer";
+    /// The speaker of this node answers ARP/NDP for the Service's addresses.
+    AnnouncingFromNode: Normal, "Announce";
+    /// The speaker owns an address but cannot answer for it.
+    AnnounceFailed: Warning, "Announce";
+    /// The speaker advertises an address over BGP.
+    AdvertisingIP: Normal, "Advertise";
+    /// A node was initialized (upstream's cloud node controller).
+    Synced: Normal, "InitializeNode";
+    /// A node cannot be initialized yet, and why.
+    NodeInitializationFailed: Warning, "InitializeNode";
+    /// An initialized node's addresses were rewritten, old -> new.
+    NodeAddressesChanged: Normal, "UpdateNodeAddresses";
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
     uid: String,
-    kind: Kind,
-    reason: String,
+    reason: Reason,
     note: String,
 }
 
@@ -45,62 +130,50 @@ struct Series {
     last: Instant,
 }
 
-/// Publishes events for one reporting controller.
+/// Publishes events for one component.
 pub struct Events {
     client: Client,
-    controller: String,
+    component: String,
     instance: String,
     series: Mutex<HashMap<Key, Series>>,
 }
 
 impl Events {
-    /// A publisher reporting as `controller` (e.g. `portway`) from `instance`
-    /// (the pod or host name).
-    pub fn new(client: Client, controller: &str, instance: &str) -> Self {
+    /// A publisher whose events name `component` as their source (e.g.
+    /// [`crate::names::SERVICE_CONTROLLER`]) and `instance` (the pod or node name) as host.
+    pub fn new(client: Client, component: &str, instance: &str) -> Self {
         Self {
             client,
-            controller: controller.to_string(),
+            component: component.to_string(),
             instance: instance.to_string(),
             series: Mutex::default(),
         }
     }
 
-    /// Records an event on `regarding`; failures are logged, never returned:
-    /// an event is feedback, not part of the reconcile's correctness.
-    pub async fn publish(
-        &self,
-        regarding: &ObjectReference,
-        kind: Kind,
-        reason: &str,
-        action: &str,
-        note: &str,
-    ) {
-        if let Err(e) = self
-            .try_publish(regarding, kind, reason, action, note)
-            .await
-        {
-            warn!(%e, reason, "could not record event");
+    /// Records an event on `regarding`; failures are logged, never returned: an event is
+    /// feedback, not part of the reconcile's correctness.
+    pub async fn publish(&self, regarding: &ObjectReference, reason: Reason, note: &str) {
+        if let Err(e) = self.try_publish(regarding, reason, note).await {
+            warn!(%e, reason = reason.as_str(), "could not record event");
         }
     }
 
     async fn try_publish(
         &self,
         regarding: &ObjectReference,
-        kind: Kind,
-        reason: &str,
-        action: &str,
+        reason: Reason,
         note: &str,
     ) -> Result<(), kube::Error> {
+        // Events of cluster-scoped objects (Nodes) live in `default`, as upstream's.
         let namespace = regarding
             .namespace
             .clone()
             .unwrap_or_else(|| "default".to_string());
-        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &namespace);
+        let note = truncate_note(note);
         let key = Key {
             uid: regarding.uid.clone().unwrap_or_default(),
-            kind,
-            reason: reason.to_string(),
-            note: note.to_string(),
+            reason,
+            note: note.clone(),
         };
         let now = Timestamp::now();
         let mut series = self.series.lock().await;
@@ -113,12 +186,10 @@ impl Events {
         {
             s.count += 1;
             s.last = Instant::now();
-            let patch = serde_json::json!({
-                "series": EventSeries { count: s.count, last_observed_time: MicroTime(now) }
-            });
+            let patch = serde_json::json!({"count": s.count, "lastTimestamp": Time(now)});
             let (ns, name) = (s.namespace.clone(), s.name.clone());
             drop(series);
-            let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &ns);
+            let api: Api<CoreEvent> = Api::namespaced(self.client.clone(), &ns);
             return api
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -126,7 +197,7 @@ impl Events {
         }
         let name = format!(
             "{}.{:x}",
-            regarding.name.as_deref().unwrap_or(&self.controller),
+            regarding.name.as_deref().unwrap_or(&self.component),
             now.as_nanosecond()
         );
         series.insert(
@@ -139,34 +210,36 @@ impl Events {
             },
         );
         drop(series);
-        let event = K8sEvent {
+        let event = CoreEvent {
             metadata: ObjectMeta {
                 name: Some(name),
-                namespace: Some(namespace),
+                namespace: Some(namespace.clone()),
                 ..Default::default()
             },
-            action: Some(action.to_string()),
-            reason: Some(reason.to_string()),
-            note: Some(truncate_note(note)),
-            type_: Some(
-                match kind {
-                    Kind::Normal => "Normal",
-                    Kind::Warning => "Warning",
-                }
-                .to_string(),
-            ),
+            involved_object: regarding.clone(),
+            reason: Some(reason.as_str().to_string()),
+            message: Some(note),
+            type_: Some(reason.kind().as_str().to_string()),
+            action: Some(reason.action().to_string()),
+            source: Some(EventSource {
+                component: Some(self.component.clone()),
+                host: Some(self.instance.clone()),
+            }),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            count: Some(1),
             event_time: Some(MicroTime(now)),
-            regarding: Some(regarding.clone()),
-            reporting_controller: Some(self.controller.clone()),
+            reporting_component: Some(self.component.clone()),
             reporting_instance: Some(self.instance.clone()),
             ..Default::default()
         };
+        let api: Api<CoreEvent> = Api::namespaced(self.client.clone(), &namespace);
         api.create(&PostParams::default(), &event).await.map(|_| ())
     }
 }
 
-/// The server refuses a note over 1024 bytes (bytes, not characters): cut at the
-/// last character boundary that fits.
+/// The server refuses a message over 1024 bytes (bytes, not characters): cut at the last
+/// character boundary that fits.
 fn truncate_note(note: &str) -> String {
     // `str::floor_char_boundary` is newer than the crate's MSRV (1.89).
     let mut end = note.len().min(1024);
@@ -177,13 +250,30 @@ fn truncate_note(note: &str) -> String {
 }
 
 #[cfg(test)]
-mod note_tests {
+mod tests {
+    use super::*;
+
     #[test]
     fn a_long_note_is_cut_to_1024_bytes_on_a_character_boundary() {
         let long = "é".repeat(600); // 1200 bytes
-        let cut = super::truncate_note(&long);
+        let cut = truncate_note(&long);
         assert!(cut.len() <= 1024 && cut.len() >= 1023, "{}", cut.len());
         assert!(cut.chars().all(|c| c == 'é'));
-        assert_eq!(super::truncate_note("short"), "short");
+        assert_eq!(truncate_note("short"), "short");
+    }
+
+    #[test]
+    fn reasons_carry_their_kind_and_action() {
+        assert_eq!(Reason::SyncLoadBalancerFailed.kind(), Kind::Warning);
+        assert_eq!(Reason::SyncLoadBalancerFailed.action(), "SyncLoadBalancer");
+        assert_eq!(Reason::DeletingLoadBalancer.kind(), Kind::Normal);
+        assert_eq!(
+            Reason::DeletingLoadBalancer.action(),
+            "EnsureLoadBalancerDeleted"
+        );
+        assert_eq!(
+            Reason::UnAvailableLoadBalancer.as_str(),
+            "UnAvailableLoadBalancer"
+        );
     }
 }

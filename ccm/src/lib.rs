@@ -13,6 +13,7 @@ pub mod health;
 pub mod k8s;
 pub mod leader;
 pub mod metrics;
+pub mod names;
 pub mod node;
 pub mod providers;
 pub mod sandbox;

@@ -1,7 +1,9 @@
 //! Builds the providers the configuration enables, sharing one address allocator.
 //!
-//! hostport is always on (it is the default class, as in k3s); l2, bgp and f5 are on when
-//! their section is present. l2, bgp and f5 draw from one [`VipManager`] so an address is
+//! hostport is on unless `hostport.enabled: false` (it is the default class, as in k3s);
+//! switched off, it is *retired*: its provider still runs to delete every svclb DaemonSet
+//! (k3s `deleteAllDaemonsets`) and the controller clears its Services' statuses. l2, bgp
+//! and f5 are on when their section is present. l2, bgp and f5 draw from one [`VipManager`] so an address is
 //! never handed to two classes, each through a handle scoped to the pools its section lists.
 
 use crate::config::Config;
@@ -31,6 +33,8 @@ pub struct Built {
     pub providers: Vec<Arc<dyn LoadBalancerProvider>>,
     /// The shared allocator.
     pub vips: VipManager,
+    /// Classes whose provider only cleans up (hostport switched off).
+    pub retired: Vec<String>,
 }
 
 /// The providers for `config`.
@@ -44,11 +48,13 @@ pub async fn build(config: &Config, client: &Client) -> anyhow::Result<Built> {
         anyhow::anyhow!("invalid pools:\n{}", text.join("\n"))
     })?;
     let mut out: Vec<Arc<dyn LoadBalancerProvider>> = Vec::new();
-    if sections.hostport.enabled {
-        out.push(Arc::new(portway_hostport::HostportProvider::new(
-            client.clone(),
-            sections.hostport.clone(),
-        )));
+    let mut retired = Vec::new();
+    out.push(Arc::new(portway_hostport::HostportProvider::new(
+        portway_hostport::HostportApi::new(client.clone(), &sections.hostport.namespace),
+        sections.hostport.clone(),
+    )));
+    if !sections.hostport.enabled {
+        retired.push(HOSTPORT.to_string());
     }
     if let Some(l2) = &sections.l2 {
         out.push(Arc::new(VipProvider::new(L2, vips.scoped(L2, &l2.pools))));
@@ -68,6 +74,7 @@ pub async fn build(config: &Config, client: &Client) -> anyhow::Result<Built> {
     Ok(Built {
         providers: out,
         vips,
+        retired,
     })
 }
 

@@ -101,6 +101,33 @@ pub fn parse(config: &Config) -> Result<Sections, Vec<ConfigError>> {
             }
         },
     };
+    // A default class that serves nothing would send every Service without a class down
+    // the cleanup path (or leave it parked): refuse it, naming what to add.
+    let default_on = match config.default_class.as_str() {
+        crate::providers::HOSTPORT => hostport.enabled,
+        crate::providers::L2 => config.l2.is_some(),
+        crate::providers::BGP => config.bgp.is_some(),
+        crate::providers::F5 => config.f5.is_some(),
+        _ => true, // not a Portway class: config.rs reports that
+    };
+    if !default_on {
+        let fix = if config.default_class == crate::providers::HOSTPORT {
+            "hostport is switched off (hostport.enabled: false); set defaultClass to a \
+             configured class, or enable hostport"
+                .to_string()
+        } else {
+            let section = config
+                .default_class
+                .trim_start_matches("portway.dev/")
+                .to_string();
+            format!(
+                "{} has no `{section}:` section; add the section, or set defaultClass to a \
+                 configured class",
+                config.default_class
+            )
+        };
+        errors.push(ConfigError::at("defaultClass", fix));
+    }
     if errors.is_empty() {
         Ok(Sections {
             f5,
@@ -148,5 +175,28 @@ mod tests {
         let s = parse(&cfg).expect("sections");
         assert_eq!(s.l2.as_ref().expect("l2").pools, vec!["lan".to_string()]);
         assert_eq!(s.bgp_pools(), vec!["dc".to_string()]);
+    }
+
+    /// Issue 16 #1: a default class that is not enabled is refused with its key.
+    #[test]
+    fn a_default_class_that_is_not_enabled_is_refused() {
+        let err = Config::from_yaml("defaultClass: portway.dev/l2\n").expect_err("no l2");
+        assert!(
+            err.0
+                .iter()
+                .any(|e| e.path == "defaultClass" && e.message.contains("l2:")),
+            "{err}"
+        );
+        let err = Config::from_yaml("hostport:\n  enabled: false\n").expect_err("off");
+        assert!(
+            err.0
+                .iter()
+                .any(|e| e.path == "defaultClass" && e.message.contains("hostport.enabled")),
+            "{err}"
+        );
+        Config::from_yaml(
+            "defaultClass: portway.dev/l2\nhostport:\n  enabled: false\npools:\n- name: lan\n  addresses: [192.0.2.0/28]\nl2:\n  pools: [lan]\n",
+        )
+        .expect("l2 as the default, hostport off");
     }
 }

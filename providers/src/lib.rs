@@ -26,8 +26,8 @@ mod service;
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 pub use service::{
-    IpFamily, IpFamilyPolicy, LbIngress, LbNode, LbPort, LbService, LbStatus, Protocol, ServiceKey,
-    TrafficPolicy,
+    IpFamily, IpFamilyPolicy, LbEndpoint, LbEndpointPort, LbIngress, LbNode, LbPort, LbService,
+    LbStatus, Protocol, ServiceKey, TrafficPolicy,
 };
 
 use async_trait::async_trait;
@@ -56,9 +56,21 @@ pub trait LoadBalancerProvider: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// What exists now for this Service, if anything. No side effects: the
-    /// controller uses it to decide whether deletion work is needed.
-    async fn get(&self, svc: &LbService) -> Result<Option<LbStatus>, ProviderError>;
+    /// Which Services' `ensure` and `update` need their endpoints
+    /// ([`LbService::endpoints`]); the controller fills them from its one EndpointSlice
+    /// cache (watched only if some provider asks) and calls `ensure` again, quietly, when
+    /// they change.
+    fn endpoints_use(&self) -> EndpointsUse {
+        EndpointsUse::Never
+    }
+
+    /// Whether what the provider makes depends on the eligible nodes' addresses or labels
+    /// (hostport publishes the addresses and selects nodes by label): the controller then
+    /// calls `ensure` again, quietly, when they change, which is not a change of the node
+    /// set. Readiness is not among them (KEP-3458).
+    fn follows_node_details(&self) -> bool {
+        false
+    }
 
     /// Create or converge the load balancer and return the status to publish.
     async fn ensure(&self, svc: &LbService, nodes: &[LbNode]) -> Result<LbStatus, ProviderError>;
@@ -79,6 +91,30 @@ pub trait LoadBalancerProvider: Send + Sync + 'static {
     /// (svclb pods becoming ready, an appliance drifting). Called once at start.
     fn triggers(&self) -> Option<BoxStream<'static, ServiceKey>> {
         None
+    }
+}
+
+/// Which Services a provider needs the endpoints of.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EndpointsUse {
+    /// None (the address providers: which node serves is the speakers' business).
+    #[default]
+    Never,
+    /// Those with `externalTrafficPolicy: Local` (only nodes with a ready local endpoint
+    /// may carry their traffic).
+    LocalPolicy,
+    /// Every one (pool members that are the pods themselves).
+    Always,
+}
+
+impl EndpointsUse {
+    /// Whether a Service with this traffic policy needs its endpoints.
+    pub fn applies_to(self, policy: TrafficPolicy) -> bool {
+        match self {
+            Self::Never => false,
+            Self::LocalPolicy => policy == TrafficPolicy::Local,
+            Self::Always => true,
+        }
     }
 }
 
@@ -114,6 +150,16 @@ pub enum ProviderError {
         pool: String,
         /// Which family ran out, or why no pool applied.
         reason: String,
+    },
+    /// The Service keeps an address that lies in no configured pool (a pool was removed
+    /// or narrowed): it is not moved, and the user decides.
+    #[error(
+        "address {ip} is kept but lies in no configured pool; add it back to a pool, or request \
+         another address to move the Service"
+    )]
+    Orphaned {
+        /// The address kept.
+        ip: std::net::IpAddr,
     },
     /// What the Service asks for is held by another Service that may not share it.
     #[error("{what} is held by {holder}")]
@@ -154,6 +200,7 @@ impl ProviderError {
             Self::Invalid { .. } => "invalid",
             Self::Exhausted { .. } => "exhausted",
             Self::Conflict { .. } => "conflict",
+            Self::Orphaned { .. } => "orphaned",
         }
     }
 }

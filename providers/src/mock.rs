@@ -18,8 +18,6 @@ use tokio::sync::mpsc;
 pub enum Call {
     /// `adopt` with the keys of the Services handed over.
     Adopt(Vec<ServiceKey>),
-    /// `get`.
-    Get(ServiceKey),
     /// `ensure` with the names of the nodes handed over.
     Ensure(ServiceKey, Vec<String>),
     /// `update` with the names of the nodes handed over.
@@ -33,9 +31,7 @@ impl Call {
     pub fn key(&self) -> Option<&ServiceKey> {
         match self {
             Call::Adopt(_) => None,
-            Call::Get(k) | Call::Ensure(k, _) | Call::Update(k, _) | Call::EnsureDeleted(k) => {
-                Some(k)
-            }
+            Call::Ensure(k, _) | Call::Update(k, _) | Call::EnsureDeleted(k) => Some(k),
         }
     }
 }
@@ -173,12 +169,6 @@ impl LoadBalancerProvider for MockProvider {
             }
         }
         Vec::new()
-    }
-
-    async fn get(&self, svc: &LbService) -> Result<Option<LbStatus>, ProviderError> {
-        let mut state = self.state();
-        state.calls.push(Call::Get(svc.key.clone()));
-        Ok(state.assigned.get(&svc.key).cloned())
     }
 
     async fn ensure(&self, svc: &LbService, nodes: &[LbNode]) -> Result<LbStatus, ProviderError> {

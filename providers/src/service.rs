@@ -164,6 +164,41 @@ pub struct LbService {
     pub namespace_labels: BTreeMap<String, String>,
     /// `metadata.annotations`, for provider-specific settings.
     pub annotations: BTreeMap<String, String>,
+    /// The Service's endpoints from its EndpointSlices, filled only for providers whose
+    /// [`crate::LoadBalancerProvider::wants_endpoints`] says so (Local policy, pool
+    /// members that are pods): providers never read EndpointSlices themselves.
+    pub endpoints: Vec<LbEndpoint>,
+}
+
+/// One endpoint of a Service, as its EndpointSlice says.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LbEndpoint {
+    /// `nodeName`: where the endpoint runs, if known.
+    pub node: Option<String>,
+    /// `addresses` (a pod's IPs).
+    pub addresses: Vec<IpAddr>,
+    /// `conditions.ready` as written: `None` is the API's "unknown", which most consumers
+    /// read as ready and k3s's ServiceLB does not.
+    pub ready: Option<bool>,
+    /// `conditions.serving` (unknown read as `ready`).
+    pub serving: bool,
+    /// `conditions.terminating`.
+    pub terminating: bool,
+    /// `targetRef` names a Pod (not a manually written endpoint).
+    pub pod: bool,
+    /// The ports of its EndpointSlice.
+    pub ports: Vec<LbEndpointPort>,
+}
+
+/// A port of an EndpointSlice: where a Service port's traffic goes on the endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LbEndpointPort {
+    /// Matches the Service port's name.
+    pub name: String,
+    /// The target port on the endpoint.
+    pub port: u16,
+    /// Its protocol.
+    pub protocol: Option<Protocol>,
 }
 
 /// A node the controller found eligible for load-balancer traffic.
@@ -210,6 +245,9 @@ pub struct LbStatus {
     /// pool); the controller turns each into a Warning event on the Service
     /// while still publishing `ingress`.
     pub warnings: Vec<crate::ProviderError>,
+    /// What the provider did that a user may like to see (k3s's `AppliedDaemonSet`);
+    /// the controller records each as a Normal event.
+    pub notes: Vec<String>,
 }
 
 impl LbStatus {
@@ -218,6 +256,7 @@ impl LbStatus {
         Self {
             ingress: ips.into_iter().map(LbIngress::vip).collect(),
             warnings: Vec::new(),
+            notes: Vec::new(),
         }
     }
 }

@@ -485,7 +485,9 @@ impl SimCluster {
             .map(|(i, n)| {
                 json!({"addresses": [format!("10.42.250.{}", i + 1)],
                     "conditions": {"ready": true, "serving": true, "terminating": false},
-                    "nodeName": n})
+                    "nodeName": n,
+                    // As the EndpointSlice controller writes it: the pod behind the address.
+                    "targetRef": {"kind": "Pod", "namespace": ns, "name": format!("{service}-ep-{n}")}})
             })
             .collect();
         let name = format!("{service}-sim");

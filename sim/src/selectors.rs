@@ -133,6 +133,12 @@ fn supported(storage: &str, field: &str) -> Option<&'static str> {
         ("events", "involvedObject.name") => "/involvedObject/name",
         ("events", "involvedObject.namespace") => "/involvedObject/namespace",
         ("events", "involvedObject.uid") => "/involvedObject/uid",
+        // The rest of the real server's event fields (pkg/registry/core/event/strategy.go
+        // ToSelectableFields): `source` is `source.component`.
+        ("events", "involvedObject.apiVersion") => "/involvedObject/apiVersion",
+        ("events", "involvedObject.resourceVersion") => "/involvedObject/resourceVersion",
+        ("events", "involvedObject.fieldPath") => "/involvedObject/fieldPath",
+        ("events", "source") => "/source/component",
         ("events", "reason") => "/reason",
         ("events", "type") => "/type",
         ("events", "reportingComponent") => "/reportingComponent",

@@ -220,10 +220,17 @@ pub fn start_service_controller_with(
     default_class: &str,
     cfg: portway::config::ServiceControllerConfig,
 ) -> Running {
+    run_controller(portway::service::ServiceController::new(
+        client,
+        providers,
+        default_class,
+        cfg,
+    ))
+}
+
+fn run_controller(controller: portway::service::ServiceController) -> Running {
     init_tracing();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let controller =
-        portway::service::ServiceController::new(client, providers, default_class, cfg);
     let task = tokio::spawn(controller.run(async move {
         let _ = rx.await;
     }));
@@ -231,6 +238,20 @@ pub fn start_service_controller_with(
         stop: Some(tx),
         task,
     }
+}
+
+/// Starts the service controller in-process with the providers a configuration built
+/// (retired classes included, as `portway controller` does).
+pub fn start_built(
+    client: kube::Client,
+    built: portway::providers::Built,
+    default_class: &str,
+    cfg: portway::config::ServiceControllerConfig,
+) -> Running {
+    run_controller(
+        portway::service::ServiceController::new(client, built.providers, default_class, cfg)
+            .retired(built.retired),
+    )
 }
 
 /// Logs to the test's captured output, filtered by `RUST_LOG` (default: warnings), so a

@@ -626,3 +626,226 @@ async fn restart_does_not_repeat_side_effects() {
     );
     c2.stop().await;
 }
+
+// ---------------------------------------------------------------- issue 16: upstream parity
+
+/// Issue 16 #1: with a default class that no provider serves (no `l2:` section, hostport
+/// off), a Service without a class is parked with one Warning and keeps its address and
+/// finalizer, as a Service naming an unconfigured class does; it is never torn down.
+#[tokio::test]
+async fn a_default_class_that_is_not_configured_parks_classless_services() {
+    let w = World::new(1).await;
+    let mut plain = svc("plain").build();
+    plain.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
+    w.create(plain).await;
+    let status = serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}}});
+    w.api()
+        .patch_status("plain", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("status");
+    // Only l2 and bgp are served; the default is l2's neighbour, not configured here.
+    let _c = portway_tests::start_service_controller(
+        w.cluster.client(),
+        vec![Arc::new(w.bgp.clone())],
+        L2,
+    );
+    let warning = eventually("a warning naming the class", T, || async {
+        w.events("plain").await.into_iter().find(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("portway.dev/l2 is not configured"))
+        })
+    })
+    .await;
+    assert_eq!(warning.reason.as_deref(), Some("SyncLoadBalancerFailed"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = w.get("plain").await.expect("exists");
+    assert!(has_finalizer(&s), "the finalizer must stay");
+    assert_eq!(
+        ingress_ip(&s).as_deref(),
+        Some("10.0.0.1"),
+        "the address must stay"
+    );
+    assert!(w.bgp.calls_for(&key("plain")).is_empty());
+    let warnings = w
+        .events("plain")
+        .await
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .count();
+    assert_eq!(warnings, 1, "one Warning, not one per resync");
+}
+
+/// Issue 16 #4: a requested address held by another Service is retried as soon as the
+/// holder releases it, and the Warning says who holds it.
+#[tokio::test]
+async fn a_conflict_is_retried_when_the_holder_releases() {
+    let w = World::new(1).await;
+    // Retries so slow that only the release can bring the waiting Service back in time.
+    let cfg = portway::config::ServiceControllerConfig {
+        min_retry_delay: Duration::from_secs(600),
+        max_retry_delay: Duration::from_secs(600),
+        ..portway_tests::fast_config()
+    };
+    let _c = portway_tests::start_service_controller_with(
+        w.cluster.client(),
+        w.providers(),
+        HOSTPORT,
+        cfg,
+    );
+    w.create(svc("holder").class(L2).build()).await;
+    w.wait_ip("holder").await;
+    w.l2.fail_ensures_of(
+        key("web"),
+        Some(ProviderError::Conflict {
+            what: "address 203.0.113.9 (requested)".into(),
+            holder: "default/holder".into(),
+        }),
+    );
+    w.create(svc("web").class(L2).build()).await;
+    let note = eventually("the conflict warning", T, || async {
+        w.events("web")
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("SyncLoadBalancerFailed"))
+            .and_then(|e| e.note)
+    })
+    .await;
+    assert!(note.contains("held by default/holder"), "{note}");
+    w.l2.fail_ensures_of(key("web"), None);
+    w.api()
+        .delete("holder", &DeleteParams::default())
+        .await
+        .expect("delete");
+    w.wait_ip("web").await;
+}
+
+/// Issue 16 #5: someone stripped the finalizer, then deleted the Service: what the
+/// provider made is released all the same, from what the controller remembered.
+#[tokio::test]
+async fn a_service_deleted_without_its_finalizer_is_cleaned_up() {
+    let w = World::new(1).await;
+    let _c = w.start();
+    w.create(svc("web").class(BGP).build()).await;
+    w.wait_ip("web").await;
+    let strip = serde_json::json!({"metadata": {"finalizers": null}});
+    w.api()
+        .patch("web", &PatchParams::default(), &Patch::Merge(&strip))
+        .await
+        .expect("strip");
+    w.api()
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("ensure_deleted for the deleted Service", T, || async {
+        w.bgp
+            .calls_for(&key("web"))
+            .iter()
+            .any(|c| matches!(c, Call::EnsureDeleted(_)))
+            .then_some(())
+    })
+    .await;
+}
+
+/// Issue 16 #5, the type change: without the finalizer the load balancer is still
+/// released and the status cleared.
+#[tokio::test]
+async fn a_type_change_without_the_finalizer_is_cleaned_up() {
+    let w = World::new(1).await;
+    let _c = w.start();
+    w.create(svc("web").class(L2).build()).await;
+    w.wait_ip("web").await;
+    let strip = serde_json::json!({"metadata": {"finalizers": null}});
+    w.api()
+        .patch("web", &PatchParams::default(), &Patch::Merge(&strip))
+        .await
+        .expect("strip");
+    let patch = serde_json::json!({ "spec": { "type": "ClusterIP", "loadBalancerClass": null,
+        "ports": [{ "name": "tcp-80", "port": 80, "protocol": "TCP", "nodePort": null }] } });
+    w.api()
+        .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch");
+    eventually("released and cleared", T, || async {
+        let released =
+            w.l2.calls_for(&key("web"))
+                .iter()
+                .any(|c| matches!(c, Call::EnsureDeleted(_)));
+        let cleared = w.get("web").await.is_some_and(|s| ingress_ip(&s).is_none());
+        (released && cleared).then_some(())
+    })
+    .await;
+}
+
+/// Issue 16 #6: upstream leaves load balancers alone when the cluster autoscaler taints a
+/// node it will remove, so connections drain; the next update for another reason leaves
+/// the node out.
+#[tokio::test]
+async fn the_autoscaler_taint_alone_updates_no_load_balancer() {
+    let w = World::new(2).await;
+    let _c = w.start();
+    w.create(svc("a").class(L2).build()).await;
+    w.wait_ip("a").await;
+    let updates = || {
+        count(&w.l2.calls_for(&key("a")), |c| {
+            matches!(c, Call::Update(..))
+        })
+    };
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(w.cluster.client());
+    let taint = serde_json::json!({"spec": {"taints": [
+        {"key": "ToBeDeletedByClusterAutoscaler", "value": "1700000000", "effect": "NoSchedule"}]}});
+    nodes
+        .patch("n1", &PatchParams::default(), &Patch::Merge(&taint))
+        .await
+        .expect("taint");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        updates(),
+        0,
+        "the taint alone must not reprogram the load balancer"
+    );
+    w.cluster
+        .add_node(SimNode::new("n9").ipv4("10.0.0.9"))
+        .await
+        .expect("node");
+    eventually("an update for the new node", T, || async {
+        (updates() == 1).then_some(())
+    })
+    .await;
+    let last = w.l2.calls_for(&key("a")).last().cloned();
+    assert!(
+        matches!(&last, Some(Call::Update(_, nodes)) if nodes.len() == 2 && !nodes.contains(&"n1".to_string())),
+        "{last:?}"
+    );
+}
+
+/// Issue 16 #9: the events are core/v1 Events from `service-controller`, so the filters
+/// users and alerts have for the upstream controller find them.
+#[tokio::test]
+async fn events_are_recorded_as_the_upstream_service_controller_records_them() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    let w = World::new(1).await;
+    let _c = w.start();
+    w.create(svc("web").class(L2).build()).await;
+    w.wait_ip("web").await;
+    let events: Api<CoreEvent> = Api::namespaced(w.cluster.client(), "default");
+    let by_source = eventually("events found by source", T, || async {
+        let list = events
+            .list(&kube::api::ListParams::default().fields("source=service-controller"))
+            .await
+            .ok()?;
+        let reasons: Vec<String> = list.items.iter().filter_map(|e| e.reason.clone()).collect();
+        reasons
+            .contains(&"EnsuredLoadBalancer".to_string())
+            .then_some(list.items)
+    })
+    .await;
+    let e = by_source
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("EnsuringLoadBalancer"))
+        .expect("EnsuringLoadBalancer");
+    assert_eq!(e.involved_object.name.as_deref(), Some("web"));
+    assert_eq!(e.involved_object.kind.as_deref(), Some("Service"));
+    assert_eq!(e.type_.as_deref(), Some("Normal"));
+}

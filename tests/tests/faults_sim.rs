@@ -127,3 +127,105 @@ async fn healthz_fails_when_the_lease_cannot_be_renewed() {
     assert!(!status.success(), "a lost lease must exit non-zero");
     assert!(saw_500, "/healthz never reported the overdue renewal");
 }
+
+/// Issue 16 #8: a finalizer write that fails is said on the Service
+/// (`SyncLoadBalancerFailed`) and retried, not sent silently to backoff.
+#[tokio::test]
+async fn a_failed_finalizer_write_is_reported_and_retried() {
+    let sim = SimCluster::start().await.expect("sim");
+    sim.add_node(SimNode::new("n0").ipv4("10.0.0.1"))
+        .await
+        .expect("node");
+    let api: Api<Service> = Api::namespaced(sim.client(), "default");
+    api.create(&PostParams::default(), &svc("web").class(L2).build())
+        .await
+        .expect("create");
+    sim.faults().fail_resource_writes("services", 409);
+    let providers: Vec<Arc<dyn LoadBalancerProvider>> = vec![Arc::new(MockProvider::new(L2))];
+    let _c = portway_tests::start_service_controller(sim.client(), providers, HOSTPORT);
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(sim.client(), "default");
+    eventually("a warning about the finalizer", T, || async {
+        events
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("SyncLoadBalancerFailed")
+                    && e.message
+                        .as_deref()
+                        .is_some_and(|m| m.contains("cleanup finalizer"))
+            })
+    })
+    .await;
+    sim.faults().clear();
+    eventually("served once writes pass", T, || async {
+        api.get_opt("web")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|s| ingress_ip(&s))
+    })
+    .await;
+}
+
+/// A DaemonSet update that meets a 409 (the DaemonSet controller wrote the status between
+/// the read and the write, as a real one does) is retried on a fresh read at once, with
+/// no Warning: found on the real control plane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_svclb_update_conflict_is_retried_on_a_fresh_read() {
+    let sim = SimCluster::start().await.expect("sim");
+    for i in 1..=2 {
+        sim.add_node(SimNode::new(&format!("node-{i}")).ipv4(&format!("10.0.0.{i}")))
+            .await
+            .expect("node");
+    }
+    let config = portway::config::Config::from_yaml("{}").expect("config");
+    let built = portway::providers::build(&config, &sim.client())
+        .await
+        .expect("providers");
+    let _c =
+        portway_tests::start_built(sim.client(), built, HOSTPORT, portway_tests::fast_config());
+    let api: Api<Service> = Api::namespaced(sim.client(), "default");
+    api.create(&PostParams::default(), &svc("web").build())
+        .await
+        .expect("create");
+    eventually("served on two nodes", T, || async {
+        let s = api.get_opt("web").await.ok().flatten()?;
+        let n = s.status?.load_balancer?.ingress?.len();
+        (n == 2).then_some(())
+    })
+    .await;
+    // The next write (the DaemonSet's new node selector) is refused once with a conflict.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(sim.client());
+    let label = serde_json::json!({"metadata": {"labels": {"svccontroller.k3s.cattle.io/enablelb": "true"}}});
+    nodes
+        .patch(
+            "node-1",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&label),
+        )
+        .await
+        .expect("label");
+    sim.faults().fail_next_writes(1, 409);
+    eventually("served on the labelled node only", T, || async {
+        let s = api.get_opt("web").await.ok().flatten()?;
+        let ips = s.status?.load_balancer?.ingress?;
+        (ips.len() == 1).then_some(())
+    })
+    .await;
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(sim.client(), "default");
+    let warnings: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        // The rollout to the new selector may leave no ready pod for a moment
+        // (UnAvailableLoadBalancer); what must not happen is a failed sync.
+        .filter(|e| e.reason.as_deref() == Some("SyncLoadBalancerFailed"))
+        .filter_map(|e| e.message)
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
+}

@@ -6,9 +6,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use portway::config::Config;
-use portway_tests::{
-    L2, SimNode, TestCluster, eventually, fast_config, start_service_controller_with, svc,
-};
+use portway_tests::{L2, SimNode, TestCluster, eventually, fast_config, svc};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
@@ -18,8 +16,29 @@ struct World {
     _c: portway_tests::Running,
 }
 
+const CONFIG: &str = "pools:\n- name: lan\n  addresses: [192.168.9.0/28]\nl2:\n  pools: [lan]\n";
+
+/// The service controller with the providers `yaml` configures.
+async fn start_controller(cluster: &TestCluster, yaml: &str) -> portway_tests::Running {
+    let config = Config::from_yaml(yaml).expect("config");
+    let built = portway::providers::build(&config, &cluster.client())
+        .await
+        .expect("providers");
+    portway_tests::start_built(
+        cluster.client(),
+        built,
+        &config.default_class,
+        fast_config(),
+    )
+}
+
 impl World {
     async fn new() -> World {
+        Self::with(CONFIG).await
+    }
+
+    /// Three nodes, then the controller with `yaml` as its configuration.
+    async fn with(yaml: &str) -> World {
         let cluster = TestCluster::start().await.expect("cluster");
         for i in 1..=3 {
             cluster
@@ -27,19 +46,7 @@ impl World {
                 .await
                 .expect("node");
         }
-        let config = Config::from_yaml(
-            "pools:\n- name: lan\n  addresses: [192.168.9.0/28]\nl2:\n  pools: [lan]\n",
-        )
-        .expect("config");
-        let built = portway::providers::build(&config, &cluster.client())
-            .await
-            .expect("providers");
-        let c = start_service_controller_with(
-            cluster.client(),
-            built.providers,
-            "portway.dev/hostport",
-            fast_config(),
-        );
+        let c = start_controller(&cluster, yaml).await;
         World { cluster, _c: c }
     }
 
@@ -230,4 +237,194 @@ async fn klipper_parity_end_to_end() {
     w.wait_ips("clash", &["10.0.0.1", "10.0.0.2", "10.0.0.3"])
         .await;
     w.cluster.shutdown().await;
+}
+
+// ------------------------------------------------- issue 16: k3s servicelb.go parity
+
+impl World {
+    async fn events_of(&self, name: &str) -> Vec<(String, String, String)> {
+        let events: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(self.cluster.client(), "default");
+        events
+            .list(&ListParams::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .map(|e| {
+                (
+                    e.type_.unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.message.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    async fn wait_event(&self, name: &str, reason: &str, needle: &str) -> String {
+        eventually(
+            &format!("{reason} on {name} with {needle:?}"),
+            T,
+            || async {
+                self.events_of(name)
+                    .await
+                    .into_iter()
+                    .find(|(_, r, m)| r == reason && m.contains(needle))
+                    .map(|(_, _, m)| m)
+            },
+        )
+        .await
+    }
+}
+
+/// Issue 16 #12: a node's new ExternalIP is published at once (the controller's node
+/// snapshot is refreshed before the Service is ensured again), and #16: k3s's events,
+/// `AppliedDaemonSet` and `UpdatedLoadBalancer` with old -> new IPs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_address_change_is_published_at_once_with_k3s_events() {
+    let w = World::new().await;
+    w.svcs()
+        .create(&PostParams::default(), &svc("web").build())
+        .await
+        .expect("create");
+    w.wait_ips("web", &["10.0.0.1", "10.0.0.2", "10.0.0.3"])
+        .await;
+    w.wait_event(
+        "web",
+        "AppliedDaemonSet",
+        "Applied LoadBalancer DaemonSet kube-system/svclb-web-",
+    )
+    .await;
+    let nodes: Api<Node> = Api::all(w.cluster.client());
+    let patch = serde_json::json!({"status": {"addresses": [
+        {"type": "InternalIP", "address": "10.0.0.1"},
+        {"type": "ExternalIP", "address": "203.0.113.1"},
+        {"type": "Hostname", "address": "node-1"}]}});
+    nodes
+        .patch_status("node-1", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("external ip");
+    // k3s: once any serving node has an ExternalIP, ExternalIPs are published.
+    eventually(
+        "the ExternalIP published",
+        Duration::from_secs(10),
+        || async { (w.ips("web").await == ["203.0.113.1"]).then_some(()) },
+    )
+    .await;
+    // On a real cluster the pods become ready one by one, each step an event of its own.
+    let note = w
+        .wait_event("web", "UpdatedLoadBalancer", "-> [\"203.0.113.1\"]")
+        .await;
+    assert!(note.contains("with new IPs: [\"10.0.0.1\""), "{note}");
+}
+
+/// Issue 16 #13: when the status empties (allow-list mode with no node allowed), the
+/// Service gets the `UnAvailableLoadBalancer` Warning docs/hostport.md promises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_status_says_unavailable() {
+    let w = World::new().await;
+    w.svcs()
+        .create(&PostParams::default(), &svc("web").build())
+        .await
+        .expect("create");
+    w.wait_ips("web", &["10.0.0.1", "10.0.0.2", "10.0.0.3"])
+        .await;
+    w.label_node("node-1", Some("false")).await;
+    w.wait_ips("web", &[]).await;
+    let note = w
+        .wait_event("web", "UnAvailableLoadBalancer", "no available nodes")
+        .await;
+    assert!(!note.is_empty());
+}
+
+/// Issue 16 #17: k3s's duties at start: the legacy `svccontroller.k3s.cattle.io/daemonset`
+/// finalizer is removed from Services, and a missing svclb namespace is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn k3s_leftovers_are_cleaned_and_the_svclb_namespace_is_made() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    cluster
+        .add_node(SimNode::new("node-1").ipv4("10.0.0.1"))
+        .await
+        .expect("node");
+    let svcs: Api<Service> = Api::namespaced(cluster.client(), "default");
+    let mut old = svc("old").class(L2).build();
+    old.metadata.finalizers = Some(vec!["svccontroller.k3s.cattle.io/daemonset".into()]);
+    svcs.create(&PostParams::default(), &old)
+        .await
+        .expect("create");
+    let _c = start_controller(
+        &cluster,
+        &format!("{CONFIG}hostport:\n  namespace: svclb-fresh\n"),
+    )
+    .await;
+    eventually("the legacy finalizer removed", T, || async {
+        let s = svcs.get("old").await.ok()?;
+        (!s.metadata
+            .finalizers
+            .unwrap_or_default()
+            .iter()
+            .any(|f| f.starts_with("svccontroller.k3s.cattle.io")))
+        .then_some(())
+    })
+    .await;
+    svcs.create(&PostParams::default(), &svc("web").build())
+        .await
+        .expect("create");
+    let ds: Api<DaemonSet> = Api::namespaced(cluster.client(), "svclb-fresh");
+    eventually("the DaemonSet in the new namespace", T, || async {
+        let l = ds.list(&ListParams::default()).await.ok()?;
+        (l.items.len() == 1).then_some(())
+    })
+    .await;
+}
+
+/// Issue 16 #17: hostport switched off deletes every svclb DaemonSet (k3s
+/// `deleteAllDaemonsets`) and clears the statuses of its Services.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostport_switched_off_removes_every_svclb_and_clears_statuses() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    for i in 1..=2 {
+        cluster
+            .add_node(SimNode::new(&format!("node-{i}")).ipv4(&format!("10.0.0.{i}")))
+            .await
+            .expect("node");
+    }
+    let svcs: Api<Service> = Api::namespaced(cluster.client(), "default");
+    let c = start_controller(&cluster, CONFIG).await;
+    svcs.create(
+        &PostParams::default(),
+        &svc("web").class("portway.dev/hostport").build(),
+    )
+    .await
+    .expect("create");
+    let ds: Api<DaemonSet> = Api::namespaced(cluster.client(), "kube-system");
+    eventually("served", T, || async {
+        let s = svcs.get("web").await.ok()?;
+        let ips = s.status?.load_balancer?.ingress?;
+        (ips.len() == 2).then_some(())
+    })
+    .await;
+    c.stop().await;
+    let _c = start_controller(
+        &cluster,
+        &format!("defaultClass: portway.dev/l2\n{CONFIG}hostport:\n  enabled: false\n"),
+    )
+    .await;
+    eventually("the DaemonSet deleted, the status cleared", T, || async {
+        let left = ds
+            .list(&ListParams::default().labels("svccontroller.k3s.cattle.io/svcname"))
+            .await
+            .ok()?
+            .items
+            .len();
+        let s = svcs.get("web").await.ok()?;
+        let cleared = s
+            .status
+            .and_then(|s| s.load_balancer)
+            .and_then(|l| l.ingress)
+            .is_none_or(|i| i.is_empty());
+        (left == 0 && cleared).then_some(())
+    })
+    .await;
 }

@@ -12,7 +12,7 @@
 
 pub mod plan;
 
-use crate::events::{Events, Kind};
+use crate::events::{Events, Reason};
 use crate::k8s::{
     Action, Api, Controller, Node, Patch, PatchParams, Resource, ResourceExt, watcher,
 };
@@ -60,7 +60,11 @@ impl NodeController {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
         let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "portway".into());
         let ctx = Arc::new(Ctx {
-            events: Events::new(self.client.clone(), "portway", &instance),
+            events: Events::new(
+                self.client.clone(),
+                crate::names::NODE_CONTROLLER,
+                &instance,
+            ),
             client: self.client.clone(),
             settings: self.settings,
             refresh: self.refresh,
@@ -88,9 +92,7 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             ctx.events
                 .publish(
                     &node.object_ref(&()),
-                    Kind::Warning,
-                    "NodeInitializationFailed",
-                    "InitializeNode",
+                    Reason::NodeInitializationFailed,
                     &e.to_string(),
                 )
                 .await;
@@ -103,6 +105,22 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     // a test, a user) also sees the addresses the node will keep. The spec
     // patch is then guarded by the resourceVersion the status write returned.
     let mut current = node;
+    if let Some((from, to)) = &plan.renumbered {
+        let note = format!(
+            "kubelet's provided node IP changed: InternalIP {} -> {} (annotation {})",
+            from.join(","),
+            to.join(","),
+            plan::PROVIDED_NODE_IP
+        );
+        info!(node = %name, %note, "node renumbered");
+        ctx.events
+            .publish(
+                &current.object_ref(&()),
+                Reason::NodeAddressesChanged,
+                &note,
+            )
+            .await;
+    }
     if let Some(addresses) = &plan.addresses {
         let patch = json!({ "status": { "addresses": addresses } });
         current = Arc::new(
@@ -119,9 +137,7 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         ctx.events
             .publish(
                 &current.object_ref(&()),
-                Kind::Normal,
-                "Synced",
-                "InitializeNode",
+                Reason::Synced,
                 "Node synced successfully",
             )
             .await;

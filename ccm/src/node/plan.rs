@@ -12,8 +12,7 @@ use crate::k8s::{Node, NodeAddress};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-/// kubelet's taint on nodes waiting for a cloud controller.
-pub const UNINITIALIZED_TAINT: &str = "node.cloudprovider.kubernetes.io/uninitialized";
+pub use crate::names::UNINITIALIZED_TAINT;
 /// kubelet's record of `--node-ip` (comma list for dual-stack).
 pub const PROVIDED_NODE_IP: &str = "alpha.kubernetes.io/provided-node-ip";
 /// The k3s agent's InternalIP annotation (comma list).
@@ -24,6 +23,9 @@ pub const K3S_EXTERNAL_IP: &str = "k3s.io/external-ip";
 pub const K3S_HOSTNAME: &str = "k3s.io/hostname";
 /// Portway's own ExternalIP annotation, for nodes behind NAT (comma list).
 pub const EXTERNAL_IP: &str = "portway.dev/external-ip";
+/// Portway's own InternalIP annotation (comma list): for a kubelet started without
+/// `--node-ip`, which reports no address at all with `--cloud-provider=external` (1.29+).
+pub const INTERNAL_IP: &str = "portway.dev/internal-ip";
 
 /// Labels the initializer sets (GA and beta spellings, as upstream does).
 const INSTANCE_TYPE: [&str; 2] = [
@@ -64,6 +66,15 @@ pub enum PlanError {
         /// The addresses that were known.
         known: String,
     },
+    /// The node reports no address and no annotation gives one: kubelet ≥ 1.29 with
+    /// `--cloud-provider=external` and no `--node-ip` (kubernetes PR #121028).
+    #[error(
+        "the node reports no InternalIP or ExternalIP and no annotation gives one (kubelet 1.29+ \
+         with --cloud-provider=external sets none without --node-ip); start kubelet with \
+         --node-ip=<address>, or set the k3s agent's node-ip, or annotate the node with \
+         {INTERNAL_IP}=<address>; the node keeps its uninitialized taint until then"
+    )]
+    NoAddress,
     /// The annotation does not parse.
     #[error("annotation {annotation} has {value:?}, which is not a comma list of IP addresses")]
     BadAnnotation {
@@ -85,6 +96,9 @@ pub struct NodePlan {
     pub remove_taint: bool,
     /// The complete address list, when it differs from today's.
     pub addresses: Option<Vec<NodeAddress>>,
+    /// kubelet's provided IP changed on an initialized node: the InternalIPs it replaced
+    /// and the new ones, for the log and the event.
+    pub renumbered: Option<(Vec<String>, Vec<String>)>,
 }
 
 impl NodePlan {
@@ -131,8 +145,12 @@ fn push_unique(list: &mut Vec<NodeAddress>, type_: &str, address: String) {
     }
 }
 
-/// The addresses the node should have.
+/// The addresses the node should have. On an initialized node a provided IP that matches no
+/// known address is kubelet's statement of truth after a renumbering (kubelet never
+/// rewrites addresses that exist): it replaces the InternalIPs of its family. On a node
+/// still tainted it is refused, as upstream does.
 pub fn desired_addresses(node: &Node) -> Result<Vec<NodeAddress>, PlanError> {
+    let initialized = !is_uninitialized(node);
     let existing: Vec<NodeAddress> = node
         .status
         .as_ref()
@@ -142,6 +160,7 @@ pub fn desired_addresses(node: &Node) -> Result<Vec<NodeAddress>, PlanError> {
 
     let mut internal: Vec<String> = annotation_ips(node, K3S_INTERNAL_IP)?
         .into_iter()
+        .chain(annotation_ips(node, INTERNAL_IP)?)
         .map(|ip| ip.to_string())
         .collect();
     let mut external: Vec<String> = annotation_ips(node, K3S_EXTERNAL_IP)?
@@ -158,7 +177,7 @@ pub fn desired_addresses(node: &Node) -> Result<Vec<NodeAddress>, PlanError> {
             .as_ref()
             .is_some_and(|a| a.contains_key(key))
     };
-    let internal_annotated = has(K3S_INTERNAL_IP);
+    let internal_annotated = has(K3S_INTERNAL_IP) || has(INTERNAL_IP);
     let external_annotated = has(K3S_EXTERNAL_IP) || has(EXTERNAL_IP);
     for a in &existing {
         match a.type_.as_str() {
@@ -196,6 +215,13 @@ pub fn desired_addresses(node: &Node) -> Result<Vec<NodeAddress>, PlanError> {
                 "InternalIP"
             } else if external.contains(&text) {
                 "ExternalIP"
+            } else if initialized {
+                internal.retain(|a| {
+                    a.parse::<IpAddr>()
+                        .is_ok_and(|a| a.is_ipv4() != ip.is_ipv4())
+                });
+                internal.insert(0, text.clone());
+                "InternalIP"
             } else {
                 let known: Vec<String> = internal.iter().chain(&external).cloned().collect();
                 return Err(PlanError::ProvidedIpUnknown {
@@ -228,6 +254,12 @@ pub fn desired_addresses(node: &Node) -> Result<Vec<NodeAddress>, PlanError> {
             push_unique(&mut out, "ExternalIP", ip);
         }
     }
+    if !out
+        .iter()
+        .any(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+    {
+        return Err(PlanError::NoAddress);
+    }
     push_unique(&mut out, "Hostname", hostname);
     Ok(out)
 }
@@ -240,8 +272,21 @@ pub fn plan(node: &Node, settings: &NodeSettings) -> Result<NodePlan, PlanError>
         .as_ref()
         .and_then(|s| s.addresses.clone())
         .unwrap_or_default();
+    let internal_of = |list: &[NodeAddress]| -> Vec<String> {
+        list.iter()
+            .filter(|a| a.type_ == "InternalIP")
+            .map(|a| a.address.clone())
+            .collect()
+    };
+    let (before, after) = (internal_of(&current), internal_of(&addresses));
+    let renumbered = (!is_uninitialized(node)
+        && !before.is_empty()
+        && before != after
+        && !before.iter().all(|a| after.contains(a)))
+    .then_some((before, after));
     let mut plan = NodePlan {
         addresses: (addresses != current).then_some(addresses),
+        renumbered,
         ..Default::default()
     };
     if !is_uninitialized(node) {
@@ -460,5 +505,62 @@ mod tests {
         let n = node(&[(K3S_INTERNAL_IP, "ten.0.0.1")], &[], true);
         let err = plan(&n, &NodeSettings::default()).expect_err("bad");
         assert!(err.to_string().contains(K3S_INTERNAL_IP));
+    }
+
+    /// Issue 16 #2: no address and nothing that names one keeps the taint, with the fix.
+    #[test]
+    fn a_node_without_any_address_is_not_initialized() {
+        let n = node(&[], &[], true);
+        let err = plan(&n, &NodeSettings::default()).expect_err("no address");
+        assert_eq!(err, PlanError::NoAddress);
+        assert!(err.to_string().contains("--node-ip"), "{err}");
+        assert!(err.to_string().contains(INTERNAL_IP), "{err}");
+        let hostname_only = node(&[], &[("Hostname", "n1")], true);
+        assert_eq!(
+            plan(&hostname_only, &NodeSettings::default()),
+            Err(PlanError::NoAddress)
+        );
+        let annotated = node(&[(INTERNAL_IP, "10.0.0.7")], &[], true);
+        let p = plan(&annotated, &NodeSettings::default()).expect("plan");
+        assert!(p.remove_taint);
+        assert_eq!(
+            addrs(&p.addresses.expect("addresses")),
+            [
+                ("InternalIP".into(), "10.0.0.7".into()),
+                ("Hostname".into(), "n1".into())
+            ]
+        );
+    }
+
+    /// Issue 16 #3: kubelet restarted with a new --node-ip keeps its old addresses; the
+    /// provided IP wins on an initialized node, per family.
+    #[test]
+    fn a_renumbered_initialized_node_gets_its_provided_ip() {
+        let n = node(
+            &[(PROVIDED_NODE_IP, "10.0.0.9")],
+            &[
+                ("InternalIP", "10.0.0.5"),
+                ("InternalIP", "fd00::5"),
+                ("Hostname", "n1"),
+            ],
+            false,
+        );
+        let p = plan(&n, &NodeSettings::default()).expect("plan");
+        assert_eq!(
+            addrs(p.addresses.as_ref().expect("addresses")),
+            // Upstream: the provided IP's type holds only what was provided.
+            [
+                ("InternalIP".into(), "10.0.0.9".into()),
+                ("Hostname".into(), "n1".into())
+            ]
+        );
+        assert_eq!(
+            p.renumbered,
+            Some((
+                vec!["10.0.0.5".to_string(), "fd00::5".to_string()],
+                vec!["10.0.0.9".to_string()]
+            ))
+        );
+        assert!(!p.needs_spec_write());
     }
 }

@@ -17,8 +17,6 @@ use tower::{BoxError, ServiceBuilder, ServiceExt};
 /// One provider call.
 #[derive(Clone, Debug)]
 pub enum Call {
-    /// `get`.
-    Get(LbService),
     /// `ensure` with the eligible nodes.
     Ensure(LbService, Arc<Vec<LbNode>>),
     /// `update` with the eligible nodes.
@@ -31,7 +29,6 @@ impl Call {
     /// The operation's name, for metrics and logs.
     pub fn op(&self) -> &'static str {
         match self {
-            Call::Get(_) => "get",
             Call::Ensure(..) => "ensure",
             Call::Update(..) => "update",
             Call::Delete(_) => "ensure_deleted",
@@ -42,8 +39,6 @@ impl Call {
 /// What a call returned.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Reply {
-    /// From `get`.
-    Existing(Option<LbStatus>),
     /// From `ensure`.
     Status(LbStatus),
     /// From `update` and `ensure_deleted`.
@@ -71,7 +66,6 @@ impl Handle {
                 let p = inner.clone();
                 async move {
                     match call {
-                        Call::Get(svc) => p.get(&svc).await.map(Reply::Existing),
                         Call::Ensure(svc, nodes) => p.ensure(&svc, &nodes).await.map(Reply::Status),
                         Call::Update(svc, nodes) => {
                             p.update(&svc, &nodes).await.map(|()| Reply::Done)
@@ -152,11 +146,10 @@ mod tests {
         fn class(&self) -> &str {
             "slow"
         }
-        async fn get(&self, _: &LbService) -> Result<Option<LbStatus>, ProviderError> {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            Ok(None)
-        }
-        async fn ensure(&self, _: &LbService, _: &[LbNode]) -> Result<LbStatus, ProviderError> {
+        async fn ensure(&self, svc: &LbService, _: &[LbNode]) -> Result<LbStatus, ProviderError> {
+            if svc.key.name == "slow" {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
             Err(ProviderError::invalid("spec.ports", "no"))
         }
         async fn update(&self, _: &LbService, _: &[LbNode]) -> Result<(), ProviderError> {
@@ -175,8 +168,12 @@ mod tests {
         };
         let reg = Registry::new(vec![Arc::new(Slow)], &cfg);
         let h = reg.get("slow").expect("registered");
+        let slow = LbService {
+            key: portway_provider::ServiceKey::new("default", "slow"),
+            ..Default::default()
+        };
         let err = h
-            .call(Call::Get(LbService::default()))
+            .call(Call::Ensure(slow, Arc::default()))
             .await
             .expect_err("times out");
         assert!(err.is_transient(), "{err}");

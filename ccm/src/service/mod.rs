@@ -1,197 +1,62 @@
 //! The service controller: class dispatch, finalizer, status and events.
 //!
-//! What is watched: Services (kube-runtime `Controller`), Nodes (for the
-//! eligible node set) and Namespaces (for pool namespace selectors). What is
-//! derived: per Service, a fingerprint of the fields that matter and the node
-//! set generation last handed to its provider. The provider is called only
-//! when one of them moved, or when the provider itself asks (`triggers()`).
-//! A Service whose pools are exhausted is retried with backoff, and at once
-//! when a cleanup or a move releases an address.
+//! What is watched: Services (kube-runtime `Controller`), Nodes (the eligible node set),
+//! Namespaces (pool namespace selectors) and, when a provider reads them, EndpointSlices.
+//! What is derived: per Service, a fingerprint of the fields that matter and the node set
+//! generation last handed to its provider. One reconcile is [`decide::decide`], a pure
+//! function of what it sees, then [`execute::perform`] of the one step it chose.
 //!
 //! ```text
-//!  Service watch ──► Controller ──► reconcile ──► Registry[class] ──► provider
+//!  Service watch ──► Controller ──► reconcile: decide ──► perform ──► Registry[class] ──► provider
 //!  Node watch ──► NodeSet (generation) ──┘ ▲
-//!  provider.triggers() ───────────────────┘ (forced ensure)
+//!  EndpointSlice watch, node details ─────┤ (forced, quiet ensure)
+//!  provider.triggers() ───────────────────┘
+//!  Service deleted without the finalizer ──► cleanup from what was remembered
 //! ```
 //!
 //! Before the first reconcile every provider's `adopt` gets the Services it
-//! already serves, so allocators are rebuilt from published status first.
+//! already serves, so allocators are rebuilt from published statuses first.
 
+mod context;
+mod decide;
 mod dispatch;
-mod finalizer;
+mod endpoints;
+mod execute;
 mod nodes;
-mod reconcile;
 pub mod rules;
 mod status;
 pub mod view;
+mod writes;
 
-use dispatch::Handle;
+pub use context::SvcState;
+pub use decide::{ParkReason, Seen, Step, decide};
 pub use dispatch::{Call, Registry, Reply};
+pub use execute::Error;
 pub use nodes::NodeSet;
-pub use reconcile::{backoff_delay, minimal_view};
+pub use view::minimal_view;
 
 use crate::config::ServiceControllerConfig;
-use crate::events::{Events, Kind};
+use crate::events::{Events, Reason};
 use crate::k8s::{
-    Api, Controller, Namespace, Node, ObjectRef, ResourceExt, Service, Store, watcher,
+    Action, Api, Controller, Namespace, Node, ObjectRef, ResourceExt, Service, Store, watcher,
 };
 use crate::metrics::Metrics;
+use context::{Context, lock};
 use futures::{Future, StreamExt};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
 use kube::runtime::{WatchStreamExt, reflector};
-use portway_provider::{LbService, LoadBalancerProvider, ProviderError, ServiceKey};
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use portway_provider::{EndpointsUse, LbService, LoadBalancerProvider, ProviderError, ServiceKey};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-/// What the controller remembers of a Service between reconciles.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SvcState {
-    /// The class whose provider last handled it (for cleanup after the class
-    /// disappears from the spec, e.g. on a type change).
-    pub class: String,
-    /// Fingerprint of the spec last ensured successfully.
-    pub ensured: Option<u64>,
-    /// Fingerprint of a spec that got a needs-a-fix error: wait for a change.
-    pub parked: Option<u64>,
-    /// Node set generation last handed to the provider.
-    pub node_generation: u64,
-    /// Consecutive transient failures, for backoff.
-    pub failures: u32,
-    /// The last ensure found its pools exhausted: retried with backoff, and at
-    /// once when a cleanup may have released an address.
-    pub waiting_for_address: bool,
-}
-
-/// Shared state of the reconciles.
-pub struct Context {
-    client: Client,
-    registry: Registry,
-    default_class: String,
-    cfg: ServiceControllerConfig,
-    events: Events,
-    metrics: Arc<Metrics>,
-    namespaces: Store<Namespace>,
-    nodes: watch::Receiver<NodeSet>,
-    ready: watch::Receiver<bool>,
-    state: Mutex<HashMap<ObjectRef<Service>, SvcState>>,
-    forced: Mutex<HashSet<ObjectRef<Service>>>,
-    /// Schedules a reconcile outside the watch (provider triggers, retries).
-    requeue: mpsc::UnboundedSender<ObjectRef<Service>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // No code path panics while holding these locks; recover the data anyway.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Context {
-    fn take_forced(&self, key: &ObjectRef<Service>) -> bool {
-        lock(&self.forced).remove(key)
-    }
-
-    fn state_of(&self, key: &ObjectRef<Service>) -> Option<SvcState> {
-        lock(&self.state).get(key).cloned()
-    }
-
-    fn set_state(&self, key: &ObjectRef<Service>, st: SvcState) {
-        lock(&self.state).insert(key.clone(), st);
-    }
-
-    /// Changes an existing state (or a default one) and returns the failure count.
-    fn update_state(&self, key: &ObjectRef<Service>, f: impl FnOnce(&mut SvcState)) -> u32 {
-        let mut map = lock(&self.state);
-        let st = map.entry(key.clone()).or_default();
-        f(st);
-        st.failures
-    }
-
-    fn upsert_state(
-        &self,
-        key: &ObjectRef<Service>,
-        class: &str,
-        f: impl FnOnce(&mut SvcState),
-    ) -> u32 {
-        self.update_state(key, |st| {
-            st.class = class.to_string();
-            f(st)
-        })
-    }
-
-    fn forget(&self, key: &ObjectRef<Service>) {
-        lock(&self.state).remove(key);
-    }
-
-    /// Reconciles at once every Service waiting for an address: a cleanup has
-    /// just released what it held, which may be the address one of them needs.
-    fn retry_waiting_for_address(&self) {
-        let waiting: Vec<_> = lock(&self.state)
-            .iter()
-            .filter(|(_, st)| st.waiting_for_address)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in waiting {
-            // The channel closes only when the controller stops.
-            let _ = self.requeue.send(key);
-        }
-    }
-
-    /// One provider call through the middleware, counted and timed.
-    async fn call(&self, class: &str, handle: &Handle, call: Call) -> Result<Reply, ProviderError> {
-        let op = call.op();
-        let started = std::time::Instant::now();
-        let result = handle.call(call).await;
-        self.metrics
-            .observe_provider_call(class, op, result.is_ok(), started.elapsed());
-        result
-    }
-
-    /// Services waiting for a retry, for the metric (an exhausted pool counts as a
-    /// failure too).
-    fn retries_pending(&self) -> usize {
-        lock(&self.state)
-            .values()
-            .filter(|st| st.failures > 0)
-            .count()
-    }
-
-    fn backoff(&self, failures: u32, e: &ProviderError) -> Duration {
-        backoff_delay(
-            failures,
-            e,
-            self.cfg.min_retry_delay,
-            self.cfg.max_retry_delay,
-        )
-    }
-
-    fn services(&self, svc: &Service) -> Api<Service> {
-        reconcile::services_api(&self.client, svc)
-    }
-
-    fn namespace_labels(&self, svc: &Service) -> BTreeMap<String, String> {
-        let ns = svc.namespace().unwrap_or_default();
-        self.namespaces
-            .get(&ObjectRef::new(&ns))
-            .and_then(|n| n.metadata.labels.clone())
-            .unwrap_or_default()
-    }
-
-    async fn publish(&self, svc: &Service, kind: Kind, reason: &str, note: &str) {
-        let action = match reason {
-            "EnsuringLoadBalancer" | "EnsuredLoadBalancer" => "EnsureLoadBalancer",
-            "DeletingLoadBalancer" | "DeletedLoadBalancer" | "DeleteLoadBalancerFailed" => {
-                "EnsureLoadBalancerDeleted"
-            }
-            "UpdatedLoadBalancer" | "UpdateLoadBalancerFailed" => "UpdateLoadBalancer",
-            _ => "SyncLoadBalancer",
-        };
-        self.events
-            .publish(&reconcile::reference(svc), kind, reason, action, note)
-            .await;
-    }
+/// A Service gone from the cache, or a relist that may have hidden some.
+enum Gone {
+    Deleted(ObjectRef<Service>),
+    Relisted,
 }
 
 /// The service controller with its providers, ready to run.
@@ -204,6 +69,7 @@ pub struct ServiceController {
     workers: u16,
     metrics: Arc<Metrics>,
     instance: String,
+    retired: Vec<String>,
 }
 
 impl ServiceController {
@@ -225,7 +91,15 @@ impl ServiceController {
             instance: std::env::var("POD_NAME")
                 .or_else(|_| std::env::var("HOSTNAME"))
                 .unwrap_or_else(|_| "portway".to_string()),
+            retired: Vec::new(),
         }
+    }
+
+    /// Classes switched off in the configuration whose provider only cleans up: their
+    /// Services' load balancers are removed and statuses cleared.
+    pub fn retired(mut self, classes: Vec<String>) -> Self {
+        self.retired = classes;
+        self
     }
 
     /// How many Services are reconciled at once (`--concurrent-service-syncs`).
@@ -245,17 +119,12 @@ impl ServiceController {
         let client = self.client.clone();
         let mut tasks = JoinSet::new();
 
-        let (ns_store, ns_writer) = reflector::store::<Namespace>();
-        let ns_stream = reflector(
-            ns_writer,
-            watcher(
-                Api::<Namespace>::all(client.clone()),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff();
-        tasks.spawn(ns_stream.for_each(|_| futures::future::ready(())));
-
+        let ns_store = spawn_cache::<Namespace>(&mut tasks, Api::all(client.clone()));
+        let slices = self
+            .providers
+            .iter()
+            .any(|p| p.endpoints_use() != EndpointsUse::Never)
+            .then(reflector::store::<EndpointSlice>);
         let (node_store, node_writer) = reflector::store::<Node>();
         let node_events = reflector(
             node_writer,
@@ -265,11 +134,28 @@ impl ServiceController {
         .map(|_| ())
         .boxed();
 
-        let controller = Controller::new(
+        // The Service watch feeds the controller and tells which Services disappeared.
+        let (svc_store, svc_writer) = reflector::store::<Service>();
+        let (gone_tx, gone_rx) = mpsc::unbounded_channel::<Gone>();
+        let svc_stream = watcher(
             Api::<Service>::all(client.clone()),
             watcher::Config::default(),
-        );
-        let svc_store = controller.store();
+        )
+        .default_backoff()
+        .reflect(svc_writer)
+        .inspect(move |ev| {
+            let gone = match ev {
+                Ok(watcher::Event::Delete(s)) => Some(Gone::Deleted(ObjectRef::from_obj(s))),
+                Ok(watcher::Event::InitDone) => Some(Gone::Relisted),
+                _ => None,
+            };
+            if let Some(g) = gone {
+                // The receiver lives as long as the controller.
+                let _ = gone_tx.send(g);
+            }
+        })
+        .applied_objects();
+        let controller = Controller::for_stream(svc_stream, svc_store.clone());
 
         let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<Service>>();
         let (nodes_tx, nodes_rx) = watch::channel(NodeSet::default());
@@ -280,14 +166,21 @@ impl ServiceController {
             registry: self.registry.clone(),
             default_class: self.default_class.clone(),
             cfg: self.cfg.clone(),
-            events: Events::new(client.clone(), "portway", &self.instance),
+            events: Events::new(
+                client.clone(),
+                crate::names::SERVICE_CONTROLLER,
+                &self.instance,
+            ),
             metrics: self.metrics.clone(),
             namespaces: ns_store.clone(),
+            slices: slices.as_ref().map(|(store, _)| store.clone()),
             nodes: nodes_rx,
             ready: ready_rx,
             state: Mutex::default(),
             forced: Mutex::default(),
+            busy: Mutex::default(),
             requeue: trigger_tx.clone(),
+            retired: self.retired.clone(),
         });
 
         {
@@ -301,33 +194,45 @@ impl ServiceController {
             });
         }
 
+        let (details_tx, details_rx) = mpsc::unbounded_channel::<()>();
         tasks.spawn(nodes::sync_nodes(
             node_store.clone(),
             node_events,
             svc_store.clone(),
             nodes_tx.clone(),
             trigger_tx.clone(),
+            details_tx,
             self.cfg.node_sync_debounce,
         ));
+        tasks.spawn(force_on_node_details(
+            ctx.clone(),
+            svc_store.clone(),
+            details_rx,
+        ));
+        if let Some((store, writer)) = slices {
+            tasks.spawn(force_on_endpoints(
+                ctx.clone(),
+                svc_store.clone(),
+                store,
+                writer,
+                client.clone(),
+            ));
+        }
+        tasks.spawn(clean_up_gone(ctx.clone(), svc_store.clone(), gone_rx));
 
         for provider in &self.providers {
             if let Some(mut keys) = provider.triggers() {
                 let ctx = ctx.clone();
-                let tx = trigger_tx.clone();
                 tasks.spawn(async move {
                     while let Some(key) = keys.next().await {
-                        let r = ObjectRef::new(&key.name).within(&key.namespace);
-                        lock(&ctx.forced).insert(r.clone());
-                        if tx.send(r).is_err() {
-                            return;
-                        }
+                        force(&ctx, ObjectRef::new(&key.name).within(&key.namespace));
                     }
                 });
             }
         }
 
-        // Start-up: wait for every cache, take the first node snapshot, let
-        // providers adopt what exists, then open the gate for reconciles.
+        // Start-up: wait for every cache, take the first node snapshot, let providers
+        // adopt what exists, then open the gate for reconciles.
         {
             let ctx = ctx.clone();
             let providers = self.providers.clone();
@@ -338,6 +243,7 @@ impl ServiceController {
                 crate::k8s::wait_until_ready(&node_store).await;
                 let first = NodeSet::compute(&node_store.state(), &NodeSet::default());
                 nodes_tx.send_replace(first);
+                drop_legacy_finalizers(&ctx, &svc_store.state()).await;
                 adopt_all(&ctx, &providers, &svc_store.state()).await;
                 info!("caches synced and providers adopted existing Services; reconciling");
                 ready_tx.send_replace(true);
@@ -352,7 +258,7 @@ impl ServiceController {
             .with_config(cfg)
             .reconcile_on(triggers)
             .graceful_shutdown_on(shutdown)
-            .run(reconcile::reconcile, error_policy, ctx)
+            .run(reconcile, error_policy, ctx)
             .for_each(|res| {
                 if let Err(e) = res {
                     match e {
@@ -365,6 +271,179 @@ impl ServiceController {
             .await;
         tasks.abort_all();
     }
+}
+
+/// A reflector cache of every `K`, kept current by a task in `tasks`.
+fn spawn_cache<K>(tasks: &mut JoinSet<()>, api: Api<K>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let stream = reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    tasks.spawn(stream.for_each(|_| futures::future::ready(())));
+    store
+}
+
+/// Asks for a quiet ensure of `key`, as if its provider had asked.
+fn force(ctx: &Context, key: ObjectRef<Service>) {
+    lock(&ctx.forced).insert(key.clone());
+    // The channel closes only when the controller stops.
+    let _ = ctx.requeue.send(key);
+}
+
+/// The provider serving `svc`, if it is a LoadBalancer of a configured class.
+fn provider_of<'a>(ctx: &'a Context, svc: &Service) -> Option<&'a Arc<dyn LoadBalancerProvider>> {
+    let class = rules::effective_class(svc, &ctx.default_class)?;
+    ctx.registry.get(class).map(|h| h.provider())
+}
+
+/// An address or label of an eligible node changed (not the set): Services whose provider
+/// follows node details are ensured again, after the snapshot already holds the change.
+async fn force_on_node_details(
+    ctx: Arc<Context>,
+    services: Store<Service>,
+    mut changed: mpsc::UnboundedReceiver<()>,
+) {
+    while changed.recv().await.is_some() {
+        for svc in services.state() {
+            if provider_of(&ctx, &svc).is_some_and(|p| p.follows_node_details())
+                && ctx.state_of(&ObjectRef::from_obj(&*svc)).is_some()
+            {
+                force(&ctx, ObjectRef::from_obj(&*svc));
+            }
+        }
+    }
+}
+
+/// Keeps the EndpointSlice cache and forces a quiet ensure of a Service whose endpoints
+/// changed, when its provider reads them.
+async fn force_on_endpoints(
+    ctx: Arc<Context>,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    writer: reflector::store::Writer<EndpointSlice>,
+    client: Client,
+) {
+    let mut digests = endpoints::Digests::default();
+    let mut stream = reflector(
+        writer,
+        watcher(
+            Api::<EndpointSlice>::all(client),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .boxed();
+    while let Some(slice) = stream.next().await {
+        let Ok(slice) = slice else { continue };
+        let (Some(ns), Some(name)) = (
+            slice.namespace(),
+            slice
+                .labels()
+                .get(portway_provider::SERVICE_NAME_LABEL)
+                .cloned(),
+        ) else {
+            continue;
+        };
+        let key = ObjectRef::new(&name).within(&ns);
+        let Some(svc) = services.get(&key) else {
+            digests.forget(&key);
+            continue;
+        };
+        let wanted = provider_of(&ctx, &svc)
+            .is_some_and(|p| p.endpoints_use().applies_to(view::traffic_policy(&svc)));
+        if !wanted || ctx.state_of(&key).is_none() {
+            continue;
+        }
+        let now = endpoints::endpoints_of(&slices, &ns, &name);
+        if digests.changed(&key, &now) {
+            force(&ctx, key);
+        }
+    }
+}
+
+/// Services that left the cache: those deleted with the finalizer were cleaned up by
+/// their reconcile; the others (finalizer stripped) are cleaned up here from what was
+/// remembered. A relist may have hidden deletions, so after one every remembered
+/// Service missing from the cache is looked at.
+async fn clean_up_gone(
+    ctx: Arc<Context>,
+    services: Store<Service>,
+    mut gone: mpsc::UnboundedReceiver<Gone>,
+) {
+    while let Some(g) = gone.recv().await {
+        let _ = ctx.ready.clone().wait_for(|r| *r).await;
+        let keys: Vec<ObjectRef<Service>> = match g {
+            Gone::Deleted(key) => vec![key],
+            Gone::Relisted => lock(&ctx.state)
+                .keys()
+                .filter(|k| services.get(k).is_none())
+                .cloned()
+                .collect(),
+        };
+        for key in keys {
+            let guard = ctx.key_lock(&key);
+            let _held = guard.lock().await;
+            if services.get(&key).is_none() {
+                execute::cleanup_gone(&ctx, &key).await;
+            }
+        }
+    }
+}
+
+/// The reconcile entry point handed to kube-runtime's Controller.
+async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _ = ctx.ready.clone().wait_for(|r| *r).await;
+    let key = ObjectRef::from_obj(&*svc);
+    let guard = ctx.key_lock(&key);
+    let _held = guard.lock().await;
+    let span = tracing::info_span!(
+        "reconcile",
+        service = %format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any())
+    );
+    let started = std::time::Instant::now();
+    ctx.metrics.reconcile_running(true);
+    let class = rules::effective_class(&svc, &ctx.default_class);
+    let seen = Seen {
+        load_balancer: rules::is_load_balancer(&svc),
+        deleting: rules::is_deleting(&svc),
+        portway_class: class.is_some_and(|c| crate::config::CLASSES.contains(&c)),
+        configured: class.is_some_and(|c| ctx.registry.get(c).is_some()),
+        retired: class.is_some_and(|c| ctx.retired.iter().any(|r| r == c)),
+        has_finalizer: rules::has_finalizer(&svc),
+        has_status: !status::current_ingress(&svc).is_empty(),
+        fingerprint: class.map_or(0, |c| rules::lb_fingerprint(&svc, c)),
+        node_generation: ctx.nodes.borrow().generation,
+        forced: ctx.take_forced(&key),
+    };
+    let step = decide(&seen, ctx.state_of(&key).as_ref());
+    let job = execute::Job {
+        svc: &svc,
+        key: &key,
+        ctx: &ctx,
+        class,
+        fingerprint: seen.fingerprint,
+    };
+    let result = {
+        use tracing::Instrument as _;
+        execute::perform(step, &job).instrument(span).await
+    };
+    ctx.metrics.reconcile_running(false);
+    ctx.metrics.observe_reconcile(
+        match &result {
+            Ok(_) => "ok",
+            Err(_) => "error",
+        },
+        started.elapsed(),
+    );
+    result
 }
 
 async fn adopt_all(
@@ -387,8 +466,7 @@ async fn adopt_all(
         let problems = provider.adopt(&views).await;
         for (key, e) in problems {
             if let Some((_, svc)) = mine.iter().find(|(v, _)| v.key == key) {
-                ctx.publish(svc, Kind::Warning, adopt_reason(&e), &e.to_string())
-                    .await;
+                ctx.publish(svc, adopt_reason(&e), &e.to_string()).await;
             } else {
                 warn!(service = %key, %e, "provider reported a problem for an unknown Service");
             }
@@ -396,20 +474,53 @@ async fn adopt_all(
     }
 }
 
-/// The Warning reason for a problem found while adopting: two Services on one
-/// address is a conflict; an address kept outside every configured pool is an
-/// orphan, which asks for a different fix.
-fn adopt_reason(e: &ProviderError) -> &'static str {
-    match e {
-        ProviderError::Conflict { .. } => "AddressConflict",
-        ProviderError::Invalid { field, .. } if field == "status.loadBalancer.ingress" => {
-            "AddressOrphaned"
+/// The finalizer k3s's old ServiceLB put on Services: nothing removes it once k3s's
+/// ServiceLB is gone, and it blocks their deletion forever (k3s removes it on start too).
+pub const LEGACY_K3S_FINALIZER: &str = "svccontroller.k3s.cattle.io/daemonset";
+
+async fn drop_legacy_finalizers(ctx: &Context, all: &[Arc<Service>]) {
+    for svc in all {
+        let legacy = svc
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|x| x == LEGACY_K3S_FINALIZER));
+        if !legacy {
+            continue;
         }
-        _ => "AdoptionFailed",
+        let patch = serde_json::json!({"metadata": {
+            "$deleteFromPrimitiveList/finalizers": [LEGACY_K3S_FINALIZER]}});
+        match ctx
+            .services(svc)
+            .patch(
+                &svc.name_any(),
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Strategic(&patch),
+            )
+            .await
+        {
+            Ok(_) => {
+                info!(service = %ObjectRef::from_obj(&**svc), "removed k3s's legacy svclb finalizer")
+            }
+            Err(e) => {
+                warn!(service = %ObjectRef::from_obj(&**svc), %e, "removing k3s's legacy svclb finalizer")
+            }
+        }
     }
 }
 
-fn error_policy(svc: Arc<Service>, e: &reconcile::Error, ctx: Arc<Context>) -> Action {
+/// The Warning reason for a problem found while adopting: two Services on one address is a
+/// conflict; an address kept outside every configured pool is an orphan, which asks for a
+/// different fix.
+fn adopt_reason(e: &ProviderError) -> Reason {
+    match e {
+        ProviderError::Conflict { .. } => Reason::AddressConflict,
+        ProviderError::Orphaned { .. } => Reason::AddressOrphaned,
+        _ => Reason::AdoptionFailed,
+    }
+}
+
+fn error_policy(svc: Arc<Service>, e: &Error, ctx: Arc<Context>) -> Action {
     let key = ObjectRef::from_obj(&*svc);
     let failures = ctx.update_state(&key, |st| st.failures += 1);
     let delay = ctx.backoff(failures, &ProviderError::transient(e.to_string()));
@@ -417,11 +528,23 @@ fn error_policy(svc: Arc<Service>, e: &reconcile::Error, ctx: Arc<Context>) -> A
     Action::requeue(delay)
 }
 
-use crate::k8s::Action;
-
 /// The key of a Service, as providers name it.
 pub fn service_key(svc: &Service) -> ServiceKey {
     ServiceKey::new(svc.namespace().unwrap_or_default(), svc.name_any())
+}
+
+/// The delay before the `failures`-th retry: a provider's own `retry_after`, else
+/// `min * 2^(failures-1)` capped at `max`.
+pub fn backoff_delay(failures: u32, e: &ProviderError, min: Duration, max: Duration) -> Duration {
+    if let ProviderError::Transient {
+        retry_after: Some(d),
+        ..
+    } = e
+    {
+        return *d;
+    }
+    let exp = failures.saturating_sub(1).min(20);
+    min.saturating_mul(1u32 << exp).min(max)
 }
 
 #[cfg(test)]
@@ -429,18 +552,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn backoff_doubles_and_caps() {
+        let e = ProviderError::transient("x");
+        let (min, max) = (Duration::from_secs(5), Duration::from_secs(300));
+        let delays: Vec<u64> = (1..=9)
+            .map(|n| backoff_delay(n, &e, min, max).as_secs())
+            .collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        let fixed = ProviderError::Transient {
+            message: "provisioning".into(),
+            retry_after: Some(Duration::from_secs(2)),
+        };
+        assert_eq!(backoff_delay(7, &fixed, min, max), Duration::from_secs(2));
+        assert_eq!(backoff_delay(u32::MAX, &e, min, max), max);
+    }
+
+    #[test]
     fn adoption_problems_are_named_for_their_fix() {
         let conflict = ProviderError::Conflict {
             what: "address 192.0.2.1".into(),
             holder: "default/a".into(),
         };
-        assert_eq!(adopt_reason(&conflict), "AddressConflict");
+        assert_eq!(adopt_reason(&conflict), Reason::AddressConflict);
         let orphan = portway_provider::ipam::AllocError::Orphaned {
             ip: "192.0.2.1".parse().expect("ip"),
         }
         .to_provider_error(&Default::default());
-        assert_eq!(adopt_reason(&orphan), "AddressOrphaned");
+        assert_eq!(adopt_reason(&orphan), Reason::AddressOrphaned);
         let other = ProviderError::invalid("spec.ports", "no port");
-        assert_eq!(adopt_reason(&other), "AdoptionFailed");
+        assert_eq!(adopt_reason(&other), Reason::AdoptionFailed);
     }
 }

@@ -2,12 +2,15 @@
 //!
 //! Every reconcile reads the latest [`NodeSet`] snapshot instead of walking
 //! the Node cache. The snapshot's `generation` only moves when the set of
-//! eligible (name, providerID) pairs changes, which is exactly when upstream
-//! calls `UpdateLoadBalancer`; a changed address or readiness refreshes the
-//! views without bumping it. Changes are debounced so a rolling reboot of
-//! many nodes costs one update per Service, not one per node.
+//! (name, providerID) pairs that upstream syncs on changes, which is exactly when
+//! upstream calls `UpdateLoadBalancer`; a changed address, readiness or the cluster
+//! autoscaler's taint refreshes the views without bumping it (the tainted node is left
+//! out of the next update made for another reason, so its connections drain). A
+//! changed address or label is announced on its own, for providers that follow node
+//! details (hostport lists addresses and selects nodes by label). Changes are debounced so a rolling reboot of many nodes costs one update
+//! per Service, not one per node.
 
-use super::rules::{node_eligible, node_identity};
+use super::rules::{node_counts_for_sync, node_eligible, node_identity};
 use super::view::node_view;
 use crate::k8s::{Node, ObjectRef, Service, Store};
 use futures::{Stream, StreamExt};
@@ -22,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 pub struct NodeSet {
     /// Views of the eligible nodes, sorted by name.
     pub nodes: Arc<Vec<LbNode>>,
-    /// Their (name, providerID) identities.
+    /// The (name, providerID) identities upstream syncs on (see the module's header).
     pub ids: BTreeSet<(String, String)>,
     /// Bumped whenever `ids` changes.
     pub generation: u64,
@@ -38,7 +41,11 @@ impl NodeSet {
             .filter(|n| node_eligible(n))
             .collect();
         eligible.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        let ids: BTreeSet<_> = eligible.iter().map(|n| node_identity(n)).collect();
+        let ids: BTreeSet<_> = all
+            .iter()
+            .filter(|n| node_counts_for_sync(n))
+            .map(|n| node_identity(n))
+            .collect();
         let generation = if ids == previous.ids {
             previous.generation
         } else {
@@ -54,13 +61,15 @@ impl NodeSet {
 
 /// Keeps `tx` current from node events; when the eligible set changes, asks
 /// for a reconcile of every LoadBalancer Service (each decides on its own
-/// whether it must `update`).
+/// whether it must `update`); when an eligible node's addresses or labels changed, says so
+/// on `details`, after the new snapshot is in place.
 pub async fn sync_nodes(
     nodes: Store<Node>,
     mut events: impl Stream<Item = ()> + Unpin,
     services: Store<Service>,
     tx: watch::Sender<NodeSet>,
     trigger: mpsc::UnboundedSender<ObjectRef<Service>>,
+    details: mpsc::UnboundedSender<()>,
     debounce: Duration,
 ) {
     while events.next().await.is_some() {
@@ -85,7 +94,12 @@ pub async fn sync_nodes(
             continue;
         }
         let set_changed = next.generation != previous.generation;
+        let details_changed = details_of(&next) != details_of(&previous);
         tx.send_replace(next);
+        if details_changed {
+            // The controller outlives this task; a closed channel means shutdown.
+            let _ = details.send(());
+        }
         if set_changed {
             for svc in services.state() {
                 if super::rules::is_load_balancer(&svc) {
@@ -95,6 +109,29 @@ pub async fn sync_nodes(
             }
         }
     }
+}
+
+/// Each eligible node's addresses and labels: what a change of, unlike readiness, is
+/// announced to providers that follow node details.
+type Details<'a> = (
+    &'a str,
+    &'a [std::net::IpAddr],
+    &'a [std::net::IpAddr],
+    &'a std::collections::BTreeMap<String, String>,
+);
+
+fn details_of(set: &NodeSet) -> Vec<Details<'_>> {
+    set.nodes
+        .iter()
+        .map(|n| {
+            (
+                n.name.as_str(),
+                n.internal_ips.as_slice(),
+                n.external_ips.as_slice(),
+                &n.labels,
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -9,19 +9,9 @@ use crate::k8s::{Node, Service};
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
-/// The upstream CCM's finalizer; Portway uses the same so that a switch from
-/// another CCM keeps working.
-pub const FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
-
-/// A node label that keeps a node out of every load balancer when `true` (or
-/// unparseable), per the upstream controller since 1.34.
-pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
-
-/// The cluster autoscaler's taint on nodes it is about to remove.
-pub const AUTOSCALER_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
-
-/// kubelet's taint on nodes no cloud controller has initialized yet.
-pub const UNINITIALIZED_TAINT: &str = "node.cloudprovider.kubernetes.io/uninitialized";
+pub use crate::names::{
+    AUTOSCALER_TAINT, EXCLUDE_LABEL, FINALIZER, OWN_ANNOTATIONS, UNINITIALIZED_TAINT,
+};
 
 /// Whether the Service is of `type: LoadBalancer`.
 pub fn is_load_balancer(svc: &Service) -> bool {
@@ -55,14 +45,13 @@ pub fn is_deleting(svc: &Service) -> bool {
     svc.metadata.deletion_timestamp.is_some()
 }
 
-/// Annotations Portway's speakers write on Services: feedback, never input.
-pub const OWN_ANNOTATIONS: [&str; 1] = [crate::speaker::ANNOUNCED_BY];
-
 /// A fingerprint of everything that, changed, deserves a new `ensure`
 /// (upstream `needsUpdate`): type, ports, source ranges, session affinity,
 /// loadBalancerIP, externalIPs, annotations, uid, traffic policy, health
 /// check port, IP families; and, unlike upstream, labels, which Portway's
-/// providers read (pool `serviceSelector`s, k3s's `lbpool`). Status,
+/// providers read (pool `serviceSelector`s, k3s's `lbpool`), the selector
+/// (address sharing under `Local` policy needs the same pods), `clusterIPs`
+/// and `ipFamilyPolicy` (which families a Service gets). Status,
 /// finalizers and the annotations Portway writes itself ([`OWN_ANNOTATIONS`])
 /// are left out, so its own writes never re-trigger a provider.
 pub fn lb_fingerprint(svc: &Service, class: &str) -> u64 {
@@ -104,11 +93,19 @@ pub fn lb_fingerprint(svc: &Service, class: &str) -> u64 {
     h.finish()
 }
 
-/// Whether a node may carry load-balancer traffic: not being deleted, not
-/// about to be removed by the autoscaler, not excluded by label, and
-/// initialized (DESIGN §2). Readiness is deliberately not required (KEP-3458):
-/// a flapping node must not reprogram every load balancer.
+/// Whether a node may carry load-balancer traffic (upstream `stableNodeSetPredicates`):
+/// not being deleted, not excluded by label, not about to be removed by the cluster
+/// autoscaler, and initialized (DESIGN §2). Readiness is deliberately not required
+/// (KEP-3458): a flapping node must not reprogram every load balancer.
 pub fn node_eligible(node: &Node) -> bool {
+    node_counts_for_sync(node) && !has_taint(node, AUTOSCALER_TAINT)
+}
+
+/// Whether a node's presence decides when load balancers are updated (upstream
+/// `shouldSyncUpdatedNode`): as [`node_eligible`], except that the autoscaler's taint being
+/// added is not a reason to update ("We won't update the LBs just because the taint was
+/// added"), so connections drain; the next update for another reason leaves the node out.
+pub fn node_counts_for_sync(node: &Node) -> bool {
     if node.metadata.deletion_timestamp.is_some() {
         return false;
     }
@@ -118,16 +115,20 @@ pub fn node_eligible(node: &Node) -> bool {
         .as_ref()
         .and_then(|l| l.get(EXCLUDE_LABEL))
     {
-        // Upstream: "false" includes; "true" and anything unparseable exclude.
-        if !value.trim().eq_ignore_ascii_case("false") {
+        // Upstream reads it with strconv.ParseBool: false includes; true and anything
+        // unparsable exclude.
+        if crate::names::parse_go_bool(value) != Some(false) {
             return false;
         }
     }
-    let taints = node.spec.as_ref().and_then(|s| s.taints.as_ref());
-    !taints.is_some_and(|t| {
-        t.iter()
-            .any(|t| t.key == AUTOSCALER_TAINT || t.key == UNINITIALIZED_TAINT)
-    })
+    !has_taint(node, UNINITIALIZED_TAINT)
+}
+
+fn has_taint(node: &Node, key: &str) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| t.iter().any(|t| t.key == key))
 }
 
 /// The identity the controller diffs node sets by: (name, providerID), as
@@ -218,13 +219,8 @@ mod tests {
         b.metadata.resource_version = Some("42".into());
         b.status = Some(Default::default());
         // The speaker's feedback annotation is Portway's own write, not input.
-        b.metadata.annotations = Some(
-            [(
-                crate::speaker::ANNOUNCED_BY.to_string(),
-                "node-1".to_string(),
-            )]
-            .into(),
-        );
+        b.metadata.annotations =
+            Some([(crate::names::ANNOUNCED_BY.to_string(), "node-1".to_string())].into());
         assert_eq!(lb_fingerprint(&a, "c"), lb_fingerprint(&b, "c"));
     }
 
@@ -289,11 +285,20 @@ mod tests {
     #[test]
     fn node_eligibility_follows_kep_3458() {
         assert!(node_eligible(&node(&[], &[])));
-        assert!(node_eligible(&node(&[(EXCLUDE_LABEL, "false")], &[])));
-        assert!(!node_eligible(&node(&[(EXCLUDE_LABEL, "true")], &[])));
-        assert!(!node_eligible(&node(&[(EXCLUDE_LABEL, "")], &[])));
-        assert!(!node_eligible(&node(&[(EXCLUDE_LABEL, "maybe")], &[])));
+        for include in ["false", "False", "FALSE", "f", "F", "0"] {
+            assert!(
+                node_eligible(&node(&[(EXCLUDE_LABEL, include)], &[])),
+                "{include}"
+            );
+        }
+        for exclude in ["true", "1", "t", "", "maybe", "fAlSe", " false"] {
+            assert!(
+                !node_eligible(&node(&[(EXCLUDE_LABEL, exclude)], &[])),
+                "{exclude:?}"
+            );
+        }
         assert!(!node_eligible(&node(&[], &[AUTOSCALER_TAINT])));
+        assert!(node_counts_for_sync(&node(&[], &[AUTOSCALER_TAINT])));
         assert!(!node_eligible(&node(&[], &[UNINITIALIZED_TAINT])));
         assert!(node_eligible(&node(
             &[],

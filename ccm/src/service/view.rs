@@ -153,7 +153,33 @@ pub fn service_view(
         labels: meta.labels.clone().unwrap_or_default(),
         namespace_labels: namespace_labels.clone(),
         annotations,
+        endpoints: Vec::new(),
     })
+}
+
+/// A view with only identity and status, for cleanup and adoption when the
+/// Service's annotations no longer parse: deletion must never be blocked by
+/// a bad annotation. Every annotation [`service_view`] reads is dropped, the
+/// MetalLB aliases included, so the view cannot fail and its key is the Service's.
+pub fn minimal_view(svc: &Service, class: &str) -> LbService {
+    use portway_provider::ipam::{IPS_ANNOTATIONS, POOL_ANNOTATIONS, SHARING_ANNOTATIONS};
+    let mut bare = svc.clone();
+    if let Some(a) = bare.metadata.annotations.as_mut() {
+        a.retain(|k, _| {
+            let read = IPS_ANNOTATIONS
+                .iter()
+                .chain(&POOL_ANNOTATIONS)
+                .chain(&SHARING_ANNOTATIONS)
+                .chain(&[SOURCE_RANGES]);
+            !k.starts_with("portway.dev/") && !read.into_iter().any(|r| r == k)
+        });
+    }
+    if let Some(spec) = bare.spec.as_mut() {
+        spec.load_balancer_ip = None;
+        spec.load_balancer_source_ranges = None;
+        spec.ports = None;
+    }
+    service_view(&bare, class, &Default::default()).unwrap_or_default()
 }
 
 fn source_ranges(
@@ -417,5 +443,35 @@ mod tests {
         assert!(
             matches!(&err, ProviderError::Invalid { field, .. } if field == "spec.ports[0].protocol")
         );
+    }
+
+    /// A bad value under any spelling of the annotations (MetalLB's `metallb.io/` ones
+    /// included) must still give the Service's own key, or cleanup would release nothing.
+    #[test]
+    fn minimal_view_survives_every_spelling_of_a_bad_annotation() {
+        use portway_provider::ServiceKey;
+        use portway_provider::ipam::{IPS_ANNOTATIONS, POOL_ANNOTATIONS, SHARING_ANNOTATIONS};
+        use std::net::IpAddr;
+        for key in IPS_ANNOTATIONS
+            .iter()
+            .chain(&POOL_ANNOTATIONS)
+            .chain(&SHARING_ANNOTATIONS)
+            .chain(&[SOURCE_RANGES])
+        {
+            let svc: Service = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web", "namespace": "prod",
+                    "annotations": {*key: "not-an-ip,,300.1.1.1,x/99"}},
+                "spec": {"type": "LoadBalancer", "loadBalancerIP": "nonsense"},
+                "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.7"}]}}
+            }))
+            .expect("fixture");
+            let v = minimal_view(&svc, "portway.dev/l2");
+            assert_eq!(v.key, ServiceKey::new("prod", "web"), "{key}");
+            assert_eq!(
+                v.current_ips,
+                ["10.0.0.7".parse::<IpAddr>().expect("ip")],
+                "{key}"
+            );
+        }
     }
 }

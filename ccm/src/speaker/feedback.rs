@@ -5,7 +5,7 @@
 //! thousand Services advertised at once after a restart) never delays the announcement
 //! loop: an address is announced first and reported after.
 
-use crate::events::{Events, Kind};
+use crate::events::{Events, Reason};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::Store;
@@ -126,9 +126,7 @@ impl Feedback {
         self.events
             .publish(
                 &svc.object_ref(&()),
-                Kind::Normal,
-                "AnnouncingFromNode",
-                "Announce",
+                Reason::AnnouncingFromNode,
                 &format!(
                     "{} is announced over ARP/NDP by node {}",
                     ips.join(", "),
@@ -146,9 +144,7 @@ impl Feedback {
             self.events
                 .publish(
                     &svc.object_ref(&()),
-                    Kind::Warning,
-                    "AnnounceFailed",
-                    "Announce",
+                    Reason::AnnounceFailed,
                     &format!(
                         "node {} owns {ip} but cannot answer ARP/NDP for it: no usable interface \
                          has an address in its subnet (check l2.interfaces and the node's \
@@ -170,9 +166,7 @@ impl Feedback {
                     this.events
                         .publish(
                             &svc.object_ref(&()),
-                            Kind::Normal,
-                            "AdvertisingIP",
-                            "Advertise",
+                            Reason::AdvertisingIP,
                             &format!("{ip} is advertised over BGP by node {}", this.node),
                         )
                         .await;

@@ -462,10 +462,6 @@ impl LoadBalancerProvider for F5Provider {
         problems
     }
 
-    async fn get(&self, svc: &LbService) -> Result<Option<LbStatus>, ProviderError> {
-        Ok(self.vips.get(&svc.key))
-    }
-
     async fn ensure(&self, svc: &LbService, nodes: &[LbNode]) -> Result<LbStatus, ProviderError> {
         let status = self.vips.ensure(svc)?;
         let ips: Vec<IpAddr> = status.ingress.iter().map(|i| i.ip).collect();

@@ -92,10 +92,16 @@ fn tolerations(svc: &LbService) -> Result<Vec<Toleration>, ProviderError> {
 }
 
 /// `SRC_RANGES`: the ranges the controller's view resolved (spec.loadBalancerSourceRanges,
-/// else the legacy annotation, parsed and checked), else everything. The annotation is
-/// not read again here: its raw text may hold empty items (`","`) that klipper-lb rejects.
+/// else the legacy annotation, parsed and checked), in spec order, else everything. The
+/// annotation is not read again here: its raw text may hold empty items (`","`) that
+/// klipper-lb rejects. As k3s: ranges that are exactly `0.0.0.0/0` on a Service with IPv6
+/// get `::/0` too, or its IPv6 traffic would be dropped.
 fn source_ranges(svc: &LbService) -> String {
-    if !svc.source_ranges.is_empty() {
+    let v6 = svc.ip_families.contains(&IpFamily::V6);
+    let everything_v4 =
+        svc.source_ranges.len() == 1 && svc.source_ranges[0].to_string() == "0.0.0.0/0";
+    let widened = everything_v4 && v6;
+    if !svc.source_ranges.is_empty() && !widened {
         return svc
             .source_ranges
             .iter()
@@ -103,7 +109,7 @@ fn source_ranges(svc: &LbService) -> String {
             .collect::<Vec<_>>()
             .join(",");
     }
-    if svc.ip_families.contains(&IpFamily::V6) {
+    if v6 {
         "0.0.0.0/0,::/0".into()
     } else {
         "0.0.0.0/0".into()
@@ -168,7 +174,8 @@ pub fn build_daemonset(
     let mut node_selector = serde_json::Map::new();
     if allow_list {
         node_selector.insert(ENABLELB.into(), json!("true"));
-        if let Some(pool) = svc.labels.get(LBPOOL) {
+        // k3s ignores an empty value; a selector `lbpool: ""` would match no node.
+        if let Some(pool) = svc.labels.get(LBPOOL).filter(|p| !p.is_empty()) {
             node_selector.insert(LBPOOL.into(), json!(pool));
         }
     }
@@ -387,5 +394,41 @@ mod tests {
             "edge"
         );
         assert_eq!(v["metadata"]["labels"][NODESELECTOR], "true");
+    }
+
+    /// k3s ignores `lbpool: ""` (issue 16 #11): a selector on an empty value would leave
+    /// the Service without a pod anywhere.
+    #[test]
+    fn an_empty_lbpool_is_ignored() {
+        let mut s = svc("web");
+        s.labels.insert(LBPOOL.into(), String::new());
+        let v = serde_json::to_value(
+            build_daemonset(&s, &HostportConfig::default(), true).expect("ds"),
+        )
+        .expect("json");
+        let selector = &v["spec"]["template"]["spec"]["nodeSelector"];
+        assert_eq!(selector[ENABLELB], "true");
+        assert!(selector.get(LBPOOL).is_none(), "{selector}");
+    }
+
+    /// k3s appends `::/0` when the ranges are exactly `0.0.0.0/0` on a dual-stack Service
+    /// (issue 16 #14); other explicit ranges are kept as written, in spec order.
+    #[test]
+    fn an_explicit_ipv4_everything_on_dual_stack_lets_ipv6_in() {
+        let mut s = svc("web");
+        s.ip_families = vec![IpFamily::V4, IpFamily::V6];
+        s.source_ranges = vec!["0.0.0.0/0".parse().expect("net")];
+        let ds = build_daemonset(&s, &HostportConfig::default(), false).expect("ds");
+        assert_eq!(env(&ds, 0, "SRC_RANGES")["value"], "0.0.0.0/0,::/0");
+        s.source_ranges = vec![
+            "10.0.0.0/8".parse().expect("net"),
+            "0.0.0.0/0".parse().expect("net"),
+        ];
+        let ds = build_daemonset(&s, &HostportConfig::default(), false).expect("ds");
+        assert_eq!(env(&ds, 0, "SRC_RANGES")["value"], "10.0.0.0/8,0.0.0.0/0");
+        s.ip_families = vec![IpFamily::V4];
+        s.source_ranges = vec!["0.0.0.0/0".parse().expect("net")];
+        let ds = build_daemonset(&s, &HostportConfig::default(), false).expect("ds");
+        assert_eq!(env(&ds, 0, "SRC_RANGES")["value"], "0.0.0.0/0");
     }
 }

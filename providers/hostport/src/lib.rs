@@ -9,18 +9,20 @@
 //! ordered numerically, port clashes name the Service that holds the port.
 #![forbid(unsafe_code)]
 
+mod api;
 mod config;
 mod daemonset;
 mod provider;
 mod status;
 
+pub use api::HostportApi;
 pub use config::{ConfigIssue, HostportConfig};
 pub use daemonset::{
     ENABLELB, LBPOOL, NODESELECTOR, PRIORITY_ANNOTATION, SVCNAME, SVCNAMESPACE,
     TOLERATIONS_ANNOTATION, build_daemonset, daemonset_name,
 };
 pub use provider::HostportProvider;
-pub use status::{ClashingPod, PodView, compute_status};
+pub use status::{ClashingPod, PodView, compute_status, local_nodes};
 
 /// The class this provider serves.
 pub const CLASS: &str = "portway.dev/hostport";

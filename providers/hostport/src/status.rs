@@ -86,6 +86,19 @@ impl PodView {
     }
 }
 
+/// For `Local` policy, the nodes with a ready local endpoint, as k3s counts them: an
+/// endpoint backed by a pod whose `ready` condition is explicitly true (an unknown state
+/// or a hand-written endpoint does not count); `None` for `Cluster` policy.
+pub fn local_nodes(svc: &LbService) -> Option<BTreeSet<String>> {
+    (svc.external_traffic_policy == portway_provider::TrafficPolicy::Local).then(|| {
+        svc.endpoints
+            .iter()
+            .filter(|e| e.pod && e.ready == Some(true))
+            .filter_map(|e| e.node.clone())
+            .collect()
+    })
+}
+
 /// The status of `svc` from the svclb pods (all of the namespace), the eligible nodes and,
 /// for `Local` policy, the nodes with a ready local endpoint. Clashes become warnings.
 pub fn compute_status(
@@ -160,7 +173,14 @@ pub fn compute_status(
             holder: format!("Service {}/{}", c.holder.namespace, c.holder.name),
         })
         .collect();
-    (LbStatus { ingress, warnings }, clashes)
+    (
+        LbStatus {
+            ingress,
+            warnings,
+            notes: Vec::new(),
+        },
+        clashes,
+    )
 }
 
 #[cfg(test)]
@@ -248,5 +268,32 @@ mod tests {
             "{}",
             st.warnings[0]
         );
+    }
+
+    /// Issue 16 #15: as k3s, only endpoints backed by a pod whose `ready` is explicitly
+    /// true count under `Local` policy; an unknown state or a hand-written endpoint does not.
+    #[test]
+    fn local_nodes_need_a_ready_pod() {
+        use portway_provider::{LbEndpoint, TrafficPolicy};
+        let ep = |node: &str, ready: Option<bool>, pod: bool| LbEndpoint {
+            node: Some(node.into()),
+            ready,
+            pod,
+            serving: true,
+            ..Default::default()
+        };
+        let mut svc = LbService {
+            external_traffic_policy: TrafficPolicy::Local,
+            endpoints: vec![
+                ep("a", Some(true), true),
+                ep("b", None, true),
+                ep("c", Some(true), false),
+                ep("d", Some(false), true),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(local_nodes(&svc), Some(["a".to_string()].into()));
+        svc.external_traffic_policy = TrafficPolicy::Cluster;
+        assert_eq!(local_nodes(&svc), None);
     }
 }

@@ -183,13 +183,7 @@ impl AllocError {
                 pool: String::new(),
                 reason: reason.clone(),
             },
-            AllocError::Orphaned { ip } => ProviderError::invalid(
-                "status.loadBalancer.ingress",
-                format!(
-                    "address {ip} is kept but lies in no configured pool; add it back to a pool, \
-                     or request another address to move the Service"
-                ),
-            ),
+            AllocError::Orphaned { ip } => ProviderError::Orphaned { ip: *ip },
         }
     }
 }

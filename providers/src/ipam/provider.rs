@@ -41,10 +41,6 @@ impl LoadBalancerProvider for VipProvider {
         self.vips.adopt(existing)
     }
 
-    async fn get(&self, svc: &LbService) -> Result<Option<LbStatus>, ProviderError> {
-        Ok(self.vips.get(&svc.key))
-    }
-
     async fn ensure(&self, svc: &LbService, _nodes: &[LbNode]) -> Result<LbStatus, ProviderError> {
         self.vips.ensure(svc)
     }
@@ -86,9 +82,9 @@ mod tests {
         };
         let first = p.ensure(&svc, &[]).await.expect("ip");
         assert_eq!(p.ensure(&svc, &[]).await.expect("same"), first);
-        assert_eq!(p.get(&svc).await.expect("get"), Some(first.clone()));
+        assert_eq!(m.get(&svc.key), Some(first.clone()));
         p.ensure_deleted(&svc).await.expect("release");
-        assert_eq!(p.get(&svc).await.expect("get"), None);
+        assert_eq!(m.get(&svc.key), None);
     }
 
     /// An address held outside every pool is reported once, for its own Service only

@@ -84,10 +84,10 @@ pub(crate) fn controller_allow_list(w: &Wiring) -> BTreeSet<Perm> {
     }
     // service/mod.rs: reflector over Api::<Namespace>::all (namespaceSelector of pools).
     out.extend(perms("", "namespaces", &["list", "watch"], None, None));
-    // ccm/src/events.rs: Api::<events::v1::Event>::namespaced(..).create and
-    // .patch (series count) in the Service's namespace, `default` for Nodes.
+    // ccm/src/events.rs: Api::<core::v1::Event>::namespaced(..).create and
+    // .patch (count) in the Service's namespace, `default` for Nodes.
     let events = ["create", "patch"];
-    out.extend(perms("events.k8s.io", "events", &events, None, None));
+    out.extend(perms("", "events", &events, None, None));
     // providers/hostport/src/provider.rs: reflector over Api::<EndpointSlice>::all
     // (externalTrafficPolicy Local); providers/f5/src/provider.rs: `list` by the
     // kubernetes.io/service-name label and a `watch` of all slices with that label
@@ -161,14 +161,8 @@ pub(crate) fn speaker_allow_list(w: &Wiring) -> BTreeSet<Perm> {
         None,
     ));
     // ccm/src/speaker/mod.rs: Events::new(.., "portway-speaker", ..) on Services
-    // (ccm/src/events.rs: create, and patch for series).
-    out.extend(perms(
-        "events.k8s.io",
-        "events",
-        &["create", "patch"],
-        None,
-        None,
-    ));
+    // (ccm/src/events.rs: core/v1 create, and patch for the count).
+    out.extend(perms("", "events", &["create", "patch"], None, None));
     // ccm/src/speaker/mod.rs `fetch_passwords`: `Api::<Secret>::get` of each
     // bgp.peers[].passwordSecret (TCP MD5).
     for (ns, name) in &w.bgp_secrets {

@@ -34,7 +34,6 @@ async fn rendered_objects_load_into_the_sim_and_rbac_holds() {
     use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
     use k8s_openapi::api::coordination::v1::Lease;
     use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service, ServiceAccount};
-    use k8s_openapi::api::events::v1::Event;
     use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
     use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
@@ -212,16 +211,16 @@ async fn rendered_objects_load_into_the_sim_and_rbac_holds() {
             Api::<Namespace>::all(ctl.clone()).list(&lp).await.is_ok(),
             "{overlay}: list namespaces"
         );
-        let event: Event = serde_json::from_value(serde_json::json!({
-            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        let event: k8s_openapi::api::core::v1::Event = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Event",
             "metadata": {"name": "web.1", "namespace": "default"},
-            "eventTime": "2026-01-01T00:00:00.000000Z",
-            "reportingController": "portway", "reportingInstance": "test",
-            "action": "EnsureLoadBalancer", "reason": "EnsuringLoadBalancer", "type": "Normal",
-            "regarding": {"kind": "Service", "namespace": "default", "name": "web"}
+            "reason": "EnsuringLoadBalancer", "message": "Ensuring load balancer",
+            "type": "Normal", "source": {"component": "service-controller"},
+            "involvedObject": {"kind": "Service", "namespace": "default", "name": "web"}
         }))
         .expect("event");
-        let events: Api<Event> = Api::namespaced(ctl.clone(), "default");
+        let events: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(ctl.clone(), "default");
         assert!(
             events.create(&PostParams::default(), &event).await.is_ok(),
             "{overlay}: create event"

@@ -142,10 +142,7 @@ fn status_is_ordered_by_ip_families_and_adopt_reports() {
     let problems = restarted.adopt(&[copy.clone(), published, gone.clone()]);
     assert_eq!(problems.len(), 2, "{problems:?}");
     // Processed oldest first: d/dual, d/gone (same time, by name), then the copy.
-    assert!(
-        matches!(&problems[0], (k, ProviderError::Invalid { field, .. })
-        if *k == gone.key && field == "status.loadBalancer.ingress")
-    );
+    assert!(matches!(&problems[0], (k, ProviderError::Orphaned { .. }) if *k == gone.key));
     assert!(
         matches!(&problems[1], (k, ProviderError::Conflict { holder, .. })
         if *k == copy.key && holder == "d/dual")

@@ -1,0 +1,60 @@
+//! The names the controllers and the node agent share: the finalizer, Portway's
+//! annotations, and the well-known node labels and taints. One module that imports
+//! nothing, so that the service controller, the node controller and the speaker depend on
+//! it and never on each other.
+
+/// The upstream CCM's finalizer; Portway uses the same so that a switch from another CCM
+/// keeps working.
+pub const FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
+
+/// Which node announces an l2 address, written by the speaker that owns it.
+pub const ANNOUNCED_BY: &str = "portway.dev/announced-by";
+
+/// Annotations Portway writes on Services itself: feedback, never input, so a change of
+/// one never re-triggers a provider.
+pub const OWN_ANNOTATIONS: [&str; 1] = [ANNOUNCED_BY];
+
+/// A node label that keeps a node out of every load balancer when it parses as true (or
+/// does not parse), per the upstream controller.
+pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+/// The cluster autoscaler's taint on nodes it is about to remove.
+pub const AUTOSCALER_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
+
+/// kubelet's taint on nodes no cloud controller has initialized yet.
+pub const UNINITIALIZED_TAINT: &str = "node.cloudprovider.kubernetes.io/uninitialized";
+
+/// The `source.component` of the service controller's events, as upstream records them;
+/// `kubectl get events --field-selector source=service-controller` finds them.
+pub const SERVICE_CONTROLLER: &str = "service-controller";
+
+/// The `source.component` of the cloud node controller's events, as upstream.
+pub const NODE_CONTROLLER: &str = "cloud-node-controller";
+
+/// Go's `strconv.ParseBool`, which upstream uses for [`EXCLUDE_LABEL`]: `Some(true)` for
+/// `1 t T TRUE true True`, `Some(false)` for `0 f F FALSE false False`, `None` otherwise.
+pub fn parse_go_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_go_bool;
+
+    #[test]
+    fn go_parse_bool_accepts_exactly_its_spellings() {
+        for t in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert_eq!(parse_go_bool(t), Some(true), "{t}");
+        }
+        for f in ["0", "f", "F", "FALSE", "false", "False"] {
+            assert_eq!(parse_go_bool(f), Some(false), "{f}");
+        }
+        for other in ["", "yes", "no", "fAlSe", " false", "false ", "tRUE"] {
+            assert_eq!(parse_go_bool(other), None, "{other:?}");
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! What the reconciles share: the API client, the providers, the caches and, per
+//! Service, the little the controller remembers between reconciles.
+
+use super::dispatch::{Call, Handle, Registry, Reply};
+use super::nodes::NodeSet;
+use crate::config::ServiceControllerConfig;
+use crate::events::{Events, Reason};
+use crate::k8s::{Api, Namespace, ObjectRef, Resource, ResourceExt, Service, Store};
+use crate::metrics::Metrics;
+use kube::Client;
+use portway_provider::{LbService, ProviderError};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// What the controller remembers of a Service between reconciles.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SvcState {
+    /// The class whose provider last handled it (for cleanup after the class
+    /// disappears from the spec, e.g. on a type change).
+    pub class: String,
+    /// Fingerprint of the spec last ensured successfully.
+    pub ensured: Option<u64>,
+    /// Fingerprint of a spec that got a needs-a-fix error: wait for a change.
+    pub parked: Option<u64>,
+    /// Node set generation last handed to the provider.
+    pub node_generation: u64,
+    /// Consecutive transient failures, for backoff.
+    pub failures: u32,
+    /// The last ensure found no address free, or the one it asks for held by another
+    /// Service: retried with backoff, and at once when a cleanup releases something.
+    pub waiting_for_release: bool,
+    /// A provider was called for it: something may be held, so a deletion or a type change
+    /// must be cleaned up even if the finalizer was stripped.
+    pub served: bool,
+    /// The Service as last handed to a provider, reduced to what `ensure_deleted` needs: a
+    /// Service deleted without the finalizer is gone from the cache before its cleanup.
+    pub last: Option<LbService>,
+}
+
+/// Shared state of the reconciles.
+pub struct Context {
+    pub(super) client: Client,
+    pub(super) registry: Registry,
+    pub(super) default_class: String,
+    pub(super) cfg: ServiceControllerConfig,
+    pub(super) events: Events,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) namespaces: Store<Namespace>,
+    /// EndpointSlices, cached only when some provider reads endpoints.
+    pub(super) slices: Option<Store<k8s_openapi::api::discovery::v1::EndpointSlice>>,
+    pub(super) nodes: watch::Receiver<NodeSet>,
+    pub(super) ready: watch::Receiver<bool>,
+    pub(super) state: Mutex<HashMap<ObjectRef<Service>, SvcState>>,
+    pub(super) forced: Mutex<HashSet<ObjectRef<Service>>>,
+    /// One lock per Service, so the cleanup of a Service deleted without its finalizer
+    /// never runs beside a reconcile of the same key.
+    pub(super) busy: Mutex<HashMap<ObjectRef<Service>, Arc<tokio::sync::Mutex<()>>>>,
+    /// Schedules a reconcile outside the watch (provider triggers, retries).
+    pub(super) requeue: mpsc::UnboundedSender<ObjectRef<Service>>,
+    /// Classes switched off: their Services are cleaned up.
+    pub(super) retired: Vec<String>,
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No code path panics while holding these locks; recover the data anyway.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Context {
+    pub(super) fn take_forced(&self, key: &ObjectRef<Service>) -> bool {
+        lock(&self.forced).remove(key)
+    }
+
+    pub(super) fn state_of(&self, key: &ObjectRef<Service>) -> Option<SvcState> {
+        lock(&self.state).get(key).cloned()
+    }
+
+    /// Changes the state of `key` (a default one if none) and returns the failure count.
+    pub(super) fn update_state(
+        &self,
+        key: &ObjectRef<Service>,
+        f: impl FnOnce(&mut SvcState),
+    ) -> u32 {
+        let mut map = lock(&self.state);
+        let st = map.entry(key.clone()).or_default();
+        f(st);
+        st.failures
+    }
+
+    pub(super) fn forget(&self, key: &ObjectRef<Service>) {
+        lock(&self.state).remove(key);
+    }
+
+    /// The per-Service lock (see [`Context::busy`]).
+    pub(super) fn key_lock(&self, key: &ObjectRef<Service>) -> Arc<tokio::sync::Mutex<()>> {
+        let mut busy = lock(&self.busy);
+        if busy.len() > 4 * lock(&self.state).len() + 1024 {
+            // Locks nobody holds any more are dropped now and then.
+            busy.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        busy.entry(key.clone()).or_default().clone()
+    }
+
+    /// Reconciles at once every Service waiting for a release: a cleanup or a move has
+    /// just freed what it held, which may be the address or port one of them needs.
+    pub(super) fn retry_waiting_for_release(&self) {
+        let waiting: Vec<_> = lock(&self.state)
+            .iter()
+            .filter(|(_, st)| st.waiting_for_release)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in waiting {
+            // The channel closes only when the controller stops.
+            let _ = self.requeue.send(key);
+        }
+    }
+
+    /// One provider call through the middleware, counted and timed.
+    pub(super) async fn call(
+        &self,
+        class: &str,
+        handle: &Handle,
+        call: Call,
+    ) -> Result<Reply, ProviderError> {
+        let op = call.op();
+        let started = std::time::Instant::now();
+        let result = handle.call(call).await;
+        self.metrics
+            .observe_provider_call(class, op, result.is_ok(), started.elapsed());
+        result
+    }
+
+    /// Services waiting for a retry, for the metric (a pool exhausted counts too).
+    pub(super) fn retries_pending(&self) -> usize {
+        lock(&self.state)
+            .values()
+            .filter(|st| st.failures > 0)
+            .count()
+    }
+
+    pub(super) fn backoff(&self, failures: u32, e: &ProviderError) -> Duration {
+        super::backoff_delay(
+            failures,
+            e,
+            self.cfg.min_retry_delay,
+            self.cfg.max_retry_delay,
+        )
+    }
+
+    pub(super) fn services(&self, svc: &Service) -> Api<Service> {
+        Api::namespaced(self.client.clone(), &svc.namespace().unwrap_or_default())
+    }
+
+    pub(super) fn namespace_labels(&self, svc: &Service) -> BTreeMap<String, String> {
+        let ns = svc.namespace().unwrap_or_default();
+        self.namespaces
+            .get(&ObjectRef::new(&ns))
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default()
+    }
+
+    pub(super) async fn publish(&self, svc: &Service, reason: Reason, note: &str) {
+        self.events
+            .publish(&svc.object_ref(&()), reason, note)
+            .await;
+    }
+}
