@@ -7,15 +7,15 @@ use crate::leader::{Elector, LeaderConfig, default_identity};
 use crate::metrics::Metrics;
 use crate::node::NodeController;
 use crate::node::plan::NodeSettings;
+pub use crate::process::{client, shutdown_signal};
 use crate::providers;
 use crate::service::ServiceController;
 use anyhow::Context as _;
 use clap::Args;
 use futures::FutureExt;
-use kube::Client;
 use portway_provider::LoadBalancerProvider;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{error, info, warn};
@@ -95,46 +95,6 @@ pub fn init_logging(json: bool) {
     } else {
         builder.try_init()
     };
-}
-
-/// A client from a kubeconfig file, or the in-cluster/default configuration.
-pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .with_context(|| format!("using kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no --kubeconfig given and no in-cluster configuration found")?,
-    };
-    Client::try_from(config).context("building the Kubernetes client")
-}
-
-/// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 /// `portway controller`.

@@ -15,6 +15,7 @@ pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod node;
+pub mod process;
 pub mod providers;
 pub mod sandbox;
 pub mod sections;

@@ -198,7 +198,7 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("sandbox running; Ctrl-C to stop");
-    crate::cli::shutdown_signal().await;
+    crate::process::shutdown_signal().await;
     let _ = stop_tx.send(());
     let _ = svc_task.await;
     let _ = node_task.await;

@@ -141,7 +141,7 @@ impl Context {
     }
 
     pub(super) fn backoff(&self, failures: u32, e: &ProviderError) -> Duration {
-        super::backoff_delay(
+        backoff_delay(
             failures,
             e,
             self.cfg.min_retry_delay,
@@ -166,4 +166,18 @@ impl Context {
             .publish(&svc.object_ref(&()), reason, note)
             .await;
     }
+}
+
+/// The delay before the `failures`-th retry: a provider's own `retry_after`, else
+/// `min * 2^(failures-1)` capped at `max`.
+pub fn backoff_delay(failures: u32, e: &ProviderError, min: Duration, max: Duration) -> Duration {
+    if let ProviderError::Transient {
+        retry_after: Some(d),
+        ..
+    } = e
+    {
+        return *d;
+    }
+    let exp = failures.saturating_sub(1).min(20);
+    min.saturating_mul(1u32 << exp).min(max)
 }

@@ -20,7 +20,7 @@
 //! the allocation. An ensure is quiet (no `EnsuringLoadBalancer` event) when a provider
 //! forced it, or on the first sync after a start of a Service already served.
 
-use super::SvcState;
+use super::context::SvcState;
 
 /// What the reconcile sees of one Service, reduced to what decides.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -111,7 +111,7 @@ async fn ensure(job: &Job<'_>, quiet: bool) -> Result<Action, Error> {
     job.ctx.update_state(job.key, |st| {
         st.class = class.to_string();
         st.served = true;
-        st.last = Some(super::minimal_view(job.svc, class));
+        st.last = Some(super::view::minimal_view(job.svc, class));
     });
     let result = job
         .ctx
@@ -271,7 +271,7 @@ async fn cleanup(job: &Job<'_>) -> Result<Action, Error> {
         None => ctx.registry.iter().collect(),
     };
     let class_name = known.clone().unwrap_or_else(|| ctx.default_class.clone());
-    let view = super::minimal_view(job.svc, &class_name);
+    let view = super::view::minimal_view(job.svc, &class_name);
     let exists = !current_ingress(job.svc).is_empty() || remembered.is_some_and(|s| s.served);
     if exists {
         job.publish(Reason::DeletingLoadBalancer, "Deleting load balancer")
@@ -334,7 +334,7 @@ async fn release_foreign(job: &Job<'_>) -> Result<Action, Error> {
         .filter(|s| s.served)
         .and_then(|s| job.ctx.registry.get(&s.class).map(|h| (s.class.clone(), h)));
     if let Some((class, handle)) = ours {
-        let view = super::minimal_view(job.svc, &class);
+        let view = super::view::minimal_view(job.svc, &class);
         if let Some(retry) = delete_in(job, &class, handle, view).await {
             return Ok(retry);
         }

@@ -17,6 +17,7 @@
 //! Before the first reconcile every provider's `adopt` gets the Services it
 //! already serves, so allocators are rebuilt from published statuses first.
 
+mod adopt;
 mod context;
 mod decide;
 mod dispatch;
@@ -26,9 +27,11 @@ mod nodes;
 pub mod rules;
 mod status;
 pub mod view;
+mod watches;
 mod writes;
 
-pub use context::SvcState;
+pub use adopt::LEGACY_K3S_FINALIZER;
+pub use context::{SvcState, backoff_delay};
 pub use decide::{ParkReason, Seen, Step, decide};
 pub use dispatch::{Call, Registry, Reply};
 pub use execute::Error;
@@ -36,28 +39,22 @@ pub use nodes::NodeSet;
 pub use view::minimal_view;
 
 use crate::config::ServiceControllerConfig;
-use crate::events::{Events, Reason};
+use crate::events::Events;
 use crate::k8s::{
-    Action, Api, Controller, Namespace, Node, ObjectRef, ResourceExt, Service, Store, watcher,
+    Action, Api, Controller, Namespace, Node, ObjectRef, ResourceExt, Service, watcher,
 };
 use crate::metrics::Metrics;
-use context::{Context, lock};
+use context::Context;
 use futures::{Future, StreamExt};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
 use kube::runtime::{WatchStreamExt, reflector};
-use portway_provider::{EndpointsUse, LbService, LoadBalancerProvider, ProviderError, ServiceKey};
+use portway_provider::{EndpointsUse, LoadBalancerProvider, ProviderError, ServiceKey};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
-
-/// A Service gone from the cache, or a relist that may have hidden some.
-enum Gone {
-    Deleted(ObjectRef<Service>),
-    Relisted,
-}
 
 /// The service controller with its providers, ready to run.
 pub struct ServiceController {
@@ -119,7 +116,7 @@ impl ServiceController {
         let client = self.client.clone();
         let mut tasks = JoinSet::new();
 
-        let ns_store = spawn_cache::<Namespace>(&mut tasks, Api::all(client.clone()));
+        let ns_store = watches::spawn_cache::<Namespace>(&mut tasks, Api::all(client.clone()));
         let slices = self
             .providers
             .iter()
@@ -136,7 +133,7 @@ impl ServiceController {
 
         // The Service watch feeds the controller and tells which Services disappeared.
         let (svc_store, svc_writer) = reflector::store::<Service>();
-        let (gone_tx, gone_rx) = mpsc::unbounded_channel::<Gone>();
+        let (gone_tx, gone_rx) = mpsc::unbounded_channel::<watches::Gone>();
         let svc_stream = watcher(
             Api::<Service>::all(client.clone()),
             watcher::Config::default(),
@@ -145,8 +142,10 @@ impl ServiceController {
         .reflect(svc_writer)
         .inspect(move |ev| {
             let gone = match ev {
-                Ok(watcher::Event::Delete(s)) => Some(Gone::Deleted(ObjectRef::from_obj(s))),
-                Ok(watcher::Event::InitDone) => Some(Gone::Relisted),
+                Ok(watcher::Event::Delete(s)) => {
+                    Some(watches::Gone::Deleted(ObjectRef::from_obj(s)))
+                }
+                Ok(watcher::Event::InitDone) => Some(watches::Gone::Relisted),
                 _ => None,
             };
             if let Some(g) = gone {
@@ -204,13 +203,13 @@ impl ServiceController {
             details_tx,
             self.cfg.node_sync_debounce,
         ));
-        tasks.spawn(force_on_node_details(
+        tasks.spawn(watches::force_on_node_details(
             ctx.clone(),
             svc_store.clone(),
             details_rx,
         ));
         if let Some((store, writer)) = slices {
-            tasks.spawn(force_on_endpoints(
+            tasks.spawn(watches::force_on_endpoints(
                 ctx.clone(),
                 svc_store.clone(),
                 store,
@@ -218,14 +217,18 @@ impl ServiceController {
                 client.clone(),
             ));
         }
-        tasks.spawn(clean_up_gone(ctx.clone(), svc_store.clone(), gone_rx));
+        tasks.spawn(watches::clean_up_gone(
+            ctx.clone(),
+            svc_store.clone(),
+            gone_rx,
+        ));
 
         for provider in &self.providers {
             if let Some(mut keys) = provider.triggers() {
                 let ctx = ctx.clone();
                 tasks.spawn(async move {
                     while let Some(key) = keys.next().await {
-                        force(&ctx, ObjectRef::new(&key.name).within(&key.namespace));
+                        watches::force(&ctx, ObjectRef::new(&key.name).within(&key.namespace));
                     }
                 });
             }
@@ -243,8 +246,8 @@ impl ServiceController {
                 crate::k8s::wait_until_ready(&node_store).await;
                 let first = NodeSet::compute(&node_store.state(), &NodeSet::default());
                 nodes_tx.send_replace(first);
-                drop_legacy_finalizers(&ctx, &svc_store.state()).await;
-                adopt_all(&ctx, &providers, &svc_store.state()).await;
+                adopt::drop_legacy_finalizers(&ctx, &svc_store.state()).await;
+                adopt::adopt_all(&ctx, &providers, &svc_store.state()).await;
                 info!("caches synced and providers adopted existing Services; reconciling");
                 ready_tx.send_replace(true);
                 // Keep the sender alive so reconciles never see a closed gate.
@@ -270,131 +273,6 @@ impl ServiceController {
             })
             .await;
         tasks.abort_all();
-    }
-}
-
-/// A reflector cache of every `K`, kept current by a task in `tasks`.
-fn spawn_cache<K>(tasks: &mut JoinSet<()>, api: Api<K>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store::<K>();
-    let stream = reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
-    tasks.spawn(stream.for_each(|_| futures::future::ready(())));
-    store
-}
-
-/// Asks for a quiet ensure of `key`, as if its provider had asked.
-fn force(ctx: &Context, key: ObjectRef<Service>) {
-    lock(&ctx.forced).insert(key.clone());
-    // The channel closes only when the controller stops.
-    let _ = ctx.requeue.send(key);
-}
-
-/// The provider serving `svc`, if it is a LoadBalancer of a configured class.
-fn provider_of<'a>(ctx: &'a Context, svc: &Service) -> Option<&'a Arc<dyn LoadBalancerProvider>> {
-    let class = rules::effective_class(svc, &ctx.default_class)?;
-    ctx.registry.get(class).map(|h| h.provider())
-}
-
-/// An address or label of an eligible node changed (not the set): Services whose provider
-/// follows node details are ensured again, after the snapshot already holds the change.
-async fn force_on_node_details(
-    ctx: Arc<Context>,
-    services: Store<Service>,
-    mut changed: mpsc::UnboundedReceiver<()>,
-) {
-    while changed.recv().await.is_some() {
-        for svc in services.state() {
-            if provider_of(&ctx, &svc).is_some_and(|p| p.follows_node_details())
-                && ctx.state_of(&ObjectRef::from_obj(&*svc)).is_some()
-            {
-                force(&ctx, ObjectRef::from_obj(&*svc));
-            }
-        }
-    }
-}
-
-/// Keeps the EndpointSlice cache and forces a quiet ensure of a Service whose endpoints
-/// changed, when its provider reads them.
-async fn force_on_endpoints(
-    ctx: Arc<Context>,
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
-    writer: reflector::store::Writer<EndpointSlice>,
-    client: Client,
-) {
-    let mut digests = endpoints::Digests::default();
-    let mut stream = reflector(
-        writer,
-        watcher(
-            Api::<EndpointSlice>::all(client),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects()
-    .boxed();
-    while let Some(slice) = stream.next().await {
-        let Ok(slice) = slice else { continue };
-        let (Some(ns), Some(name)) = (
-            slice.namespace(),
-            slice
-                .labels()
-                .get(portway_provider::SERVICE_NAME_LABEL)
-                .cloned(),
-        ) else {
-            continue;
-        };
-        let key = ObjectRef::new(&name).within(&ns);
-        let Some(svc) = services.get(&key) else {
-            digests.forget(&key);
-            continue;
-        };
-        let wanted = provider_of(&ctx, &svc)
-            .is_some_and(|p| p.endpoints_use().applies_to(view::traffic_policy(&svc)));
-        if !wanted || ctx.state_of(&key).is_none() {
-            continue;
-        }
-        let now = endpoints::endpoints_of(&slices, &ns, &name);
-        if digests.changed(&key, &now) {
-            force(&ctx, key);
-        }
-    }
-}
-
-/// Services that left the cache: those deleted with the finalizer were cleaned up by
-/// their reconcile; the others (finalizer stripped) are cleaned up here from what was
-/// remembered. A relist may have hidden deletions, so after one every remembered
-/// Service missing from the cache is looked at.
-async fn clean_up_gone(
-    ctx: Arc<Context>,
-    services: Store<Service>,
-    mut gone: mpsc::UnboundedReceiver<Gone>,
-) {
-    while let Some(g) = gone.recv().await {
-        let _ = ctx.ready.clone().wait_for(|r| *r).await;
-        let keys: Vec<ObjectRef<Service>> = match g {
-            Gone::Deleted(key) => vec![key],
-            Gone::Relisted => lock(&ctx.state)
-                .keys()
-                .filter(|k| services.get(k).is_none())
-                .cloned()
-                .collect(),
-        };
-        for key in keys {
-            let guard = ctx.key_lock(&key);
-            let _held = guard.lock().await;
-            if services.get(&key).is_none() {
-                execute::cleanup_gone(&ctx, &key).await;
-            }
-        }
     }
 }
 
@@ -446,80 +324,6 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error
     result
 }
 
-async fn adopt_all(
-    ctx: &Context,
-    providers: &[Arc<dyn LoadBalancerProvider>],
-    all: &[Arc<Service>],
-) {
-    for provider in providers {
-        let class = provider.class();
-        let mine: Vec<(LbService, Arc<Service>)> = all
-            .iter()
-            .filter(|s| rules::effective_class(s, &ctx.default_class) == Some(class))
-            .map(|s| {
-                let view = view::service_view(s, class, &ctx.namespace_labels(s))
-                    .unwrap_or_else(|_| minimal_view(s, class));
-                (view, s.clone())
-            })
-            .collect();
-        let views: Vec<LbService> = mine.iter().map(|(v, _)| v.clone()).collect();
-        let problems = provider.adopt(&views).await;
-        for (key, e) in problems {
-            if let Some((_, svc)) = mine.iter().find(|(v, _)| v.key == key) {
-                ctx.publish(svc, adopt_reason(&e), &e.to_string()).await;
-            } else {
-                warn!(service = %key, %e, "provider reported a problem for an unknown Service");
-            }
-        }
-    }
-}
-
-/// The finalizer k3s's old ServiceLB put on Services: nothing removes it once k3s's
-/// ServiceLB is gone, and it blocks their deletion forever (k3s removes it on start too).
-pub const LEGACY_K3S_FINALIZER: &str = "svccontroller.k3s.cattle.io/daemonset";
-
-async fn drop_legacy_finalizers(ctx: &Context, all: &[Arc<Service>]) {
-    for svc in all {
-        let legacy = svc
-            .metadata
-            .finalizers
-            .as_ref()
-            .is_some_and(|f| f.iter().any(|x| x == LEGACY_K3S_FINALIZER));
-        if !legacy {
-            continue;
-        }
-        let patch = serde_json::json!({"metadata": {
-            "$deleteFromPrimitiveList/finalizers": [LEGACY_K3S_FINALIZER]}});
-        match ctx
-            .services(svc)
-            .patch(
-                &svc.name_any(),
-                &kube::api::PatchParams::default(),
-                &kube::api::Patch::Strategic(&patch),
-            )
-            .await
-        {
-            Ok(_) => {
-                info!(service = %ObjectRef::from_obj(&**svc), "removed k3s's legacy svclb finalizer")
-            }
-            Err(e) => {
-                warn!(service = %ObjectRef::from_obj(&**svc), %e, "removing k3s's legacy svclb finalizer")
-            }
-        }
-    }
-}
-
-/// The Warning reason for a problem found while adopting: two Services on one address is a
-/// conflict; an address kept outside every configured pool is an orphan, which asks for a
-/// different fix.
-fn adopt_reason(e: &ProviderError) -> Reason {
-    match e {
-        ProviderError::Conflict { .. } => Reason::AddressConflict,
-        ProviderError::Orphaned { .. } => Reason::AddressOrphaned,
-        _ => Reason::AdoptionFailed,
-    }
-}
-
 fn error_policy(svc: Arc<Service>, e: &Error, ctx: Arc<Context>) -> Action {
     let key = ObjectRef::from_obj(&*svc);
     let failures = ctx.update_state(&key, |st| st.failures += 1);
@@ -531,20 +335,6 @@ fn error_policy(svc: Arc<Service>, e: &Error, ctx: Arc<Context>) -> Action {
 /// The key of a Service, as providers name it.
 pub fn service_key(svc: &Service) -> ServiceKey {
     ServiceKey::new(svc.namespace().unwrap_or_default(), svc.name_any())
-}
-
-/// The delay before the `failures`-th retry: a provider's own `retry_after`, else
-/// `min * 2^(failures-1)` capped at `max`.
-pub fn backoff_delay(failures: u32, e: &ProviderError, min: Duration, max: Duration) -> Duration {
-    if let ProviderError::Transient {
-        retry_after: Some(d),
-        ..
-    } = e
-    {
-        return *d;
-    }
-    let exp = failures.saturating_sub(1).min(20);
-    min.saturating_mul(1u32 << exp).min(max)
 }
 
 #[cfg(test)]
@@ -565,21 +355,5 @@ mod tests {
         };
         assert_eq!(backoff_delay(7, &fixed, min, max), Duration::from_secs(2));
         assert_eq!(backoff_delay(u32::MAX, &e, min, max), max);
-    }
-
-    #[test]
-    fn adoption_problems_are_named_for_their_fix() {
-        let conflict = ProviderError::Conflict {
-            what: "address 192.0.2.1".into(),
-            holder: "default/a".into(),
-        };
-        assert_eq!(adopt_reason(&conflict), Reason::AddressConflict);
-        let orphan = portway_provider::ipam::AllocError::Orphaned {
-            ip: "192.0.2.1".parse().expect("ip"),
-        }
-        .to_provider_error(&Default::default());
-        assert_eq!(adopt_reason(&orphan), Reason::AddressOrphaned);
-        let other = ProviderError::invalid("spec.ports", "no port");
-        assert_eq!(adopt_reason(&other), Reason::AdoptionFailed);
     }
 }

@@ -19,9 +19,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::ANNOUNCED_BY;
 use super::desired::status_ips;
 use super::metrics::SpeakerMetrics;
+use crate::names::ANNOUNCED_BY;
 
 /// How often `portway.dev/announced-by` is compared with the speaker's state when nothing
 /// changes, so a stale write by another node is repaired.

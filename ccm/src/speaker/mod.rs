@@ -35,7 +35,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 /// The annotation naming the node that answers for an l2 address.
-pub const ANNOUNCED_BY: &str = "portway.dev/announced-by";
+pub use crate::names::ANNOUNCED_BY;
 
 /// Flags of `portway speaker`.
 #[derive(clap::Args, Clone, Debug)]
@@ -59,7 +59,7 @@ pub struct SpeakerArgs {
 pub async fn run(args: SpeakerArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref())
         .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
-    let client = crate::cli::client(args.kubeconfig.as_deref()).await?;
+    let client = crate::process::client(args.kubeconfig.as_deref()).await?;
     let m = Arc::new(metrics::SpeakerMetrics::new());
     if args.metrics_bind_address.port() != 0 {
         let bound = metrics::serve(args.metrics_bind_address, m.clone())
@@ -72,7 +72,7 @@ pub async fn run(args: SpeakerArgs) -> anyhow::Result<()> {
         config,
         args.node_name,
         m,
-        crate::cli::shutdown_signal(),
+        crate::process::shutdown_signal(),
     )
     .await
 }

@@ -1,0 +1,148 @@
+//! The tasks beside the Service watch that ask for reconciles: a provider's inputs changed
+//! (endpoints, an eligible node's details), or a Service left the cache without the
+//! finalizer and must be cleaned up from what was remembered.
+
+use super::context::{Context, lock};
+use super::{endpoints, execute, rules, view};
+use crate::k8s::{Api, ObjectRef, ResourceExt, Service, Store, watcher};
+use futures::StreamExt;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Client;
+use kube::runtime::{WatchStreamExt, reflector};
+use portway_provider::LoadBalancerProvider;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+/// A Service gone from the cache, or a relist that may have hidden some.
+pub(super) enum Gone {
+    /// A watch event said so.
+    Deleted(ObjectRef<Service>),
+    /// The watch relisted: deletions in between were not seen one by one.
+    Relisted,
+}
+
+/// A reflector cache of every `K`, kept current by a task in `tasks`.
+pub(super) fn spawn_cache<K>(tasks: &mut JoinSet<()>, api: Api<K>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let stream = reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    tasks.spawn(stream.for_each(|_| futures::future::ready(())));
+    store
+}
+
+/// Asks for a quiet ensure of `key`, as if its provider had asked.
+pub(super) fn force(ctx: &Context, key: ObjectRef<Service>) {
+    lock(&ctx.forced).insert(key.clone());
+    // The channel closes only when the controller stops.
+    let _ = ctx.requeue.send(key);
+}
+
+/// The provider serving `svc`, if it is a LoadBalancer of a configured class.
+fn provider_of<'a>(ctx: &'a Context, svc: &Service) -> Option<&'a Arc<dyn LoadBalancerProvider>> {
+    let class = rules::effective_class(svc, &ctx.default_class)?;
+    ctx.registry.get(class).map(|h| h.provider())
+}
+
+/// An address or label of an eligible node changed (not the set): Services whose provider
+/// follows node details are ensured again, after the snapshot already holds the change.
+pub(super) async fn force_on_node_details(
+    ctx: Arc<Context>,
+    services: Store<Service>,
+    mut changed: mpsc::UnboundedReceiver<()>,
+) {
+    while changed.recv().await.is_some() {
+        for svc in services.state() {
+            if provider_of(&ctx, &svc).is_some_and(|p| p.follows_node_details())
+                && ctx.state_of(&ObjectRef::from_obj(&*svc)).is_some()
+            {
+                force(&ctx, ObjectRef::from_obj(&*svc));
+            }
+        }
+    }
+}
+
+/// Keeps the EndpointSlice cache and forces a quiet ensure of a Service whose endpoints
+/// changed, when its provider reads them.
+pub(super) async fn force_on_endpoints(
+    ctx: Arc<Context>,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    writer: reflector::store::Writer<EndpointSlice>,
+    client: Client,
+) {
+    let mut digests = endpoints::Digests::default();
+    let mut stream = reflector(
+        writer,
+        watcher(
+            Api::<EndpointSlice>::all(client),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .boxed();
+    while let Some(slice) = stream.next().await {
+        let Ok(slice) = slice else { continue };
+        let (Some(ns), Some(name)) = (
+            slice.namespace(),
+            slice
+                .labels()
+                .get(portway_provider::SERVICE_NAME_LABEL)
+                .cloned(),
+        ) else {
+            continue;
+        };
+        let key = ObjectRef::new(&name).within(&ns);
+        let Some(svc) = services.get(&key) else {
+            digests.forget(&key);
+            continue;
+        };
+        let wanted = provider_of(&ctx, &svc)
+            .is_some_and(|p| p.endpoints_use().applies_to(view::traffic_policy(&svc)));
+        if !wanted || ctx.state_of(&key).is_none() {
+            continue;
+        }
+        let now = endpoints::endpoints_of(&slices, &ns, &name);
+        if digests.changed(&key, &now) {
+            force(&ctx, key);
+        }
+    }
+}
+
+/// Services that left the cache: those deleted with the finalizer were cleaned up by
+/// their reconcile; the others (finalizer stripped) are cleaned up here from what was
+/// remembered. A relist may have hidden deletions, so after one every remembered
+/// Service missing from the cache is looked at.
+pub(super) async fn clean_up_gone(
+    ctx: Arc<Context>,
+    services: Store<Service>,
+    mut gone: mpsc::UnboundedReceiver<Gone>,
+) {
+    while let Some(g) = gone.recv().await {
+        let _ = ctx.ready.clone().wait_for(|r| *r).await;
+        let keys: Vec<ObjectRef<Service>> = match g {
+            Gone::Deleted(key) => vec![key],
+            Gone::Relisted => lock(&ctx.state)
+                .keys()
+                .filter(|k| services.get(k).is_none())
+                .cloned()
+                .collect(),
+        };
+        for key in keys {
+            let guard = ctx.key_lock(&key);
+            let _held = guard.lock().await;
+            if services.get(&key).is_none() {
+                execute::cleanup_gone(&ctx, &key).await;
+            }
+        }
+    }
+}
