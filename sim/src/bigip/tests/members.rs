@@ -1,40 +1,12 @@
-//! The simulated BIG-IP's handling of pool members, served synchronously (no HTTP).
+//! Pool members and their nodes.
 
-use super::store::BigIpState;
+use super::{call, device};
+use crate::bigip::store::{BigIpState, SYSTEM};
 use axum::http::Method;
 use serde_json::{Value, json};
 
-/// A device with partition `p` and a session token.
-fn device() -> (BigIpState, String) {
-    let mut s = BigIpState::new("admin", "admin");
-    let (code, out) = s.serve(
-        &Method::POST,
-        "/mgmt/shared/authn/login",
-        "",
-        None,
-        None,
-        json!({"username": "admin", "password": "admin", "loginProviderName": "tmos"}),
-    );
-    assert_eq!(code, 200, "{out}");
-    let token = out["token"]["token"].as_str().expect("token").to_string();
-    let (code, out) = s.serve(
-        &Method::POST,
-        "/mgmt/tm/auth/partition",
-        "",
-        Some(token.clone()),
-        None,
-        json!({"name": "p"}),
-    );
-    assert_eq!(code, 200, "{out}");
-    (s, token)
-}
-
-fn call(s: &mut BigIpState, token: &str, method: Method, path: &str, body: Value) -> (u16, Value) {
-    s.serve(&method, path, "", Some(token.to_string()), None, body)
-}
-
 fn members(s: &BigIpState) -> Vec<(String, String)> {
-    s.list("pool", Some("p"), true)[0]["membersReference"]["items"]
+    s.list(SYSTEM, "pool", Some("p"), true)[0]["membersReference"]["items"]
         .as_array()
         .expect("items")
         .iter()
@@ -48,7 +20,7 @@ fn members(s: &BigIpState) -> Vec<(String, String)> {
 }
 
 fn node_addresses(s: &BigIpState) -> Vec<String> {
-    s.list("node", Some("p"), false)
+    s.list(SYSTEM, "node", Some("p"), false)
         .iter()
         .filter_map(|n| n["address"].as_str().map(String::from))
         .collect()
@@ -63,7 +35,7 @@ fn a_member_patched_by_name_gets_its_address_and_node_from_the_name() {
         Method::POST,
         "/mgmt/tm/ltm/pool",
         json!({"name": "web", "partition": "p",
-            "members": [{"name": "10.0.0.1:30080", "address": "10.0.0.1"}]}),
+            "members": [{"name": "10.0.0.1:30080", "partition": "p", "address": "10.0.0.1"}]}),
     );
     assert_eq!(code, 200, "{out}");
     let (code, out) = call(
@@ -71,8 +43,9 @@ fn a_member_patched_by_name_gets_its_address_and_node_from_the_name() {
         &t,
         Method::PATCH,
         "/mgmt/tm/ltm/pool/~p~web",
-        json!({"members": [{"name": "10.0.0.1:30080"}, {"name": "10.0.0.2:30080"},
-            {"name": "fd00::3.30080"}, {"name": "10.0.0.4%2:30080"}]}),
+        json!({"members": [{"name": "10.0.0.1:30080", "partition": "p"},
+            {"name": "10.0.0.2:30080", "partition": "p"}, {"name": "fd00::3.30080", "partition": "p"},
+            {"name": "10.0.0.4%2:30080", "partition": "p"}]}),
     );
     assert_eq!(code, 200, "{out}");
     assert_eq!(
@@ -92,7 +65,8 @@ fn a_member_patched_by_name_gets_its_address_and_node_from_the_name() {
 #[test]
 fn a_member_name_that_is_not_an_address_names_an_existing_node() {
     let (mut s, t) = device();
-    let pool = json!({"name": "web", "partition": "p", "members": [{"name": "db1:5432"}]});
+    let pool = json!({"name": "web", "partition": "p",
+        "members": [{"name": "db1:5432", "partition": "p"}]});
     let (code, out) = call(&mut s, &t, Method::POST, "/mgmt/tm/ltm/pool", pool.clone());
     assert_eq!(code, 400, "{out}");
     assert!(
@@ -123,7 +97,7 @@ fn a_patch_may_not_change_the_address_of_an_existing_member() {
         Method::POST,
         "/mgmt/tm/ltm/pool",
         json!({"name": "web", "partition": "p", "monitor": "/Common/tcp",
-            "members": [{"name": "10.0.0.1:30080", "address": "10.0.0.1"}]}),
+            "members": [{"name": "10.0.0.1:30080", "partition": "p", "address": "10.0.0.1"}]}),
     );
     assert_eq!(code, 200, "{out}");
     let (code, out) = call(
@@ -131,8 +105,8 @@ fn a_patch_may_not_change_the_address_of_an_existing_member() {
         &t,
         Method::PATCH,
         "/mgmt/tm/ltm/pool/~p~web",
-        json!({"members": [{"name": "10.0.0.1:30080", "address": "10.0.0.9"},
-            {"name": "10.0.0.2:30080"}]}),
+        json!({"members": [{"name": "10.0.0.1:30080", "partition": "p", "address": "10.0.0.9"},
+            {"name": "10.0.0.2:30080", "partition": "p"}]}),
     );
     assert_eq!(code, 400, "{out}");
     assert_eq!(out["code"], 400);
@@ -151,13 +125,13 @@ fn a_patch_may_not_change_the_address_of_an_existing_member() {
         &t,
         Method::PATCH,
         "/mgmt/tm/ltm/pool/~p~web",
-        json!({"members": [{"name": "10.0.0.1:30080", "address": "10.0.0.1"},
-            {"name": "10.0.0.2:30080"}]}),
+        json!({"members": [{"name": "10.0.0.1:30080", "partition": "p", "address": "10.0.0.1"},
+            {"name": "10.0.0.2:30080", "partition": "p"}]}),
     );
     assert_eq!(code, 200, "{out}");
     assert_eq!(
-        s.list("pool", Some("p"), false)[0]["monitor"],
-        "/Common/tcp"
+        s.list(SYSTEM, "pool", Some("p"), false)[0]["monitor"],
+        "/Common/tcp "
     );
 }
 
@@ -174,4 +148,82 @@ fn the_request_log_keeps_bodies_but_not_the_login_password() {
     assert_eq!(s.log[0].path, "/mgmt/shared/authn/login");
     assert_eq!(s.log[0].body, Value::Null);
     assert_eq!(s.log.last().map(|r| &r.body), Some(&json!({"members": []})));
+}
+
+/// A member without `partition` is in `/Common`, with its node: the OpenShift router moved to
+/// "fully qualified names so that there is no defaulting to /Common" (openshift/origin PR
+/// #13391); f5-common-python requires `partition` for a member (`f5/bigip/tm/ltm/pool.py`).
+#[test]
+fn a_member_without_partition_is_in_common() {
+    let (mut s, t) = device();
+    let (code, out) = call(
+        &mut s,
+        &t,
+        Method::POST,
+        "/mgmt/tm/ltm/pool",
+        json!({"name": "web", "partition": "p", "members": [{"name": "10.0.0.1:30080"},
+            {"name": "10.0.0.2:30080", "partition": "p"}]}),
+    );
+    assert_eq!(code, 200, "{out}");
+    let paths: Vec<&str> = out["membersReference"]["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|m| m["fullPath"].as_str())
+        .collect();
+    assert_eq!(paths, ["/Common/10.0.0.1:30080", "/p/10.0.0.2:30080"]);
+    assert_eq!(node_addresses(&s), ["10.0.0.2"]);
+    let common: Vec<Value> = s.list(SYSTEM, "node", Some("Common"), false);
+    assert_eq!(common[0]["fullPath"], "/Common/10.0.0.1");
+}
+
+/// "01070110:3: Node address '/somepartition/my-node-name' is referenced by a member of pool
+/// '/somepartition/my-pool-name-80'." (a terraform-provider-bigip user's module README, on a
+/// destroy racing its own member removal).
+#[test]
+fn a_node_a_member_uses_cannot_be_deleted() {
+    let (mut s, t) = device();
+    let (code, out) = call(
+        &mut s,
+        &t,
+        Method::POST,
+        "/mgmt/tm/ltm/node",
+        json!({"name": "my-node-name", "partition": "p", "address": "10.0.0.7"}),
+    );
+    assert_eq!(code, 200, "{out}");
+    call(
+        &mut s,
+        &t,
+        Method::POST,
+        "/mgmt/tm/ltm/pool",
+        json!({"name": "my-pool-name-80", "partition": "p",
+            "members": [{"name": "my-node-name:80", "partition": "p"}]}),
+    );
+    let (code, out) = call(
+        &mut s,
+        &t,
+        Method::DELETE,
+        "/mgmt/tm/ltm/node/~p~my-node-name",
+        Value::Null,
+    );
+    assert_eq!(code, 400);
+    assert_eq!(
+        out["message"],
+        "01070110:3: Node address '/p/my-node-name' is referenced by a member of pool '/p/my-pool-name-80'."
+    );
+    call(
+        &mut s,
+        &t,
+        Method::PATCH,
+        "/mgmt/tm/ltm/pool/~p~my-pool-name-80",
+        json!({"members": []}),
+    );
+    let (code, out) = call(
+        &mut s,
+        &t,
+        Method::DELETE,
+        "/mgmt/tm/ltm/node/~p~my-node-name",
+        Value::Null,
+    );
+    assert_eq!(code, 200, "{out}");
 }
