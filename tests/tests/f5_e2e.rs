@@ -5,9 +5,14 @@
 //! hand is back within one resync period; the Service deleted leaves the partition empty of
 //! our objects and the nodes collected.
 
+#[path = "f5_e2e/common.rs"]
+mod common;
+#[path = "f5_e2e/defects.rs"]
+mod defects;
 #[path = "f5_e2e/provider.rs"]
 mod provider;
 
+use common::writes;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use kube::api::{Api, DeleteParams, PostParams};
 use portway_sim::bigip::BigIpSim;
@@ -40,20 +45,6 @@ fn member_counts(bigip: &BigIpSim) -> Vec<usize> {
             p.pointer("/membersReference/items")
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len)
-        })
-        .collect()
-}
-
-/// Writes to the device since the last reset, as `METHOD path` (`tx` when queued in a
-/// transaction).
-fn writes(bigip: &BigIpSim) -> Vec<String> {
-    bigip
-        .requests()
-        .into_iter()
-        .filter(|r| r.is_write())
-        .map(|r| {
-            let tx = if r.in_transaction { "tx " } else { "" };
-            format!("{tx}{} {}", r.method, r.path)
         })
         .collect()
 }

@@ -1,115 +1,15 @@
 //! The f5 provider alone against the simulated BIG-IP (request sequences from its log) and
 //! the test world (credentials Secret), plus wiremock for exact error handling.
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, PostParams};
-use portway_f5::{F5Config, F5Provider};
-use portway_provider::ipam::{VipManager, parse_pools};
-use portway_provider::{
-    LbNode, LbPort, LbService, LoadBalancerProvider, Protocol, ProviderError, ServiceKey,
+use crate::common::{
+    cluster_with_secret, nodes, provider, provider_in_mode, provider_with_resync, svc, writes,
 };
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use portway_provider::{LoadBalancerProvider, ProviderError, ServiceKey};
 use portway_sim::bigip::BigIpSim;
-use portway_tests::TestCluster;
 use serde_json::json;
 use std::time::Duration;
-
-async fn cluster_with_secret() -> TestCluster {
-    let sim = TestCluster::builder()
-        .kubelet(false)
-        .daemonsets(false)
-        .start()
-        .await
-        .expect("cluster");
-    let ns: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": "portway-system"}})).expect("ns");
-    Api::<Namespace>::all(sim.client())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("ns");
-    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "bigip"},
-        "data": {"username": "YWRtaW4=", "password": "YWRtaW4="}}))
-    .expect("secret");
-    Api::<Secret>::namespaced(sim.client(), "portway-system")
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("secret");
-    sim
-}
-
-fn provider(sim: &TestCluster, url: &str) -> F5Provider {
-    provider_with_resync(sim, url, "1h")
-}
-
-fn provider_with_resync(sim: &TestCluster, url: &str, resync: &str) -> F5Provider {
-    provider_in_mode(sim, url, resync, "nodeport")
-}
-
-fn provider_in_mode(sim: &TestCluster, url: &str, resync: &str, mode: &str) -> F5Provider {
-    let pools = parse_pools(&[json!({"name": "vips", "addresses": ["203.0.113.10-203.0.113.20"]})])
-        .expect("pools");
-    let vips = VipManager::new(&pools).expect("vips");
-    let cfg = F5Config::from_value(
-        &json!({"url": url, "credentialsSecret": {"namespace": "portway-system", "name": "bigip"},
-            "pools": ["vips"], "resyncPeriod": resync, "memberMode": mode}),
-        Some(&["vips"]),
-    )
-    .expect("config");
-    F5Provider::new(
-        sim.client(),
-        cfg,
-        vips.scoped("portway.dev/f5", &["vips".into()]),
-    )
-    .expect("provider")
-}
-
-fn svc() -> LbService {
-    LbService {
-        key: ServiceKey::new("default", "web"),
-        uid: "0f0f0f0f-1111-2222-3333-444444444444".into(),
-        class: "portway.dev/f5".into(),
-        ports: vec![
-            LbPort {
-                name: "http".into(),
-                protocol: Protocol::Tcp,
-                port: 80,
-                node_port: Some(30080),
-            },
-            LbPort {
-                name: "https".into(),
-                protocol: Protocol::Tcp,
-                port: 443,
-                node_port: Some(30443),
-            },
-        ],
-        ..Default::default()
-    }
-}
-
-fn nodes(n: usize) -> Vec<LbNode> {
-    (1..=n)
-        .map(|i| LbNode {
-            name: format!("node-{i}"),
-            internal_ips: vec![format!("10.0.0.{i}").parse().expect("ip")],
-            ready: true,
-            ..Default::default()
-        })
-        .collect()
-}
-
-fn writes(b: &BigIpSim) -> Vec<String> {
-    b.requests()
-        .into_iter()
-        .filter(|r| r.is_write())
-        .map(|r| {
-            format!(
-                "{}{} {}",
-                if r.in_transaction { "tx " } else { "" },
-                r.method,
-                r.path
-            )
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_update_noop_drift_delete() {
@@ -118,7 +18,8 @@ async fn create_update_noop_drift_delete() {
     let p = provider(&sim, bigip.url());
     let s = svc();
 
-    // Create: login, partition, three reads, one transaction, commit; status after commit.
+    // Create: login, partition, reads, one transaction (2 nodes, 2 monitors, 2 pools, 2
+    // virtuals), commit; status after commit.
     let status = p.ensure(&s, &nodes(2)).await.expect("ensure");
     assert_eq!(status.ingress[0].ip.to_string(), "203.0.113.10");
     let w = writes(&bigip);
@@ -126,7 +27,7 @@ async fn create_update_noop_drift_delete() {
     assert_eq!(w[1], "POST /mgmt/tm/transaction", "{w:#?}");
     assert_eq!(
         w.iter().filter(|x| x.starts_with("tx ")).count(),
-        6,
+        8,
         "{w:#?}"
     );
     assert!(
@@ -162,7 +63,7 @@ async fn create_update_noop_drift_delete() {
     p.ensure(&s, &nodes(2)).await.expect("ensure");
     assert!(writes(&bigip).is_empty(), "{:#?}", writes(&bigip));
 
-    // A node more: one PATCH per pool, no transaction.
+    // A node more: its node (tagged as Portway's), then one PATCH per pool, no transaction.
     bigip.reset_requests();
     p.update(&s, &nodes(3)).await.expect("update");
     let w = writes(&bigip);
@@ -173,14 +74,20 @@ async fn create_update_noop_drift_delete() {
         2,
         "{w:#?}"
     );
+    assert_eq!(w[0], "POST /mgmt/tm/ltm/node", "{w:#?}");
     assert!(!w.iter().any(|x| x.contains("transaction")), "{w:#?}");
-    // Members go by name only: BIG-IP refuses `address` in a member PATCH.
-    for r in bigip.requests().iter().filter(|r| r.method == "PATCH") {
+    // Members go by name and partition only: BIG-IP refuses `address` in a member PATCH.
+    for r in bigip
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.starts_with("/mgmt/tm/ltm/pool/"))
+    {
         let ms = r.body["members"].as_array().expect("members");
         assert_eq!(ms.len(), 3, "{r:?}");
         assert!(
-            ms.iter()
-                .all(|m| m.get("address").is_none() && m["name"].is_string()),
+            ms.iter().all(|m| m.get("address").is_none()
+                && m["name"].is_string()
+                && m["partition"] == "portway"),
             "{r:?}"
         );
     }
@@ -266,8 +173,11 @@ async fn refused_change_is_a_needs_a_fix_error_with_the_device_message() {
         .mount(&server)
         .await;
     Mock::given(method("GET"))
-        .and(path("/mgmt/tm/auth/partition/portway"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"name": "portway"})))
+        .and(path("/mgmt/tm/auth/partition"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"items": [{"name": "portway", "defaultRouteDomain": 0}]})),
+        )
         .mount(&server)
         .await;
     Mock::given(method("GET"))
@@ -322,20 +232,24 @@ async fn a_401_mid_flight_logs_in_once_more() {
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"timeout": 3600})))
         .mount(&server)
         .await;
-    // The first partition read is refused once with 401 (token expired), then served.
+    // The first partition read is refused once with 401 (token expired, the body recorded
+    // in f5devcentral/f5-cli issue #8), then served.
     Mock::given(method("GET"))
-        .and(path("/mgmt/tm/auth/partition/portway"))
+        .and(path("/mgmt/tm/auth/partition"))
         .and(header("X-F5-Auth-Token", "T2"))
-        .respond_with(
-            ResponseTemplate::new(401)
-                .set_body_json(json!({"code": 401, "message": "Authorization failed"})),
-        )
+        .respond_with(ResponseTemplate::new(401).set_body_json(
+            json!({"code": 401, "message": "X-F5-Auth-Token has expired.",
+                "referer": "10.100.0.10", "restOperationId": 6229426, "kind": ":resterrorresponse"}),
+        ))
         .up_to_n_times(1)
         .mount(&server)
         .await;
     Mock::given(method("GET"))
-        .and(path("/mgmt/tm/auth/partition/portway"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"name": "portway"})))
+        .and(path("/mgmt/tm/auth/partition"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"items": [{"name": "portway", "defaultRouteDomain": 0}]})),
+        )
         .mount(&server)
         .await;
     Mock::given(method("GET"))
@@ -392,8 +306,10 @@ async fn create_on_an_empty_device_is_one_transaction_in_dependency_order() {
         .mount(&server)
         .await;
     Mock::given(method("GET"))
-        .and(path("/mgmt/tm/auth/partition/portway"))
-        .respond_with(ok(json!({"name": "portway"})))
+        .and(path("/mgmt/tm/auth/partition"))
+        .respond_with(ok(
+            json!({"items": [{"name": "portway", "defaultRouteDomain": 0}]}),
+        ))
         .mount(&server)
         .await;
     Mock::given(method("GET"))
@@ -424,19 +340,25 @@ async fn create_on_an_empty_device_is_one_transaction_in_dependency_order() {
     let p = provider(&sim, &server.uri());
     let status = p.ensure(&svc(), &nodes(2)).await.expect("ensure");
     assert_eq!(status.ingress.len(), 1);
-    // Exactly: session, partition check, three reads, one transaction with monitor ->
-    // pool -> virtual for each port, the commit, then the node collection's two reads
-    // (nothing to delete on an empty device). The save is debounced, so not yet.
+    // Exactly: session, partitions, the reads (every monitor kind Portway makes, pools,
+    // virtuals), the nodes (a pool is created), one transaction with nodes -> monitors ->
+    // pools -> virtuals, the commit, then node cleanup's two reads (nothing to delete on an
+    // empty device). The save is debounced, so not yet.
     assert_eq!(
         sequence(&server).await,
         [
             "POST /mgmt/shared/authn/login",
             "PATCH /mgmt/shared/authz/tokens/T3",
-            "GET /mgmt/tm/auth/partition/portway",
+            "GET /mgmt/tm/auth/partition",
             "GET /mgmt/tm/ltm/monitor/tcp",
+            "GET /mgmt/tm/ltm/monitor/udp",
+            "GET /mgmt/tm/ltm/monitor/gateway-icmp",
             "GET /mgmt/tm/ltm/pool",
             "GET /mgmt/tm/ltm/virtual",
+            "GET /mgmt/tm/ltm/node",
             "POST /mgmt/tm/transaction",
+            "tx POST /mgmt/tm/ltm/node",
+            "tx POST /mgmt/tm/ltm/node",
             "tx POST /mgmt/tm/ltm/monitor/tcp",
             "tx POST /mgmt/tm/ltm/monitor/tcp",
             "tx POST /mgmt/tm/ltm/pool",
@@ -606,8 +528,10 @@ async fn a_standby_replica_makes_no_requests_until_adopted() {
 
 /// The tags a provider puts on the objects of `svc()`.
 fn tags() -> serde_json::Value {
-    json!([{"name": "portway-uid", "value": svc().uid, "persist": "true"},
-        {"name": "portway-service", "value": "default/web", "persist": "true"}])
+    json!(format!(
+        "portway-service=default/web portway-uid={}",
+        svc().uid
+    ))
 }
 
 /// A create that meets an object made between the read and the write (409 "already exists")
@@ -624,7 +548,7 @@ async fn an_object_created_meanwhile_is_converged_with_a_patch() {
         "pool",
         json!({"name": name, "partition": "portway", "monitor": "/Common/tcp",
             "loadBalancingMode": "least-connections-member",
-            "members": [{"name": "10.0.0.9:30080", "address": "10.0.0.9"}], "metadata": tags()}),
+            "members": [{"name": "10.0.0.9:30080", "partition": "portway"}], "description": tags()}),
     );
     p.ensure(&svc(), &nodes(2))
         .await
@@ -644,9 +568,10 @@ async fn an_object_created_meanwhile_is_converged_with_a_patch() {
     assert_eq!(pools.len(), 2);
     for pool in &pools {
         assert_eq!(pool["loadBalancingMode"], "round-robin", "{pool}");
+        // Read back with the device's trailing space.
         assert_eq!(
             pool["monitor"],
-            format!("/portway/{}", pool["name"].as_str().expect("name")),
+            format!("/portway/{}_tcp ", pool["name"].as_str().expect("name")),
             "{pool}"
         );
         let mut ms: Vec<&str> = pool["membersReference"]["items"]
@@ -659,8 +584,14 @@ async fn an_object_created_meanwhile_is_converged_with_a_patch() {
         assert_eq!(ms, ["10.0.0.1", "10.0.0.2"], "{pool}");
     }
     assert_eq!(bigip.objects("virtual", "portway").len(), 2);
-    // The other writer's node was collected with the rest.
-    assert_eq!(bigip.objects("node", "portway").len(), 2);
+    // The other writer's node is not Portway's (no node tag): it stays.
+    let mut nodes_left: Vec<String> = bigip
+        .objects("node", "portway")
+        .iter()
+        .filter_map(|n| n["address"].as_str().map(String::from))
+        .collect();
+    nodes_left.sort();
+    assert_eq!(nodes_left, ["10.0.0.1", "10.0.0.2", "10.0.0.9"]);
     // In sync now.
     bigip.reset_requests();
     p.ensure(&svc(), &nodes(2)).await.expect("ensure");
@@ -724,7 +655,8 @@ async fn an_object_of_our_name_that_is_not_ours_is_reported_after_one_reread() {
     let bigip = BigIpSim::start().await.expect("bigip");
     let p = provider(&sim, bigip.url());
     assert!(p.adopt(&[]).await.is_empty(), "creates the partition");
-    let name = portway_f5::object_name("default", "web", "TCP", 443, false);
+    let base = portway_f5::object_name("default", "web", "TCP", 443, false);
+    let name = portway_f5::monitor_name(&base, portway_f5::MonitorKind::Tcp);
     bigip
         .create_by_hand(
             "monitor/tcp",
