@@ -236,3 +236,83 @@ f5:
     running.stop().await;
     sim.shutdown().await;
 }
+
+/// Issue #17, defect 7: a wrong `f5.monitor` path is a needs-a-fix Warning on the Service
+/// naming `f5.monitor`, and the controller waits for a change instead of retrying it as
+/// transient; no address is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_monitor_path_is_a_warning_and_no_retry_loop() {
+    use k8s_openapi::api::events::v1::Event;
+    let sim = cluster().await;
+    let bigip = BigIpSim::start().await.expect("bigip");
+    let yaml = format!(
+        r#"
+pools:
+  - name: f5-vips
+    addresses: ["203.0.113.10-203.0.113.20"]
+f5:
+  url: {}
+  credentialsSecret: {{ namespace: portway-system, name: bigip }}
+  pools: [f5-vips]
+  monitor: /Common/nosuch
+"#,
+        bigip.url()
+    );
+    let config = portway::config::Config::from_yaml(&yaml).expect("config");
+    let built = portway::providers::build(&config, &sim.client())
+        .await
+        .expect("providers");
+    let running = portway_tests::start_service_controller(
+        sim.client(),
+        built.providers,
+        &config.default_class,
+    );
+    let api: Api<Service> = Api::namespaced(sim.client(), "default");
+    api.create(
+        &PostParams::default(),
+        &svc("web").class(F5).ports([80]).build(),
+    )
+    .await
+    .expect("create");
+    let events: Api<Event> = Api::namespaced(sim.client(), "default");
+    let warning = eventually(
+        "a Warning naming f5.monitor",
+        Duration::from_secs(30),
+        || async {
+            events
+                .list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("SyncLoadBalancerFailed")
+                        && e.note.as_deref().is_some_and(|n| n.contains("f5.monitor"))
+                })
+        },
+    )
+    .await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    assert!(
+        warning
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("/Common/nosuch")),
+        "{warning:?}"
+    );
+    // Parked: no further attempt while nothing changes.
+    let transactions = |b: &BigIpSim| {
+        b.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == "/mgmt/tm/transaction")
+            .count()
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = transactions(&bigip);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(transactions(&bigip), after, "retried in a loop");
+    let s = api.get("web").await.expect("web");
+    assert!(ingress(&s).is_empty(), "no address without the BIG-IP");
+    running.stop().await;
+    sim.shutdown().await;
+}

@@ -385,18 +385,32 @@ async fn node_cleanup_leaves_nodes_portway_did_not_create() {
     let bigip = BigIpSim::start().await.expect("bigip");
     let p = provider_with(&sim, bigip.url(), existing_tcp());
     assert!(p.adopt(&[]).await.is_empty(), "creates the partition");
-    for ip in ["10.9.9.9", "10.0.0.2"] {
+    let by_hand = |ip: &str| {
         bigip
             .create_by_hand(
                 "node",
                 json!({"name": ip, "partition": "portway", "address": ip}),
             )
             .expect("a person's node");
-    }
+    };
+    by_hand("10.9.9.9");
     p.ensure(&svc(), &nodes(2)).await.expect("ensure");
-    p.update(&svc(), &nodes(1)).await.expect("node-2 leaves");
+    assert!(
+        addresses(&bigip, "portway").contains(&"10.9.9.9".to_string()),
+        "cleanup after a change deleted the unreferenced node a person made"
+    );
+    assert_eq!(
+        addresses(&bigip, "portway"),
+        ["10.0.0.1", "10.0.0.2", "10.9.9.9"]
+    );
+    // A person's node that Portway's members then use, and leave again.
+    by_hand("10.0.0.3");
+    p.update(&svc(), &nodes(3)).await.expect("node-3 joins");
+    p.update(&svc(), &nodes(1))
+        .await
+        .expect("nodes 2 and 3 leave");
     p.ensure_deleted(&svc()).await.expect("delete");
-    assert_eq!(addresses(&bigip, "portway"), ["10.0.0.2", "10.9.9.9"]);
+    assert_eq!(addresses(&bigip, "portway"), ["10.0.0.3", "10.9.9.9"]);
     sim.shutdown().await;
 }
 
