@@ -12,7 +12,8 @@
 //! created explicitly with [`crate::tag::NODE_TAG`] so that node cleanup can tell it from
 //! nodes people or other controllers made.
 
-use crate::names::{member_name, uri_name};
+use crate::current::Current;
+use crate::names::{member_name, split_host_port, uri_name};
 use crate::plan::Command;
 use crate::tag::NODE_TAG;
 use serde_json::{Value, json};
@@ -95,6 +96,44 @@ impl NodeIndex {
             }
         }
         index
+    }
+
+    /// The nodes the members of `current`'s pools name: enough when a change brings no
+    /// address these members do not already have ([`crate::plan::needs_nodes`]).
+    pub fn from_members(partition: &str, current: &Current) -> NodeIndex {
+        let mut index = NodeIndex::empty(partition);
+        for m in current
+            .pools
+            .iter()
+            .flat_map(|p| p["members"].as_array().into_iter().flatten())
+        {
+            let (Some((host, _)), Some(p), Some(ip)) = (
+                m["name"].as_str().and_then(split_host_port),
+                m["partition"].as_str(),
+                m["address"].as_str().and_then(|a| a.parse::<IpAddr>().ok()),
+            ) else {
+                continue;
+            };
+            let better = index
+                .by_ip
+                .get(&ip)
+                .is_none_or(|have| rank(p, partition) < rank(&have.partition, partition));
+            if better {
+                index.by_ip.insert(
+                    ip,
+                    NodeRef {
+                        partition: p.to_string(),
+                        name: host.to_string(),
+                    },
+                );
+            }
+        }
+        index
+    }
+
+    /// Whether the index names a node for `ip`.
+    pub fn knows(&self, ip: IpAddr) -> bool {
+        self.by_ip.contains_key(&ip)
     }
 
     /// The member body for `ip:port`, and the node to create first when no node has `ip`.

@@ -124,14 +124,15 @@ fn member_keys(pool: &Value) -> BTreeSet<(IpAddr, u16)> {
         .collect()
 }
 
-/// Whether planning needs the device's nodes: some pool is created or changes members.
+/// Whether planning needs the device's nodes: some member's address is not yet a member of
+/// one of the Service's pools (whose members name their nodes already,
+/// [`NodeIndex::from_members`]).
 pub fn needs_nodes(want: &Desired, current: &Current) -> bool {
+    let known = NodeIndex::from_members("", current);
     want.pools
         .iter()
-        .any(|p| match find(&current.pools, &p.body["name"]) {
-            None => true,
-            Some(h) => member_keys(h) != p.members.iter().copied().collect(),
-        })
+        .flat_map(|p| &p.members)
+        .any(|(ip, _)| !known.knows(*ip))
 }
 
 /// Member bodies of a pool, collecting the nodes to create into `nodes`.

@@ -181,6 +181,21 @@ fn in_sync_is_empty_and_members_change_is_patches_only() {
     let cur = applied(&d);
     assert!(plan(&d, &cur, "portway", &index()).is_empty());
     assert!(!needs_nodes(&d, &cur));
+    // A member leaving needs no read of the nodes: the members name theirs.
+    let two = applied(&want(&["10.0.0.1", "10.0.0.2"]));
+    let fewer = want(&["10.0.0.2"]);
+    assert!(!needs_nodes(&fewer, &two));
+    let p = plan(
+        &fewer,
+        &two,
+        "portway",
+        &NodeIndex::from_members("portway", &two),
+    );
+    assert!(p.nodes.is_empty(), "{p:#?}");
+    assert_eq!(
+        p.member_patches[0].1,
+        json!([{"name": "10.0.0.2:30080", "partition": "portway"}])
+    );
     let d2 = want(&["10.0.0.1", "10.0.0.2"]);
     assert!(needs_nodes(&d2, &cur));
     let defaults = std::collections::BTreeMap::from([("portway".to_string(), 0)]);

@@ -361,11 +361,11 @@ impl Core {
                 None => self.device.read(partition, info.route_domain).await?,
             };
             let own = current.filter(|o| tagged_uid(o) == Some(uid));
-            // Members name nodes: only a pool created or changing members needs them.
+            // Members name nodes: only an address new to the Service's pools needs a read of them.
             let index = if needs_nodes(want, &own) {
                 self.device.nodes(partition, info).await?
             } else {
-                NodeIndex::empty(partition)
+                NodeIndex::from_members(partition, &own)
             };
             let p = plan(want, &own, partition, &index);
             if p.is_empty() {
