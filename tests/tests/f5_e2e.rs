@@ -13,12 +13,12 @@ mod defects;
 mod provider;
 
 use common::writes;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, PostParams};
 use portway_sim::bigip::BigIpSim;
 use portway_tests::{F5, eventually, svc};
 use portway_tests::{SimNode, TestCluster};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -49,38 +49,20 @@ fn member_counts(bigip: &BigIpSim) -> Vec<usize> {
         .collect()
 }
 
+/// The test world with two nodes and the credentials Secret.
 async fn cluster() -> TestCluster {
-    let sim = TestCluster::builder()
-        .kubelet(false)
-        .daemonsets(false)
-        .start()
-        .await
-        .expect("cluster");
+    let sim = common::cluster_with_secret().await;
     for i in 1..=2 {
         sim.add_node(SimNode::new(&format!("node-{i}")).ipv4(&format!("10.0.0.{i}")))
             .await
             .expect("node");
     }
-    let ns: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": "portway-system"}})).expect("ns");
-    Api::<Namespace>::all(sim.client())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("ns");
-    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "bigip"},
-        "stringData": {"username": "admin", "password": "admin"}}))
-    .expect("secret");
-    Api::<Secret>::namespaced(sim.client(), "portway-system")
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("secret");
     sim
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn f5_service_lifecycle_through_the_controller() {
-    let sim = cluster().await;
-    let bigip = Arc::new(BigIpSim::start().await.expect("bigip"));
+/// The configuration of an f5 class on `bigip` with the VIP pool `f5-vips`, with `more`
+/// lines (indented as keys of `f5:`) appended.
+fn config(bigip: &BigIpSim, more: &str) -> portway::config::Config {
     let yaml = format!(
         r#"
 pools:
@@ -90,12 +72,18 @@ f5:
   url: {}
   credentialsSecret: {{ namespace: portway-system, name: bigip }}
   pools: [f5-vips]
-  resyncPeriod: {}s
+{more}
 "#,
-        bigip.url(),
-        RESYNC.as_secs()
+        bigip.url()
     );
-    let config = portway::config::Config::from_yaml(&yaml).expect("config");
+    portway::config::Config::from_yaml(&yaml).expect("config")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f5_service_lifecycle_through_the_controller() {
+    let sim = cluster().await;
+    let bigip = Arc::new(BigIpSim::start().await.expect("bigip"));
+    let config = config(&bigip, &format!("  resyncPeriod: {}s", RESYNC.as_secs()));
     let built = portway::providers::build(&config, &sim.client())
         .await
         .expect("providers");
@@ -245,20 +233,7 @@ async fn a_wrong_monitor_path_is_a_warning_and_no_retry_loop() {
     use k8s_openapi::api::events::v1::Event;
     let sim = cluster().await;
     let bigip = BigIpSim::start().await.expect("bigip");
-    let yaml = format!(
-        r#"
-pools:
-  - name: f5-vips
-    addresses: ["203.0.113.10-203.0.113.20"]
-f5:
-  url: {}
-  credentialsSecret: {{ namespace: portway-system, name: bigip }}
-  pools: [f5-vips]
-  monitor: /Common/nosuch
-"#,
-        bigip.url()
-    );
-    let config = portway::config::Config::from_yaml(&yaml).expect("config");
+    let config = config(&bigip, "  monitor: /Common/nosuch");
     let built = portway::providers::build(&config, &sim.client())
         .await
         .expect("providers");

@@ -78,21 +78,8 @@ impl NodeIndex {
             let Ok(ip) = ip.parse::<IpAddr>() else {
                 continue;
             };
-            if node_rd != Some(rd) {
-                continue;
-            }
-            let better = index
-                .by_ip
-                .get(&ip)
-                .is_none_or(|have| rank(p, partition) < rank(&have.partition, partition));
-            if better {
-                index.by_ip.insert(
-                    ip,
-                    NodeRef {
-                        partition: p.to_string(),
-                        name: name.to_string(),
-                    },
-                );
+            if node_rd == Some(rd) {
+                index.offer(ip, p, name);
             }
         }
         index
@@ -114,21 +101,26 @@ impl NodeIndex {
             ) else {
                 continue;
             };
-            let better = index
-                .by_ip
-                .get(&ip)
-                .is_none_or(|have| rank(p, partition) < rank(&have.partition, partition));
-            if better {
-                index.by_ip.insert(
-                    ip,
-                    NodeRef {
-                        partition: p.to_string(),
-                        name: host.to_string(),
-                    },
-                );
-            }
+            index.offer(ip, p, host);
         }
         index
+    }
+
+    /// Keeps node `partition/name` for `ip` unless a better placed one is known (own
+    /// partition, then `/Common`, then others).
+    fn offer(&mut self, ip: IpAddr, partition: &str, name: &str) {
+        let better = self.by_ip.get(&ip).is_none_or(|have| {
+            rank(partition, &self.partition) < rank(&have.partition, &self.partition)
+        });
+        if better {
+            self.by_ip.insert(
+                ip,
+                NodeRef {
+                    partition: partition.to_string(),
+                    name: name.to_string(),
+                },
+            );
+        }
     }
 
     /// Whether the index names a node for `ip`.

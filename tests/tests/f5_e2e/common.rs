@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PostParams};
 use portway_f5::{F5Config, F5Provider};
 use portway_provider::ipam::{VipManager, parse_pools};
-use portway_provider::{LbNode, LbPort, LbService, Protocol, ServiceKey};
+use portway_provider::{LbNode, LbPort, LbService, LoadBalancerProvider, Protocol, ServiceKey};
 use portway_sim::bigip::BigIpSim;
 use portway_tests::TestCluster;
 use serde_json::{Value, json};
@@ -79,6 +79,16 @@ pub fn provider_in_mode(sim: &TestCluster, url: &str, resync: &str, mode: &str) 
     )
 }
 
+/// A Service port.
+pub fn port(name: &str, protocol: Protocol, port: u16, node_port: u16) -> LbPort {
+    LbPort {
+        name: name.into(),
+        protocol,
+        port,
+        node_port: Some(node_port),
+    }
+}
+
 /// Service `default/web` with TCP ports 80 and 443.
 pub fn svc() -> LbService {
     LbService {
@@ -86,21 +96,22 @@ pub fn svc() -> LbService {
         uid: "0f0f0f0f-1111-2222-3333-444444444444".into(),
         class: "portway.dev/f5".into(),
         ports: vec![
-            LbPort {
-                name: "http".into(),
-                protocol: Protocol::Tcp,
-                port: 80,
-                node_port: Some(30080),
-            },
-            LbPort {
-                name: "https".into(),
-                protocol: Protocol::Tcp,
-                port: 443,
-                node_port: Some(30443),
-            },
+            port("http", Protocol::Tcp, 80, 30080),
+            port("https", Protocol::Tcp, 443, 30443),
         ],
         ..Default::default()
     }
+}
+
+/// The addresses of the nodes of `partition`, sorted.
+pub fn addresses(b: &BigIpSim, partition: &str) -> Vec<String> {
+    let mut a: Vec<String> = b
+        .objects("node", partition)
+        .iter()
+        .filter_map(|n| n["address"].as_str().map(String::from))
+        .collect();
+    a.sort();
+    a
 }
 
 /// `n` Ready nodes `node-i` with InternalIP `10.0.0.i`.
@@ -130,4 +141,11 @@ pub fn writes(b: &BigIpSim) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// One more ensure of `default/web` on `n` nodes writes nothing to the device.
+pub async fn assert_in_sync(p: &F5Provider, bigip: &BigIpSim, n: usize) {
+    bigip.reset_requests();
+    p.ensure(&svc(), &nodes(n)).await.expect("ensure");
+    assert!(writes(bigip).is_empty(), "{:#?}", writes(bigip));
 }

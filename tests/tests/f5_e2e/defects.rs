@@ -6,11 +6,12 @@
 //! hidden behind the earlier failure to create a monitor at all (defect 2).
 
 use crate::common::{
-    cluster_with_credentials, cluster_with_secret, nodes, provider, provider_with, svc, writes,
+    addresses, assert_in_sync, cluster_with_credentials, cluster_with_secret, nodes, port,
+    provider, provider_with, svc, writes,
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
-use portway_provider::{LbPort, LbService, LoadBalancerProvider, Protocol, ProviderError};
+use portway_provider::{LbService, LoadBalancerProvider, Protocol, ProviderError};
 use portway_sim::bigip::{BigIpSim, Role, RouteDomainDisplay};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -45,16 +46,6 @@ fn member_paths(b: &BigIpSim) -> Vec<String> {
         .collect()
 }
 
-fn addresses(b: &BigIpSim, partition: &str) -> Vec<String> {
-    let mut a: Vec<String> = b
-        .objects("node", partition)
-        .iter()
-        .filter_map(|n| n["address"].as_str().map(String::from))
-        .collect();
-    a.sort();
-    a
-}
-
 /// Defect 1. A pool's monitor reads back as `"/Common/tcp "` (f5-cccl's recorded GET): in
 /// sync must still mean no write at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,9 +61,7 @@ async fn in_sync_means_no_write_although_the_monitor_reads_back_with_a_space() {
         "the device adds the space"
     );
     for _ in 0..3 {
-        bigip.reset_requests();
-        p.ensure(&svc(), &nodes(2)).await.expect("ensure");
-        assert!(writes(&bigip).is_empty(), "{:#?}", writes(&bigip));
+        assert_in_sync(&p, &bigip, 2).await;
     }
     sim.shutdown().await;
 }
@@ -123,33 +112,16 @@ async fn every_object_portway_writes_is_accepted_by_the_device() {
         "a parent cannot change (defect 7): {monitor_patch:?}"
     );
     assert_eq!(bigip.objects("monitor/tcp", "portway")[0]["interval"], 5);
-    bigip.reset_requests();
-    p.ensure(&svc(), &nodes(3)).await.expect("in sync");
-    assert!(writes(&bigip).is_empty(), "{:#?}", writes(&bigip));
+    assert_in_sync(&p, &bigip, 3).await;
     sim.shutdown().await;
 }
 
 fn three_protocols() -> LbService {
     let mut s = svc();
     s.ports = vec![
-        LbPort {
-            name: "http".into(),
-            protocol: Protocol::Tcp,
-            port: 80,
-            node_port: Some(30080),
-        },
-        LbPort {
-            name: "dns".into(),
-            protocol: Protocol::Udp,
-            port: 53,
-            node_port: Some(30053),
-        },
-        LbPort {
-            name: "sig".into(),
-            protocol: Protocol::Sctp,
-            port: 9000,
-            node_port: Some(30900),
-        },
+        port("http", Protocol::Tcp, 80, 30080),
+        port("dns", Protocol::Udp, 53, 30053),
+        port("sig", Protocol::Sctp, 9000, 30900),
     ];
     s
 }
@@ -461,9 +433,7 @@ async fn a_profile_changed_by_hand_is_repaired_once() {
         v["profilesReference"]["items"][0]["fullPath"], "/Common/tcp",
         "{v}"
     );
-    bigip.reset_requests();
-    p.ensure(&svc(), &nodes(1)).await.expect("in sync");
-    assert!(writes(&bigip).is_empty(), "{:#?}", writes(&bigip));
+    assert_in_sync(&p, &bigip, 1).await;
     sim.shutdown().await;
 }
 

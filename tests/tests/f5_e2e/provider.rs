@@ -2,7 +2,8 @@
 //! the test world (credentials Secret), plus wiremock for exact error handling.
 
 use crate::common::{
-    cluster_with_secret, nodes, provider, provider_in_mode, provider_with_resync, svc, writes,
+    addresses, assert_in_sync, cluster_with_secret, nodes, provider, provider_in_mode,
+    provider_with_resync, svc, writes,
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
@@ -585,17 +586,12 @@ async fn an_object_created_meanwhile_is_converged_with_a_patch() {
     }
     assert_eq!(bigip.objects("virtual", "portway").len(), 2);
     // The other writer's node is not Portway's (no node tag): it stays.
-    let mut nodes_left: Vec<String> = bigip
-        .objects("node", "portway")
-        .iter()
-        .filter_map(|n| n["address"].as_str().map(String::from))
-        .collect();
-    nodes_left.sort();
-    assert_eq!(nodes_left, ["10.0.0.1", "10.0.0.2", "10.0.0.9"]);
+    assert_eq!(
+        addresses(&bigip, "portway"),
+        ["10.0.0.1", "10.0.0.2", "10.0.0.9"]
+    );
     // In sync now.
-    bigip.reset_requests();
-    p.ensure(&svc(), &nodes(2)).await.expect("ensure");
-    assert!(writes(&bigip).is_empty(), "{:#?}", writes(&bigip));
+    assert_in_sync(&p, &bigip, 2).await;
     sim.shutdown().await;
 }
 
@@ -727,9 +723,7 @@ async fn a_drifted_mask_and_source_are_repaired_once() {
         (v["mask"].as_str(), v["source"].as_str()),
         (Some("255.255.255.255"), Some("0.0.0.0/0"))
     );
-    bigip.reset_requests();
-    p.ensure(&svc(), &nodes(1)).await.expect("in sync");
-    assert!(writes(&bigip).is_empty(), "{:#?}", writes(&bigip));
+    assert_in_sync(&p, &bigip, 1).await;
     sim.shutdown().await;
 }
 

@@ -1,6 +1,6 @@
 //! Pool members and their nodes.
 
-use super::{call, device};
+use super::{call, device, ok};
 use crate::bigip::store::{BigIpState, SYSTEM};
 use axum::http::Method;
 use serde_json::{Value, json};
@@ -29,7 +29,7 @@ fn node_addresses(s: &BigIpState) -> Vec<String> {
 #[test]
 fn a_member_patched_by_name_gets_its_address_and_node_from_the_name() {
     let (mut s, t) = device();
-    let (code, out) = call(
+    ok(
         &mut s,
         &t,
         Method::POST,
@@ -37,8 +37,7 @@ fn a_member_patched_by_name_gets_its_address_and_node_from_the_name() {
         json!({"name": "web", "partition": "p",
             "members": [{"name": "10.0.0.1:30080", "partition": "p", "address": "10.0.0.1"}]}),
     );
-    assert_eq!(code, 200, "{out}");
-    let (code, out) = call(
+    ok(
         &mut s,
         &t,
         Method::PATCH,
@@ -47,7 +46,6 @@ fn a_member_patched_by_name_gets_its_address_and_node_from_the_name() {
             {"name": "10.0.0.2:30080", "partition": "p"}, {"name": "fd00::3.30080", "partition": "p"},
             {"name": "10.0.0.4%2:30080", "partition": "p"}]}),
     );
-    assert_eq!(code, 200, "{out}");
     assert_eq!(
         members(&s),
         [
@@ -75,23 +73,21 @@ fn a_member_name_that_is_not_an_address_names_an_existing_node() {
             .is_some_and(|m| m.contains("(/p/db1) was not found")),
         "{out}"
     );
-    let (code, out) = call(
+    ok(
         &mut s,
         &t,
         Method::POST,
         "/mgmt/tm/ltm/node",
         json!({"name": "db1", "partition": "p", "address": "10.0.0.7"}),
     );
-    assert_eq!(code, 200, "{out}");
-    let (code, out) = call(&mut s, &t, Method::POST, "/mgmt/tm/ltm/pool", pool);
-    assert_eq!(code, 200, "{out}");
+    ok(&mut s, &t, Method::POST, "/mgmt/tm/ltm/pool", pool);
     assert_eq!(members(&s), [("db1:5432".into(), "10.0.0.7".into())]);
 }
 
 #[test]
 fn a_patch_may_not_change_the_address_of_an_existing_member() {
     let (mut s, t) = device();
-    let (code, out) = call(
+    ok(
         &mut s,
         &t,
         Method::POST,
@@ -99,7 +95,6 @@ fn a_patch_may_not_change_the_address_of_an_existing_member() {
         json!({"name": "web", "partition": "p", "monitor": "/Common/tcp",
             "members": [{"name": "10.0.0.1:30080", "partition": "p", "address": "10.0.0.1"}]}),
     );
-    assert_eq!(code, 200, "{out}");
     let (code, out) = call(
         &mut s,
         &t,
@@ -120,7 +115,7 @@ fn a_patch_may_not_change_the_address_of_an_existing_member() {
     assert_eq!(members(&s), [("10.0.0.1:30080".into(), "10.0.0.1".into())]);
     assert_eq!(node_addresses(&s), ["10.0.0.1"]);
     // The same address, or none, is accepted.
-    let (code, out) = call(
+    ok(
         &mut s,
         &t,
         Method::PATCH,
@@ -128,7 +123,6 @@ fn a_patch_may_not_change_the_address_of_an_existing_member() {
         json!({"members": [{"name": "10.0.0.1:30080", "partition": "p", "address": "10.0.0.1"},
             {"name": "10.0.0.2:30080", "partition": "p"}]}),
     );
-    assert_eq!(code, 200, "{out}");
     assert_eq!(
         s.list(SYSTEM, "pool", Some("p"), false)[0]["monitor"],
         "/Common/tcp "
@@ -156,7 +150,7 @@ fn the_request_log_keeps_bodies_but_not_the_login_password() {
 #[test]
 fn a_member_without_partition_is_in_common() {
     let (mut s, t) = device();
-    let (code, out) = call(
+    let out = ok(
         &mut s,
         &t,
         Method::POST,
@@ -164,7 +158,6 @@ fn a_member_without_partition_is_in_common() {
         json!({"name": "web", "partition": "p", "members": [{"name": "10.0.0.1:30080"},
             {"name": "10.0.0.2:30080", "partition": "p"}]}),
     );
-    assert_eq!(code, 200, "{out}");
     let paths: Vec<&str> = out["membersReference"]["items"]
         .as_array()
         .expect("items")
@@ -183,14 +176,13 @@ fn a_member_without_partition_is_in_common() {
 #[test]
 fn a_node_a_member_uses_cannot_be_deleted() {
     let (mut s, t) = device();
-    let (code, out) = call(
+    ok(
         &mut s,
         &t,
         Method::POST,
         "/mgmt/tm/ltm/node",
         json!({"name": "my-node-name", "partition": "p", "address": "10.0.0.7"}),
     );
-    assert_eq!(code, 200, "{out}");
     call(
         &mut s,
         &t,
@@ -218,12 +210,11 @@ fn a_node_a_member_uses_cannot_be_deleted() {
         "/mgmt/tm/ltm/pool/~p~my-pool-name-80",
         json!({"members": []}),
     );
-    let (code, out) = call(
+    ok(
         &mut s,
         &t,
         Method::DELETE,
         "/mgmt/tm/ltm/node/~p~my-node-name",
         Value::Null,
     );
-    assert_eq!(code, 200, "{out}");
 }

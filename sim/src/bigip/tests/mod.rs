@@ -30,19 +30,25 @@ fn login(s: &mut BigIpState, user: &str, password: &str) -> Result<String, (u16,
 fn device() -> (BigIpState, String) {
     let mut s = BigIpState::new("admin", "admin");
     let token = login(&mut s, "admin", "admin").expect("login");
-    let (code, out) = call(
+    ok(
         &mut s,
         &token,
         Method::POST,
         "/mgmt/tm/auth/partition",
         json!({"name": "p"}),
     );
-    assert_eq!(code, 200, "{out}");
     (s, token)
 }
 
 fn call(s: &mut BigIpState, token: &str, method: Method, path: &str, body: Value) -> (u16, Value) {
     s.serve(&method, path, "", Some(token.to_string()), None, body)
+}
+
+/// A call that must succeed: its answer.
+fn ok(s: &mut BigIpState, token: &str, method: Method, path: &str, body: Value) -> Value {
+    let (code, out) = call(s, token, method.clone(), path, body);
+    assert_eq!(code, 200, "{method} {path}: {out}");
+    out
 }
 
 fn get(s: &mut BigIpState, token: &str, path: &str, query: &str) -> (u16, Value) {

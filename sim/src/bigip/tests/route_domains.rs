@@ -1,6 +1,6 @@
 //! Route domains: `%N`, the partition's `defaultRouteDomain`, and how addresses come back.
 
-use super::{call, device, get, message};
+use super::{call, device, get, message, ok};
 use crate::bigip::address::RouteDomainDisplay;
 use axum::http::Method;
 use serde_json::json;
@@ -20,14 +20,13 @@ fn a_node_keeps_its_name_and_shows_its_address_without_the_default_route_domain(
         "/mgmt/tm/auth/partition",
         json!({"name": "test"}),
     );
-    let (code, out) = call(
+    ok(
         &mut s,
         &t,
         Method::POST,
         "/mgmt/tm/ltm/node",
         json!({"name": "10.2.3.5%0", "partition": "test", "address": "10.2.3.5%0"}),
     );
-    assert_eq!(code, 200, "{out}");
     let (code, out) = get(&mut s, &t, "/mgmt/tm/ltm/node/~test~10.2.3.5%250", "");
     assert_eq!(code, 200, "{out}");
     assert_eq!(out["name"], "10.2.3.5%0");
@@ -54,7 +53,7 @@ fn addresses_take_the_partition_default_and_show_it_by_mode() {
         "/mgmt/tm/auth/partition",
         json!({"name": "dev", "defaultRouteDomain": 4}),
     );
-    let (code, out) = call(
+    ok(
         &mut s,
         &t,
         Method::POST,
@@ -62,8 +61,7 @@ fn addresses_take_the_partition_default_and_show_it_by_mode() {
         json!({"name": "ewgtest_pool", "partition": "dev",
             "members": [{"name": "10.100.10.1:443", "partition": "dev"}]}),
     );
-    assert_eq!(code, 200, "{out}");
-    let (code, out) = call(
+    ok(
         &mut s,
         &t,
         Method::POST,
@@ -71,7 +69,6 @@ fn addresses_take_the_partition_default_and_show_it_by_mode() {
         json!({"name": "vs", "partition": "dev", "destination": "/dev/10.1.10.100:443",
             "source": "0.0.0.0/0", "pool": "/dev/ewgtest_pool"}),
     );
-    assert_eq!(code, 200, "{out}");
     let read = |s: &mut crate::bigip::store::BigIpState| {
         let (_, pool) = get(
             s,
@@ -127,14 +124,13 @@ fn one_ip_is_a_node_once_per_route_domain_across_partitions() {
         json!({"name": "pool", "partition": partition,
             "members": [{"name": "192.0.2.1:80", "partition": member_partition}]})
     };
-    let (code, out) = call(
+    ok(
         &mut s,
         &t,
         Method::POST,
         "/mgmt/tm/ltm/pool",
         pool("tenantOne", "tenantOne"),
     );
-    assert_eq!(code, 200, "{out}");
     let (code, out) = call(
         &mut s,
         &t,
@@ -157,25 +153,23 @@ fn one_ip_is_a_node_once_per_route_domain_across_partitions() {
     );
     assert_eq!(code, 400, "{out}");
     // Naming the existing node (its partition) shares it.
-    let (code, out) = call(
+    let out = ok(
         &mut s,
         &t,
         Method::POST,
         "/mgmt/tm/ltm/pool",
         pool("tenantTwo", "tenantOne"),
     );
-    assert_eq!(code, 200, "{out}");
     assert_eq!(
         out["membersReference"]["items"][0]["fullPath"],
         "/tenantOne/192.0.2.1:80"
     );
     // Another route domain is another address.
-    let (code, out) = call(
+    ok(
         &mut s,
         &t,
         Method::POST,
         "/mgmt/tm/ltm/pool",
         pool("tenantRd2", "tenantRd2"),
     );
-    assert_eq!(code, 200, "{out}");
 }
