@@ -3,7 +3,10 @@
 //! issue #8 names: a 2-port Service gets 2 virtuals and 2 pools with one member per node and
 //! its status only after the commit; a new node is one PATCH per pool; a virtual deleted by
 //! hand is back within one resync period; the Service deleted leaves the partition empty of
-//! our objects and the nodes collected.
+//! our objects and the nodes collected. The provider alone is in `f5_e2e/provider.rs`
+//! (against the simulated BIG-IP) and `f5_e2e/scripted.rs` (against wiremock); the defects
+//! issue #17 found on a real device, each with the test that failed before its fix, in
+//! `f5_e2e/defects.rs`.
 
 #[path = "f5_e2e/common.rs"]
 mod common;
@@ -11,6 +14,8 @@ mod common;
 mod defects;
 #[path = "f5_e2e/provider.rs"]
 mod provider;
+#[path = "f5_e2e/scripted.rs"]
+mod scripted;
 
 use common::writes;
 use k8s_openapi::api::core::v1::Service;

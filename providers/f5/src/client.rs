@@ -177,7 +177,18 @@ impl BigIp {
                 }
                 // Created meanwhile by another writer, which is what we wanted.
                 Err(f) if f.is(StatusCode::CONFLICT) => {
-                    defaults.insert(partition.to_string(), 0);
+                    let p = self
+                        .call(
+                            Method::GET,
+                            &format!("/mgmt/tm/auth/partition/{partition}"),
+                            None,
+                            None,
+                        )
+                        .await?;
+                    let rd = p["defaultRouteDomain"]
+                        .as_u64()
+                        .and_then(|r| u32::try_from(r).ok());
+                    defaults.insert(partition.to_string(), rd.unwrap_or(0));
                 }
                 Err(f) if f.is(StatusCode::UNAUTHORIZED) => {
                     return Err(ProviderError::invalid(

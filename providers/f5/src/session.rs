@@ -74,6 +74,9 @@ pub(crate) fn message(body: &str) -> String {
 /// Whether a 401 says the token is no longer valid (expired, deleted, missing), the one
 /// case a new login cures.
 fn token_refused(message: &str) -> bool {
+    if message.starts_with("Authorization failed: user=") {
+        return false;
+    }
     let m = message.to_ascii_lowercase();
     m.contains("token")
         && [
@@ -342,6 +345,9 @@ mod tests {
         ));
         assert!(!token_refused(
             "Authorization failed: user=https://localhost/mgmt/shared/authz/users/mmaler-admin resource=/mgmt/shared/appsvcs/info verb=GET uri:http://localhost:8100/mgmt/shared/appsvcs/info referrer:x sender:x"
+        ));
+        assert!(!token_refused(
+            "Authorization failed: user=https://localhost/mgmt/shared/authz/users/u resource=/mgmt/shared/authz/tokens/T verb=GET uri:x referrer:x sender:x (token not found)"
         ));
     }
 }
