@@ -4,35 +4,44 @@
 use crate::common::{cluster_with_secret, nodes, provider, svc};
 use portway_provider::{LoadBalancerProvider, ProviderError};
 use serde_json::json;
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_change_is_a_needs_a_fix_error_with_the_device_message() {
-    use wiremock::matchers::{method, path, path_regex};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-    let sim = cluster_with_secret().await;
-    let server = MockServer::start().await;
+/// Answers `logins` logins with `token`, its lifetime extension, and (unless `partition` is
+/// false) the partition list naming `portway`.
+async fn mount_session(server: &MockServer, token: &str, logins: u64, partition: bool) {
     Mock::given(method("POST"))
         .and(path("/mgmt/shared/authn/login"))
         .respond_with(
             ResponseTemplate::new(200)
-                .set_body_json(json!({"token": {"token": "T1", "timeout": 1200}})),
+                .set_body_json(json!({"token": {"token": token, "timeout": 1200}})),
         )
-        .expect(1)
-        .mount(&server)
+        .expect(logins)
+        .mount(server)
         .await;
     Mock::given(method("PATCH"))
-        .and(path("/mgmt/shared/authz/tokens/T1"))
+        .and(path(format!("/mgmt/shared/authz/tokens/{token}")))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"timeout": 3600})))
-        .mount(&server)
+        .mount(server)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/mgmt/tm/auth/partition"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"items": [{"name": "portway", "defaultRouteDomain": 0}]})),
-        )
-        .mount(&server)
-        .await;
+    if partition {
+        Mock::given(method("GET"))
+            .and(path("/mgmt/tm/auth/partition"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(
+                    json!({"items": [{"name": "portway", "defaultRouteDomain": 0}]}),
+                ),
+            )
+            .mount(server)
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_change_is_a_needs_a_fix_error_with_the_device_message() {
+    let sim = cluster_with_secret().await;
+    let server = MockServer::start().await;
+    mount_session(&server, "T1", 1, true).await;
     Mock::given(method("GET"))
         .and(path_regex("^/mgmt/tm/ltm/.*"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"items": []})))
@@ -67,24 +76,10 @@ async fn refused_change_is_a_needs_a_fix_error_with_the_device_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_mid_flight_logs_in_once_more() {
-    use wiremock::matchers::{header, method, path, path_regex};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
+    use wiremock::matchers::header;
     let sim = cluster_with_secret().await;
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/mgmt/shared/authn/login"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"token": {"token": "T2", "timeout": 1200}})),
-        )
-        .expect(2)
-        .mount(&server)
-        .await;
-    Mock::given(method("PATCH"))
-        .and(path_regex("^/mgmt/shared/authz/tokens/"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"timeout": 3600})))
-        .mount(&server)
-        .await;
+    mount_session(&server, "T2", 2, false).await;
     // The first partition read is refused once with 401 (token expired, the body recorded
     // in f5devcentral/f5-cli issue #8), then served.
     Mock::given(method("GET"))
@@ -124,7 +119,7 @@ async fn a_401_mid_flight_logs_in_once_more() {
 
 /// `METHOD path` of every request wiremock received, `tx` marking those queued in a
 /// transaction.
-async fn sequence(server: &wiremock::MockServer) -> Vec<String> {
+async fn sequence(server: &MockServer) -> Vec<String> {
     server
         .received_requests()
         .await
@@ -143,28 +138,10 @@ async fn sequence(server: &wiremock::MockServer) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_on_an_empty_device_is_one_transaction_in_dependency_order() {
-    use wiremock::matchers::{method, path, path_regex};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
     let sim = cluster_with_secret().await;
     let server = MockServer::start().await;
     let ok = |body: serde_json::Value| ResponseTemplate::new(200).set_body_json(body);
-    Mock::given(method("POST"))
-        .and(path("/mgmt/shared/authn/login"))
-        .respond_with(ok(json!({"token": {"token": "T3", "timeout": 1200}})))
-        .mount(&server)
-        .await;
-    Mock::given(method("PATCH"))
-        .and(path("/mgmt/shared/authz/tokens/T3"))
-        .respond_with(ok(json!({"timeout": 3600})))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/mgmt/tm/auth/partition"))
-        .respond_with(ok(
-            json!({"items": [{"name": "portway", "defaultRouteDomain": 0}]}),
-        ))
-        .mount(&server)
-        .await;
+    mount_session(&server, "T3", 1, true).await;
     Mock::given(method("GET"))
         .and(path_regex("^/mgmt/tm/ltm/"))
         .respond_with(ok(json!({"items": []})))
