@@ -3,17 +3,27 @@
 //! issue #8 names: a 2-port Service gets 2 virtuals and 2 pools with one member per node and
 //! its status only after the commit; a new node is one PATCH per pool; a virtual deleted by
 //! hand is back within one resync period; the Service deleted leaves the partition empty of
-//! our objects and the nodes collected.
+//! our objects and the nodes collected. The provider alone is in `f5_e2e/provider.rs`
+//! (against the simulated BIG-IP) and `f5_e2e/scripted.rs` (against wiremock); the defects
+//! issue #17 found on a real device, each with the test that failed before its fix, in
+//! `f5_e2e/defects.rs`.
 
+#[path = "f5_e2e/common.rs"]
+mod common;
+#[path = "f5_e2e/defects.rs"]
+mod defects;
 #[path = "f5_e2e/provider.rs"]
 mod provider;
+#[path = "f5_e2e/scripted.rs"]
+mod scripted;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use common::writes;
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, PostParams};
 use portway_sim::bigip::BigIpSim;
 use portway_tests::{F5, eventually, svc};
 use portway_tests::{SimNode, TestCluster};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -44,52 +54,20 @@ fn member_counts(bigip: &BigIpSim) -> Vec<usize> {
         .collect()
 }
 
-/// Writes to the device since the last reset, as `METHOD path` (`tx` when queued in a
-/// transaction).
-fn writes(bigip: &BigIpSim) -> Vec<String> {
-    bigip
-        .requests()
-        .into_iter()
-        .filter(|r| r.is_write())
-        .map(|r| {
-            let tx = if r.in_transaction { "tx " } else { "" };
-            format!("{tx}{} {}", r.method, r.path)
-        })
-        .collect()
-}
-
+/// The test world with two nodes and the credentials Secret.
 async fn cluster() -> TestCluster {
-    let sim = TestCluster::builder()
-        .kubelet(false)
-        .daemonsets(false)
-        .start()
-        .await
-        .expect("cluster");
+    let sim = common::cluster_with_secret().await;
     for i in 1..=2 {
         sim.add_node(SimNode::new(&format!("node-{i}")).ipv4(&format!("10.0.0.{i}")))
             .await
             .expect("node");
     }
-    let ns: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": "portway-system"}})).expect("ns");
-    Api::<Namespace>::all(sim.client())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("ns");
-    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "bigip"},
-        "stringData": {"username": "admin", "password": "admin"}}))
-    .expect("secret");
-    Api::<Secret>::namespaced(sim.client(), "portway-system")
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("secret");
     sim
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn f5_service_lifecycle_through_the_controller() {
-    let sim = cluster().await;
-    let bigip = Arc::new(BigIpSim::start().await.expect("bigip"));
+/// The configuration of an f5 class on `bigip` with the VIP pool `f5-vips`, with `more`
+/// lines (indented as keys of `f5:`) appended.
+fn config(bigip: &BigIpSim, more: &str) -> portway::config::Config {
     let yaml = format!(
         r#"
 pools:
@@ -99,12 +77,18 @@ f5:
   url: {}
   credentialsSecret: {{ namespace: portway-system, name: bigip }}
   pools: [f5-vips]
-  resyncPeriod: {}s
+{more}
 "#,
-        bigip.url(),
-        RESYNC.as_secs()
+        bigip.url()
     );
-    let config = portway::config::Config::from_yaml(&yaml).expect("config");
+    portway::config::Config::from_yaml(&yaml).expect("config")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f5_service_lifecycle_through_the_controller() {
+    let sim = cluster().await;
+    let bigip = Arc::new(BigIpSim::start().await.expect("bigip"));
+    let config = config(&bigip, &format!("  resyncPeriod: {}s", RESYNC.as_secs()));
     let built = portway::providers::build(&config, &sim.client())
         .await
         .expect("providers");
@@ -242,6 +226,73 @@ f5:
             bigip.objects(collection, "portway")
         );
     }
+    running.stop().await;
+    sim.shutdown().await;
+}
+
+/// Issue #17, defect 7: a wrong `f5.monitor` path is a needs-a-fix Warning on the Service
+/// naming `f5.monitor`, and the controller waits for a change instead of retrying it as
+/// transient; no address is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_monitor_path_is_a_warning_and_no_retry_loop() {
+    use k8s_openapi::api::events::v1::Event;
+    let sim = cluster().await;
+    let bigip = BigIpSim::start().await.expect("bigip");
+    let config = config(&bigip, "  monitor: /Common/nosuch");
+    let built = portway::providers::build(&config, &sim.client())
+        .await
+        .expect("providers");
+    let running = portway_tests::start_service_controller(
+        sim.client(),
+        built.providers,
+        &config.default_class,
+    );
+    let api: Api<Service> = Api::namespaced(sim.client(), "default");
+    api.create(
+        &PostParams::default(),
+        &svc("web").class(F5).ports([80]).build(),
+    )
+    .await
+    .expect("create");
+    let events: Api<Event> = Api::namespaced(sim.client(), "default");
+    let warning = eventually(
+        "a Warning naming f5.monitor",
+        Duration::from_secs(30),
+        || async {
+            events
+                .list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("SyncLoadBalancerFailed")
+                        && e.note.as_deref().is_some_and(|n| n.contains("f5.monitor"))
+                })
+        },
+    )
+    .await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    assert!(
+        warning
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("/Common/nosuch")),
+        "{warning:?}"
+    );
+    // Parked: no further attempt while nothing changes.
+    let transactions = |b: &BigIpSim| {
+        b.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == "/mgmt/tm/transaction")
+            .count()
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = transactions(&bigip);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(transactions(&bigip), after, "retried in a loop");
+    let s = api.get("web").await.expect("web");
+    assert!(ingress(&s).is_empty(), "no address without the BIG-IP");
     running.stop().await;
     sim.shutdown().await;
 }

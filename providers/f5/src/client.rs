@@ -1,64 +1,38 @@
-//! The iControl REST session: token login, one re-login on 401, serialised writes, reads of
-//! a partition, transactions, node garbage collection and `save`.
+//! One BIG-IP device: the partition, reads of it, serialised writes, transactions, node
+//! cleanup and `save`. The session (tokens, 401s) is in `session`.
 
-use crate::plan::{Command, Current};
+use crate::config::MonitorKind;
+use crate::current::{self, Current};
+use crate::nodes::NodeIndex;
+use crate::plan::Command;
+use crate::session::{Credentials, Failure, Session};
+use crate::tag::is_portway_node;
 use portway_provider::ProviderError;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Mutex;
-use tracing::{debug, warn};
-
-/// BIG-IP credentials, read from a Secret; the password never reaches a log.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// User name.
-    pub username: String,
-    /// Password.
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
+use tracing::{debug, info, warn};
 
 /// One BIG-IP device.
 pub struct BigIp {
-    base: String,
-    http: reqwest::Client,
-    creds: Mutex<Option<Credentials>>,
-    token: Mutex<Option<String>>,
+    session: Session,
     /// BIG-IP answers 503 to concurrent writers: one write (or transaction) at a time.
     writes: Mutex<()>,
-    calls: AtomicU64,
-    /// The last login was answered 401.
-    refused: AtomicBool,
+    /// `sys config save` was refused for lack of permission (logged once).
+    save_refused: AtomicBool,
 }
 
-/// A call the device did not accept.
-struct Failure {
-    /// The HTTP status it answered; `None` when it was not reached or kept answering 401.
-    status: Option<StatusCode>,
-    /// The provider's error class for it, with the device's message.
-    error: ProviderError,
-}
-
-impl Failure {
-    fn unanswered(error: ProviderError) -> Failure {
-        Failure {
-            status: None,
-            error,
-        }
-    }
-
-    fn is(&self, status: StatusCode) -> bool {
-        self.status == Some(status)
-    }
+/// The partition Portway writes to, as the device describes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// Its `defaultRouteDomain`: Portway's addresses are written without `%N` and so live
+    /// there, and what the device returns is compared with `%N` stripped.
+    pub route_domain: u32,
+    /// Every partition the account may read, with its `defaultRouteDomain` (a node address
+    /// without `%N` lives in its partition's).
+    pub defaults: BTreeMap<String, u32>,
 }
 
 /// Why a write was not applied (a commit is all-or-nothing: none of it was).
@@ -82,32 +56,34 @@ impl From<TxError> for ProviderError {
     }
 }
 
-/// The device's `message` from an error body, or the start of the body (HTML for a 503).
-fn message(body: &str) -> String {
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| v["message"].as_str().map(String::from))
-        .unwrap_or_else(|| body.chars().take(200).collect())
+/// A refusal that names what to fix rather than the bare device message: a monitor named in
+/// `f5.monitor` that does not exist, or a node address held by a partition Portway cannot
+/// read (one IP is a node once per route domain, across partitions).
+fn needs_a_fix(message: &str) -> Option<ProviderError> {
+    if message.contains("The requested monitor (") {
+        return Some(ProviderError::invalid(
+            "f5.monitor",
+            format!(
+                "{message}: the monitor f5.monitor names does not exist on the BIG-IP; create it or correct the path"
+            ),
+        ));
+    }
+    if message.contains("Invalid Node") {
+        return Some(ProviderError::invalid(
+            "f5.partition",
+            format!(
+                "{message}: that address is a node in a partition this account cannot read; share the node through /Common, or let the account read its partition"
+            ),
+        ));
+    }
+    None
 }
 
-/// Turns a BIG-IP answer into the provider's error classes.
-fn classify(status: StatusCode, body: &str) -> ProviderError {
-    let message = message(body);
-    let code = status.as_u16();
-    let transient = match code {
-        401 | 503 | 502 | 504 => true,
-        500 => true,
-        404 => message.contains("not registered"),
-        _ => false,
-    };
-    if transient {
-        ProviderError::transient(format!("BIG-IP answered {code}: {message}"))
-    } else {
-        ProviderError::invalid(
-            "f5",
-            format!("BIG-IP refused the change ({code}): {message}"),
-        )
-    }
+/// The full path in a "The requested … (/P/name) was not found." message.
+fn not_found_path(message: &str) -> Option<&str> {
+    let (_, rest) = message.split_once('(')?;
+    let (path, tail) = rest.split_once(')')?;
+    tail.contains("was not found").then_some(path)
 }
 
 impl BigIp {
@@ -128,106 +104,29 @@ impl BigIp {
             ProviderError::invalid("f5.url", format!("cannot build an HTTP client: {e}"))
         })?;
         Ok(BigIp {
-            base: base.trim_end_matches('/').to_string(),
-            http,
-            creds: Mutex::new(None),
-            token: Mutex::new(None),
+            session: Session::new(base, http),
             writes: Mutex::new(()),
-            calls: AtomicU64::new(0),
-            refused: AtomicBool::new(false),
+            save_refused: AtomicBool::new(false),
         })
     }
 
-    /// Sets the credentials (from the Secret); a change drops the current token.
+    /// Sets the credentials (from the Secret); a change deletes the current token.
     pub async fn set_credentials(&self, c: Credentials) {
-        self.refused.store(false, Ordering::Relaxed);
-        let mut cur = self.creds.lock().await;
-        if cur.as_ref() != Some(&c) {
-            *cur = Some(c);
-            *self.token.lock().await = None;
-        }
+        self.session.set_credentials(c).await;
     }
 
     /// Whether the device refused the credentials last set: the Secret is then read again
     /// on the next reconcile instead of waiting for the credentials cache to expire.
     pub fn credentials_refused(&self) -> bool {
-        self.refused.load(Ordering::Relaxed)
+        self.session.credentials_refused()
     }
 
     /// REST calls made so far (for benchmarks).
     pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
+        self.session.calls()
     }
 
-    async fn login(&self) -> Result<String, ProviderError> {
-        let creds = self
-            .creds
-            .lock()
-            .await
-            .clone()
-            .ok_or_else(|| ProviderError::transient("BIG-IP credentials not loaded yet"))?;
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let r = self
-            .http
-            .post(format!("{}/mgmt/shared/authn/login", self.base))
-            .json(&json!({"username": creds.username, "password": creds.password, "loginProviderName": "tmos"}))
-            .send()
-            .await
-            .map_err(|e| ProviderError::transient(format!("BIG-IP login: {e}")))?;
-        let status = r.status();
-        let text = r.text().await.unwrap_or_default();
-        if status == StatusCode::UNAUTHORIZED {
-            self.refused.store(true, Ordering::Relaxed);
-            return Err(ProviderError::invalid(
-                "f5.credentialsSecret",
-                "the BIG-IP refused the username/password in the Secret",
-            ));
-        }
-        if !status.is_success() {
-            return Err(classify(status, &text));
-        }
-        let v: Value = serde_json::from_str(&text).unwrap_or_default();
-        let token = v["token"]["token"]
-            .as_str()
-            .ok_or_else(|| ProviderError::transient("BIG-IP login reply without token.token"))?
-            .to_string();
-        // Extend the lifetime and read back what the device granted.
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let ext = self
-            .http
-            .patch(format!("{}/mgmt/shared/authz/tokens/{token}", self.base))
-            .header("X-F5-Auth-Token", &token)
-            .json(&json!({"timeout": 3600}))
-            .send()
-            .await;
-        match ext {
-            Ok(r) if r.status().is_success() => {
-                let granted = r
-                    .json::<Value>()
-                    .await
-                    .ok()
-                    .and_then(|v| v["timeout"].as_u64());
-                debug!(?granted, "BIG-IP token lifetime");
-            }
-            Ok(r) => {
-                warn!(status = %r.status(), "BIG-IP token lifetime not extended; re-login on expiry")
-            }
-            Err(e) => warn!(%e, "BIG-IP token lifetime not extended"),
-        }
-        Ok(token)
-    }
-
-    async fn token(&self) -> Result<String, ProviderError> {
-        let mut t = self.token.lock().await;
-        if let Some(tok) = t.as_ref() {
-            return Ok(tok.clone());
-        }
-        let tok = self.login().await?;
-        *t = Some(tok.clone());
-        Ok(tok)
-    }
-
-    /// One REST call; logs in again once on 401.
+    /// One REST call (logs in again once when the token is no longer valid).
     pub async fn call(
         &self,
         method: Method,
@@ -235,87 +134,79 @@ impl BigIp {
         body: Option<&Value>,
         tx: Option<u64>,
     ) -> Result<Value, ProviderError> {
-        self.exchange(method, path, body, tx)
+        self.session
+            .exchange(method, path, body, tx)
             .await
             .map_err(|f| f.error)
     }
 
-    /// [`BigIp::call`], keeping the status of a refusal for callers that tell them apart.
-    async fn exchange(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        tx: Option<u64>,
-    ) -> Result<Value, Failure> {
-        for attempt in 0..2 {
-            let token = self.token().await.map_err(Failure::unanswered)?;
-            self.calls.fetch_add(1, Ordering::Relaxed);
-            let mut req = self
-                .http
-                .request(method.clone(), format!("{}{path}", self.base))
-                .header("X-F5-Auth-Token", &token);
-            if let Some(id) = tx {
-                req = req.header("X-F5-REST-Coordination-Id", id.to_string());
-            }
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let r = req.send().await.map_err(|e| {
-                Failure::unanswered(ProviderError::transient(format!(
-                    "BIG-IP {method} {path}: {e}"
-                )))
-            })?;
-            let status = r.status();
-            let text = r.text().await.unwrap_or_default();
-            if status == StatusCode::UNAUTHORIZED && attempt == 0 {
-                *self.token.lock().await = None;
-                continue;
-            }
-            if !status.is_success() {
-                return Err(Failure {
-                    status: Some(status),
-                    error: classify(status, &text),
-                });
-            }
-            return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
-        }
-        Err(Failure::unanswered(ProviderError::transient(
-            "BIG-IP kept answering 401 after a fresh login",
-        )))
-    }
-
-    /// Creates the partition unless it exists.
-    pub async fn ensure_partition(&self, partition: &str) -> Result<(), ProviderError> {
-        match self
-            .exchange(
-                Method::GET,
-                &format!("/mgmt/tm/auth/partition/{partition}"),
-                None,
-                None,
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(f) if f.is(StatusCode::NOT_FOUND) => {
-                let _w = self.writes.lock().await;
-                match self
-                    .exchange(
-                        Method::POST,
-                        "/mgmt/tm/auth/partition",
-                        Some(&json!({"name": partition, "description": "managed by Portway"})),
-                        None,
-                    )
-                    .await
-                {
-                    // 409: created meanwhile by another writer, which is what we wanted.
-                    Ok(_) => Ok(()),
-                    Err(f) if f.is(StatusCode::CONFLICT) => Ok(()),
-                    Err(f) => Err(f.error),
+    /// Creates the partition unless it exists, and reads every readable partition's
+    /// `defaultRouteDomain`.
+    pub async fn ensure_partition(&self, partition: &str) -> Result<PartitionInfo, ProviderError> {
+        let list = self
+            .call(Method::GET, "/mgmt/tm/auth/partition", None, None)
+            .await?;
+        let mut defaults: BTreeMap<String, u32> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                let rd = p["defaultRouteDomain"]
+                    .as_u64()
+                    .and_then(|r| u32::try_from(r).ok());
+                Some((p["name"].as_str()?.to_string(), rd.unwrap_or(0)))
+            })
+            .collect();
+        if !defaults.contains_key(partition) {
+            let _w = self.writes.lock().await;
+            let created = self
+                .session
+                .exchange(
+                    Method::POST,
+                    "/mgmt/tm/auth/partition",
+                    Some(&json!({"name": partition, "description": "managed by Portway"})),
+                    None,
+                )
+                .await;
+            match created {
+                Ok(p) => {
+                    let rd = p["defaultRouteDomain"]
+                        .as_u64()
+                        .and_then(|r| u32::try_from(r).ok());
+                    defaults.insert(partition.to_string(), rd.unwrap_or(0));
                 }
+                // Created meanwhile by another writer, which is what we wanted.
+                Err(f) if f.is(StatusCode::CONFLICT) => {
+                    let p = self
+                        .call(
+                            Method::GET,
+                            &format!("/mgmt/tm/auth/partition/{partition}"),
+                            None,
+                            None,
+                        )
+                        .await?;
+                    let rd = p["defaultRouteDomain"]
+                        .as_u64()
+                        .and_then(|r| u32::try_from(r).ok());
+                    defaults.insert(partition.to_string(), rd.unwrap_or(0));
+                }
+                Err(f) if f.is(StatusCode::UNAUTHORIZED) => {
+                    return Err(ProviderError::invalid(
+                        "f5.partition",
+                        format!(
+                            "partition {partition} does not exist and this account may not create it ({}); create it on the BIG-IP or give the account the Administrator role",
+                            f.message
+                        ),
+                    ));
+                }
+                Err(f) => return Err(f.error),
             }
-            Err(f) => Err(f.error),
         }
+        let route_domain = defaults.get(partition).copied().unwrap_or(0);
+        Ok(PartitionInfo {
+            route_domain,
+            defaults,
+        })
     }
 
     async fn items(&self, path: &str) -> Result<Vec<Value>, ProviderError> {
@@ -323,43 +214,90 @@ impl BigIp {
         Ok(v["items"].as_array().cloned().unwrap_or_default())
     }
 
-    /// Monitors, pools (with members) and virtuals of a partition.
-    pub async fn read(&self, partition: &str) -> Result<Current, ProviderError> {
+    /// Monitors (of every kind Portway makes), pools with members and virtuals with
+    /// profiles (`expandSubcollections=true`: without it a device lists neither), normalised
+    /// for route domain `rd`.
+    pub async fn read(&self, partition: &str, rd: u32) -> Result<Current, ProviderError> {
         let filter = format!("$filter=partition+eq+{partition}");
+        let mut monitors = Vec::new();
+        for kind in MonitorKind::ALL {
+            let coll = kind.collection();
+            for m in self
+                .items(&format!("/mgmt/tm/ltm/monitor/{coll}?{filter}"))
+                .await?
+            {
+                monitors.push((kind, m));
+            }
+        }
+        let pools = self
+            .items(&format!(
+                "/mgmt/tm/ltm/pool?{filter}&expandSubcollections=true"
+            ))
+            .await?;
+        let virtuals = self
+            .items(&format!(
+                "/mgmt/tm/ltm/virtual?{filter}&expandSubcollections=true"
+            ))
+            .await?;
         Ok(Current {
-            monitors: self
-                .items(&format!("/mgmt/tm/ltm/monitor/tcp?{filter}"))
-                .await?,
-            pools: self
-                .items(&format!(
-                    "/mgmt/tm/ltm/pool?{filter}&expandSubcollections=true"
-                ))
-                .await?,
-            virtuals: self
-                .items(&format!("/mgmt/tm/ltm/virtual?{filter}"))
-                .await?,
+            monitors,
+            pools: pools.into_iter().map(|p| current::pool(p, rd)).collect(),
+            virtuals: virtuals
+                .into_iter()
+                .map(|v| current::virtual_server(v, rd))
+                .collect(),
         })
     }
 
-    /// A single write, serialised with every other write to the device.
-    pub async fn write(
+    /// The nodes of every partition the account may read, indexed for `partition`.
+    pub async fn nodes(
         &self,
-        method: Method,
-        path: &str,
-        body: &Value,
-    ) -> Result<Value, ProviderError> {
+        partition: &str,
+        info: &PartitionInfo,
+    ) -> Result<NodeIndex, ProviderError> {
+        let nodes = self.items("/mgmt/tm/ltm/node").await?;
+        Ok(NodeIndex::new(
+            partition,
+            info.route_domain,
+            &info.defaults,
+            &nodes,
+        ))
+    }
+
+    /// Creates the nodes a member change needs, one by one (serialised with other writes).
+    pub(crate) async fn create_nodes(&self, commands: &[Command]) -> Result<(), TxError> {
         let _w = self.writes.lock().await;
-        self.call(method, path, Some(body), None).await
+        for c in commands {
+            match self
+                .session
+                .exchange(Method::POST, &c.path, Some(&c.body), None)
+                .await
+            {
+                Ok(_) => {}
+                // Made meanwhile: reading again finds and names it.
+                Err(f) if f.is(StatusCode::CONFLICT) => return Err(TxError::Stale(f.error)),
+                Err(f) => {
+                    return Err(TxError::Failed(needs_a_fix(&f.message).unwrap_or(f.error)));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A member PATCH of one pool: a pool that is gone (404, deleted by hand since the
     /// read) is [`TxError::Stale`], so the caller reads again and recreates it.
     pub(crate) async fn patch_members(&self, path: &str, body: &Value) -> Result<(), TxError> {
         let _w = self.writes.lock().await;
-        match self.exchange(Method::PATCH, path, Some(body), None).await {
+        match self
+            .session
+            .exchange(Method::PATCH, path, Some(body), None)
+            .await
+        {
             Ok(_) => Ok(()),
-            Err(f) if f.is(StatusCode::NOT_FOUND) => Err(TxError::Stale(f.error)),
-            Err(f) => Err(TxError::Failed(f.error)),
+            Err(f) if f.is(StatusCode::NOT_FOUND) && !f.message.contains("not registered") => {
+                Err(TxError::Stale(f.error))
+            }
+            Err(f) => Err(TxError::Failed(needs_a_fix(&f.message).unwrap_or(f.error))),
         }
     }
 
@@ -371,8 +309,21 @@ impl BigIp {
             return Ok(());
         }
         let failed = |f: Failure| TxError::Failed(f.error);
+        // A transaction that is not committed within `timeoutSeconds` is silently removed
+        // (DevCentral "Demystifying iControl REST part 7"): its id is then unknown.
+        let expired = |id: u64, f: Failure| {
+            if f.is(StatusCode::NOT_FOUND) && f.message.contains("ransaction") {
+                TxError::Failed(ProviderError::transient(format!(
+                    "BIG-IP transaction {id} expired before it was committed: {}",
+                    f.message
+                )))
+            } else {
+                TxError::Failed(f.error)
+            }
+        };
         let _w = self.writes.lock().await;
         let t = self
+            .session
             .exchange(Method::POST, "/mgmt/tm/transaction", Some(&json!({})), None)
             .await
             .map_err(failed)?;
@@ -384,48 +335,24 @@ impl BigIp {
         for c in commands {
             let method = Method::from_bytes(c.method.as_bytes()).unwrap_or(Method::PATCH);
             let body = (!c.body.is_null()).then_some(&c.body);
-            self.exchange(method, &c.path, body, Some(id))
+            self.session
+                .exchange(method, &c.path, body, Some(id))
                 .await
-                .map_err(failed)?;
+                .map_err(|f| expired(id, f))?;
         }
         // The commit carries no coordination header.
-        let done = match self
+        let done = self
+            .session
             .exchange(
                 Method::PATCH,
                 &format!("/mgmt/tm/transaction/{id}"),
                 Some(&json!({"state": "VALIDATING"})),
                 None,
             )
-            .await
-        {
+            .await;
+        let done = match done {
             Ok(d) => d,
-            // A create met an object made after our read (01020066 "already exists"; 409,
-            // some versions 400). Nothing was applied.
-            Err(Failure {
-                status,
-                error: ProviderError::Invalid { field, reason },
-            }) if status == Some(StatusCode::CONFLICT)
-                || reason.contains("01020066")
-                || reason.contains("already exists") =>
-            {
-                return Err(TxError::Stale(ProviderError::Invalid {
-                    field,
-                    reason: format!(
-                        "{reason}; an object of that name is in the partition but not tagged as this Service's (portway-uid): delete or rename it on the BIG-IP"
-                    ),
-                }));
-            }
-            // An object we change was deleted between our read and the commit (drift):
-            // nothing was applied; read again and retry.
-            Err(Failure {
-                error: ProviderError::Invalid { reason, .. },
-                ..
-            }) if reason.contains("was not found") => {
-                return Err(TxError::Stale(ProviderError::transient(format!(
-                    "BIG-IP transaction {id} raced with a change: {reason}"
-                ))));
-            }
-            Err(f) => return Err(failed(f)),
+            Err(f) => return Err(Self::commit_failure(id, commands, f, expired)),
         };
         if done["state"] != "COMPLETED" {
             return Err(TxError::Failed(ProviderError::transient(format!(
@@ -436,8 +363,53 @@ impl BigIp {
         Ok(())
     }
 
-    /// Deletes nodes of the partition that no pool member references (best effort).
-    pub async fn gc_nodes(&self, partition: &str) {
+    /// What a refused commit means for the caller.
+    fn commit_failure(
+        id: u64,
+        commands: &[Command],
+        f: Failure,
+        expired: impl Fn(u64, Failure) -> TxError,
+    ) -> TxError {
+        if let Some(e) = needs_a_fix(&f.message) {
+            return TxError::Failed(e);
+        }
+        let ProviderError::Invalid { field, reason } = &f.error else {
+            return expired(id, f);
+        };
+        // A create met an object made after our read (01020066 "already exists"; 409,
+        // some versions 400). Nothing was applied.
+        if f.is(StatusCode::CONFLICT)
+            || reason.contains("01020066")
+            || reason.contains("already exists")
+        {
+            return TxError::Stale(ProviderError::Invalid {
+                field: field.clone(),
+                reason: format!(
+                    "{reason}; an object of that name is in the partition but not tagged as this Service's (portway-uid): delete or rename it on the BIG-IP"
+                ),
+            });
+        }
+        // An object we change or delete was deleted between our read and the commit
+        // (drift): nothing was applied; read again and retry. Any other missing object is
+        // not ours to conjure.
+        if let Some(path) = not_found_path(&f.message) {
+            let tail = path.replace('/', "~").replace('%', "%25");
+            let ours = commands
+                .iter()
+                .any(|c| c.method != "POST" && c.path.ends_with(&tail));
+            if ours {
+                return TxError::Stale(ProviderError::transient(format!(
+                    "BIG-IP transaction {id} raced with a change: {reason}"
+                )));
+            }
+        }
+        expired(id, f)
+    }
+
+    /// Deletes the nodes of the partition that Portway created and no pool of the partition
+    /// uses (best effort: the device refuses a node still referenced, from any partition).
+    /// Nodes a person or another controller made are never touched.
+    pub async fn gc_nodes(&self, partition: &str, rd: u32) {
         let filter = format!("$filter=partition+eq+{partition}");
         let (Ok(nodes), Ok(pools)) = (
             self.items(&format!("/mgmt/tm/ltm/node?{filter}")).await,
@@ -449,17 +421,13 @@ impl BigIp {
             return;
         };
         let used: Vec<String> = pools
-            .iter()
-            .flat_map(|p| {
-                p.pointer("/membersReference/items")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default()
-            })
+            .into_iter()
+            .map(|p| current::pool(p, rd))
+            .flat_map(|p| p["members"].as_array().cloned().unwrap_or_default())
             .filter_map(|m| m["address"].as_str().map(String::from))
             .collect();
-        for n in nodes {
-            let addr = n["address"].as_str().unwrap_or("");
+        for n in nodes.iter().filter(|n| is_portway_node(n)) {
+            let addr = crate::names::strip_rd(n["address"].as_str().unwrap_or(""), rd);
             if used.iter().any(|u| u == addr) {
                 continue;
             }
@@ -470,7 +438,7 @@ impl BigIp {
             );
             let _w = self.writes.lock().await;
             if let Err(e) = self.call(Method::DELETE, &path, None, None).await {
-                // "still referenced" (another writer's member) is fine; try next time.
+                // "still referenced" (another partition's member) is fine; try next time.
                 debug!(node = name, %e, "node not deleted");
             }
         }
@@ -478,24 +446,32 @@ impl BigIp {
 
     /// Saves the running configuration so a reboot keeps it.
     pub async fn save(&self) -> Result<(), ProviderError> {
-        self.write(
-            Method::POST,
-            "/mgmt/tm/sys/config",
-            &json!({"command": "save"}),
-        )
-        .await
-        .map(|_| ())
+        let _w = self.writes.lock().await;
+        match self
+            .session
+            .exchange(
+                Method::POST,
+                "/mgmt/tm/sys/config",
+                Some(&json!({"command": "save"})),
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(f) if f.is(StatusCode::UNAUTHORIZED) => {
+                if !self.save_refused.swap(true, Ordering::Relaxed) {
+                    warn!(message = %f.message, "this BIG-IP account may not save the configuration: changes stay in the running configuration until an administrator saves");
+                } else {
+                    info!("BIG-IP configuration not saved (not permitted)");
+                }
+                Ok(())
+            }
+            Err(f) => Err(f.error),
+        }
     }
 
     /// Deletes the token (at shutdown: a user may hold at most 100).
     pub async fn logout(&self) {
-        if let Some(t) = self.token.lock().await.take() {
-            let _ = self
-                .http
-                .delete(format!("{}/mgmt/shared/authz/tokens/{t}", self.base))
-                .header("X-F5-Auth-Token", &t)
-                .send()
-                .await;
-        }
+        self.session.logout().await;
     }
 }

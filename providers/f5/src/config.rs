@@ -42,10 +42,11 @@ pub struct F5Config {
     /// `nodeport` (default) or `cluster`.
     #[serde(default)]
     pub member_mode: MemberMode,
-    /// `tcp` for a TCP monitor Portway creates per port (interval 5, timeout 16), or the
-    /// full path of an existing monitor such as `/Common/http`.
-    #[serde(default = "default_monitor")]
-    pub monitor: String,
+    /// The health monitor of each protocol's pools: one value for TCP ports (`tcp`, the
+    /// default, or an existing monitor's path such as `/Common/http`), or a map with keys
+    /// `tcp`, `udp` and `sctp`. See [`MonitorSetting`].
+    #[serde(default)]
+    pub monitor: MonitorSetting,
     /// PEM CA bundle to verify the BIG-IP's certificate; empty: the system roots.
     #[serde(default)]
     pub ca_bundle: String,
@@ -60,9 +61,6 @@ pub struct F5Config {
 fn default_partition() -> String {
     "portway".into()
 }
-fn default_monitor() -> String {
-    "tcp".into()
-}
 fn default_resync() -> Duration {
     Duration::from_secs(300)
 }
@@ -71,7 +69,199 @@ fn issue(path: &str, message: impl Into<String>) -> ConfigIssue {
     ConfigIssue::new(path, message)
 }
 
+/// What `f5.monitor` says, as written: one value (for TCP ports) or one per protocol.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum MonitorSetting {
+    /// `monitor: tcp` or `monitor: /Common/http`: TCP ports; UDP and SCTP keep their default.
+    One(String),
+    /// `monitor: {tcp: …, udp: …, sctp: …}`; a key left out keeps its default.
+    PerProtocol(PerProtocol),
+}
+
+impl Default for MonitorSetting {
+    fn default() -> Self {
+        MonitorSetting::One("tcp".into())
+    }
+}
+
+/// The per-protocol form of `f5.monitor`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PerProtocol {
+    /// TCP ports: `tcp` (default), `gateway-icmp`, `none` or an existing monitor's path.
+    pub tcp: Option<String>,
+    /// UDP ports: `none` (default), `udp`, `gateway-icmp` or an existing monitor's path.
+    pub udp: Option<String>,
+    /// SCTP ports: `none` (default), `gateway-icmp` or an existing monitor's path.
+    pub sctp: Option<String>,
+}
+
+/// A monitor type Portway makes, one per port, in its partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MonitorKind {
+    /// `ltm monitor tcp`: a TCP connection to the member.
+    Tcp,
+    /// `ltm monitor udp`: a datagram to the member, down on ICMP port unreachable.
+    Udp,
+    /// `ltm monitor gateway-icmp`: an ICMP echo to the member's address (the node is up).
+    GatewayIcmp,
+}
+
+impl MonitorKind {
+    /// Every kind, for reading the partition.
+    pub const ALL: [MonitorKind; 3] =
+        [MonitorKind::Tcp, MonitorKind::Udp, MonitorKind::GatewayIcmp];
+
+    /// The REST collection: `/mgmt/tm/ltm/monitor/<collection>`.
+    pub fn collection(self) -> &'static str {
+        match self {
+            MonitorKind::Tcp => "tcp",
+            MonitorKind::Udp => "udp",
+            MonitorKind::GatewayIcmp => "gateway-icmp",
+        }
+    }
+
+    /// The built-in parent (`gateway_icmp` with an underscore: F5Networks/
+    /// terraform-provider-bigip issue #553).
+    pub fn parent(self) -> &'static str {
+        match self {
+            MonitorKind::Tcp => "/Common/tcp",
+            MonitorKind::Udp => "/Common/udp",
+            MonitorKind::GatewayIcmp => "/Common/gateway_icmp",
+        }
+    }
+
+    /// The suffix of the monitor's name, so a change of kind is a new monitor, not a
+    /// clash in the one name space all monitor types share.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            MonitorKind::Tcp => "tcp",
+            MonitorKind::Udp => "udp",
+            MonitorKind::GatewayIcmp => "gwicmp",
+        }
+    }
+}
+
+/// The monitor of one protocol's pools.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MonitorChoice {
+    /// A monitor Portway makes per port (interval 5, timeout 16).
+    Make(MonitorKind),
+    /// An existing monitor, by full path (`/Common/http`).
+    Existing(String),
+    /// No monitor: a member is used while its node is Ready.
+    None,
+}
+
+/// The monitor choice per protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Monitors {
+    /// TCP ports.
+    pub tcp: MonitorChoice,
+    /// UDP ports. A TCP monitor on a UDP port marks every member down, so the default is
+    /// none (as for SCTP).
+    pub udp: MonitorChoice,
+    /// SCTP ports.
+    pub sctp: MonitorChoice,
+}
+
+impl Default for Monitors {
+    fn default() -> Self {
+        Monitors {
+            tcp: MonitorChoice::Make(MonitorKind::Tcp),
+            udp: MonitorChoice::None,
+            sctp: MonitorChoice::None,
+        }
+    }
+}
+
+/// A full path `/Partition/name` as BIG-IP names objects.
+fn is_full_path(s: &str) -> bool {
+    let mut parts = s.strip_prefix('/').unwrap_or("").splitn(2, '/');
+    let ok = |p: Option<&str>| {
+        p.is_some_and(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
+        })
+    };
+    ok(parts.next()) && ok(parts.next())
+}
+
+fn choice(path: &str, value: &str, made: &[MonitorKind]) -> Result<MonitorChoice, ConfigIssue> {
+    if value == "none" {
+        return Ok(MonitorChoice::None);
+    }
+    if let Some(kind) = made.iter().find(|k| k.collection() == value) {
+        return Ok(MonitorChoice::Make(*kind));
+    }
+    if is_full_path(value) {
+        return Ok(MonitorChoice::Existing(value.to_string()));
+    }
+    let names: Vec<&str> = made.iter().map(|k| k.collection()).collect();
+    Err(issue(
+        path,
+        format!(
+            "{value:?} is not {}, `none` or the full path of an existing monitor such as /Common/http",
+            names.join(", ")
+        ),
+    ))
+}
+
+impl MonitorSetting {
+    /// The monitor of each protocol, or what is wrong with the setting.
+    pub fn choices(&self) -> Result<Monitors, Vec<ConfigIssue>> {
+        use MonitorKind::*;
+        let mut m = Monitors::default();
+        let mut issues = Vec::new();
+        let mut set =
+            |path: &str, value: Option<&String>, made: &[MonitorKind], slot: &mut MonitorChoice| {
+                if let Some(v) = value {
+                    match choice(path, v, made) {
+                        Ok(c) => *slot = c,
+                        Err(e) => issues.push(e),
+                    }
+                }
+            };
+        match self {
+            MonitorSetting::One(v) => set("f5.monitor", Some(v), &[Tcp, GatewayIcmp], &mut m.tcp),
+            MonitorSetting::PerProtocol(p) => {
+                set(
+                    "f5.monitor.tcp",
+                    p.tcp.as_ref(),
+                    &[Tcp, GatewayIcmp],
+                    &mut m.tcp,
+                );
+                set(
+                    "f5.monitor.udp",
+                    p.udp.as_ref(),
+                    &[Udp, GatewayIcmp],
+                    &mut m.udp,
+                );
+                set(
+                    "f5.monitor.sctp",
+                    p.sctp.as_ref(),
+                    &[GatewayIcmp],
+                    &mut m.sctp,
+                );
+            }
+        }
+        if issues.is_empty() {
+            Ok(m)
+        } else {
+            Err(issues)
+        }
+    }
+}
+
 impl F5Config {
+    /// The monitor of each protocol. [`F5Config::from_value`] refused a setting that does not
+    /// resolve, so the defaults stand in only for a config built some other way.
+    pub fn monitors(&self) -> Monitors {
+        self.monitor.choices().unwrap_or_default()
+    }
+
     /// Parses and checks the section; `known_pools` cross-checks `pools`.
     pub fn from_value(
         value: &serde_json::Value,
@@ -103,11 +293,8 @@ impl F5Config {
                 "must start with a letter and hold only letters, digits, '_', '-' and '.'",
             ));
         }
-        if cfg.monitor != "tcp" && !cfg.monitor.starts_with('/') {
-            issues.push(issue(
-                "f5.monitor",
-                "`tcp`, or the full path of an existing monitor such as /Common/http",
-            ));
+        if let Err(mut bad) = cfg.monitor.choices() {
+            issues.append(&mut bad);
         }
         if cfg.resync_period.is_zero() {
             issues.push(issue("f5.resyncPeriod", "must be greater than 0, e.g. 5m"));
@@ -145,6 +332,7 @@ mod tests {
         assert_eq!(c.partition, "portway");
         assert_eq!(c.member_mode, MemberMode::Nodeport);
         assert_eq!(c.resync_period, Duration::from_secs(300));
+        assert_eq!(c.monitors(), Monitors::default());
         let e = F5Config::from_value(&json!({"url": "b", "partition": "Common", "credentialsSecret": {"namespace": "n", "name": "s"}, "pools": ["x"]}), Some(&["y"])).expect_err("bad");
         let paths: Vec<&str> = e.iter().map(|i| i.path.as_str()).collect();
         assert!(
@@ -155,5 +343,34 @@ mod tests {
         );
         let e = F5Config::from_value(&json!({"url": "https://b"}), None).expect_err("missing");
         assert!(e[0].message.contains("credentialsSecret"), "{e:?}");
+    }
+
+    #[test]
+    fn monitors_per_protocol() {
+        let cfg = |m: serde_json::Value| {
+            F5Config::from_value(
+                &json!({"url": "https://b", "credentialsSecret": {"namespace": "n", "name": "s"},
+                    "monitor": m}),
+                None,
+            )
+        };
+        let c = cfg(json!("/Common/http")).expect("one path");
+        assert_eq!(
+            c.monitors().tcp,
+            MonitorChoice::Existing("/Common/http".into())
+        );
+        assert_eq!(c.monitors().udp, MonitorChoice::None);
+        let c = cfg(json!({"udp": "gateway-icmp", "sctp": "/Common/gateway_icmp"})).expect("map");
+        let m = c.monitors();
+        assert_eq!(m.tcp, MonitorChoice::Make(MonitorKind::Tcp));
+        assert_eq!(m.udp, MonitorChoice::Make(MonitorKind::GatewayIcmp));
+        assert_eq!(
+            m.sctp,
+            MonitorChoice::Existing("/Common/gateway_icmp".into())
+        );
+        let e = cfg(json!({"udp": "tcp", "sctp": "http"})).expect_err("bad");
+        let paths: Vec<&str> = e.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(paths, ["f5.monitor.udp", "f5.monitor.sctp"], "{e:?}");
+        assert!(cfg(json!({"icmp": "none"})).is_err(), "unknown key");
     }
 }

@@ -42,12 +42,37 @@ pub fn destination(partition: &str, ip: IpAddr, port: u16) -> String {
     }
 }
 
-/// A pool member's name: `ip:port`, IPv6 `ip.port`.
-pub fn member_name(ip: IpAddr, port: u16) -> String {
-    match ip {
-        IpAddr::V4(_) => format!("{ip}:{port}"),
-        IpAddr::V6(_) => format!("{ip}.{port}"),
+/// A pool member's name from its node's name: `node:port`, or `node.port` when the node's
+/// name is an IPv6 address (f5devcentral/f5-cccl `f5_cccl/resource/ltm/pool_member.py`).
+pub fn member_name(node: &str, port: u16) -> String {
+    if node.contains(':') {
+        format!("{node}.{port}")
+    } else {
+        format!("{node}:{port}")
     }
+}
+
+/// The name of the monitor Portway makes for the pool `base` (kind suffix included, so a
+/// new kind is a new name in the one name space monitors share).
+pub fn monitor_name(base: &str, kind: crate::config::MonitorKind) -> String {
+    format!("{base}_{}", kind.suffix())
+}
+
+/// `addr` without `%<rd>`: how Portway compares an address of the partition's default
+/// route domain, which the device writes with or without the suffix (an F5 engineer on
+/// f5devcentral/f5-cccl PR #196: "Typically, it doesn't, but it's also not consistent").
+pub fn strip_rd(addr: &str, rd: u32) -> &str {
+    addr.strip_suffix(&format!("%{rd}") as &str).unwrap_or(addr)
+}
+
+/// The host part of `host:port` or IPv6 `host.port`, and the port.
+pub fn split_host_port(name: &str) -> Option<(&str, u16)> {
+    let (host, port) = if name.matches(':').count() > 1 {
+        name.rsplit_once('.')?
+    } else {
+        name.rsplit_once(':')?
+    };
+    Some((host, port.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -79,9 +104,11 @@ mod tests {
             destination("p", "2001:db8::10".parse().expect("ip"), 80),
             "/p/2001:db8::10.80"
         );
-        assert_eq!(
-            member_name("fd00::1".parse().expect("ip"), 30080),
-            "fd00::1.30080"
-        );
+        assert_eq!(member_name("fd00::1", 30080), "fd00::1.30080");
+        assert_eq!(member_name("10.0.0.1", 30080), "10.0.0.1:30080");
+        assert_eq!(strip_rd("10.0.0.1%2", 2), "10.0.0.1");
+        assert_eq!(strip_rd("10.0.0.1%22", 2), "10.0.0.1%22");
+        assert_eq!(split_host_port("fd00::1%2.80"), Some(("fd00::1%2", 80)));
+        assert_eq!(split_host_port("web1:80"), Some(("web1", 80)));
     }
 }

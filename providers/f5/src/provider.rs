@@ -1,8 +1,13 @@
 //! The f5 provider: VIPs from the shared allocator, objects on the BIG-IP, drift repair.
 
-use crate::client::{BigIp, Credentials, TxError};
+use crate::client::{BigIp, PartitionInfo, TxError};
 use crate::config::{F5Config, MemberMode};
-use crate::plan::{Current, Desired, Plan, desired, plan, tagged_service, tagged_uid};
+use crate::current::Current;
+use crate::desired::{Desired, desired};
+use crate::nodes::NodeIndex;
+use crate::plan::{Plan, needs_nodes, plan};
+use crate::session::Credentials;
+use crate::tag::{tagged_service, tagged_uid};
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -54,7 +59,9 @@ struct Core {
     device: Arc<BigIp>,
     /// Services this provider manages, with their uids: their objects are never swept.
     managed: Mutex<BTreeMap<ServiceKey, String>>,
-    partition_ready: AtomicBool,
+    /// The partition once it is known to exist, with the route domains of the partitions
+    /// the account reads.
+    partition: Mutex<Option<PartitionInfo>>,
     save_pending: Arc<AtomicBool>,
     /// When the credentials Secret was last read: it is read again once per resync period,
     /// or at once after the device refused it, not on every reconcile.
@@ -95,7 +102,7 @@ impl F5Provider {
             cfg,
             device,
             managed: Mutex::default(),
-            partition_ready: AtomicBool::new(false),
+            partition: Mutex::default(),
             save_pending: Arc::new(AtomicBool::new(false)),
             creds_read: Mutex::new(None),
         });
@@ -170,8 +177,8 @@ async fn resync(core: Arc<Core>, tx: mpsc::UnboundedSender<ServiceKey>) {
     loop {
         tick.tick().await;
         match core.session().await {
-            Ok(()) => {
-                if let Err(e) = core.sweep().await {
+            Ok(info) => {
+                if let Err(e) = core.sweep(&info).await {
                     warn!(%e, "sweeping orphaned BIG-IP objects");
                 }
             }
@@ -229,17 +236,18 @@ impl Core {
     }
 
     /// Credentials loaded and the partition present: the step before every device call.
-    async fn session(&self) -> Result<(), ProviderError> {
+    async fn session(&self) -> Result<PartitionInfo, ProviderError> {
         let fresh = lock(&self.creds_read).is_some_and(|t| t.elapsed() < self.cfg.resync_period);
         if !fresh || self.device.credentials_refused() {
             self.load_credentials().await?;
             *lock(&self.creds_read) = Some(Instant::now());
         }
-        if !self.partition_ready.load(Ordering::Relaxed) {
-            self.device.ensure_partition(&self.cfg.partition).await?;
-            self.partition_ready.store(true, Ordering::Relaxed);
+        if let Some(info) = lock(&self.partition).clone() {
+            return Ok(info);
         }
-        Ok(())
+        let info = self.device.ensure_partition(&self.cfg.partition).await?;
+        *lock(&self.partition) = Some(info.clone());
+        Ok(info)
     }
 
     async fn members(
@@ -294,19 +302,6 @@ impl Core {
         }
     }
 
-    fn own(current: Current, uid: &str) -> Current {
-        let keep = |v: Vec<serde_json::Value>| {
-            v.into_iter()
-                .filter(|o| tagged_uid(o) == Some(uid))
-                .collect()
-        };
-        Current {
-            monitors: keep(current.monitors),
-            pools: keep(current.pools),
-            virtuals: keep(current.virtuals),
-        }
-    }
-
     fn schedule_save(&self) {
         if self.save_pending.swap(true, Ordering::SeqCst) {
             return;
@@ -328,11 +323,17 @@ impl Core {
         nodes: &[LbNode],
         ips: &[IpAddr],
     ) -> Result<(), ProviderError> {
-        self.session().await?;
+        let info = self.session().await?;
         let members = self.members(svc, nodes).await?;
-        let want = desired(svc, ips, &members, &self.cfg.partition, &self.cfg.monitor);
-        if let Some(p) = self.apply_fresh(None, &svc.uid, &want).await? {
-            info!(service = %svc.key, patches = p.member_patches.len(), commands = p.transaction.len(), "BIG-IP converged");
+        let want = desired(
+            svc,
+            ips,
+            &members,
+            &self.cfg.partition,
+            &self.cfg.monitors(),
+        );
+        if let Some(p) = self.apply_fresh(&info, None, &svc.uid, &want).await? {
+            info!(service = %svc.key, nodes = p.nodes.len(), patches = p.member_patches.len(), commands = p.transaction.len(), "BIG-IP converged");
         }
         Ok(())
     }
@@ -346,18 +347,27 @@ impl Core {
     /// this loop. Returns the plan applied, `None` when already in sync.
     async fn apply_fresh(
         &self,
+        info: &PartitionInfo,
         read: Option<Current>,
         uid: &str,
         want: &Desired,
     ) -> Result<Option<Plan>, ProviderError> {
+        let partition = &self.cfg.partition;
         let mut read = read;
         let mut reread = false;
         let applied = loop {
             let current = match read.take() {
                 Some(c) => c,
-                None => self.device.read(&self.cfg.partition).await?,
+                None => self.device.read(partition, info.route_domain).await?,
             };
-            let p = plan(want, &Self::own(current, uid), &self.cfg.partition);
+            let own = current.filter(|o| tagged_uid(o) == Some(uid));
+            // Members name nodes: only an address new to the Service's pools needs a read of them.
+            let index = if needs_nodes(want, &own) {
+                self.device.nodes(partition, info).await?
+            } else {
+                NodeIndex::from_members(partition, &own)
+            };
+            let p = plan(want, &own, partition, &index);
             if p.is_empty() {
                 return Ok(None);
             }
@@ -370,13 +380,15 @@ impl Core {
                 Err(e) => return Err(e.into()),
             }
         };
-        self.device.gc_nodes(&self.cfg.partition).await;
+        self.device.gc_nodes(partition, info.route_domain).await;
         self.schedule_save();
         Ok(Some(applied))
     }
 
-    /// Sends a plan: its member PATCHes, then its transaction (a plan has one or the other).
+    /// Sends a plan: its nodes and member PATCHes, or its transaction (a plan has one or the
+    /// other).
     async fn apply(&self, p: &Plan) -> Result<(), TxError> {
+        self.device.create_nodes(&p.nodes).await?;
         for (pool, members) in &p.member_patches {
             let path = format!(
                 "/mgmt/tm/ltm/pool/{}",
@@ -391,21 +403,29 @@ impl Core {
 
     /// Deletes everything of `uid`, planned against `read` when the caller has just read
     /// the partition.
-    async fn remove(&self, read: Option<Current>, uid: &str) -> Result<(), ProviderError> {
-        self.apply_fresh(read, uid, &Desired::default())
+    async fn remove(
+        &self,
+        info: &PartitionInfo,
+        read: Option<Current>,
+        uid: &str,
+    ) -> Result<(), ProviderError> {
+        self.apply_fresh(info, read, uid, &Desired::default())
             .await
             .map(|_| ())
     }
 
     /// Deletes tagged objects whose Service is gone (or was recreated with another uid).
-    async fn sweep(&self) -> Result<(), ProviderError> {
-        let current = self.device.read(&self.cfg.partition).await?;
+    async fn sweep(&self, info: &PartitionInfo) -> Result<(), ProviderError> {
+        let current = self
+            .device
+            .read(&self.cfg.partition, info.route_domain)
+            .await?;
         let mut uids: BTreeMap<String, String> = BTreeMap::new();
         for o in current
             .virtuals
             .iter()
             .chain(&current.pools)
-            .chain(&current.monitors)
+            .chain(current.monitors.iter().map(|(_, m)| m))
         {
             if let (Some(uid), Some(svc)) = (tagged_uid(o), tagged_service(o)) {
                 uids.insert(uid.to_string(), svc.to_string());
@@ -426,7 +446,7 @@ impl Core {
             }
             info!(service = %svc, "removing BIG-IP objects of a Service that is gone");
             // The partition as read above: each uid's plan touches only its own objects.
-            self.remove(Some(current.clone()), &uid).await?;
+            self.remove(info, Some(current.clone()), &uid).await?;
         }
         Ok(())
     }
@@ -450,8 +470,8 @@ impl LoadBalancerProvider for F5Provider {
         // Addresses outside every pool come back as `Orphaned` from `adopt` itself.
         let problems = self.vips.adopt(existing);
         match self.core.session().await {
-            Ok(()) => {
-                if let Err(e) = self.core.sweep().await {
+            Ok(info) => {
+                if let Err(e) = self.core.sweep(&info).await {
                     warn!(%e, "sweeping orphaned BIG-IP objects");
                 }
             }
@@ -478,8 +498,8 @@ impl LoadBalancerProvider for F5Provider {
     }
 
     async fn ensure_deleted(&self, svc: &LbService) -> Result<(), ProviderError> {
-        self.core.session().await?;
-        self.core.remove(None, &svc.uid).await?;
+        let info = self.core.session().await?;
+        self.core.remove(&info, None, &svc.uid).await?;
         lock(&self.core.managed).remove(&svc.key);
         self.vips.release(&svc.key);
         Ok(())

@@ -1,20 +1,35 @@
 //! A simulated F5 BIG-IP: the iControl REST behaviour the f5 provider relies on, so it can be
 //! tested end to end without an appliance (no usable emulator exists).
 //!
-//! Reproduced on purpose: token login and a token lifetime (1200 s, 401 after expiry), `~`
-//! paths, F5-style error bodies, PATCH replacing a pool's members while keeping the other
-//! fields and PUT resetting them, nodes created by pool members (a member named without
-//! `address` gets it from its name, `ip:port` or IPv6 `ip.port`) and not deletable while
-//! referenced, an existing member's address not changeable by a PATCH, virtual addresses
-//! created with their first virtual and removed with the last (`autoDelete`), transactions
-//! (queued with `X-F5-REST-Coordination-Id`, all-or-nothing on commit, `COMPLETED`), and
-//! injectable 503 / "mcpd" faults and concurrent writers. Objects live in memory.
+//! It was first written from the same reading of the documentation as the provider, which
+//! hid the provider's mistakes; every behaviour now names the recorded device response or
+//! mature client it follows, in the module that implements it, and the sim's own tests
+//! (`tests/`) quote those sources:
+//! - `auth`: token login, lifetime and the 100-token cap, 401 bodies for an expired token
+//!   and for a permission denial, Administrator and partition-scoped Manager roles;
+//! - `schema`: the properties each object kind accepts (`metadata` on pool, virtual and
+//!   node, never on a monitor) and the 400 "Found unexpected json pair" for any other;
+//! - `render`: the trailing space on a pool's monitor reference, subcollections shown only
+//!   with `expandSubcollections=true`, route domains in addresses;
+//! - `nodes`: members naming their node and partition (`/Common` when unnamed), one node
+//!   per IP and route domain across partitions, nodes undeletable while referenced;
+//! - `address`: route domains (`%N`, the partition's `defaultRouteDomain`);
+//! - `ltm`: PATCH vs PUT, immutable monitor parents, references that must exist;
+//! - `store`: partitions, transactions (all-or-nothing, expiring), injectable 503 / mcpd
+//!   faults and concurrent writers. Objects live in memory.
 
+mod address;
+mod auth;
 mod ltm;
+mod nodes;
+mod render;
+mod schema;
 mod store;
 #[cfg(test)]
 mod tests;
 
+pub use address::RouteDomainDisplay;
+pub use auth::Role;
 pub use store::Request;
 
 use axum::body::Bytes;
@@ -79,11 +94,63 @@ impl BigIpSim {
         &self.url
     }
 
-    /// Sets the login credentials.
+    /// Replaces the account the simulator started with (an Administrator) by `user` with
+    /// `password`, as when an administrator rotates the password.
     pub fn set_credentials(&self, user: &str, password: &str) {
         let mut s = lock(&self.state);
-        s.user = user.to_string();
-        s.password = password.to_string();
+        let old = std::mem::replace(&mut s.default_user, user.to_string());
+        s.users.remove(&old);
+        s.users.insert(
+            user.to_string(),
+            auth::User {
+                password: password.to_string(),
+                role: Role::Administrator,
+            },
+        );
+    }
+
+    /// Adds (or replaces) an account with `role`.
+    pub fn add_user(&self, user: &str, password: &str, role: Role) {
+        lock(&self.state).users.insert(
+            user.to_string(),
+            auth::User {
+                password: password.to_string(),
+                role,
+            },
+        );
+    }
+
+    /// Creates a partition whose `defaultRouteDomain` is `route_domain`, or changes the
+    /// default of an existing one.
+    pub fn set_partition(&self, partition: &str, route_domain: u32) {
+        lock(&self.state)
+            .partitions
+            .insert(partition.to_string(), route_domain);
+    }
+
+    /// How addresses show their route domain in what the device returns.
+    pub fn set_route_domain_display(&self, display: RouteDomainDisplay) {
+        lock(&self.state).rd_display = display;
+    }
+
+    /// How long an open transaction lives before it is silently removed (default 120 s).
+    pub fn set_transaction_timeout(&self, timeout: Duration) {
+        lock(&self.state).tx_timeout = timeout;
+    }
+
+    /// Live tokens `user` holds now.
+    pub fn tokens_held(&self, user: &str) -> usize {
+        let s = lock(&self.state);
+        let now = Instant::now();
+        s.tokens
+            .values()
+            .filter(|t| t.user == user && t.expires > now)
+            .count()
+    }
+
+    /// Successful logins so far.
+    pub fn logins(&self) -> usize {
+        lock(&self.state).logins
     }
 
     /// Sets the lifetime of new tokens (default 1200 s).
@@ -125,9 +192,9 @@ impl BigIpSim {
     }
 
     /// Objects of one collection (`pool`, `virtual`, `monitor/tcp`, `node`,
-    /// `virtual-address`) in a partition.
+    /// `virtual-address`) in a partition, as an expanded GET shows them.
     pub fn objects(&self, collection: &str, partition: &str) -> Vec<Value> {
-        lock(&self.state).list(collection, Some(partition), true)
+        lock(&self.state).list(store::SYSTEM, collection, Some(partition), true)
     }
 
     /// Deletes an object behind the provider's back (drift), ignoring references.
@@ -139,7 +206,7 @@ impl BigIpSim {
     /// e.g. `{"name": .., "partition": ..}`), with the device's own checks: the partition
     /// must exist and the name be free. Returns the device's error message when refused.
     pub fn create_by_hand(&self, collection: &str, body: Value) -> Result<(), String> {
-        match lock(&self.state).create(collection, body) {
+        match lock(&self.state).create(store::SYSTEM, collection, body) {
             (code, _) if code < 300 => Ok(()),
             (_, out) => Err(out["message"].as_str().unwrap_or("refused").to_string()),
         }
@@ -174,7 +241,10 @@ impl BigIpSim {
         patch: Value,
     ) -> bool {
         let path = format!("{}/~{partition}~{name}", collection.trim_end_matches('/'));
-        lock(&self.state).ltm(&Method::PATCH, &path, "", patch).0 < 300
+        lock(&self.state)
+            .ltm(store::SYSTEM, &Method::PATCH, &path, "", patch)
+            .0
+            < 300
     }
 
     /// How many `save` commands were received.

@@ -1,8 +1,17 @@
 //! The simulated BIG-IP's state and its request handling (synchronous, under one lock):
-//! routing, login and tokens, partitions, transactions and faults. What one LTM object
-//! write does is in `ltm`.
+//! routing, partitions, transactions and faults. Accounts and tokens are in `auth`, what
+//! one LTM object write does is in `ltm`, how objects are shown in `render`.
+//!
+//! Transactions follow the iControl REST user guide as DevCentral's "Demystifying iControl
+//! REST part 7" and F5's automation lab (clouddocs.f5.com … class01/module1/lab6) describe
+//! them: `POST /mgmt/tm/transaction` opens one, a request with `X-F5-REST-Coordination-Id`
+//! is queued instead of applied, `PATCH {"state":"VALIDATING"}` without the header commits
+//! all-or-nothing and answers `COMPLETED`; a transaction not committed within its
+//! `timeoutSeconds` "will be silently removed" (30 s on 11.5 in the DevCentral example,
+//! "default timeout of 120 seconds" in the lab), after which its id is unknown (404).
 
-use super::ltm::destination_address;
+use super::address::{RouteDomainDisplay, split_destination};
+use super::auth::{Role, Token, User};
 use axum::http::Method;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -24,6 +33,8 @@ pub struct Request {
     pub method: String,
     /// Path (no query).
     pub path: String,
+    /// The query string (`$filter=…&expandSubcollections=true`), empty when none.
+    pub query: String,
     /// Queued inside a transaction (`X-F5-REST-Coordination-Id`).
     pub in_transaction: bool,
     /// The JSON body (`Null` when there was none), so tests can check what a client sent,
@@ -44,27 +55,34 @@ pub(crate) enum Fault {
     Mcpd,
 }
 
-pub(crate) struct Token {
-    pub(crate) expires: Instant,
-}
-
 pub(super) struct Transaction {
     pub(super) created: Instant,
+    pub(super) user: String,
     pub(super) commands: Vec<(Method, String, Value)>,
 }
 
+/// The acting account of a change made behind a client's back (full access).
+pub(crate) const SYSTEM: &str = "";
+
 pub(crate) struct BigIpState {
-    pub(crate) user: String,
-    pub(crate) password: String,
+    pub(crate) users: BTreeMap<String, User>,
+    /// The account `set_credentials` replaces (the one the simulator starts with).
+    pub(crate) default_user: String,
     pub(crate) default_timeout: u64,
     pub(crate) tokens: HashMap<String, Token>,
+    /// Successful logins so far.
+    pub(crate) logins: usize,
+    pub(crate) rest_ops: u64,
     pub(crate) faults: VecDeque<Fault>,
     pub(crate) log: Vec<Request>,
     pub(crate) saves: usize,
-    pub(super) partitions: Vec<String>,
+    /// Partition name to its `defaultRouteDomain`.
+    pub(super) partitions: BTreeMap<String, u32>,
     pub(super) objects: BTreeMap<(String, String), Value>,
     pub(super) transactions: HashMap<u64, Transaction>,
     pub(super) next_tx: u64,
+    pub(crate) tx_timeout: Duration,
+    pub(crate) rd_display: RouteDomainDisplay,
     /// What a concurrent writer does just before the next LTM write or transaction is served.
     pub(crate) pending: Vec<Meanwhile>,
 }
@@ -78,51 +96,60 @@ pub(super) fn err(code: u16, message: impl Into<String>) -> Reply {
     )
 }
 
+/// The monitors every BIG-IP ships in `/Common` (the parents named by f5-common-python's
+/// and go-bigip's monitor code; `gateway_icmp` with an underscore per
+/// F5Networks/terraform-provider-bigip issue #553).
+const BUILTIN_MONITORS: &[(&str, &str)] = &[
+    ("tcp", "tcp"),
+    ("udp", "udp"),
+    ("http", "http"),
+    ("https", "https"),
+    ("icmp", "icmp"),
+    ("gateway-icmp", "gateway_icmp"),
+    ("tcp-half-open", "tcp_half_open"),
+];
+
 impl BigIpState {
     pub(crate) fn new(user: &str, password: &str) -> Self {
+        let mut users = BTreeMap::new();
+        users.insert(
+            user.to_string(),
+            User {
+                password: password.into(),
+                role: Role::Administrator,
+            },
+        );
+        let mut objects = BTreeMap::new();
+        for (ty, name) in BUILTIN_MONITORS {
+            objects.insert(
+                (format!("monitor/{ty}"), format!("/Common/{name}")),
+                json!({"name": name, "partition": "Common", "fullPath": format!("/Common/{name}"),
+                    "kind": format!("tm:ltm:monitor:{ty}:{ty}state"), "interval": 5, "timeout": 16}),
+            );
+        }
         BigIpState {
-            user: user.into(),
-            password: password.into(),
+            users,
+            default_user: user.into(),
             default_timeout: 1200,
             tokens: HashMap::new(),
+            logins: 0,
+            rest_ops: 6_229_426,
             faults: VecDeque::new(),
             log: Vec::new(),
             saves: 0,
-            partitions: vec!["Common".into()],
-            objects: BTreeMap::new(),
+            partitions: BTreeMap::from([("Common".to_string(), 0)]),
+            objects,
             transactions: HashMap::new(),
             next_tx: 1_389_812_351,
+            tx_timeout: Duration::from_secs(120),
+            rd_display: RouteDomainDisplay::default(),
             pending: Vec::new(),
         }
     }
 
-    pub(crate) fn list(
-        &self,
-        collection: &str,
-        partition: Option<&str>,
-        expand: bool,
-    ) -> Vec<Value> {
-        self.objects
-            .iter()
-            .filter(|((c, _), o)| c == collection && partition.is_none_or(|p| o["partition"] == p))
-            .map(|(_, o)| self.render(collection, o, expand))
-            .collect()
-    }
-
-    pub(super) fn render(&self, collection: &str, o: &Value, expand: bool) -> Value {
-        let mut o = o.clone();
-        if collection == "pool" {
-            let members = o
-                .as_object_mut()
-                .and_then(|m| m.remove("members"))
-                .unwrap_or(json!([]));
-            o["membersReference"] = if expand {
-                json!({"isSubcollection": true, "items": members})
-            } else {
-                json!({"isSubcollection": true, "link": format!("https://localhost/mgmt/tm/ltm/pool/{}/members", o["fullPath"].as_str().unwrap_or("").replace('/', "~"))})
-            };
-        }
-        o
+    /// The `defaultRouteDomain` of a partition (0 for one that does not exist).
+    pub(super) fn default_rd(&self, partition: &str) -> u32 {
+        self.partitions.get(partition).copied().unwrap_or(0)
     }
 
     pub(crate) fn remove(&mut self, collection: &str, full: &str) -> bool {
@@ -136,23 +163,23 @@ impl BigIpState {
         removed
     }
 
+    /// Virtual addresses made with `autoDelete` go with the last virtual that used them.
     pub(super) fn auto_delete_addresses(&mut self) {
         let used: Vec<String> = self
             .objects
             .iter()
             .filter(|((c, _), _)| c == "virtual")
-            .filter_map(|(_, v)| destination_address(v["destination"].as_str().unwrap_or("")))
-            .map(|(p, a)| format!("/{p}/{a}"))
+            .filter_map(|(_, v)| {
+                split_destination(v["destination"].as_str()?).map(|d| d.1.to_string())
+            })
             .collect();
-        self.objects.retain(|(c, full), o| {
-            c != "virtual-address" || o["autoDelete"] != "true" || used.contains(full)
+        self.objects.retain(|(c, _), o| {
+            c != "virtual-address"
+                || o["autoDelete"] != "true"
+                || o["address"]
+                    .as_str()
+                    .is_some_and(|a| used.iter().any(|u| u == a))
         });
-    }
-
-    fn token_ok(&self, token: Option<&str>) -> bool {
-        token
-            .and_then(|t| self.tokens.get(t))
-            .is_some_and(|t| t.expires > Instant::now())
     }
 
     pub(crate) fn serve(
@@ -168,6 +195,7 @@ impl BigIpState {
         self.log.push(Request {
             method: method.to_string(),
             path: path.to_string(),
+            query: query.to_string(),
             in_transaction: tx.is_some(),
             body: if login { Value::Null } else { body.clone() },
         });
@@ -180,48 +208,25 @@ impl BigIpState {
                 Fault::Mcpd => err(500, "The connection to mcpd has been lost, try again."),
             };
         }
-        if !self.token_ok(token.as_deref()) {
-            return (
-                401,
-                json!({"code": 401, "message": format!("Authorization failed: no user authentication header or token detected. Uri:http://localhost:8100{path} Referrer:127.0.0.1 Sender:127.0.0.1"), "kind": ":resterrorresponse"}),
-            );
+        let user = match self.authenticate(token.as_deref(), path) {
+            Ok(u) => u,
+            Err(reply) => return reply,
+        };
+        if let Err(reply) = self.authorize(&user, method, path) {
+            return reply;
         }
         if let Some(t) = path.strip_prefix("/mgmt/shared/authz/tokens/") {
-            return self.token_call(method, t, &body);
+            return self.token_call(&user, method, t, &body);
         }
         if *method != Method::GET
             && (path.starts_with("/mgmt/tm/ltm/") || path.starts_with("/mgmt/tm/transaction"))
         {
-            // A concurrent writer gets in between a client's reads and its writes.
-            for change in std::mem::take(&mut self.pending) {
-                match change {
-                    Meanwhile::Create(collection, body) => {
-                        let (code, out) = self.create(&collection, body);
-                        if code >= 300 {
-                            tracing::warn!(%collection, %out, "simulated concurrent create failed");
-                        }
-                    }
-                    Meanwhile::Delete(collection, full) => {
-                        self.remove(&collection, &full);
-                    }
-                }
-            }
+            self.meanwhile();
         }
         if let Some(id) = tx
             && path.starts_with("/mgmt/tm/ltm/")
         {
-            let Some(t) = self.transactions.get_mut(&id) else {
-                return err(404, format!("Transaction {id} not found"));
-            };
-            t.commands
-                .push((method.clone(), format!("{path}?{query}"), body));
-            let n = t.commands.len();
-            return (
-                200,
-                json!({"transId": id, "commandId": n, "method": method.to_string(),
-                "uri": format!("https://localhost{path}"), "evalOrder": n,
-                "kind": "tm:transaction:commandsstate"}),
-            );
+            return self.queue(id, method, path, query, body);
         }
         if path == "/mgmt/tm/transaction" && method == Method::POST {
             self.next_tx += 1;
@@ -230,12 +235,13 @@ impl BigIpState {
                 id,
                 Transaction {
                     created: Instant::now(),
+                    user,
                     commands: Vec::new(),
                 },
             );
             return (
                 200,
-                json!({"transId": id, "state": "STARTED", "timeoutSeconds": 120,
+                json!({"transId": id, "state": "STARTED", "timeoutSeconds": self.tx_timeout.as_secs(),
                 "asyncExecution": false, "validateOnly": false, "kind": "tm:transactionstate"}),
             );
         }
@@ -253,10 +259,10 @@ impl BigIpState {
             return err(400, "unsupported command");
         }
         if let Some(rest) = path.strip_prefix("/mgmt/tm/auth/partition") {
-            return self.partition_call(method, rest.trim_start_matches('/'), &body);
+            return self.partition_call(&user, method, rest.trim_start_matches('/'), &body);
         }
         if let Some(rest) = path.strip_prefix("/mgmt/tm/ltm/") {
-            return self.ltm(method, rest, query, body);
+            return self.ltm(&user, method, rest, query, body);
         }
         err(
             404,
@@ -266,82 +272,82 @@ impl BigIpState {
         )
     }
 
-    fn login(&mut self, body: &Value) -> Reply {
-        if body["username"] != self.user.as_str() || body["password"] != self.password.as_str() {
-            return (
-                401,
-                json!({"code": 401, "message": "Authentication failed.", "errorStack": []}),
-            );
+    /// A concurrent writer gets in between a client's reads and its writes.
+    fn meanwhile(&mut self) {
+        for change in std::mem::take(&mut self.pending) {
+            match change {
+                Meanwhile::Create(collection, body) => {
+                    let (code, out) = self.create(SYSTEM, &collection, body);
+                    if code >= 300 {
+                        tracing::warn!(%collection, %out, "simulated concurrent create failed");
+                    }
+                }
+                Meanwhile::Delete(collection, full) => {
+                    self.remove(&collection, &full);
+                }
+            }
         }
-        let token: String = (0..26)
-            .map(|_| char::from(b'A' + (rand::random::<u8>() % 26)))
-            .collect();
-        self.tokens.insert(
-            token.clone(),
-            Token {
-                expires: Instant::now() + Duration::from_secs(self.default_timeout),
-            },
-        );
+    }
+
+    /// Drops transactions older than their timeout ("silently removed").
+    fn expire_transactions(&mut self) {
+        let timeout = self.tx_timeout;
+        self.transactions
+            .retain(|_, t| t.created.elapsed() <= timeout);
+    }
+
+    fn queue(&mut self, id: u64, method: &Method, path: &str, query: &str, body: Value) -> Reply {
+        self.expire_transactions();
+        let Some(t) = self.transactions.get_mut(&id) else {
+            return err(404, format!("Transaction {id} not found"));
+        };
+        t.commands
+            .push((method.clone(), format!("{path}?{query}"), body));
+        let n = t.commands.len();
         (
             200,
-            json!({"username": self.user, "loginProviderName": body["loginProviderName"],
-            "token": {"token": token, "name": token, "userName": self.user,
-                "timeout": self.default_timeout, "kind": "shared:authz:tokens:authtokenitemstate"}}),
+            json!({"transId": id, "commandId": n, "method": method.to_string(),
+            "uri": format!("https://localhost{path}"), "evalOrder": n,
+            "kind": "tm:transaction:commandsstate"}),
         )
     }
 
-    fn token_call(&mut self, method: &Method, t: &str, body: &Value) -> Reply {
-        match *method {
-            Method::PATCH => {
-                let timeout = body["timeout"].as_u64().unwrap_or(self.default_timeout);
-                if timeout > 36000 {
-                    return err(406, "Auth-token absolute timeout (36000 seconds) exceeded");
-                }
-                match self.tokens.get_mut(t) {
-                    Some(tok) => {
-                        tok.expires = Instant::now() + Duration::from_secs(timeout);
-                        (200, json!({"token": t, "timeout": timeout}))
-                    }
-                    None => err(404, "token not found"),
-                }
-            }
-            Method::DELETE => {
-                self.tokens.remove(t);
-                (200, json!({}))
-            }
-            _ => (200, json!({"token": t})),
-        }
-    }
-
-    fn partition_call(&mut self, method: &Method, name: &str, body: &Value) -> Reply {
+    fn partition_call(&mut self, user: &str, method: &Method, name: &str, body: &Value) -> Reply {
+        let item = |p: &str, rd: u32| {
+            json!({"name": p, "fullPath": format!("/{p}"), "defaultRouteDomain": rd,
+                "kind": "tm:auth:partition:partitionstate"})
+        };
         match (method.clone(), name.is_empty()) {
             (Method::GET, true) => (
                 200,
-                json!({"items": self.partitions.iter().map(|p| json!({"name": p})).collect::<Vec<_>>()}),
+                json!({"kind": "tm:auth:partition:partitioncollectionstate",
+                    "items": self.partitions.iter().filter(|(p, _)| self.may_read(user, p))
+                        .map(|(p, rd)| item(p, *rd)).collect::<Vec<_>>()}),
             ),
-            (Method::GET, false) => {
-                if self.partitions.iter().any(|p| p == name) {
-                    (200, json!({"name": name, "defaultRouteDomain": 0}))
-                } else {
-                    err(
-                        404,
-                        format!("01020036:3: The requested folder (/{name}) was not found."),
-                    )
-                }
-            }
+            (Method::GET, false) => match self.partitions.get(name) {
+                Some(rd) if self.may_read(user, name) => (200, item(name, *rd)),
+                _ => err(
+                    404,
+                    format!("01020036:3: The requested folder (/{name}) was not found."),
+                ),
+            },
             (Method::POST, true) => {
                 let n = body["name"].as_str().unwrap_or("").to_string();
                 if n.is_empty() {
                     return err(400, "name is required");
                 }
-                if self.partitions.contains(&n) {
+                if self.partitions.contains_key(&n) {
                     return err(
                         409,
                         format!("01020066:3: The requested folder (/{n}) already exists."),
                     );
                 }
-                self.partitions.push(n.clone());
-                (200, json!({"name": n, "defaultRouteDomain": 0}))
+                let rd = body["defaultRouteDomain"]
+                    .as_u64()
+                    .and_then(|r| u32::try_from(r).ok())
+                    .unwrap_or(0);
+                self.partitions.insert(n.clone(), rd);
+                (200, item(&n, rd))
             }
             _ => err(405, "method not allowed"),
         }
@@ -352,6 +358,7 @@ impl BigIpState {
             Some(n) => n,
             None => return err(404, format!("Transaction {id} not found")),
         };
+        self.expire_transactions();
         if *method == Method::GET {
             return match self.transactions.get(&id_num) {
                 Some(t) => (
@@ -370,9 +377,6 @@ impl BigIpState {
         let Some(t) = self.transactions.remove(&id_num) else {
             return err(404, format!("Transaction {id_num} not found"));
         };
-        if t.created.elapsed() > Duration::from_secs(120) {
-            return err(404, format!("Transaction {id_num} not found"));
-        }
         if t.commands.is_empty() {
             return err(400, "there is no command to commit in the transaction");
         }
@@ -380,7 +384,7 @@ impl BigIpState {
         for (m, uri, b) in t.commands {
             let (path, query) = uri.split_once('?').unwrap_or((&uri, ""));
             let rest = path.strip_prefix("/mgmt/tm/ltm/").unwrap_or("");
-            let (code, out) = self.ltm(&m, rest, query, b);
+            let (code, out) = self.ltm(&t.user, &m, rest, query, b);
             if code >= 300 {
                 self.objects = snapshot;
                 return (

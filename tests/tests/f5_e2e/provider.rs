@@ -1,115 +1,16 @@
 //! The f5 provider alone against the simulated BIG-IP (request sequences from its log) and
 //! the test world (credentials Secret), plus wiremock for exact error handling.
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, PostParams};
-use portway_f5::{F5Config, F5Provider};
-use portway_provider::ipam::{VipManager, parse_pools};
-use portway_provider::{
-    LbNode, LbPort, LbService, LoadBalancerProvider, Protocol, ProviderError, ServiceKey,
+use crate::common::{
+    addresses, assert_in_sync, cluster_with_secret, nodes, provider, provider_in_mode,
+    provider_with_resync, svc, writes,
 };
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use portway_provider::{LoadBalancerProvider, ProviderError, ServiceKey};
 use portway_sim::bigip::BigIpSim;
-use portway_tests::TestCluster;
 use serde_json::json;
 use std::time::Duration;
-
-async fn cluster_with_secret() -> TestCluster {
-    let sim = TestCluster::builder()
-        .kubelet(false)
-        .daemonsets(false)
-        .start()
-        .await
-        .expect("cluster");
-    let ns: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": "portway-system"}})).expect("ns");
-    Api::<Namespace>::all(sim.client())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("ns");
-    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "bigip"},
-        "data": {"username": "YWRtaW4=", "password": "YWRtaW4="}}))
-    .expect("secret");
-    Api::<Secret>::namespaced(sim.client(), "portway-system")
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("secret");
-    sim
-}
-
-fn provider(sim: &TestCluster, url: &str) -> F5Provider {
-    provider_with_resync(sim, url, "1h")
-}
-
-fn provider_with_resync(sim: &TestCluster, url: &str, resync: &str) -> F5Provider {
-    provider_in_mode(sim, url, resync, "nodeport")
-}
-
-fn provider_in_mode(sim: &TestCluster, url: &str, resync: &str, mode: &str) -> F5Provider {
-    let pools = parse_pools(&[json!({"name": "vips", "addresses": ["203.0.113.10-203.0.113.20"]})])
-        .expect("pools");
-    let vips = VipManager::new(&pools).expect("vips");
-    let cfg = F5Config::from_value(
-        &json!({"url": url, "credentialsSecret": {"namespace": "portway-system", "name": "bigip"},
-            "pools": ["vips"], "resyncPeriod": resync, "memberMode": mode}),
-        Some(&["vips"]),
-    )
-    .expect("config");
-    F5Provider::new(
-        sim.client(),
-        cfg,
-        vips.scoped("portway.dev/f5", &["vips".into()]),
-    )
-    .expect("provider")
-}
-
-fn svc() -> LbService {
-    LbService {
-        key: ServiceKey::new("default", "web"),
-        uid: "0f0f0f0f-1111-2222-3333-444444444444".into(),
-        class: "portway.dev/f5".into(),
-        ports: vec![
-            LbPort {
-                name: "http".into(),
-                protocol: Protocol::Tcp,
-                port: 80,
-                node_port: Some(30080),
-            },
-            LbPort {
-                name: "https".into(),
-                protocol: Protocol::Tcp,
-                port: 443,
-                node_port: Some(30443),
-            },
-        ],
-        ..Default::default()
-    }
-}
-
-fn nodes(n: usize) -> Vec<LbNode> {
-    (1..=n)
-        .map(|i| LbNode {
-            name: format!("node-{i}"),
-            internal_ips: vec![format!("10.0.0.{i}").parse().expect("ip")],
-            ready: true,
-            ..Default::default()
-        })
-        .collect()
-}
-
-fn writes(b: &BigIpSim) -> Vec<String> {
-    b.requests()
-        .into_iter()
-        .filter(|r| r.is_write())
-        .map(|r| {
-            format!(
-                "{}{} {}",
-                if r.in_transaction { "tx " } else { "" },
-                r.method,
-                r.path
-            )
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_update_noop_drift_delete() {
@@ -118,7 +19,8 @@ async fn create_update_noop_drift_delete() {
     let p = provider(&sim, bigip.url());
     let s = svc();
 
-    // Create: login, partition, three reads, one transaction, commit; status after commit.
+    // Create: login, partition, reads, one transaction (2 nodes, 2 monitors, 2 pools, 2
+    // virtuals), commit; status after commit.
     let status = p.ensure(&s, &nodes(2)).await.expect("ensure");
     assert_eq!(status.ingress[0].ip.to_string(), "203.0.113.10");
     let w = writes(&bigip);
@@ -126,7 +28,7 @@ async fn create_update_noop_drift_delete() {
     assert_eq!(w[1], "POST /mgmt/tm/transaction", "{w:#?}");
     assert_eq!(
         w.iter().filter(|x| x.starts_with("tx ")).count(),
-        6,
+        8,
         "{w:#?}"
     );
     assert!(
@@ -162,7 +64,7 @@ async fn create_update_noop_drift_delete() {
     p.ensure(&s, &nodes(2)).await.expect("ensure");
     assert!(writes(&bigip).is_empty(), "{:#?}", writes(&bigip));
 
-    // A node more: one PATCH per pool, no transaction.
+    // A node more: its node (tagged as Portway's), then one PATCH per pool, no transaction.
     bigip.reset_requests();
     p.update(&s, &nodes(3)).await.expect("update");
     let w = writes(&bigip);
@@ -173,14 +75,20 @@ async fn create_update_noop_drift_delete() {
         2,
         "{w:#?}"
     );
+    assert_eq!(w[0], "POST /mgmt/tm/ltm/node", "{w:#?}");
     assert!(!w.iter().any(|x| x.contains("transaction")), "{w:#?}");
-    // Members go by name only: BIG-IP refuses `address` in a member PATCH.
-    for r in bigip.requests().iter().filter(|r| r.method == "PATCH") {
+    // Members go by name and partition only: BIG-IP refuses `address` in a member PATCH.
+    for r in bigip
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.starts_with("/mgmt/tm/ltm/pool/"))
+    {
         let ms = r.body["members"].as_array().expect("members");
         assert_eq!(ms.len(), 3, "{r:?}");
         assert!(
-            ms.iter()
-                .all(|m| m.get("address").is_none() && m["name"].is_string()),
+            ms.iter().all(|m| m.get("address").is_none()
+                && m["name"].is_string()
+                && m["partition"] == "portway"),
             "{r:?}"
         );
     }
@@ -242,212 +150,6 @@ async fn create_update_noop_drift_delete() {
     p.ensure_deleted(&s).await.expect("idempotent");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(bigip.saves() >= 1, "configuration saved");
-    sim.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_change_is_a_needs_a_fix_error_with_the_device_message() {
-    use wiremock::matchers::{method, path, path_regex};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-    let sim = cluster_with_secret().await;
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/mgmt/shared/authn/login"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"token": {"token": "T1", "timeout": 1200}})),
-        )
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("PATCH"))
-        .and(path("/mgmt/shared/authz/tokens/T1"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"timeout": 3600})))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/mgmt/tm/auth/partition/portway"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"name": "portway"})))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path_regex("^/mgmt/tm/ltm/.*"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"items": []})))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/mgmt/tm/transaction"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"transId": 7, "state": "STARTED"})),
-        )
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path_regex("^/mgmt/tm/ltm/.*"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"transId": 7})))
-        .mount(&server)
-        .await;
-    Mock::given(method("PATCH"))
-        .and(path("/mgmt/tm/transaction/7"))
-        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"code": 400,
-            "message": "01070734:3: Configuration error: invalid destination", "errorStack": []})))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let p = provider(&sim, &server.uri());
-    let err = p.ensure(&svc(), &nodes(1)).await.expect_err("refused");
-    assert!(matches!(err, ProviderError::Invalid { .. }), "{err:?}");
-    assert!(err.to_string().contains("01070734:3"), "{err}");
-    sim.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_401_mid_flight_logs_in_once_more() {
-    use wiremock::matchers::{header, method, path, path_regex};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-    let sim = cluster_with_secret().await;
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/mgmt/shared/authn/login"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"token": {"token": "T2", "timeout": 1200}})),
-        )
-        .expect(2)
-        .mount(&server)
-        .await;
-    Mock::given(method("PATCH"))
-        .and(path_regex("^/mgmt/shared/authz/tokens/"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"timeout": 3600})))
-        .mount(&server)
-        .await;
-    // The first partition read is refused once with 401 (token expired), then served.
-    Mock::given(method("GET"))
-        .and(path("/mgmt/tm/auth/partition/portway"))
-        .and(header("X-F5-Auth-Token", "T2"))
-        .respond_with(
-            ResponseTemplate::new(401)
-                .set_body_json(json!({"code": 401, "message": "Authorization failed"})),
-        )
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/mgmt/tm/auth/partition/portway"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"name": "portway"})))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path_regex("^/mgmt/tm/ltm/.*"))
-        .respond_with(
-            ResponseTemplate::new(503)
-                .set_body_string("<html>Configuration Utility restarting...</html>"),
-        )
-        .mount(&server)
-        .await;
-    let p = provider(&sim, &server.uri());
-    let err = p
-        .ensure(&svc(), &nodes(1))
-        .await
-        .expect_err("503 after re-login");
-    assert!(err.is_transient(), "{err}");
-    sim.shutdown().await;
-}
-
-/// `METHOD path` of every request wiremock received, `tx` marking those queued in a
-/// transaction.
-async fn sequence(server: &wiremock::MockServer) -> Vec<String> {
-    server
-        .received_requests()
-        .await
-        .unwrap_or_default()
-        .iter()
-        .map(|r| {
-            let tx = if r.headers.contains_key("X-F5-REST-Coordination-Id") {
-                "tx "
-            } else {
-                ""
-            };
-            format!("{tx}{} {}", r.method, r.url.path())
-        })
-        .collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn create_on_an_empty_device_is_one_transaction_in_dependency_order() {
-    use wiremock::matchers::{method, path, path_regex};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-    let sim = cluster_with_secret().await;
-    let server = MockServer::start().await;
-    let ok = |body: serde_json::Value| ResponseTemplate::new(200).set_body_json(body);
-    Mock::given(method("POST"))
-        .and(path("/mgmt/shared/authn/login"))
-        .respond_with(ok(json!({"token": {"token": "T3", "timeout": 1200}})))
-        .mount(&server)
-        .await;
-    Mock::given(method("PATCH"))
-        .and(path("/mgmt/shared/authz/tokens/T3"))
-        .respond_with(ok(json!({"timeout": 3600})))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/mgmt/tm/auth/partition/portway"))
-        .respond_with(ok(json!({"name": "portway"})))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path_regex("^/mgmt/tm/ltm/"))
-        .respond_with(ok(json!({"items": []})))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/mgmt/tm/transaction"))
-        .respond_with(ok(json!({"transId": 9, "state": "STARTED"})))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path_regex("^/mgmt/tm/ltm/"))
-        .respond_with(ok(json!({"transId": 9})))
-        .mount(&server)
-        .await;
-    Mock::given(method("PATCH"))
-        .and(path("/mgmt/tm/transaction/9"))
-        .respond_with(ok(json!({"transId": 9, "state": "COMPLETED"})))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/mgmt/tm/sys/config"))
-        .respond_with(ok(json!({"command": "save"})))
-        .mount(&server)
-        .await;
-    let p = provider(&sim, &server.uri());
-    let status = p.ensure(&svc(), &nodes(2)).await.expect("ensure");
-    assert_eq!(status.ingress.len(), 1);
-    // Exactly: session, partition check, three reads, one transaction with monitor ->
-    // pool -> virtual for each port, the commit, then the node collection's two reads
-    // (nothing to delete on an empty device). The save is debounced, so not yet.
-    assert_eq!(
-        sequence(&server).await,
-        [
-            "POST /mgmt/shared/authn/login",
-            "PATCH /mgmt/shared/authz/tokens/T3",
-            "GET /mgmt/tm/auth/partition/portway",
-            "GET /mgmt/tm/ltm/monitor/tcp",
-            "GET /mgmt/tm/ltm/pool",
-            "GET /mgmt/tm/ltm/virtual",
-            "POST /mgmt/tm/transaction",
-            "tx POST /mgmt/tm/ltm/monitor/tcp",
-            "tx POST /mgmt/tm/ltm/monitor/tcp",
-            "tx POST /mgmt/tm/ltm/pool",
-            "tx POST /mgmt/tm/ltm/pool",
-            "tx POST /mgmt/tm/ltm/virtual",
-            "tx POST /mgmt/tm/ltm/virtual",
-            "PATCH /mgmt/tm/transaction/9",
-            "GET /mgmt/tm/ltm/node",
-            "GET /mgmt/tm/ltm/pool",
-        ]
-    );
     sim.shutdown().await;
 }
 
@@ -606,8 +308,10 @@ async fn a_standby_replica_makes_no_requests_until_adopted() {
 
 /// The tags a provider puts on the objects of `svc()`.
 fn tags() -> serde_json::Value {
-    json!([{"name": "portway-uid", "value": svc().uid, "persist": "true"},
-        {"name": "portway-service", "value": "default/web", "persist": "true"}])
+    json!(format!(
+        "portway-service=default/web portway-uid={}",
+        svc().uid
+    ))
 }
 
 /// A create that meets an object made between the read and the write (409 "already exists")
@@ -624,7 +328,7 @@ async fn an_object_created_meanwhile_is_converged_with_a_patch() {
         "pool",
         json!({"name": name, "partition": "portway", "monitor": "/Common/tcp",
             "loadBalancingMode": "least-connections-member",
-            "members": [{"name": "10.0.0.9:30080", "address": "10.0.0.9"}], "metadata": tags()}),
+            "members": [{"name": "10.0.0.9:30080", "partition": "portway"}], "description": tags()}),
     );
     p.ensure(&svc(), &nodes(2))
         .await
@@ -644,9 +348,10 @@ async fn an_object_created_meanwhile_is_converged_with_a_patch() {
     assert_eq!(pools.len(), 2);
     for pool in &pools {
         assert_eq!(pool["loadBalancingMode"], "round-robin", "{pool}");
+        // Read back with the device's trailing space.
         assert_eq!(
             pool["monitor"],
-            format!("/portway/{}", pool["name"].as_str().expect("name")),
+            format!("/portway/{}_tcp ", pool["name"].as_str().expect("name")),
             "{pool}"
         );
         let mut ms: Vec<&str> = pool["membersReference"]["items"]
@@ -659,12 +364,13 @@ async fn an_object_created_meanwhile_is_converged_with_a_patch() {
         assert_eq!(ms, ["10.0.0.1", "10.0.0.2"], "{pool}");
     }
     assert_eq!(bigip.objects("virtual", "portway").len(), 2);
-    // The other writer's node was collected with the rest.
-    assert_eq!(bigip.objects("node", "portway").len(), 2);
+    // The other writer's node is not Portway's (no node tag): it stays.
+    assert_eq!(
+        addresses(&bigip, "portway"),
+        ["10.0.0.1", "10.0.0.2", "10.0.0.9"]
+    );
     // In sync now.
-    bigip.reset_requests();
-    p.ensure(&svc(), &nodes(2)).await.expect("ensure");
-    assert!(writes(&bigip).is_empty(), "{:#?}", writes(&bigip));
+    assert_in_sync(&p, &bigip, 2).await;
     sim.shutdown().await;
 }
 
@@ -724,7 +430,8 @@ async fn an_object_of_our_name_that_is_not_ours_is_reported_after_one_reread() {
     let bigip = BigIpSim::start().await.expect("bigip");
     let p = provider(&sim, bigip.url());
     assert!(p.adopt(&[]).await.is_empty(), "creates the partition");
-    let name = portway_f5::object_name("default", "web", "TCP", 443, false);
+    let base = portway_f5::object_name("default", "web", "TCP", 443, false);
+    let name = portway_f5::monitor_name(&base, portway_f5::MonitorKind::Tcp);
     bigip
         .create_by_hand(
             "monitor/tcp",
@@ -795,9 +502,7 @@ async fn a_drifted_mask_and_source_are_repaired_once() {
         (v["mask"].as_str(), v["source"].as_str()),
         (Some("255.255.255.255"), Some("0.0.0.0/0"))
     );
-    bigip.reset_requests();
-    p.ensure(&svc(), &nodes(1)).await.expect("in sync");
-    assert!(writes(&bigip).is_empty(), "{:#?}", writes(&bigip));
+    assert_in_sync(&p, &bigip, 1).await;
     sim.shutdown().await;
 }
 
