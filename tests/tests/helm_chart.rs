@@ -276,10 +276,13 @@ fn the_comparison_catches_a_drifted_rule() {
     let mut c = chart_example(&helm, "kubeadm");
     let before = effective(&c, CONTROLLER_SA);
     for o in c.objects.iter_mut() {
-        if s(o, "/kind") == "ClusterRole" && s(o, "/metadata/name") == "portway-controller" {
-            if let Some(rules) = o.get_mut("rules").and_then(Value::as_array_mut) {
-                rules.push(serde_json::json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}));
-            }
+        if s(o, "/kind") == "ClusterRole"
+            && s(o, "/metadata/name") == "portway-controller"
+            && let Some(rules) = o.get_mut("rules").and_then(Value::as_array_mut)
+        {
+            rules.push(
+                serde_json::json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}),
+            );
         }
     }
     assert_ne!(effective(&c, CONTROLLER_SA), before);
