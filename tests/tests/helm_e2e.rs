@@ -23,6 +23,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use pods::PodRunner;
 use portway_tests::helm::{Helm, chart_dir, helm_or_skip};
 use portway_tests::{Backend, L2, SimNode, TestCluster, eventually, svc};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use watch::{AddressWatch, ips};
@@ -54,6 +55,14 @@ fn example(name: &str) -> String {
     format!("{}/examples/{name}.yaml", chart())
 }
 
+/// Whether the object exists.
+async fn exists<K>(api: &Api<K>, name: &str) -> bool
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name).await.expect("get").is_some()
+}
+
 fn finalizers(s: &Service) -> Vec<String> {
     s.metadata.finalizers.clone().unwrap_or_default()
 }
@@ -68,6 +77,19 @@ async fn helm_async(helm: &Helm, kc: &Path, args: &[&str]) -> std::process::Outp
     })
     .await
     .expect("helm thread")
+}
+
+/// `helm COMMAND portway CHART -n portway-system --timeout 3m EXTRA...`.
+async fn helm_release(
+    helm: &Helm,
+    kc: &Path,
+    command: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let chart = chart();
+    let mut args = vec![command, "portway", &chart, "-n", NS, "--timeout", "3m"];
+    args.extend_from_slice(extra);
+    helm_async(helm, kc, &args).await
 }
 
 fn assert_ok(what: &str, out: &std::process::Output) {
@@ -103,6 +125,21 @@ async fn run_pods_until<F, Fut>(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Keeps the pods running until the watched addresses satisfy `check`.
+async fn until_addresses(
+    runner: &mut PodRunner,
+    admin: &kube::Client,
+    watch: &AddressWatch,
+    what: &str,
+    check: impl Fn(&BTreeMap<String, Vec<String>>) -> bool,
+) {
+    run_pods_until(runner, admin, what, |_| {
+        let ok = check(&watch.now());
+        async move { ok }
+    })
+    .await
 }
 
 /// The bash block of docs/helm.md marked `<!-- test: cleanup -->`.
@@ -153,18 +190,11 @@ async fn install_upgrade_uninstall_keep_every_address() {
         .expect("namespace");
 
     // A bad value: refused by `helm install` itself, naming the key; nothing applied.
-    let out = helm_async(
+    let out = helm_release(
         &helm,
         &kc,
-        &[
-            "install",
-            "portway",
-            &chart(),
-            "-n",
-            NS,
-            "--set",
-            "config.l2.gossipPort=70000",
-        ],
+        "install",
+        &["--set", "config.l2.gossipPort=70000"],
     )
     .await;
     let err = String::from_utf8_lossy(&out.stderr);
@@ -173,33 +203,12 @@ async fn install_upgrade_uninstall_keep_every_address() {
         "{err}"
     );
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), NS);
-    assert!(
-        deployments
-            .get_opt("portway-controller")
-            .await
-            .expect("get")
-            .is_none()
-    );
+    assert!(!exists(&deployments, "portway-controller").await);
 
     // Install, and wait for the rollout as users do.
     let t = Instant::now();
-    let out = helm_async(
-        &helm,
-        &kc,
-        &[
-            "install",
-            "portway",
-            &chart(),
-            "-n",
-            NS,
-            "-f",
-            &example("kubeadm"),
-            "--wait",
-            "--timeout",
-            "3m",
-        ],
-    )
-    .await;
+    let kubeadm = example("kubeadm");
+    let out = helm_release(&helm, &kc, "install", &["-f", &kubeadm, "--wait"]).await;
     assert_ok("helm install", &out);
     eprintln!("helm install --wait: {:.1} s", t.elapsed().as_secs_f64());
     let ds: Api<DaemonSet> = Api::namespaced(admin.clone(), NS);
@@ -232,12 +241,8 @@ async fn install_upgrade_uninstall_keep_every_address() {
         .create(&PostParams::default(), &svc("first").class(L2).build())
         .await
         .expect("create Service");
-    run_pods_until(&mut runner, &admin, "`first` served", |_| {
-        let w = watch.now();
-        async move {
-            w.get("default/first")
-                .is_some_and(|i| i == &vec!["192.168.1.240".to_string()])
-        }
+    until_addresses(&mut runner, &admin, &watch, "`first` served", |w| {
+        w.get("default/first") == Some(&vec!["192.168.1.240".to_string()])
     })
     .await;
     services
@@ -247,9 +252,8 @@ async fn install_upgrade_uninstall_keep_every_address() {
         )
         .await
         .expect("create Service");
-    run_pods_until(&mut runner, &admin, "`vip` served", |_| {
-        let w = watch.now();
-        async move { w.get("default/vip").is_some_and(|i| !i.is_empty()) }
+    until_addresses(&mut runner, &admin, &watch, "`vip` served", |w| {
+        w.get("default/vip").is_some_and(|i| !i.is_empty())
     })
     .await;
     services
@@ -279,26 +283,17 @@ async fn install_upgrade_uninstall_keep_every_address() {
             .expect("create Service");
     }
     let served = ["web", "vip", "pinned"];
-    run_pods_until(
-        &mut runner,
-        &admin,
-        "Services served by the installed release",
-        |_| {
-            let w = watch.now();
-            async move {
-                served.iter().all(|n| {
-                    w.get(&format!("default/{n}"))
-                        .is_some_and(|i| !i.is_empty())
-                })
-            }
-        },
-    )
+    until_addresses(&mut runner, &admin, &watch, "the Services served", |w| {
+        served.iter().all(|n| {
+            w.get(&format!("default/{n}"))
+                .is_some_and(|i| !i.is_empty())
+        })
+    })
     .await;
     // Both svclb pods are ready only a moment apart: `web` gets its second node's address
     // after its first, as with k3s. Wait for both before the upgrade is judged.
-    run_pods_until(&mut runner, &admin, "`web` on both nodes", |_| {
-        let w = watch.now();
-        async move { w.get("default/web").is_some_and(|i| i.len() == 2) }
+    until_addresses(&mut runner, &admin, &watch, "`web` on both nodes", |w| {
+        w.get("default/web").is_some_and(|i| i.len() == 2)
     })
     .await;
     watch.mark();
@@ -323,25 +318,10 @@ async fn install_upgrade_uninstall_keep_every_address() {
     let t = Instant::now();
     let upgrade = {
         let (helm, kc) = (helm.clone(), kc.clone());
-        let (chart, kubeadm, values) = (chart(), example("kubeadm"), upgrade_values.clone());
-        tokio::task::spawn_blocking(move || {
-            helm.run(
-                Some(&kc),
-                &[
-                    "upgrade",
-                    "portway",
-                    &chart,
-                    "-n",
-                    NS,
-                    "-f",
-                    &kubeadm,
-                    "-f",
-                    values.to_str().expect("UTF-8"),
-                    "--wait",
-                    "--timeout",
-                    "3m",
-                ],
-            )
+        let values = upgrade_values.to_str().expect("UTF-8").to_string();
+        tokio::spawn(async move {
+            let extra = ["-f", &kubeadm, "-f", &values, "--wait"];
+            helm_release(&helm, &kc, "upgrade", &extra).await
         })
     };
     let old = old_pods.clone();
@@ -370,18 +350,9 @@ async fn install_upgrade_uninstall_keep_every_address() {
         "the new pods read the new configuration"
     );
     // The new configuration is in effect: the pending Service gets its address.
-    run_pods_until(
-        &mut runner,
-        &admin,
-        "the new range to serve `later`",
-        |_| {
-            let w = watch.now();
-            async move {
-                w.get("default/later")
-                    .is_some_and(|i| i == &vec![NEW_RANGE_IP.to_string()])
-            }
-        },
-    )
+    until_addresses(&mut runner, &admin, &watch, "`later` served", |w| {
+        w.get("default/later") == Some(&vec![NEW_RANGE_IP.to_string()])
+    })
     .await;
     // A little longer, for a late flip to show.
     run_pods_until(&mut runner, &admin, "a settling second", {
@@ -436,22 +407,13 @@ async fn install_upgrade_uninstall_keep_every_address() {
     .await;
     runner.stop_all();
     assert_eq!(runner.len(), 0);
-    assert!(
-        deployments
-            .get_opt("portway-controller")
-            .await
-            .expect("get")
-            .is_none()
-    );
-    assert!(ds.get_opt("portway-speaker").await.expect("get").is_none());
+    assert!(!exists(&deployments, "portway-controller").await);
+    assert!(!exists(&ds, "portway-speaker").await);
     let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), NS);
-    assert!(cms.get_opt("portway-config").await.expect("get").is_none());
+    assert!(!exists(&cms, "portway-config").await);
     let roles: Api<ClusterRole> = Api::all(admin.clone());
     for r in ["portway-controller", "portway-speaker"] {
-        assert!(
-            roles.get_opt(r).await.expect("get").is_none(),
-            "ClusterRole {r} left"
-        );
+        assert!(!exists(&roles, r).await, "ClusterRole {r} left");
     }
     let all = services.list(&ListParams::default()).await.expect("list");
     for s in all
@@ -472,15 +434,9 @@ async fn install_upgrade_uninstall_keep_every_address() {
         .expect("list");
     assert_eq!(svclb.items.len(), 1, "the svclb DaemonSet of `web` stays");
     let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), NS);
-    assert!(sas.get_opt("svclb").await.expect("get").is_some());
+    assert!(exists(&sas, "svclb").await);
     let leases: Api<Lease> = Api::namespaced(admin.clone(), NS);
-    assert!(
-        leases
-            .get_opt("portway-controller")
-            .await
-            .expect("get")
-            .is_some()
-    );
+    assert!(exists(&leases, "portway-controller").await);
 
     // The documented cleanup, run as written.
     let bin = dir.path().join("bin");
@@ -518,14 +474,8 @@ async fn install_upgrade_uninstall_keep_every_address() {
             .items
             .is_empty()
     );
-    assert!(sas.get_opt("svclb").await.expect("get").is_none());
-    assert!(
-        leases
-            .get_opt("portway-controller")
-            .await
-            .expect("get")
-            .is_none()
-    );
+    assert!(!exists(&sas, "svclb").await);
+    assert!(!exists(&leases, "portway-controller").await);
     // And a Service can be deleted again.
     services
         .delete("web", &DeleteParams::default())
