@@ -1,9 +1,15 @@
 //! `portway check-config`, the binary itself: a good file passes, a bad one fails naming
 //! every problem's key path at once (not only the first), and nothing needs a cluster.
+//!
+//! docs/bgp.md cannot drift from the parser either: every YAML block on the page is a whole
+//! configuration file that check-config accepts, and every key its tables name is one that
+//! docs/configuration.md documents for the `bgp` section.
 
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_portway");
+const BGP_DOC: &str = include_str!("../../docs/bgp.md");
+const REFERENCE: &str = include_str!("../../docs/configuration.md");
 
 fn check(yaml: &str) -> (bool, String, String) {
     let dir = tempfile::tempdir().expect("tmp");
@@ -59,4 +65,70 @@ fn a_misspelt_key_is_refused_with_the_right_spelling() {
         stderr.contains("sevriceController") && stderr.contains("serviceController"),
         "{stderr}"
     );
+}
+
+/// The bodies of the page's ```yaml blocks.
+fn yaml_blocks(doc: &str) -> Vec<&str> {
+    doc.split("```yaml\n")
+        .skip(1)
+        .map(|rest| rest.split_once("```").map_or(rest, |(block, _)| block))
+        .collect()
+}
+
+#[test]
+fn every_configuration_block_of_the_bgp_guide_passes_check_config() {
+    let blocks = yaml_blocks(BGP_DOC);
+    assert!(
+        blocks.len() >= 4,
+        "the guide shows its examples: {}",
+        blocks.len()
+    );
+    for (i, block) in blocks.iter().enumerate() {
+        let (ok, _, stderr) = check(block);
+        assert!(
+            ok,
+            "docs/bgp.md YAML block {i} is refused:\n{stderr}\n---\n{block}"
+        );
+        assert!(
+            block.contains("bgp:"),
+            "block {i} shows no bgp section:\n{block}"
+        );
+    }
+}
+
+/// The checker itself can fail: a typo in a block of the guide would be caught.
+#[test]
+fn a_misspelt_key_in_a_block_would_be_caught() {
+    let block = yaml_blocks(BGP_DOC)[0].replace("localASN", "localAsn");
+    let (ok, _, stderr) = check(&block);
+    assert!(!ok && stderr.contains("localAsn"), "{stderr}");
+}
+
+/// The keys of the guide's peer and advertisement tables are the reference's.
+#[test]
+fn the_tables_name_only_documented_keys() {
+    for (heading, prefix) in [
+        ("## Peers", "peers[]."),
+        ("## Advertisements and communities", "advertisements[]."),
+    ] {
+        let table = BGP_DOC
+            .split_once(heading)
+            .and_then(|(_, rest)| rest.split_once("\n## "))
+            .map(|(section, _)| section)
+            .unwrap_or_else(|| panic!("docs/bgp.md has {heading}"));
+        let keys: Vec<&str> = table
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .flat_map(|l| l.split(" |").next())
+            .flat_map(|cell| cell.split(", "))
+            .map(|k| k.trim_matches('`'))
+            .collect();
+        assert!(keys.len() >= 6, "{heading}: {keys:?}");
+        for key in keys {
+            assert!(
+                REFERENCE.contains(&format!("`{prefix}{key}`")),
+                "docs/bgp.md {heading} names `{key}`, which docs/configuration.md does not document as `{prefix}{key}`"
+            );
+        }
+    }
 }

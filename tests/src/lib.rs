@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod helm;
 pub mod process;
 pub mod real;
 

@@ -31,6 +31,8 @@ mod checks;
 mod controller_rbac;
 #[path = "deploy_manifests/rbac.rs"]
 mod rbac;
+#[path = "deploy_manifests/render.rs"]
+mod render;
 #[path = "deploy_manifests/sim.rs"]
 mod sim;
 #[path = "deploy_manifests/workloads.rs"]
@@ -38,116 +40,12 @@ mod workloads;
 
 use checks::check_overlay;
 use rbac::{Wiring, assert_same_perms, controller_allow_list, effective, perms};
-use serde::Deserialize as _;
-use serde_json::Value;
+use render::{CONTROLLER_SA, NS, Rendered, deploy_dir, kubectl, parse_docs};
+// Re-exported to the modules of this test (`super::...`).
+#[allow(unused_imports)]
+use render::{OVERLAYS, SPEAKER_SA, render_text, s, strs};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use workloads::validate_config;
-
-/// Where the manifests are.
-pub(crate) fn deploy_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
-}
-
-/// The overlays users apply; each must render and keep every invariant.
-const OVERLAYS: [&str; 3] = ["k3s", "k3s-full", "kubeadm"];
-
-/// The namespace of every Portway object except the hostport RBAC.
-const NS: &str = "portway-system";
-const CONTROLLER_SA: &str = "portway-controller";
-const SPEAKER_SA: &str = "portway-speaker";
-
-// ---------------------------------------------------------------- rendering
-
-/// The kubectl to render with, or `None` (test skipped with a printed reason).
-fn kubectl(what: &str) -> Option<PathBuf> {
-    let missing = match std::env::var_os("PORTWAY_KUBECTL") {
-        None => Some(
-            "PORTWAY_KUBECTL is not set; run `eval \"$(scripts/install-test-deps)\"`".to_string(),
-        ),
-        Some(p) if !Path::new(&p).is_file() => Some(format!(
-            "PORTWAY_KUBECTL={} does not exist",
-            Path::new(&p).display()
-        )),
-        Some(_) => None,
-    };
-    portway_tests::privileged(what, missing).ok()?;
-    std::env::var_os("PORTWAY_KUBECTL").map(PathBuf::from)
-}
-
-/// `kubectl kustomize deploy/overlays/<overlay>` as text.
-fn render_text(kubectl: &Path, overlay: &str) -> String {
-    let dir = deploy_dir().join("overlays").join(overlay);
-    let out = std::process::Command::new(kubectl)
-        .arg("kustomize")
-        .arg(&dir)
-        .output()
-        .expect("run kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {} failed:\n{}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("kustomize prints UTF-8")
-}
-
-/// Every document of a multi-document YAML stream, as JSON values.
-fn parse_docs(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
-        .map(|doc| Value::deserialize(doc).expect("rendered YAML parses"))
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
-}
-
-fn strs(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The rendered objects of one overlay, with lookups.
-struct Rendered {
-    overlay: String,
-    objects: Vec<Value>,
-}
-
-impl Rendered {
-    fn new(kubectl: &Path, overlay: &str) -> Self {
-        let objects = parse_docs(&render_text(kubectl, overlay));
-        assert!(!objects.is_empty(), "{overlay}: nothing rendered");
-        Rendered {
-            overlay: overlay.to_string(),
-            objects,
-        }
-    }
-
-    fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
-        self.objects.iter().filter(move |o| s(o, "/kind") == kind)
-    }
-
-    fn find(&self, kind: &str, namespace: &str, name: &str) -> Option<&Value> {
-        self.objects.iter().find(|o| {
-            s(o, "/kind") == kind
-                && s(o, "/metadata/name") == name
-                && s(o, "/metadata/namespace") == namespace
-        })
-    }
-
-    fn get(&self, kind: &str, namespace: &str, name: &str) -> &Value {
-        self.find(kind, namespace, name)
-            .unwrap_or_else(|| panic!("{}: no {kind} {namespace}/{name} rendered", self.overlay))
-    }
-}
 
 #[test]
 fn every_overlay_renders_and_keeps_its_invariants() {
@@ -192,6 +90,8 @@ fn the_rbac_check_catches_an_extra_and_a_missing_rule() {
         lease_namespace: NS.into(),
         lease_name: "portway-controller".into(),
         hostport_namespace: NS.into(),
+        hostport: true,
+        speaker: true,
         f5_secret: (NS.into(), "bigip".into()),
         bgp_secrets: BTreeSet::from([(NS.to_string(), "bgp-auth".to_string())]),
     };

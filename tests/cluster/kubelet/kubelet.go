@@ -171,7 +171,11 @@ func (k *Kubelet) syncPod(ctx context.Context, key string) error {
 		status.PodIPs = append(status.PodIPs, corev1.PodIP{IP: ip})
 	}
 	status.StartTime = &now
-	status.QOSClass = corev1.PodQOSBestEffort
+	// The API server sets the QoS class when the pod is created, from its resources
+	// (Burstable for a pod with requests), and refuses any change: keep it.
+	if status.QOSClass == "" {
+		status.QOSClass = corev1.PodQOSBestEffort
+	}
 	status.Conditions = nil
 	for _, t := range []corev1.PodConditionType{corev1.PodReadyToStartContainers, corev1.PodInitialized, corev1.ContainersReady, corev1.PodReady, corev1.PodScheduled} {
 		status.Conditions = append(status.Conditions, corev1.PodCondition{Type: t, Status: corev1.ConditionTrue, LastTransitionTime: now})

@@ -13,16 +13,25 @@ use std::collections::BTreeSet;
 
 /// Every invariant of one rendered overlay; returns its wiring for the sim part.
 pub(crate) fn check_overlay(r: &Rendered) -> Wiring {
-    let o = r.overlay.as_str();
-    // Names and namespaces the docs promise.
+    // The overlays make the namespace (the chart leaves it to `helm --create-namespace`
+    // and a documented label, as charts do).
     let ns = r.get("Namespace", "", NS);
     assert_eq!(
         s(ns, "/metadata/labels/pod-security.kubernetes.io~1enforce"),
         "privileged",
-        "{o}: host network and NET_ADMIN need the privileged Pod Security level"
+        "{}: host network and NET_ADMIN need the privileged Pod Security level",
+        r.overlay
     );
+    check_objects(r)
+}
+
+/// Every invariant of a rendered set of Portway objects in [`NS`] (an overlay or the
+/// chart): the workloads, the configuration both read, and RBAC that grants exactly what
+/// the code calls for that configuration. The speaker is checked where the configuration
+/// needs one (l2 or bgp); without one, nothing may be granted to it.
+pub(crate) fn check_objects(r: &Rendered) -> Wiring {
+    let o = r.overlay.as_str();
     r.get("ServiceAccount", NS, CONTROLLER_SA);
-    r.get("ServiceAccount", NS, SPEAKER_SA);
     for kind in [
         "ServiceAccount",
         "Role",
@@ -42,10 +51,10 @@ pub(crate) fn check_overlay(r: &Rendered) -> Wiring {
 
     // The controller Deployment.
     let deploy = r.get("Deployment", NS, "portway-controller");
-    assert_eq!(
-        deploy.pointer("/spec/replicas"),
-        Some(&Value::from(2)),
-        "{o}"
+    let replicas = deploy.pointer("/spec/replicas").and_then(Value::as_u64);
+    assert!(
+        replicas.is_some_and(|n| n >= 2),
+        "{o}: {replicas:?} replicas; a standby takes over when the leader dies"
     );
     let spec = pod_spec(deploy);
     assert_eq!(spec.get("hostNetwork"), Some(&Value::Bool(true)), "{o}");
@@ -113,34 +122,6 @@ pub(crate) fn check_overlay(r: &Rendered) -> Wiring {
         "{o}"
     );
 
-    // The speaker DaemonSet.
-    let ds = r.get("DaemonSet", NS, "portway-speaker");
-    let dspec = pod_spec(ds);
-    assert_eq!(dspec.get("hostNetwork"), Some(&Value::Bool(true)), "{o}");
-    assert_eq!(s(dspec, "/serviceAccountName"), SPEAKER_SA, "{o}");
-    let sc = container(ds, "speaker");
-    assert_eq!(
-        caps(sc, "add"),
-        BTreeSet::from(["NET_ADMIN".to_string(), "NET_RAW".to_string()]),
-        "{o}: the speaker gets NET_RAW and NET_ADMIN and nothing else"
-    );
-    assert_eq!(caps(sc, "drop"), BTreeSet::from(["ALL".to_string()]), "{o}");
-    assert_ne!(
-        sc.pointer("/securityContext/privileged"),
-        Some(&Value::Bool(true)),
-        "{o}: the speaker must not be privileged"
-    );
-    assert_eq!(
-        sc.pointer("/securityContext/allowPrivilegeEscalation"),
-        Some(&Value::Bool(false)),
-        "{o}"
-    );
-    let sargs = speaker_args(ds);
-    assert_eq!(
-        sargs.node_name, "node-1",
-        "{o}: the speaker learns its node from spec.nodeName"
-    );
-    assert!(sargs.kubeconfig.is_none(), "{o}: in-cluster configuration");
     // No other container anywhere adds a capability or runs privileged.
     for w in r.of_kind("Deployment").chain(r.of_kind("DaemonSet")) {
         for c in pod_spec(w)
@@ -165,7 +146,7 @@ pub(crate) fn check_overlay(r: &Rendered) -> Wiring {
         }
     }
 
-    // One configuration for both, and it is valid.
+    // The configuration, and it is valid.
     let config_arg = args
         .config
         .as_ref()
@@ -173,37 +154,22 @@ pub(crate) fn check_overlay(r: &Rendered) -> Wiring {
         .unwrap_or_else(|| panic!("{o}: the controller has no --config"))
         .to_string();
     let text = mounted_config(r, deploy, c, &config_arg);
-    let speaker_config = sargs
-        .config
-        .as_ref()
-        .and_then(|p| p.to_str())
-        .unwrap_or_else(|| panic!("{o}: the speaker has no --config"));
-    assert_eq!(
-        mounted_config(r, ds, sc, speaker_config),
-        text,
-        "{o}: controller and speaker must read the same configuration"
-    );
     let config = validate_config(&format!("{o} ConfigMap"), text);
-
-    // The speaker declares the gossip port the configuration uses.
-    if let Some(l2) = &config.l2 {
-        let l2 = portway_l2::L2Config::from_value(l2.clone(), None).expect("validated above");
-        let gossip = sc
-            .get("ports")
-            .and_then(Value::as_array)
-            .and_then(|ps| ps.iter().find(|p| s(p, "/name") == "gossip"))
-            .unwrap_or_else(|| panic!("{o}: the speaker declares no gossip port"));
-        assert_eq!(
-            gossip.get("containerPort").and_then(Value::as_u64),
-            Some(u64::from(l2.gossip_port)),
-            "{o}: l2.gossipPort and the speaker's declared port differ"
-        );
-        assert_eq!(s(gossip, "/protocol"), "UDP", "{o}");
+    let speaker = r.find("DaemonSet", NS, "portway-speaker");
+    assert_eq!(
+        speaker.is_some(),
+        config.l2.is_some() || config.bgp.is_some(),
+        "{o}: a speaker runs exactly when l2 or bgp is configured"
+    );
+    if let Some(ds) = speaker {
+        check_speaker(r, ds, text, &config);
     }
 
     // RBAC: exactly what the code calls, for this wiring.
     let w = wiring(&args, &config);
-    r.get("Role", &w.hostport_namespace, "portway-hostport");
+    if w.hostport {
+        r.get("Role", &w.hostport_namespace, "portway-hostport");
+    }
     assert_same_perms(
         o,
         CONTROLLER_SA,
@@ -236,4 +202,63 @@ pub(crate) fn check_overlay(r: &Rendered) -> Wiring {
         }
     }
     w
+}
+
+/// The speaker DaemonSet: host network, NET_RAW and NET_ADMIN only, its node from
+/// `spec.nodeName`, the controller's configuration, the gossip port it uses.
+fn check_speaker(r: &Rendered, ds: &Value, text: &str, config: &portway::config::Config) {
+    let o = r.overlay.as_str();
+    r.get("ServiceAccount", NS, SPEAKER_SA);
+    let dspec = pod_spec(ds);
+    assert_eq!(dspec.get("hostNetwork"), Some(&Value::Bool(true)), "{o}");
+    assert_eq!(s(dspec, "/serviceAccountName"), SPEAKER_SA, "{o}");
+    let sc = container(ds, "speaker");
+    assert_eq!(
+        caps(sc, "add"),
+        BTreeSet::from(["NET_ADMIN".to_string(), "NET_RAW".to_string()]),
+        "{o}: the speaker gets NET_RAW and NET_ADMIN and nothing else"
+    );
+    assert_eq!(caps(sc, "drop"), BTreeSet::from(["ALL".to_string()]), "{o}");
+    assert_ne!(
+        sc.pointer("/securityContext/privileged"),
+        Some(&Value::Bool(true)),
+        "{o}: the speaker must not be privileged"
+    );
+    assert_eq!(
+        sc.pointer("/securityContext/allowPrivilegeEscalation"),
+        Some(&Value::Bool(false)),
+        "{o}"
+    );
+    let sargs = speaker_args(ds);
+    assert_eq!(
+        sargs.node_name, "node-1",
+        "{o}: the speaker learns its node from spec.nodeName"
+    );
+    assert!(sargs.kubeconfig.is_none(), "{o}: in-cluster configuration");
+    let speaker_config = sargs
+        .config
+        .as_ref()
+        .and_then(|p| p.to_str())
+        .unwrap_or_else(|| panic!("{o}: the speaker has no --config"));
+    assert_eq!(
+        mounted_config(r, ds, sc, speaker_config),
+        text,
+        "{o}: controller and speaker must read the same configuration"
+    );
+
+    // The speaker declares the gossip port the configuration uses.
+    if let Some(l2) = &config.l2 {
+        let l2 = portway_l2::L2Config::from_value(l2.clone(), None).expect("validated above");
+        let gossip = sc
+            .get("ports")
+            .and_then(Value::as_array)
+            .and_then(|ps| ps.iter().find(|p| s(p, "/name") == "gossip"))
+            .unwrap_or_else(|| panic!("{o}: the speaker declares no gossip port"));
+        assert_eq!(
+            gossip.get("containerPort").and_then(Value::as_u64),
+            Some(u64::from(l2.gossip_port)),
+            "{o}: l2.gossipPort and the speaker's declared port differ"
+        );
+        assert_eq!(s(gossip, "/protocol"), "UDP", "{o}");
+    }
 }

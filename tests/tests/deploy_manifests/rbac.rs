@@ -47,6 +47,10 @@ pub(crate) struct Wiring {
     pub(crate) lease_name: String,
     /// `hostport.namespace` (default kube-system).
     pub(crate) hostport_namespace: String,
+    /// The hostport class is on (`hostport.enabled`, default true).
+    pub(crate) hostport: bool,
+    /// A speaker runs (l2 or bgp configured).
+    pub(crate) speaker: bool,
     /// `f5.credentialsSecret` (default portway-system/bigip).
     pub(crate) f5_secret: (String, String),
     /// `bgp.peers[].passwordSecret` (default portway-system/bgp-auth).
@@ -122,15 +126,18 @@ pub(crate) fn controller_allow_list(w: &Wiring) -> BTreeSet<Perm> {
     // providers/hostport/src/provider.rs: `get_opt` of the Service's svclb
     // DaemonSet, `create`, `replace` (update) when the spec hash differs,
     // `delete` in ensure_deleted and for orphans, `list` (label svcname) at start.
-    let hp = Some(w.hostport_namespace.as_str());
-    let ds = ["get", "list", "create", "update", "delete"];
-    out.extend(perms("apps", "daemonsets", &ds, hp, None));
-    // providers/hostport/src/provider.rs: reflector over Api::<Pod>::namespaced
-    // (svclb pods: which nodes host a Ready one).
-    out.extend(perms("", "pods", &["list", "watch"], hp, None));
-    // providers/hostport/src/provider.rs `ensure_account`: `get_opt("svclb")`,
-    // `create` when missing.
-    out.extend(perms("", "serviceaccounts", &["get", "create"], hp, None));
+    // None of it when the class is off (`hostport.enabled: false`).
+    if w.hostport {
+        let hp = Some(w.hostport_namespace.as_str());
+        let ds = ["get", "list", "create", "update", "delete"];
+        out.extend(perms("apps", "daemonsets", &ds, hp, None));
+        // providers/hostport/src/provider.rs: reflector over Api::<Pod>::namespaced
+        // (svclb pods: which nodes host a Ready one).
+        out.extend(perms("", "pods", &["list", "watch"], hp, None));
+        // providers/hostport/src/provider.rs `ensure_account`: `get_opt("svclb")`,
+        // `create` when missing.
+        out.extend(perms("", "serviceaccounts", &["get", "create"], hp, None));
+    }
     // providers/f5/src/provider.rs: `get_opt` of f5.credentialsSecret.
     let (f5_ns, f5_name) = (Some(w.f5_secret.0.as_str()), Some(w.f5_secret.1.as_str()));
     out.extend(perms("", "secrets", &["get"], f5_ns, f5_name));
@@ -140,6 +147,10 @@ pub(crate) fn controller_allow_list(w: &Wiring) -> BTreeSet<Perm> {
 /// The permissions `portway speaker` needs, derived from its calls.
 pub(crate) fn speaker_allow_list(w: &Wiring) -> BTreeSet<Perm> {
     let mut out = Vec::new();
+    if !w.speaker {
+        // No speaker runs: its account (if any) may do nothing.
+        return BTreeSet::new();
+    }
     // ccm/src/speaker/mod.rs: reflector over Api::<Service>::all (l2 and bgp
     // Services); `announce` writes `portway.dev/announced-by` with a merge patch.
     out.extend(perms(

@@ -70,6 +70,9 @@ pub(crate) fn expanded_args(c: &Value) -> Vec<String> {
 /// `portway <args>` parsed as the binary parses its two in-cluster commands.
 #[derive(Parser, Debug)]
 struct Cli {
+    /// The binary's global flag (ccm/src/main.rs), accepted after the subcommand too.
+    #[arg(long, global = true)]
+    log_json: bool,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -244,15 +247,15 @@ pub(crate) fn wiring(args: &ControllerArgs, config: &Config) -> Wiring {
     if bgp_secrets.is_empty() {
         bgp_secrets.insert((NS.into(), "bgp-auth".into()));
     }
+    // The controller's own parse of the sections (hostport: default kube-system, on).
+    let sections = portway::sections::parse(config).expect("validated configuration");
     Wiring {
         cloud_node: args.enabled("cloud-node"),
         lease_namespace: args.leader_elect_resource_namespace.clone(),
         lease_name: args.leader_elect_resource_name.clone(),
-        // The controller's own parse of the section (default kube-system).
-        hostport_namespace: portway::sections::parse(config)
-            .expect("validated configuration")
-            .hostport
-            .namespace,
+        hostport_namespace: sections.hostport.namespace,
+        hostport: sections.hostport.enabled,
+        speaker: config.l2.is_some() || config.bgp.is_some(),
         f5_secret,
         bgp_secrets,
     }
