@@ -66,9 +66,12 @@ pub async fn build(config: &Config, client: &Client) -> anyhow::Result<Built> {
         )));
     }
     if let Some(f5) = &sections.f5 {
-        let provider =
-            portway_f5::F5Provider::new(client.clone(), f5.clone(), vips.scoped(F5, &f5.pools))
-                .map_err(|e| anyhow::anyhow!("f5: {e}"))?;
+        let provider = portway_f5::F5Provider::new(
+            portway_f5::CredentialsReader::new(client.clone(), f5),
+            f5.clone(),
+            vips.scoped(F5, &f5.pools),
+        )
+        .map_err(|e| anyhow::anyhow!("f5: {e}"))?;
         out.push(Arc::new(provider));
     }
     Ok(Built {

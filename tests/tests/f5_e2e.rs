@@ -296,3 +296,44 @@ async fn a_wrong_monitor_path_is_a_warning_and_no_retry_loop() {
     running.stop().await;
     sim.shutdown().await;
 }
+
+/// `cluster` member mode through the controller: the members follow the Service's pods
+/// as the EndpointSlice controller publishes them, within a reconcile (the controller
+/// watches the slices and hands them over), not a resync period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_members_follow_the_pods() {
+    let sim = cluster().await;
+    let bigip = Arc::new(BigIpSim::start().await.expect("bigip"));
+    let config = config(&bigip, "  memberMode: cluster\n  resyncPeriod: 1h");
+    let built = portway::providers::build(&config, &sim.client())
+        .await
+        .expect("providers");
+    let _running = portway_tests::start_service_controller(
+        sim.client(),
+        built.providers,
+        &config.default_class,
+    );
+    let api: Api<Service> = Api::namespaced(sim.client(), "default");
+    api.create(
+        &PostParams::default(),
+        &svc("web").class(F5).ports([80]).build(),
+    )
+    .await
+    .expect("create");
+    sim.set_endpoints("default", "web", &["node-1"])
+        .await
+        .expect("endpoints");
+    eventually("one member", Duration::from_secs(30), || async {
+        (member_counts(&bigip) == [1]).then_some(())
+    })
+    .await;
+    sim.set_endpoints("default", "web", &["node-1", "node-2"])
+        .await
+        .expect("endpoints");
+    eventually(
+        "two members, well before a resync",
+        Duration::from_secs(30),
+        || async { (member_counts(&bigip) == [2]).then_some(()) },
+    )
+    .await;
+}

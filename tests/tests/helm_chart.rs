@@ -323,20 +323,32 @@ fn every_key_of_the_configuration_doc_is_reachable_under_config() {
 
 /// Turning the hostport class off drops its Role (least privilege), and the checker agrees.
 #[test]
-fn hostport_off_grants_no_daemonsets() {
+fn hostport_off_may_only_remove_svclb_daemonsets() {
     let Some(helm) = helm_or_skip("hostport off") else {
         return;
     };
+    // hostport off needs another default class (check-config refuses otherwise).
     let r = chart(
         &helm,
         "hostport off",
-        &["--set", "config.hostport.enabled=false"],
+        &[
+            "-f",
+            &example("bgp"),
+            "--set",
+            "config.hostport.enabled=false",
+        ],
     );
     let w = check_objects(&r);
     assert!(!w.hostport);
-    assert!(
-        r.of_kind("Role")
-            .all(|o| s(o, "/metadata/name") != "portway-hostport")
+    let role = r
+        .of_kind("Role")
+        .find(|o| s(o, "/metadata/name") == "portway-hostport")
+        .expect("the Role that removes what hostport left");
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{"apiGroups": ["apps"], "resources": ["daemonsets"],
+            "verbs": ["list", "delete"]}]),
+        "no create, update or pods when hostport is off"
     );
 }
 

@@ -61,7 +61,8 @@ fn main() -> anyhow::Result<()> {
             let cfg = F5Config::from_value(&json!({"url": bigip.url(),
                 "credentialsSecret": {"namespace": "portway-system", "name": "bigip"}, "pools": ["vips"]}), None)
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            let p = F5Provider::new(sim.client(), cfg, vips.scoped("portway.dev/f5", &["vips".into()]))?;
+            let secrets = portway_f5::CredentialsReader::new(sim.client(), &cfg);
+            let p = F5Provider::new(secrets, cfg, vips.scoped("portway.dev/f5", &["vips".into()]))?;
             let svc = LbService {
                 key: ServiceKey::new("default", "bench"),
                 uid: format!("uid-{n_ports}-{n_nodes}"),

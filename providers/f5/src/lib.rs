@@ -30,7 +30,7 @@ pub use desired::{Desired, DesiredPool, desired};
 pub use names::{destination, member_name, monitor_name, object_name, uri_name};
 pub use nodes::NodeIndex;
 pub use plan::{Command, Plan, needs_nodes, plan};
-pub use provider::F5Provider;
+pub use provider::{CredentialsReader, F5Provider};
 pub use session::Credentials;
 
 /// The class this provider serves.

@@ -11,14 +11,12 @@ use crate::tag::{tagged_service, tagged_uid};
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use k8s_openapi::api::core::v1::{Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ListParams};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::Api;
 use portway_provider::ipam::VipManager;
 use portway_provider::{
-    LbNode, LbService, LbStatus, LoadBalancerProvider, ProviderError, ServiceKey,
+    EndpointsUse, LbNode, LbService, LbStatus, LoadBalancerProvider, ProviderError, ServiceKey,
 };
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -46,15 +44,31 @@ pub struct F5Provider {
 enum Resync {
     /// Not started; holds the sending end of the triggers channel for the timer task.
     Idle(mpsc::UnboundedSender<ServiceKey>),
-    /// Running until aborted: the timer, and in `cluster` member mode the EndpointSlice watch.
+    /// Running until aborted: the timer.
     Running(Vec<tokio::task::JoinHandle<()>>),
     /// Shut down.
     Stopped,
 }
 
+/// What the f5 provider may read in the cluster, and nothing more: the one credentials
+/// Secret its configuration names. Services and their endpoints come from the controller.
+#[derive(Clone)]
+pub struct CredentialsReader {
+    secrets: Api<Secret>,
+}
+
+impl CredentialsReader {
+    /// A reader of Secrets in the namespace of `f5.credentialsSecret`.
+    pub fn new(client: Client, cfg: &F5Config) -> Self {
+        Self {
+            secrets: Api::namespaced(client, &cfg.credentials_secret.namespace),
+        }
+    }
+}
+
 /// The device side, shared by the provider and its resync task.
 struct Core {
-    client: Client,
+    secrets: CredentialsReader,
     cfg: F5Config,
     device: Arc<BigIp>,
     /// Services this provider manages, with their uids: their objects are never swept.
@@ -84,7 +98,7 @@ impl F5Provider {
     /// gone (even when no f5 Service is left to reconcile) and asks the controller to ensure
     /// every managed Service again, which repairs drift.
     pub fn new(
-        client: Client,
+        secrets: CredentialsReader,
         cfg: F5Config,
         vips: VipManager,
     ) -> Result<F5Provider, ProviderError> {
@@ -98,7 +112,7 @@ impl F5Provider {
         )?);
         let (tx, rx) = mpsc::unbounded_channel();
         let core = Arc::new(Core {
-            client,
+            secrets,
             cfg,
             device,
             managed: Mutex::default(),
@@ -118,17 +132,7 @@ impl F5Provider {
     fn start_resync(&self) {
         let mut r = lock(&self.resync);
         *r = match std::mem::replace(&mut *r, Resync::Stopped) {
-            Resync::Idle(tx) => {
-                let mut tasks = Vec::new();
-                if self.core.cfg.member_mode == MemberMode::Cluster {
-                    tasks.push(tokio::spawn(follow_endpoints(
-                        self.core.clone(),
-                        tx.clone(),
-                    )));
-                }
-                tasks.push(tokio::spawn(resync(self.core.clone(), tx)));
-                Resync::Running(tasks)
-            }
+            Resync::Idle(tx) => Resync::Running(vec![tokio::spawn(resync(self.core.clone(), tx))]),
             other => other,
         };
     }
@@ -144,28 +148,6 @@ impl F5Provider {
     /// The device client (REST call counts for benchmarks).
     pub fn device(&self) -> &Arc<BigIp> {
         &self.core.device
-    }
-}
-
-/// In `cluster` member mode the pool members are the Service's ready endpoints: every
-/// change of an EndpointSlice of a managed Service asks the controller to ensure it again,
-/// so a pod that goes or comes changes the members within a reconcile, not a resync period.
-async fn follow_endpoints(core: Arc<Core>, tx: mpsc::UnboundedSender<ServiceKey>) {
-    use portway_provider::SERVICE_NAME_LABEL as SERVICE_NAME;
-    let api = Api::<EndpointSlice>::all(core.client.clone());
-    let events = watcher(api, watcher::Config::default().labels(SERVICE_NAME))
-        .default_backoff()
-        .touched_objects();
-    futures::pin_mut!(events);
-    while let Some(ev) = events.next().await {
-        let Ok(slice) = ev else { continue };
-        let (Some(ns), Some(name)) = (slice.namespace(), slice.labels().get(SERVICE_NAME)) else {
-            continue;
-        };
-        let key = ServiceKey::new(ns, name.clone());
-        if lock(&core.managed).contains_key(&key) && tx.send(key).is_err() {
-            return;
-        }
     }
 }
 
@@ -198,7 +180,9 @@ impl Core {
     async fn load_credentials(&self) -> Result<(), ProviderError> {
         let r = &self.cfg.credentials_secret;
         let field = "f5.credentialsSecret";
-        let secret = Api::<Secret>::namespaced(self.client.clone(), &r.namespace)
+        let secret = self
+            .secrets
+            .secrets
             .get_opt(&r.name)
             .await
             .map_err(|e| {
@@ -269,36 +253,22 @@ impl Core {
                     Ok(nodes.iter().filter_map(|n| n.internal_ips.first()).map(|ip| (*ip, np)).collect())
                 })
                 .collect(),
-            MemberMode::Cluster => {
-                let slices = Api::<EndpointSlice>::namespaced(self.client.clone(), &svc.key.namespace)
-                    .list(&ListParams::default().labels(&format!("{}={}", portway_provider::SERVICE_NAME_LABEL, svc.key.name)))
-                    .await
-                    .map_err(|e| ProviderError::transient(format!("listing EndpointSlices: {e}")))?;
-                Ok(svc
-                    .ports
-                    .iter()
-                    .map(|p| {
-                        let mut out = Vec::new();
-                        for s in &slices.items {
-                            let port = s
-                                .ports
-                                .iter()
-                                .flatten()
-                                .find(|sp| sp.name.as_deref().unwrap_or("") == p.name)
-                                .and_then(|sp| sp.port)
-                                .and_then(|x| u16::try_from(x).ok());
-                            let Some(port) = port else { continue };
-                            for e in &s.endpoints {
-                                if e.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
-                                    continue;
-                                }
-                                out.extend(e.addresses.iter().filter_map(|a| a.parse().ok()).map(|ip| (ip, port)));
-                            }
-                        }
-                        out
-                    })
-                    .collect())
-            }
+            // The pods themselves: the Service's endpoints, which the controller hands over
+            // (an unknown ready state counts as ready, as the API says).
+            MemberMode::Cluster => Ok(svc
+                .ports
+                .iter()
+                .map(|p| {
+                    svc.endpoints
+                        .iter()
+                        .filter(|e| e.ready != Some(false))
+                        .flat_map(|e| {
+                            let port = e.ports.iter().find(|sp| sp.name == p.name).map(|sp| sp.port);
+                            e.addresses.iter().filter_map(move |ip| port.map(|port| (*ip, port)))
+                        })
+                        .collect()
+                })
+                .collect()),
         }
     }
 
@@ -414,7 +384,8 @@ impl Core {
             .map(|_| ())
     }
 
-    /// Deletes tagged objects whose Service is gone (or was recreated with another uid).
+    /// Deletes tagged objects of no Service this provider manages: gone, recreated with
+    /// another uid, or moved to another class.
     async fn sweep(&self, info: &PartitionInfo) -> Result<(), ProviderError> {
         let current = self
             .device
@@ -436,14 +407,9 @@ impl Core {
             if managed.contains(&uid) {
                 continue;
             }
-            let (ns, name) = svc.split_once('/').unwrap_or(("", &svc));
-            let live = Api::<Service>::namespaced(self.client.clone(), ns)
-                .get_opt(name)
-                .await
-                .map_err(|e| ProviderError::transient(e.to_string()))?;
-            if live.is_some_and(|s| s.uid().as_deref() == Some(uid.as_str())) {
-                continue;
-            }
+            // Not a Service of this class now: deleted, recreated with another uid, or moved
+            // to another class. A Service being ensured is in `managed` before its objects
+            // are written, so its objects are never taken for an orphan's.
             info!(service = %svc, "removing BIG-IP objects of a Service that is gone");
             // The partition as read above: each uid's plan touches only its own objects.
             self.remove(info, Some(current.clone()), &uid).await?;
@@ -508,6 +474,16 @@ impl LoadBalancerProvider for F5Provider {
     async fn shutdown(&self) {
         self.stop_resync();
         self.core.device.logout().await;
+    }
+
+    /// In `cluster` member mode the pool members are the Service's endpoints: the
+    /// controller hands them over and calls `ensure` again when they change, so a pod that
+    /// goes or comes changes the members within a reconcile, not a resync period.
+    fn endpoints_use(&self) -> EndpointsUse {
+        match self.core.cfg.member_mode {
+            MemberMode::Cluster => EndpointsUse::Always,
+            MemberMode::Nodeport => EndpointsUse::Never,
+        }
     }
 
     fn triggers(&self) -> Option<BoxStream<'static, ServiceKey>> {

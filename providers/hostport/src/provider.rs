@@ -80,7 +80,8 @@ where
 }
 
 impl HostportProvider {
-    /// Starts the cache of svclb pods in the configured namespace. Must be called inside a
+    /// Starts the cache of svclb pods in the configured namespace (not when the class is
+    /// switched off: then the provider only removes what is left). Must be called inside a
     /// tokio runtime.
     pub fn new(api: HostportApi, cfg: HostportConfig) -> Self {
         let managed: Shared<BTreeSet<ServiceKey>> = Arc::default();
@@ -93,18 +94,28 @@ impl HostportProvider {
         .default_backoff()
         .touched_objects();
         let m = managed.clone();
-        let task = tokio::spawn(stream.for_each(move |p| {
-            if let Ok(p) = p {
-                let labels = p.labels();
-                if let (Some(ns), Some(name)) = (labels.get(SVCNAMESPACE), labels.get(SVCNAME)) {
-                    let key = ServiceKey::new(ns.clone(), name.clone());
-                    if lock(&m).contains(&key) {
-                        let _ = tx.send(key);
-                    }
-                }
+        let enabled = cfg.enabled;
+        let watch_pods = async move {
+            if enabled {
+                stream
+                    .for_each(move |p| {
+                        if let Ok(p) = p {
+                            let labels = p.labels();
+                            if let (Some(ns), Some(name)) =
+                                (labels.get(SVCNAMESPACE), labels.get(SVCNAME))
+                            {
+                                let key = ServiceKey::new(ns.clone(), name.clone());
+                                if lock(&m).contains(&key) {
+                                    let _ = tx.send(key);
+                                }
+                            }
+                        }
+                        futures::future::ready(())
+                    })
+                    .await;
             }
-            futures::future::ready(())
-        }));
+        };
+        let task = tokio::spawn(watch_pods);
         HostportProvider {
             api,
             cfg,

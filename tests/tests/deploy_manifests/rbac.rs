@@ -61,9 +61,9 @@ pub(crate) struct Wiring {
 /// code. Everything here is granted and nothing else may be.
 pub(crate) fn controller_allow_list(w: &Wiring) -> BTreeSet<Perm> {
     let mut out = Vec::new();
-    // ccm/src/service/mod.rs: Controller::new(Api::<Service>::all) lists and
-    // watches every Service; service/reconcile.rs adds/removes the finalizer
-    // with `.patch(Patch::Json)`. No update (no replace) anywhere.
+    // ccm/src/service/mod.rs: Controller::for_stream(watcher(Api::<Service>::all))
+    // lists and watches every Service; service/writes.rs adds/removes the finalizer
+    // with `.patch(Patch::Strategic)`. No update (no replace) anywhere.
     out.extend(perms(
         "",
         "services",
@@ -71,14 +71,10 @@ pub(crate) fn controller_allow_list(w: &Wiring) -> BTreeSet<Perm> {
         None,
         None,
     ));
-    // providers/hostport/src/provider.rs `adopt`: `Api::<Service>::namespaced(..)
-    // .get_opt` of each svclb DaemonSet's Service, to find orphans;
-    // providers/f5/src/provider.rs: the same before removing tagged objects.
-    out.extend(perms("", "services", &["get"], None, None));
-    // service/reconcile.rs: `.patch_status(Patch::Merge)` of status.loadBalancer.
+    // service/writes.rs: `.patch_status(Patch::Merge)` of status.loadBalancer.
     out.extend(perms("", "services/status", &["patch"], None, None));
     // service/mod.rs: reflector over Api::<Node>::all (eligible node set);
-    // node/mod.rs: Controller::new(Api::<Node>::all); hostport's node reflector.
+    // node/mod.rs: Controller::new(Api::<Node>::all).
     out.extend(perms("", "nodes", &["list", "watch"], None, None));
     if w.cloud_node {
         // node/mod.rs: `api.patch(Patch::Json)` for providerID, labels, taint.
@@ -92,10 +88,8 @@ pub(crate) fn controller_allow_list(w: &Wiring) -> BTreeSet<Perm> {
     // .patch (count) in the Service's namespace, `default` for Nodes.
     let events = ["create", "patch"];
     out.extend(perms("", "events", &events, None, None));
-    // providers/hostport/src/provider.rs: reflector over Api::<EndpointSlice>::all
-    // (externalTrafficPolicy Local); providers/f5/src/provider.rs: `list` by the
-    // kubernetes.io/service-name label and a `watch` of all slices with that label
-    // (memberMode cluster: pod IPs).
+    // service/watches.rs: reflector over Api::<EndpointSlice>::all when a provider
+    // reads endpoints (hostport under Local policy, f5 memberMode cluster).
     let slices = ["list", "watch"];
     out.extend(perms(
         "discovery.k8s.io",
@@ -126,9 +120,13 @@ pub(crate) fn controller_allow_list(w: &Wiring) -> BTreeSet<Perm> {
     // providers/hostport/src/provider.rs: `get_opt` of the Service's svclb
     // DaemonSet, `create`, `replace` (update) when the spec hash differs,
     // `delete` in ensure_deleted and for orphans, `list` (label svcname) at start.
-    // None of it when the class is off (`hostport.enabled: false`).
+    // With the class off (`hostport.enabled: false`) the retired provider only lists
+    // and deletes what is left (`adopt`, `ensure_deleted`).
+    let hp = Some(w.hostport_namespace.as_str());
+    if !w.hostport {
+        out.extend(perms("apps", "daemonsets", &["list", "delete"], hp, None));
+    }
     if w.hostport {
-        let hp = Some(w.hostport_namespace.as_str());
         let ds = ["get", "list", "create", "update", "delete"];
         out.extend(perms("apps", "daemonsets", &ds, hp, None));
         // providers/hostport/src/provider.rs: reflector over Api::<Pod>::namespaced

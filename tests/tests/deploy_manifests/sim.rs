@@ -172,8 +172,8 @@ async fn rendered_objects_load_into_the_sim_and_rbac_holds() {
         assert!(svcs_all.list(&lp).await.is_ok(), "{overlay}: list services");
         let one: Api<Service> = Api::namespaced(ctl.clone(), "default");
         assert!(
-            one.get("web").await.is_ok(),
-            "{overlay}: get service (hostport orphans)"
+            forbidden(&one.get("web").await),
+            "{overlay}: no provider reads a Service by name any more"
         );
         let svcs: Api<Service> = Api::namespaced(ctl.clone(), "default");
         let finalizer = serde_json::json!({"metadata": {"finalizers": ["service.kubernetes.io/load-balancer-cleanup"]}});

@@ -53,7 +53,7 @@ pub fn provider_with(sim: &TestCluster, url: &str, extra: Value) -> F5Provider {
     }
     let cfg = F5Config::from_value(&section, Some(&["vips"])).expect("config");
     F5Provider::new(
-        sim.client(),
+        portway_f5::CredentialsReader::new(sim.client(), &cfg),
         cfg,
         vips.scoped("portway.dev/f5", &["vips".into()]),
     )

@@ -7,7 +7,7 @@ use crate::common::{
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
-use portway_provider::{LoadBalancerProvider, ProviderError, ServiceKey};
+use portway_provider::{LoadBalancerProvider, ProviderError};
 use portway_sim::bigip::BigIpSim;
 use serde_json::json;
 use std::time::Duration;
@@ -506,33 +506,39 @@ async fn a_drifted_mask_and_source_are_repaired_once() {
     sim.shutdown().await;
 }
 
-/// `cluster` member mode: the members are the Service's endpoints, so an EndpointSlice
-/// change asks for an ensure at once instead of waiting for the resync period (1 h here).
+/// In `cluster` member mode the pool members are the endpoints the controller hands over
+/// (`LbService::endpoints`, ports matched by name); the provider reads no EndpointSlice
+/// itself, and says it wants them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_mode_follows_endpoint_slices() {
-    use futures::StreamExt;
-    use k8s_openapi::api::discovery::v1::EndpointSlice;
-    use kube::api::{Patch, PatchParams};
+async fn cluster_mode_members_are_the_endpoints_handed_over() {
+    use portway_provider::{EndpointsUse, LbEndpoint, LbEndpointPort, Protocol};
     let sim = cluster_with_secret().await;
     let bigip = BigIpSim::start().await.expect("bigip");
     let p = provider_in_mode(&sim, bigip.url(), "1h", "cluster");
-    let mut triggers = p.triggers().expect("a trigger stream");
-    let slices: Api<EndpointSlice> = Api::namespaced(sim.client(), "default");
-    let slice = |ips: &[&str]| -> EndpointSlice {
-        serde_json::from_value(json!({
-            "metadata": {"name": "web-abc", "labels": {"kubernetes.io/service-name": "web"}},
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": 8080}, {"name": "https", "port": 8443}],
-            "endpoints": ips.iter().map(|ip| json!({"addresses": [ip],
-                "conditions": {"ready": true}})).collect::<Vec<_>>()}))
-        .expect("slice")
+    assert_eq!(p.endpoints_use(), EndpointsUse::Always);
+    let endpoint = |ip: &str, ready: Option<bool>| LbEndpoint {
+        addresses: vec![ip.parse().expect("ip")],
+        ready,
+        serving: true,
+        pod: true,
+        ports: vec![
+            LbEndpointPort {
+                name: "http".into(),
+                port: 8080,
+                protocol: Some(Protocol::Tcp),
+            },
+            LbEndpointPort {
+                name: "https".into(),
+                port: 8443,
+                protocol: Some(Protocol::Tcp),
+            },
+        ],
+        ..Default::default()
     };
-    slices
-        .create(&PostParams::default(), &slice(&["10.42.0.1"]))
-        .await
-        .expect("slice");
-    assert!(p.adopt(&[svc()]).await.is_empty());
-    p.ensure(&svc(), &nodes(1)).await.expect("ensure");
+    let mut web = svc();
+    web.endpoints = vec![endpoint("10.42.0.1", Some(true))];
+    assert!(p.adopt(std::slice::from_ref(&web)).await.is_empty());
+    p.ensure(&web, &nodes(1)).await.expect("ensure");
     let members = |b: &BigIpSim| -> Vec<usize> {
         b.objects("pool", "portway")
             .iter()
@@ -544,27 +550,13 @@ async fn cluster_mode_follows_endpoint_slices() {
             .collect()
     };
     assert_eq!(members(&bigip), [1, 1], "one pod behind each port");
-    // Drain the triggers of the start-up (the watch's initial list).
-    while tokio::time::timeout(Duration::from_millis(300), triggers.next())
-        .await
-        .is_ok()
-    {}
-    // A second pod becomes ready: the controller is asked to ensure the Service again.
-    slices
-        .patch(
-            "web-abc",
-            &PatchParams::default(),
-            &Patch::Merge(&slice(&["10.42.0.1", "10.42.0.2"])),
-        )
-        .await
-        .expect("patch");
-    let key = tokio::time::timeout(Duration::from_secs(5), triggers.next())
-        .await
-        .expect("a trigger within 5 s, not a resync period")
-        .expect("stream open");
-    assert_eq!(key, ServiceKey::new("default", "web"));
-    p.ensure(&svc(), &nodes(1)).await.expect("ensure");
-    assert_eq!(members(&bigip), [2, 2]);
+    // A second pod is ready, a third is not, a fourth is of unknown state (counted, as the
+    // API says).
+    web.endpoints.push(endpoint("10.42.0.2", Some(true)));
+    web.endpoints.push(endpoint("10.42.0.3", Some(false)));
+    web.endpoints.push(endpoint("10.42.0.4", None));
+    p.ensure(&web, &nodes(1)).await.expect("ensure");
+    assert_eq!(members(&bigip), [3, 3]);
     p.shutdown().await;
     sim.shutdown().await;
 }
