@@ -18,6 +18,5 @@ pub mod node;
 pub mod process;
 pub mod providers;
 pub mod sandbox;
-pub mod sections;
 pub mod service;
 pub mod speaker;

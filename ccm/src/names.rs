@@ -3,6 +3,18 @@
 //! nothing, so that the service controller, the node controller and the speaker depend on
 //! it and never on each other.
 
+/// The hostport class (k3s ServiceLB behaviour), the default.
+pub const HOSTPORT: &str = "portway.dev/hostport";
+/// The l2 class.
+pub const L2: &str = "portway.dev/l2";
+/// The bgp class.
+pub const BGP: &str = "portway.dev/bgp";
+/// The f5 class.
+pub const F5: &str = "portway.dev/f5";
+/// The classes Portway serves, the default first; `defaultClass` must name one of them,
+/// and a Service moving to a class outside this list is cleaned up.
+pub const CLASSES: [&str; 4] = [HOSTPORT, L2, BGP, F5];
+
 /// The upstream CCM's finalizer; Portway uses the same so that a switch from another CCM
 /// keeps working.
 pub const FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";

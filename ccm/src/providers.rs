@@ -8,24 +8,13 @@
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::sections;
 use kube::Client;
 use portway_provider::LoadBalancerProvider;
 use portway_provider::ipam::{VipManager, VipProvider};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The hostport class (k3s ServiceLB behaviour), the default.
-pub const HOSTPORT: &str = portway_hostport::CLASS;
-/// The l2 class.
-pub const L2: &str = "portway.dev/l2";
-/// The bgp class.
-pub const BGP: &str = "portway.dev/bgp";
-/// The f5 class.
-pub const F5: &str = portway_f5::CLASS;
-/// The classes Portway serves, the default first; `defaultClass` must name one of them,
-/// and a Service moving to a class outside this list is cleaned up.
-pub const CLASSES: [&str; 4] = [HOSTPORT, L2, BGP, F5];
+pub use crate::names::{BGP, CLASSES, F5, HOSTPORT, L2};
 
 /// The providers for a configuration, and the allocator they share (for metrics).
 pub struct Built {
@@ -39,33 +28,29 @@ pub struct Built {
 
 /// The providers for `config`.
 pub async fn build(config: &Config, client: &Client) -> anyhow::Result<Built> {
-    let sections = sections::parse(config).map_err(|errors| {
-        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!("invalid configuration:\n{}", text.join("\n"))
-    })?;
-    let vips = VipManager::new(&sections.pools).map_err(|errors| {
+    let vips = VipManager::new(&config.pools).map_err(|errors| {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("invalid pools:\n{}", text.join("\n"))
     })?;
     let mut out: Vec<Arc<dyn LoadBalancerProvider>> = Vec::new();
     let mut retired = Vec::new();
     out.push(Arc::new(portway_hostport::HostportProvider::new(
-        portway_hostport::HostportApi::new(client.clone(), &sections.hostport.namespace),
-        sections.hostport.clone(),
+        portway_hostport::HostportApi::new(client.clone(), &config.hostport.namespace),
+        config.hostport.clone(),
     )));
-    if !sections.hostport.enabled {
+    if !config.hostport.enabled {
         retired.push(HOSTPORT.to_string());
     }
-    if let Some(l2) = &sections.l2 {
+    if let Some(l2) = &config.l2 {
         out.push(Arc::new(VipProvider::new(L2, vips.scoped(L2, &l2.pools))));
     }
-    if sections.bgp.is_some() {
+    if config.bgp.is_some() {
         out.push(Arc::new(VipProvider::new(
             BGP,
-            vips.scoped(BGP, &sections.bgp_pools()),
+            vips.scoped(BGP, &config.bgp_pools()),
         )));
     }
-    if let Some(f5) = &sections.f5 {
+    if let Some(f5) = &config.f5 {
         let provider = portway_f5::F5Provider::new(
             portway_f5::CredentialsReader::new(client.clone(), f5),
             f5.clone(),

@@ -243,7 +243,7 @@ async fn prepare_f5(client: &kube::Client, config: &mut Config, url: &str) -> an
         .create(&PostParams::default(), &secret)
         .await;
     if let Some(f5) = config.f5.as_mut() {
-        f5["url"] = serde_json::json!(url);
+        f5.url = url.to_string();
     }
     Ok(())
 }

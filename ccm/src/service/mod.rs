@@ -292,7 +292,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error
     let seen = Seen {
         load_balancer: rules::is_load_balancer(&svc),
         deleting: rules::is_deleting(&svc),
-        portway_class: class.is_some_and(|c| crate::config::CLASSES.contains(&c)),
+        portway_class: class.is_some_and(|c| crate::names::CLASSES.contains(&c)),
         configured: class.is_some_and(|c| ctx.registry.get(c).is_some()),
         retired: class.is_some_and(|c| ctx.retired.iter().any(|r| r == c)),
         has_finalizer: rules::has_finalizer(&svc),

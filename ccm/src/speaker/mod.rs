@@ -14,7 +14,6 @@ mod probe;
 
 use crate::config::Config;
 use crate::k8s::wait_until_ready;
-use crate::sections;
 use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -108,10 +107,7 @@ pub async fn run_with_metrics(
     m: Arc<metrics::SpeakerMetrics>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let sections = sections::parse(&config).map_err(|errors| {
-        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!("invalid configuration:\n{}", text.join("\n"))
-    })?;
+    let sections = &config;
     let changed = Arc::new(Notify::new());
     let services = Watched::<Service>::start(Api::all(client.clone()), &changed);
     let nodes = Watched::<Node>::start(Api::all(client.clone()), &changed);

@@ -248,7 +248,6 @@ fn check_speaker(r: &Rendered, ds: &Value, text: &str, config: &portway::config:
 
     // The speaker declares the gossip port the configuration uses.
     if let Some(l2) = &config.l2 {
-        let l2 = portway_l2::L2Config::from_value(l2.clone(), None).expect("validated above");
         let gossip = sc
             .get("ports")
             .and_then(Value::as_array)

@@ -7,7 +7,6 @@ use clap::Parser;
 use portway::cli::ControllerArgs;
 use portway::config::Config;
 use portway::speaker::SpeakerArgs;
-use portway_provider::ipam::{parse_pools, validate_pool_refs};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -177,84 +176,40 @@ pub(crate) fn mounted_config<'a>(
 
 // ---------------------------------------------------------------- configuration
 
-/// Parses and validates a configuration file as the controller and the
-/// speaker do, section by section.
+/// Parses and validates a configuration file as the controller and the speaker do: one
+/// parse gives every section typed, pool references checked.
 pub(crate) fn validate_config(what: &str, text: &str) -> Config {
-    let config = Config::from_yaml(text).unwrap_or_else(|e| panic!("{what}: invalid:\n{e}"));
-    assert!(
-        config.validate().is_empty(),
-        "{what}: {:?}",
-        config.validate()
-    );
-    let pools =
-        parse_pools(&config.pools).unwrap_or_else(|e| panic!("{what}: pools invalid: {e:?}"));
-    let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
-    if let Some(l2) = &config.l2 {
-        let l2 = portway_l2::L2Config::from_value(l2.clone(), Some(&names))
-            .unwrap_or_else(|e| panic!("{what}: l2 invalid: {e:?}"));
-        assert!(validate_pool_refs("l2.pools", &l2.pools, &pools).is_empty());
-    }
-    if let Some(bgp) = &config.bgp {
-        let bgp = portway_bgp::BgpConfig::from_value(bgp.clone())
-            .unwrap_or_else(|e| panic!("{what}: bgp invalid: {e:?}"));
-        for (i, adv) in bgp.advertisements.iter().enumerate() {
-            let errors = validate_pool_refs(
-                &format!("bgp.advertisements[{i}].pools"),
-                &adv.pools,
-                &pools,
-            );
-            assert!(errors.is_empty(), "{what}: {errors:?}");
-        }
-    }
-    if let Some(hostport) = &config.hostport {
-        assert!(hostport.is_object(), "{what}: hostport must be a mapping");
-    }
-    if let Some(f5) = &config.f5 {
-        assert!(f5.is_object(), "{what}: f5 must be a mapping");
-        if let Some(refs) = f5.get("pools") {
-            let refs: Vec<String> = strs(Some(refs));
-            assert!(validate_pool_refs("f5.pools", &refs, &pools).is_empty());
-        }
-    }
-    config
+    Config::from_yaml(text).unwrap_or_else(|e| panic!("{what}: invalid:\n{e}"))
 }
 
 /// What the configuration decides about RBAC.
 pub(crate) fn wiring(args: &ControllerArgs, config: &Config) -> Wiring {
-    let section = |v: &Option<Value>, p: &str| {
-        v.as_ref()
-            .and_then(|v| v.pointer(p))
-            .and_then(Value::as_str)
-            .map(String::from)
-    };
-    let f5_secret = (
-        section(&config.f5, "/credentialsSecret/namespace").unwrap_or_else(|| NS.into()),
-        section(&config.f5, "/credentialsSecret/name").unwrap_or_else(|| "bigip".into()),
-    );
+    let f5_secret = config
+        .f5
+        .as_ref()
+        .map(|f5| {
+            (
+                f5.credentials_secret.namespace.clone(),
+                f5.credentials_secret.name.clone(),
+            )
+        })
+        .unwrap_or_else(|| (NS.into(), "bigip".into()));
     let mut bgp_secrets: BTreeSet<(String, String)> = config
         .bgp
-        .as_ref()
-        .and_then(|b| b.get("peers"))
-        .and_then(Value::as_array)
-        .map(|peers| {
-            peers
-                .iter()
-                .filter_map(|p| p.get("passwordSecret"))
-                .map(|sr| (s(sr, "/namespace").to_string(), s(sr, "/name").to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
+        .iter()
+        .flat_map(|b| &b.peers)
+        .filter_map(|p| p.password_secret.as_ref())
+        .map(|sr| (sr.namespace.clone(), sr.name.clone()))
+        .collect();
     if bgp_secrets.is_empty() {
         bgp_secrets.insert((NS.into(), "bgp-auth".into()));
     }
-    // The controller's own parse of the sections (hostport: default kube-system, on).
-    let sections = portway::sections::parse(config).expect("validated configuration");
     Wiring {
         cloud_node: args.enabled("cloud-node"),
         lease_namespace: args.leader_elect_resource_namespace.clone(),
         lease_name: args.leader_elect_resource_name.clone(),
-        hostport_namespace: sections.hostport.namespace,
-        hostport: sections.hostport.enabled,
+        hostport_namespace: config.hostport.namespace.clone(),
+        hostport: config.hostport.enabled,
         speaker: config.l2.is_some() || config.bgp.is_some(),
         f5_secret,
         bgp_secrets,

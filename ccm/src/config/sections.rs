@@ -1,58 +1,31 @@
 //! The provider sections of the configuration, parsed into each provider's own typed
-//! configuration and cross-checked (pool references) so that `check-config` and start-up
-//! report every problem with its key path before anything runs.
+//! configuration and cross-checked (pool references, the default class) so that
+//! `check-config` and start-up report every problem with its key path before anything runs.
 
-use crate::config::{Config, ConfigError};
+use super::model::Config;
+use super::raw::RawConfig;
 use portway_bgp::BgpConfig;
 use portway_f5::F5Config;
 use portway_hostport::HostportConfig;
 use portway_l2::L2Config;
-use portway_provider::ipam::{PoolConfig, parse_pools};
+use portway_provider::ConfigIssue;
+use portway_provider::ipam::parse_pools;
 
-/// The typed sections of a valid configuration.
-#[derive(Debug, Clone)]
-pub struct Sections {
-    /// The hostport class (always on; defaults when the section is absent).
-    pub hostport: HostportConfig,
-    /// The address pools shared by l2, bgp and f5.
-    pub pools: Vec<PoolConfig>,
-    /// The l2 class, when configured.
-    pub l2: Option<L2Config>,
-    /// The bgp class, when configured.
-    pub bgp: Option<BgpConfig>,
-    /// The f5 class, when configured.
-    pub f5: Option<F5Config>,
-}
-
-impl Sections {
-    /// The pools the bgp class allocates from: those its advertisements name.
-    pub fn bgp_pools(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for adv in self.bgp.iter().flat_map(|b| &b.advertisements) {
-            for p in &adv.pools {
-                if !out.contains(p) {
-                    out.push(p.clone());
-                }
-            }
-        }
-        out
-    }
-}
-
-/// Parses and cross-checks the provider sections of `config`.
-pub fn parse(config: &Config) -> Result<Sections, Vec<ConfigError>> {
+/// Parses every provider section and cross-checks them (pool references, the default
+/// class), reporting every problem at once.
+pub fn build(config: RawConfig) -> Result<Config, Vec<ConfigIssue>> {
     let mut errors = Vec::new();
     let pools = match parse_pools(&config.pools) {
         Ok(p) => p,
         Err(es) => {
-            errors.extend(es.into_iter().map(|e| ConfigError::at(e.path, e.message)));
+            errors.extend(es.into_iter().map(|e| ConfigIssue::new(e.path, e.message)));
             Vec::new()
         }
     };
     let hostport = match HostportConfig::from_value(config.hostport.as_ref()) {
         Ok(h) => h,
         Err(es) => {
-            errors.extend(es.into_iter().map(|e| ConfigError::at(e.path, e.message)));
+            errors.extend(es.into_iter().map(|e| ConfigIssue::new(e.path, e.message)));
             HostportConfig::default()
         }
     };
@@ -62,7 +35,7 @@ pub fn parse(config: &Config) -> Result<Sections, Vec<ConfigError>> {
         Some(v) => match L2Config::from_value(v.clone(), Some(&names)) {
             Ok(c) => Some(c),
             Err(es) => {
-                errors.extend(es.into_iter().map(|e| ConfigError::at(e.path, e.message)));
+                errors.extend(es.into_iter().map(|e| ConfigIssue::new(e.path, e.message)));
                 None
             }
         },
@@ -74,7 +47,7 @@ pub fn parse(config: &Config) -> Result<Sections, Vec<ConfigError>> {
                 for (i, adv) in c.advertisements.iter().enumerate() {
                     for (j, p) in adv.pools.iter().enumerate() {
                         if !names.contains(&p.as_str()) {
-                            errors.push(ConfigError::at(
+                            errors.push(ConfigIssue::new(
                                 format!("bgp.advertisements[{i}].pools[{j}]"),
                                 format!(
                                     "no pool named {p:?}; define it under `pools` or remove it"
@@ -86,7 +59,7 @@ pub fn parse(config: &Config) -> Result<Sections, Vec<ConfigError>> {
                 Some(c)
             }
             Err(es) => {
-                errors.extend(es.into_iter().map(|e| ConfigError::at(e.path, e.message)));
+                errors.extend(es.into_iter().map(|e| ConfigIssue::new(e.path, e.message)));
                 None
             }
         },
@@ -96,7 +69,7 @@ pub fn parse(config: &Config) -> Result<Sections, Vec<ConfigError>> {
         Some(v) => match F5Config::from_value(v, Some(&names)) {
             Ok(c) => Some(c),
             Err(es) => {
-                errors.extend(es.into_iter().map(|e| ConfigError::at(e.path, e.message)));
+                errors.extend(es.into_iter().map(|e| ConfigIssue::new(e.path, e.message)));
                 None
             }
         },
@@ -104,14 +77,14 @@ pub fn parse(config: &Config) -> Result<Sections, Vec<ConfigError>> {
     // A default class that serves nothing would send every Service without a class down
     // the cleanup path (or leave it parked): refuse it, naming what to add.
     let default_on = match config.default_class.as_str() {
-        crate::providers::HOSTPORT => hostport.enabled,
-        crate::providers::L2 => config.l2.is_some(),
-        crate::providers::BGP => config.bgp.is_some(),
-        crate::providers::F5 => config.f5.is_some(),
+        crate::names::HOSTPORT => hostport.enabled,
+        crate::names::L2 => config.l2.is_some(),
+        crate::names::BGP => config.bgp.is_some(),
+        crate::names::F5 => config.f5.is_some(),
         _ => true, // not a Portway class: config.rs reports that
     };
     if !default_on {
-        let fix = if config.default_class == crate::providers::HOSTPORT {
+        let fix = if config.default_class == crate::names::HOSTPORT {
             "hostport is switched off (hostport.enabled: false); set defaultClass to a \
              configured class, or enable hostport"
                 .to_string()
@@ -126,15 +99,18 @@ pub fn parse(config: &Config) -> Result<Sections, Vec<ConfigError>> {
                 config.default_class
             )
         };
-        errors.push(ConfigError::at("defaultClass", fix));
+        errors.push(ConfigIssue::new("defaultClass", fix));
     }
     if errors.is_empty() {
-        Ok(Sections {
-            f5,
-            hostport,
+        Ok(Config {
+            default_class: config.default_class,
+            service_controller: config.service_controller,
+            nodes: config.nodes,
             pools,
+            hostport,
             l2,
             bgp,
+            f5,
         })
     } else {
         Err(errors)
@@ -143,7 +119,7 @@ pub fn parse(config: &Config) -> Result<Sections, Vec<ConfigError>> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::super::Config;
 
     #[test]
     fn unknown_pool_references_name_the_key() {
@@ -172,9 +148,8 @@ mod tests {
             "pools:\n- name: lan\n  addresses: [192.0.2.0/28]\n- name: dc\n  addresses: [198.51.100.0/28]\nl2:\n  pools: [lan]\nbgp:\n  localASN: 64512\n  peers: [{address: 10.0.0.1, asn: 64500}]\n  advertisements: [{pools: [dc]}]\n",
         )
         .expect("valid");
-        let s = parse(&cfg).expect("sections");
-        assert_eq!(s.l2.as_ref().expect("l2").pools, vec!["lan".to_string()]);
-        assert_eq!(s.bgp_pools(), vec!["dc".to_string()]);
+        assert_eq!(cfg.l2.as_ref().expect("l2").pools, vec!["lan".to_string()]);
+        assert_eq!(cfg.bgp_pools(), vec!["dc".to_string()]);
     }
 
     /// Issue 16 #1: a default class that is not enabled is refused with its key.
