@@ -20,6 +20,7 @@
 pub mod ipam;
 pub mod mock;
 mod service;
+pub mod testkit;
 
 /// The label that ties an EndpointSlice to its Service (set by the EndpointSlice
 /// controller): every provider and the speaker find a Service's endpoints by it.

@@ -1,5 +1,5 @@
-//! `MockProvider`: a provider that records every call, for controller tests,
-//! benchmarks and the sandbox's stand-in classes.
+//! `MockProvider`: a provider that records every call, for controller tests and
+//! benchmarks (the sandbox runs the real providers).
 //!
 //! It hands out addresses from a counter so that statuses differ per Service,
 //! and can be told to fail a given number of calls (transiently or with a

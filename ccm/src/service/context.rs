@@ -1,7 +1,7 @@
 //! What the reconciles share: the API client, the providers, the caches and, per
 //! Service, the little the controller remembers between reconciles.
 
-use super::dispatch::{Call, Handle, Registry, Reply};
+use super::dispatch::{Handle, Registry, Reply, Request};
 use super::nodes::NodeSet;
 use crate::config::ServiceControllerConfig;
 use crate::events::{Events, Reason};
@@ -122,11 +122,11 @@ impl Context {
         &self,
         class: &str,
         handle: &Handle,
-        call: Call,
+        request: Request,
     ) -> Result<Reply, ProviderError> {
-        let op = call.op();
+        let op = request.op();
         let started = std::time::Instant::now();
-        let result = handle.call(call).await;
+        let result = handle.call(request).await;
         self.metrics
             .observe_provider_call(class, op, result.is_ok(), started.elapsed());
         result

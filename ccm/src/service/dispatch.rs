@@ -16,7 +16,7 @@ use tower::{BoxError, ServiceBuilder, ServiceExt};
 
 /// One provider call.
 #[derive(Clone, Debug)]
-pub enum Call {
+pub enum Request {
     /// `ensure` with the eligible nodes.
     Ensure(LbService, Arc<Vec<LbNode>>),
     /// `update` with the eligible nodes.
@@ -25,13 +25,13 @@ pub enum Call {
     Delete(LbService),
 }
 
-impl Call {
+impl Request {
     /// The operation's name, for metrics and logs.
     pub fn op(&self) -> &'static str {
         match self {
-            Call::Ensure(..) => "ensure",
-            Call::Update(..) => "update",
-            Call::Delete(_) => "ensure_deleted",
+            Request::Ensure(..) => "ensure",
+            Request::Update(..) => "update",
+            Request::Delete(_) => "ensure_deleted",
         }
     }
 }
@@ -45,7 +45,7 @@ pub enum Reply {
     Done,
 }
 
-type CallService = BoxCloneSyncService<Call, Reply, ProviderError>;
+type CallService = BoxCloneSyncService<Request, Reply, ProviderError>;
 
 /// A provider with its middleware stack.
 #[derive(Clone)]
@@ -62,15 +62,17 @@ impl Handle {
             .map_err(move |e: BoxError| timeout_error(e, timeout))
             .concurrency_limit(cfg.provider_concurrency)
             .timeout(timeout)
-            .service_fn(move |call: Call| {
+            .service_fn(move |call: Request| {
                 let p = inner.clone();
                 async move {
                     match call {
-                        Call::Ensure(svc, nodes) => p.ensure(&svc, &nodes).await.map(Reply::Status),
-                        Call::Update(svc, nodes) => {
+                        Request::Ensure(svc, nodes) => {
+                            p.ensure(&svc, &nodes).await.map(Reply::Status)
+                        }
+                        Request::Update(svc, nodes) => {
                             p.update(&svc, &nodes).await.map(|()| Reply::Done)
                         }
-                        Call::Delete(svc) => p.ensure_deleted(&svc).await.map(|()| Reply::Done),
+                        Request::Delete(svc) => p.ensure_deleted(&svc).await.map(|()| Reply::Done),
                     }
                 }
             });
@@ -87,7 +89,7 @@ impl Handle {
     }
 
     /// Runs one call through the middleware.
-    pub async fn call(&self, call: Call) -> Result<Reply, ProviderError> {
+    pub async fn call(&self, call: Request) -> Result<Reply, ProviderError> {
         self.service.clone().oneshot(call).await
     }
 }
@@ -173,13 +175,13 @@ mod tests {
             ..Default::default()
         };
         let err = h
-            .call(Call::Ensure(slow, Arc::default()))
+            .call(Request::Ensure(slow, Arc::default()))
             .await
             .expect_err("times out");
         assert!(err.is_transient(), "{err}");
         assert!(err.to_string().contains("timed out after 50ms"), "{err}");
         let err = h
-            .call(Call::Ensure(LbService::default(), Arc::default()))
+            .call(Request::Ensure(LbService::default(), Arc::default()))
             .await
             .expect_err("invalid");
         assert_eq!(err, ProviderError::invalid("spec.ports", "no"));
@@ -193,7 +195,7 @@ mod tests {
         let reply = reg
             .get("portway.dev/l2")
             .expect("registered")
-            .call(Call::Ensure(LbService::default(), Arc::default()))
+            .call(Request::Ensure(LbService::default(), Arc::default()))
             .await
             .expect("ok");
         assert!(matches!(reply, Reply::Status(s) if s.ingress.len() == 1));

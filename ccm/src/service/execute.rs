@@ -8,7 +8,7 @@
 
 use super::context::{Context, SvcState};
 use super::decide::{ParkReason, Step};
-use super::dispatch::{Call, Handle, Reply};
+use super::dispatch::{Handle, Reply, Request};
 use super::status::{current_ingress, desired_ingress, ingress_equal, ingress_patch};
 use super::view::service_view;
 use super::writes::{self, add_finalizer, remove_finalizer};
@@ -115,7 +115,7 @@ async fn ensure(job: &Job<'_>, quiet: bool) -> Result<Action, Error> {
     });
     let result = job
         .ctx
-        .call(class, handle, Call::Ensure(view, nodes.nodes.clone()))
+        .call(class, handle, Request::Ensure(view, nodes.nodes.clone()))
         .await;
     let status = match result {
         Ok(Reply::Status(status)) => status,
@@ -211,7 +211,7 @@ async fn update(job: &Job<'_>) -> Result<Action, Error> {
     let nodes = job.ctx.nodes.borrow().clone();
     match job
         .ctx
-        .call(class, handle, Call::Update(view, nodes.nodes.clone()))
+        .call(class, handle, Request::Update(view, nodes.nodes.clone()))
         .await
     {
         Ok(_) => {
@@ -317,7 +317,7 @@ pub(super) async fn cleanup_gone(ctx: &Context, key: &ObjectRef<Service>) {
         return;
     };
     info!(service = %key, class = %st.class, "Service deleted without the finalizer; releasing what it held");
-    if let Err(e) = ctx.call(&st.class, handle, Call::Delete(view)).await {
+    if let Err(e) = ctx.call(&st.class, handle, Request::Delete(view)).await {
         warn!(service = %key, %e, "releasing a deleted Service failed; its resources wait for the next start's sweep");
     }
     ctx.forget(key);
@@ -349,7 +349,7 @@ async fn release_foreign(job: &Job<'_>) -> Result<Action, Error> {
 async fn delete_in(job: &Job<'_>, class: &str, handle: &Handle, view: LbService) -> Option<Action> {
     let e = job
         .ctx
-        .call(class, handle, Call::Delete(view))
+        .call(class, handle, Request::Delete(view))
         .await
         .err()?;
     job.publish(

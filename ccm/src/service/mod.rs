@@ -33,7 +33,7 @@ mod writes;
 pub use adopt::LEGACY_K3S_FINALIZER;
 pub use context::{SvcState, backoff_delay};
 pub use decide::{ParkReason, Seen, Step, decide};
-pub use dispatch::{Call, Registry, Reply};
+pub use dispatch::{Registry, Reply, Request};
 pub use execute::Error;
 pub use nodes::NodeSet;
 pub use view::minimal_view;

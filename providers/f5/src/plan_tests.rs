@@ -3,28 +3,16 @@
 use super::*;
 use crate::config::{MonitorChoice, MonitorKind, Monitors};
 use crate::desired::desired;
-use portway_provider::{LbPort, LbService, Protocol, ServiceKey};
+use portway_provider::testkit::SvcExt as _;
+use portway_provider::{LbService, Protocol};
 
 fn svc() -> LbService {
-    LbService {
-        key: ServiceKey::new("default", "web"),
-        uid: "u-1".into(),
-        ports: vec![
-            LbPort {
-                name: "http".into(),
-                protocol: Protocol::Tcp,
-                port: 80,
-                node_port: Some(30080),
-            },
-            LbPort {
-                name: "dns".into(),
-                protocol: Protocol::Udp,
-                port: 53,
-                node_port: Some(30053),
-            },
-        ],
-        ..Default::default()
-    }
+    portway_provider::testkit::svc("default", "web")
+        .uid("u-1")
+        .named_ports(&[
+            ("http", Protocol::Tcp, 80, 30080),
+            ("dns", Protocol::Udp, 53, 30053),
+        ])
 }
 
 fn members(nodes: &[&str]) -> Vec<Vec<(IpAddr, u16)>> {

@@ -230,30 +230,17 @@ pub fn build_daemonset(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portway_provider::{LbPort, Protocol, ServiceKey};
+    use portway_provider::Protocol;
+    use portway_provider::testkit::SvcExt as _;
 
     fn svc(name: &str) -> LbService {
-        LbService {
-            key: ServiceKey::new("default", name),
-            uid: "0507a580-1111-2222-3333-444455556666".into(),
-            ports: vec![
-                LbPort {
-                    name: "http".into(),
-                    protocol: Protocol::Tcp,
-                    port: 80,
-                    node_port: Some(30080),
-                },
-                LbPort {
-                    name: "dns".into(),
-                    protocol: Protocol::Udp,
-                    port: 53,
-                    node_port: Some(30053),
-                },
-            ],
-            cluster_ips: vec!["10.43.0.10".parse().expect("ip")],
-            ip_families: vec![IpFamily::V4],
-            ..Default::default()
-        }
+        portway_provider::testkit::svc("default", name)
+            .uid("0507a580-1111-2222-3333-444455556666")
+            .named_ports(&[
+                ("http", Protocol::Tcp, 80, 30080),
+                ("dns", Protocol::Udp, 53, 30053),
+            ])
+            .cluster_ips(&["10.43.0.10"])
     }
 
     fn env(ds: &DaemonSet, container: usize, name: &str) -> serde_json::Value {

@@ -93,10 +93,7 @@ impl Announcer {
     /// removed IPs are no longer answered and new ones have had their first
     /// gratuitous announcement sent.
     pub async fn set_owned(&self, owned: BTreeMap<IpAddr, InterfaceChoice>) {
-        let (tx, rx) = oneshot::channel();
-        if self.cmd.send(Cmd::SetOwned(owned, tx)).is_ok() {
-            let _ = rx.await;
-        }
+        crate::actor::ask(&self.cmd, |tx| Cmd::SetOwned(owned, tx)).await;
     }
 
     /// A live view of the announcer's status.
@@ -106,11 +103,7 @@ impl Announcer {
 
     /// Stops answering and closes every socket.
     pub async fn shutdown(self) {
-        let (tx, rx) = oneshot::channel();
-        if self.cmd.send(Cmd::Shutdown(tx)).is_ok() {
-            let _ = rx.await;
-        }
-        let _ = self.task.await;
+        crate::actor::stop(&self.cmd, self.task, Cmd::Shutdown).await;
     }
 }
 

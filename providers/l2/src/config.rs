@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Settings shared by the l2 provider (controller side) and every speaker.
+/// Settings shared by the l2 class on the controller (its pools, for `VipProvider`) and
+/// every speaker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct L2Config {

@@ -123,11 +123,7 @@ impl Membership {
 
     /// Says goodbye, leaves the group and stops the task.
     pub async fn leave(self) {
-        let (tx, rx) = oneshot::channel();
-        if self.cmd.send(Cmd::Leave(tx)).is_ok() {
-            let _ = rx.await;
-        }
-        let _ = self.task.await;
+        crate::actor::stop(&self.cmd, self.task, Cmd::Leave).await;
     }
 }
 

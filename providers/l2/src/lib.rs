@@ -25,6 +25,7 @@
 //! failover figures.
 #![deny(unsafe_code)]
 
+mod actor;
 pub mod announcer;
 pub mod config;
 pub mod election;

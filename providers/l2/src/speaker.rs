@@ -282,11 +282,7 @@ impl L2Speaker {
 
     /// Stops answering, says goodbye to the peers and stops every task.
     pub async fn shutdown(self) {
-        let (tx, rx) = oneshot::channel();
-        if self.cmd.send(Cmd::Shutdown(tx)).is_ok() {
-            let _ = rx.await;
-        }
-        let _ = self.task.await;
+        crate::actor::stop(&self.cmd, self.task, Cmd::Shutdown).await;
     }
 }
 

@@ -35,7 +35,7 @@ mod plan;
 mod pool;
 mod provider;
 mod selector;
-pub mod testkit;
+pub use crate::testkit;
 
 #[cfg(test)]
 mod tests;

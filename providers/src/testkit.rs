@@ -1,5 +1,5 @@
-//! Chainable builders of [`LbService`] for tests of the allocator and of the
-//! providers that wrap it: `svc("default", "web").ports([80]).sharing("k")`.
+//! Chainable builders of [`LbService`] for tests of the allocator and of every
+//! provider: `svc("default", "web").ports([80]).sharing("k")`.
 //!
 //! Public (not `cfg(test)`) so that integration tests, benchmarks and the
 //! provider crates share one builder instead of each writing their own.
@@ -47,6 +47,12 @@ pub trait SvcExt: Sized {
     fn proto_ports(self, ports: impl IntoIterator<Item = (Protocol, u16)>) -> Self;
     /// `portway.dev/allow-shared-ip`.
     fn sharing(self, key: &str) -> Self;
+    /// `metadata.uid`.
+    fn uid(self, uid: &str) -> Self;
+    /// Named ports with node ports: `(name, protocol, port, nodePort)`.
+    fn named_ports(self, ports: &[(&str, Protocol, u16, u16)]) -> Self;
+    /// `spec.clusterIPs`.
+    fn cluster_ips(self, ips: &[&str]) -> Self;
     /// Requested addresses, as `portway.dev/load-balancer-ips` would give them.
     fn request(self, ips: &[&str]) -> Self;
     /// `spec.loadBalancerIP` (no annotation, so errors name that field).
@@ -79,12 +85,32 @@ impl SvcExt for LbService {
     }
     fn sharing(mut self, key: &str) -> Self {
         self.sharing_key = Some(key.to_string());
-        self.annotate(super::SHARING_ANNOTATIONS[0], key)
+        self.annotate(crate::ipam::SHARING_ANNOTATIONS[0], key)
+    }
+    fn uid(mut self, uid: &str) -> Self {
+        self.uid = uid.to_string();
+        self
+    }
+    fn named_ports(mut self, ports: &[(&str, Protocol, u16, u16)]) -> Self {
+        self.ports = ports
+            .iter()
+            .map(|(name, protocol, port, node_port)| LbPort {
+                name: name.to_string(),
+                protocol: *protocol,
+                port: *port,
+                node_port: Some(*node_port),
+            })
+            .collect();
+        self
+    }
+    fn cluster_ips(mut self, ips: &[&str]) -> Self {
+        self.cluster_ips = ips.iter().map(|s| ip(s)).collect();
+        self
     }
     fn request(mut self, ips: &[&str]) -> Self {
         self.requested_ips = ips.iter().map(|s| ip(s)).collect();
         let joined = ips.join(",");
-        self.annotate(super::IPS_ANNOTATIONS[0], &joined)
+        self.annotate(crate::ipam::IPS_ANNOTATIONS[0], &joined)
     }
     fn load_balancer_ip(mut self, addr: &str) -> Self {
         self.requested_ips = vec![ip(addr)];
@@ -92,7 +118,7 @@ impl SvcExt for LbService {
     }
     fn pool(mut self, name: &str) -> Self {
         self.pool = Some(name.to_string());
-        self.annotate(super::POOL_ANNOTATIONS[0], name)
+        self.annotate(crate::ipam::POOL_ANNOTATIONS[0], name)
     }
     fn families(mut self, policy: IpFamilyPolicy, families: &[IpFamily]) -> Self {
         self.ip_family_policy = policy;
