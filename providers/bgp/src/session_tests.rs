@@ -11,6 +11,7 @@ use netgauze_bgp_pkt::wire::deserializer::BgpParsingContext;
 use netgauze_parse_utils::reader::SliceReader;
 use netgauze_parse_utils::traits::ParseFromWithOneInput;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
 
 const A_ADDR: &str = "198.51.100.11:40000";
 const B_ADDR: &str = "198.51.100.1:179";

@@ -29,6 +29,7 @@ mod allocator;
 mod config;
 mod error;
 mod holding;
+mod index;
 mod invariants;
 mod manager;
 mod plan;

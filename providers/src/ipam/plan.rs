@@ -18,9 +18,10 @@
 //!    address it may share, then takes the lowest free address.
 
 use super::addr::{fam_name, is_buggy, to_u128};
-use super::allocator::{Allocator, Scope, ip_of};
+use super::allocator::{Allocator, Scope};
 use super::error::AllocError;
 use super::holding::Claim;
+use super::index::ip_of;
 use crate::{IpFamily, IpFamilyPolicy, LbService};
 use std::net::IpAddr;
 
@@ -211,7 +212,7 @@ impl Allocator {
         pinned: Option<usize>,
         scope: &Scope,
     ) -> Result<Plan, AllocError> {
-        let requested = super::allocator::dedup(&svc.requested_ips);
+        let requested = super::index::dedup(&svc.requested_ips);
         for (i, a) in requested.iter().enumerate() {
             if let Some(b) = requested[i + 1..]
                 .iter()

@@ -1,0 +1,145 @@
+//! [`L2Speaker`]: membership + election + announcer for one node, the part
+//! of `portway speaker` that the integrator drives from Kubernetes watches.
+//!
+//! ```text
+//!   set_nodes(name -> labels, IPs)   ─┐                       ┌─> status(): owner per IP,
+//!   set_vips([VipInput])              ├─> task: elect() ──────┤   quorum, counters
+//!   set_api_reachable(bool)          ─┤    on every change    ├─> events(): takeovers,
+//!   Membership view (gossip)         ─┘         │             │   releases, members
+//!                                               v             │
+//!                                  Announcer.set_owned(owned) ┘
+//! ```
+//!
+//! Startup: a new speaker sees only itself and would claim every IP, so it
+//! announces nothing until it has heard from a peer or `startup_grace` has
+//! passed (a lone speaker, or the first of a cluster). Shutdown stops
+//! answering first, then says goodbye, so peers take over within
+//! milliseconds.
+
+mod task;
+mod types;
+
+use task::{Cmd, Task};
+
+pub use types::*;
+
+use crate::announcer::{Announcer, AnnouncerConfig};
+use crate::election::VipInput;
+use crate::gossip::{Membership, MembershipConfig};
+use crate::iface::{self};
+use crate::responder::AnnounceTiming;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Handle to a running speaker.
+#[derive(Debug)]
+pub struct L2Speaker {
+    cmd: mpsc::UnboundedSender<Cmd>,
+    status: watch::Receiver<SpeakerStatus>,
+    events: broadcast::Sender<SpeakerEvent>,
+    task: JoinHandle<()>,
+}
+
+impl L2Speaker {
+    /// Binds the gossip socket and starts membership, announcer and the
+    /// election task.
+    pub async fn start(config: SpeakerConfig) -> Result<Self, SpeakerError> {
+        let ifaces = iface::scan().map_err(SpeakerError::Interfaces)?;
+        let nets = iface::announce_nets(&config.l2.interfaces, &ifaces);
+        let port = config.l2.gossip_port;
+        let bind = config.gossip_bind.unwrap_or_else(|| {
+            let any: IpAddr = if config.node_addr.is_ipv6() {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            };
+            SocketAddr::new(any, port)
+        });
+        let membership = Membership::start(MembershipConfig {
+            name: config.node_name.clone(),
+            bind,
+            advertise: SocketAddr::new(config.node_addr, port),
+            nets: nets.clone(),
+            tuning: config.membership,
+        })
+        .await
+        .map_err(|source| SpeakerError::Gossip { addr: bind, source })?;
+        let announcer = Announcer::start(AnnouncerConfig {
+            interfaces: config.l2.interfaces.clone(),
+            timing: AnnounceTiming {
+                burst: config.burst,
+                burst_interval: config.burst_interval,
+                refresh: config.l2.garp_refresh,
+            },
+            rescan: config.rescan,
+        });
+        let (cmd, rx) = mpsc::unbounded_channel();
+        let (status_tx, status) = watch::channel(SpeakerStatus {
+            starting: true,
+            ..SpeakerStatus::default()
+        });
+        let (events, _) = broadcast::channel(1024);
+        let task = Task {
+            started: Instant::now(),
+            view: membership.view(),
+            member_events: membership.events(),
+            announcer_status: announcer.status(),
+            membership: Some(membership),
+            announcer: Some(announcer),
+            nodes: BTreeMap::new(),
+            nodes_known: false,
+            vips: Vec::new(),
+            api_reachable: false,
+            nets,
+            status: SpeakerStatus {
+                starting: true,
+                ..SpeakerStatus::default()
+            },
+            status_tx,
+            events: events.clone(),
+            config,
+        };
+        let task = tokio::spawn(task.run(rx));
+        Ok(Self {
+            cmd,
+            status,
+            events,
+            task,
+        })
+    }
+
+    /// Replaces the Node view (labels for the selector, addresses as gossip
+    /// seeds); call on every Node change. Nodes absent here cannot own IPs.
+    pub fn set_nodes(&self, nodes: BTreeMap<String, NodeInput>) {
+        let _ = self.cmd.send(Cmd::Nodes(nodes));
+    }
+
+    /// Replaces the VIPs to place.
+    pub fn set_vips(&self, vips: Vec<VipInput>) {
+        let _ = self.cmd.send(Cmd::Vips(vips));
+    }
+
+    /// Whether the API server answered recently (the split-brain rule lets a
+    /// speaker that reaches it keep announcing without a gossip majority).
+    pub fn set_api_reachable(&self, reachable: bool) {
+        let _ = self.cmd.send(Cmd::Api(reachable));
+    }
+
+    /// A live view of the speaker's state.
+    pub fn status(&self) -> watch::Receiver<SpeakerStatus> {
+        self.status.clone()
+    }
+
+    /// Every event from now on.
+    pub fn events(&self) -> broadcast::Receiver<SpeakerEvent> {
+        self.events.subscribe()
+    }
+
+    /// Stops answering, says goodbye to the peers and stops every task.
+    pub async fn shutdown(self) {
+        crate::actor::stop(&self.cmd, self.task, Cmd::Shutdown).await;
+    }
+}

@@ -1,0 +1,148 @@
+//! What a speaker is told and tells: its settings, its inputs, its status and events.
+
+use crate::announcer::AnnouncerStatus;
+use crate::config::L2Config;
+use crate::membership::MembershipTuning;
+use crate::owner::Quorum;
+use crate::responder::AnnounceTiming;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// Settings of one node's speaker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpeakerConfig {
+    /// This node's name, as in the Node object.
+    pub node_name: String,
+    /// The address peers reach this speaker at (the node's InternalIP).
+    pub node_addr: IpAddr,
+    /// Local address of the gossip socket; `None` binds the unspecified
+    /// address of `node_addr`'s family on `l2.gossipPort`.
+    pub gossip_bind: Option<SocketAddr>,
+    /// The `l2` section of the configuration.
+    pub l2: L2Config,
+    /// Failure-detector timing.
+    pub membership: MembershipTuning,
+    /// Takeover burst (the refresh period comes from `l2.garpRefresh`).
+    pub burst: u32,
+    /// Spacing of the takeover burst.
+    pub burst_interval: Duration,
+    /// How long a new speaker that has heard from no peer stays silent.
+    pub startup_grace: Duration,
+    /// How often interfaces are listed again.
+    pub rescan: Duration,
+}
+
+impl SpeakerConfig {
+    /// Defaults for a node; only name, address and the l2 section vary.
+    pub fn new(node_name: impl Into<String>, node_addr: IpAddr, l2: L2Config) -> Self {
+        let timing = AnnounceTiming::default();
+        Self {
+            node_name: node_name.into(),
+            node_addr,
+            gossip_bind: None,
+            l2,
+            membership: MembershipTuning::default(),
+            burst: timing.burst,
+            burst_interval: timing.burst_interval,
+            startup_grace: Duration::from_secs(2),
+            rescan: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the speaker knows about one Node from the API.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeInput {
+    /// The Node's labels (matched against `l2.nodeSelector`).
+    pub labels: BTreeMap<String, String>,
+    /// Its addresses (InternalIP first); the first is where its speaker's
+    /// gossip socket is expected.
+    pub addrs: Vec<IpAddr>,
+}
+
+/// One takeover by this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Takeover {
+    /// The IP now announced here.
+    pub ip: IpAddr,
+    /// The node that announced it before, if any did.
+    pub previous_owner: Option<String>,
+    /// Time since the previous owner was last heard from, if it departed:
+    /// the failover time as this node can see it.
+    pub since_last_heard: Option<Duration>,
+    /// Time since its departure was detected: this speaker's reaction time.
+    pub since_detected: Option<Duration>,
+}
+
+/// A change worth a metric, a log line or a Kubernetes event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SpeakerEvent {
+    /// This node started announcing an IP.
+    Takeover(Takeover),
+    /// This node stopped announcing an IP.
+    Released {
+        /// The IP.
+        ip: IpAddr,
+        /// Who owns it now, in this node's view.
+        new_owner: Option<String>,
+    },
+    /// A peer speaker became live.
+    MemberUp {
+        /// Its node name.
+        name: String,
+    },
+    /// A peer speaker left the live set.
+    MemberDown {
+        /// Its node name.
+        name: String,
+        /// It said goodbye.
+        graceful: bool,
+        /// How long it had been silent when declared down.
+        silent_for: Option<Duration>,
+    },
+    /// The split-brain verdict changed.
+    Quorum(Quorum),
+}
+
+/// The speaker's current state, for metrics, status and the
+/// `portway.dev/announced-by` annotation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpeakerStatus {
+    /// Owner of every VIP in this node's view.
+    pub owners: BTreeMap<IpAddr, Option<String>>,
+    /// VIPs this node announces now.
+    pub announcing: BTreeSet<IpAddr>,
+    /// The split-brain verdict (`None` before the first election).
+    pub quorum: Option<Quorum>,
+    /// Live speakers, this one included.
+    pub live: BTreeSet<String>,
+    /// Known speakers, this one included.
+    pub known: BTreeSet<String>,
+    /// Still in the startup grace (announcing nothing yet).
+    pub starting: bool,
+    /// Takeovers by this node since start.
+    pub takeovers_total: u64,
+    /// The latest takeover.
+    pub last_takeover: Option<Takeover>,
+    /// The announcer's sockets and counters.
+    pub announcer: AnnouncerStatus,
+}
+
+/// Why the speaker could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpeakerError {
+    /// The gossip socket could not be bound (port in use, no permission).
+    #[error("binding the gossip socket {addr}: {source}")]
+    Gossip {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The interfaces could not be listed.
+    #[error("listing network interfaces: {0}")]
+    Interfaces(std::io::Error),
+}
