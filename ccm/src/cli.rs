@@ -107,20 +107,11 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     }
     let config = Config::load(args.config.as_deref())
         .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
-    let client = client(args.kubeconfig.as_deref()).await?;
-    let built = providers::build(&config, &client).await?;
-    let providers = built.providers;
-    let retired = built.retired;
-    info!(classes = ?providers.iter().map(|p| p.class().to_string()).collect::<Vec<_>>(), "providers ready");
-    let metrics = Arc::new(Metrics::new());
-    let pool_metrics = tokio::spawn(providers::export_pool_metrics(
-        built.vips,
-        metrics.clone(),
-        std::time::Duration::from_secs(5),
-    ));
+    // The elector renews with a plain client; everything else writes through the fence.
+    let lease_client = client(args.kubeconfig.as_deref()).await?;
     let elector = args.leader_elect.then(|| {
         Arc::new(Elector::new(
-            client.clone(),
+            lease_client.clone(),
             LeaderConfig {
                 name: args.leader_elect_resource_name.clone(),
                 namespace: args.leader_elect_resource_namespace.clone(),
@@ -131,6 +122,21 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
             },
         ))
     });
+    let fence = match &elector {
+        Some(e) => crate::fence::Fence::lease(e.state(), args.leader_elect_renew_deadline),
+        None => crate::fence::Fence::always(),
+    };
+    let client = crate::process::fenced_client(args.kubeconfig.as_deref(), fence.clone()).await?;
+    let built = providers::build(&config, &client).await?;
+    let providers = built.providers;
+    let retired = built.retired;
+    info!(classes = ?providers.iter().map(|p| p.class().to_string()).collect::<Vec<_>>(), "providers ready");
+    let metrics = Arc::new(Metrics::new());
+    let pool_metrics = tokio::spawn(providers::export_pool_metrics(
+        built.vips,
+        metrics.clone(),
+        std::time::Duration::from_secs(5),
+    ));
     if args.secure_port != 0 {
         let addr = health::serve(
             SocketAddr::new(args.bind_address, args.secure_port),
@@ -168,6 +174,7 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         )
         .workers(args.concurrent_service_syncs)
         .retired(retired.clone())
+        .fence(fence.clone())
         .metrics(metrics.clone());
         running.push(tokio::spawn(service.run(shutdown.clone())));
     }

@@ -64,6 +64,13 @@ impl LeaderState {
         self.leading.load(Ordering::Relaxed)
     }
 
+    /// Marks this process as leading, just renewed (tests of what the lease gates).
+    #[cfg(test)]
+    pub(crate) fn set_leading_for_tests(&self) {
+        self.leading.store(true, Ordering::Relaxed);
+        self.renewed();
+    }
+
     /// Time since the last successful renewal, while leading.
     pub fn since_renewal(&self) -> Option<Duration> {
         if !self.is_leading() {

@@ -22,9 +22,14 @@ pub const FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
 /// Which node announces an l2 address, written by the speaker that owns it.
 pub const ANNOUNCED_BY: &str = "portway.dev/announced-by";
 
+/// The class that last served the Service, written with the finalizer: after a restart
+/// it tells whose resources and addresses the Service holds, so a class changed while no
+/// controller ran is released from the old class instead of adopted by the new one.
+pub const SERVED_CLASS: &str = "portway.dev/served-class";
+
 /// Annotations Portway writes on Services itself: feedback, never input, so a change of
 /// one never re-triggers a provider.
-pub const OWN_ANNOTATIONS: [&str; 1] = [ANNOUNCED_BY];
+pub const OWN_ANNOTATIONS: [&str; 2] = [ANNOUNCED_BY, SERVED_CLASS];
 
 /// A node label that keeps a node out of every load balancer when it parses as true (or
 /// does not parse), per the upstream controller.

@@ -8,6 +8,22 @@ use std::path::Path;
 
 /// A client from a kubeconfig file, or the in-cluster/default configuration.
 pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
+    Client::try_from(config(kubeconfig).await?).context("building the Kubernetes client")
+}
+
+/// A client whose writes go out only while `fence` is open (the controllers' client; the
+/// elector keeps a plain one to renew the Lease).
+pub async fn fenced_client(
+    kubeconfig: Option<&Path>,
+    fence: crate::fence::Fence,
+) -> anyhow::Result<Client> {
+    let builder = kube::client::ClientBuilder::try_from(config(kubeconfig).await?)
+        .context("building the Kubernetes client")?;
+    Ok(builder.with_layer(&crate::fence::FenceLayer(fence)).build())
+}
+
+/// The client configuration from a kubeconfig file, or in-cluster/default.
+pub async fn config(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Config> {
     let config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
@@ -20,7 +36,7 @@ pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
             .await
             .context("no --kubeconfig given and no in-cluster configuration found")?,
     };
-    Client::try_from(config).context("building the Kubernetes client")
+    Ok(config)
 }
 
 /// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).

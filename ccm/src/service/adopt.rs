@@ -4,6 +4,7 @@
 
 use super::context::Context;
 use super::view::minimal_view;
+use super::writes::served_class;
 use super::{rules, view};
 use crate::events::Reason;
 use crate::k8s::{ObjectRef, ResourceExt, Service};
@@ -11,19 +12,43 @@ use portway_provider::{LbService, LoadBalancerProvider, ProviderError};
 use std::sync::Arc;
 use tracing::{info, warn};
 
+/// Every provider adopts the Services of its class. A Service whose recorded serving class
+/// is another one (its class changed while no controller ran) is released from that class
+/// first, and its published addresses are not adopted by the new class: they are the old
+/// class's (a node's own address from hostport, an address of another class's pool).
 pub(super) async fn adopt_all(
     ctx: &Context,
     providers: &[Arc<dyn LoadBalancerProvider>],
     all: &[Arc<Service>],
 ) {
+    for svc in all {
+        let now = rules::effective_class(svc, &ctx.default_class);
+        let Some(before) = served_class(svc).filter(|b| Some(*b) != now) else {
+            continue;
+        };
+        if let Some(old) = ctx.registry.get(before) {
+            let gone = minimal_view(svc, before);
+            match old.provider().ensure_deleted(&gone).await {
+                Ok(()) => {
+                    info!(service = %gone.key, from = before, "class changed while stopped: released the old class")
+                }
+                Err(e) => {
+                    warn!(service = %gone.key, from = before, %e, "releasing the old class of a Service failed; retried at its reconcile")
+                }
+            }
+        }
+    }
     for provider in providers {
         let class = provider.class();
         let mine: Vec<(LbService, Arc<Service>)> = all
             .iter()
             .filter(|s| rules::effective_class(s, &ctx.default_class) == Some(class))
             .map(|s| {
-                let view = view::service_view(s, class, &ctx.namespace_labels(s))
+                let mut view = view::service_view(s, class, &ctx.namespace_labels(s))
                     .unwrap_or_else(|_| minimal_view(s, class));
+                if served_class(s).is_some_and(|b| b != class) {
+                    view.current_ips.clear();
+                }
                 (view, s.clone())
             })
             .collect();

@@ -61,6 +61,8 @@ pub struct Context {
     pub(super) requeue: mpsc::UnboundedSender<ObjectRef<Service>>,
     /// Classes switched off: their Services are cleaned up.
     pub(super) retired: Vec<String>,
+    /// Whether this process may write (it leads); checked before every provider call.
+    pub(super) fence: crate::fence::Fence,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -124,6 +126,11 @@ impl Context {
         handle: &Handle,
         request: Request,
     ) -> Result<Reply, ProviderError> {
+        if !self.fence.open() {
+            return Err(ProviderError::transient(
+                crate::fence::NotLeading.to_string(),
+            ));
+        }
         let op = request.op();
         let started = std::time::Instant::now();
         let result = handle.call(request).await;

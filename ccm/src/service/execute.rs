@@ -11,7 +11,7 @@ use super::decide::{ParkReason, Step};
 use super::dispatch::{Handle, Reply, Request};
 use super::status::{current_ingress, desired_ingress, ingress_equal, ingress_patch};
 use super::view::service_view;
-use super::writes::{self, add_finalizer, remove_finalizer};
+use super::writes::{self, add_finalizer, remove_finalizer, served_class};
 use crate::events::Reason;
 use crate::k8s::{Action, ObjectRef, Service};
 use portway_provider::{LbService, LbStatus, ProviderError};
@@ -90,7 +90,7 @@ async fn ensure(job: &Job<'_>, quiet: bool) -> Result<Action, Error> {
         // decide() only ensures a configured class; keep the two in agreement.
         return Ok(Action::await_change());
     };
-    let view = match job.view(class, handle) {
+    let mut view = match job.view(class, handle) {
         Ok(v) => v,
         Err(e) => return Ok(park(job, class, &e).await),
     };
@@ -98,14 +98,40 @@ async fn ensure(job: &Job<'_>, quiet: bool) -> Result<Action, Error> {
         job.publish(Reason::EnsuringLoadBalancer, "Ensuring load balancer")
             .await;
     }
-    if let Err(e) = add_finalizer(job.ctx, job.svc).await {
-        job.publish(
-            Reason::SyncLoadBalancerFailed,
-            &format!("Error adding the cleanup finalizer: {e}"),
-        )
-        .await;
-        return Err(e.into());
+    // Another class served it before (changed while running, or while no controller
+    // ran): what that class made is released at once, and its addresses are not the new
+    // class's to adopt.
+    let previous = job
+        .ctx
+        .state_of(job.key)
+        .filter(|st| st.served && st.class != class)
+        .map(|st| st.class)
+        .or_else(|| {
+            served_class(job.svc)
+                .filter(|c| *c != class)
+                .map(String::from)
+        });
+    if let Some(previous) = previous {
+        if let Some(old) = job.ctx.registry.get(&previous) {
+            let gone = super::view::minimal_view(job.svc, &previous);
+            if let Some(retry) = delete_in(job, &previous, old, gone).await {
+                return Ok(retry);
+            }
+        }
+        info!(from = %previous, to = class, "class changed: released what the old class held");
+        view.current_ips.clear();
     }
+    let resource_version = match add_finalizer(job.ctx, job.svc, class).await {
+        Ok(rv) => rv,
+        Err(e) => {
+            job.publish(
+                Reason::SyncLoadBalancerFailed,
+                &format!("Error adding the cleanup finalizer: {e}"),
+            )
+            .await;
+            return Err(e.into());
+        }
+    };
     let nodes = job.ctx.nodes.borrow().clone();
     let generation = nodes.generation;
     job.ctx.update_state(job.key, |st| {
@@ -126,7 +152,15 @@ async fn ensure(job: &Job<'_>, quiet: bool) -> Result<Action, Error> {
         }
         Err(e) => return Ok(fail(job, class, e).await),
     };
-    publish_status(job, class, &status, quiet, nodes.nodes.is_empty()).await?;
+    publish_status(
+        job,
+        class,
+        &status,
+        quiet,
+        nodes.nodes.is_empty(),
+        resource_version.as_deref(),
+    )
+    .await?;
     job.ctx.update_state(job.key, |st| {
         *st = SvcState {
             class: class.to_string(),
@@ -147,6 +181,7 @@ async fn publish_status(
     status: &LbStatus,
     quiet: bool,
     no_nodes: bool,
+    resource_version: Option<&str>,
 ) -> Result<(), Error> {
     for warning in &status.warnings {
         job.publish(warning_reason(warning), &warning.to_string())
@@ -159,7 +194,7 @@ async fn publish_status(
     let previous = current_ingress(job.svc);
     let changed = !ingress_equal(&desired, &previous);
     if changed {
-        writes::patch_status(job.ctx, job.svc, &ingress_patch(&desired)).await?;
+        writes::patch_status(job.ctx, job.svc, resource_version, &ingress_patch(&desired)).await?;
     }
     let ips = |list: &[crate::k8s::LoadBalancerIngress]| -> Vec<String> {
         list.iter().filter_map(|i| i.ip.clone()).collect()
@@ -285,7 +320,8 @@ async fn cleanup(job: &Job<'_>) -> Result<Action, Error> {
     if !super::rules::is_deleting(job.svc) && !current_ingress(job.svc).is_empty() {
         // `null` removes the list; an empty object would merge nothing and leave it.
         let clear = serde_json::json!({ "status": { "loadBalancer": { "ingress": null } } });
-        writes::patch_status(ctx, job.svc, &clear).await?;
+        let rv = job.svc.metadata.resource_version.as_deref();
+        writes::patch_status(ctx, job.svc, rv, &clear).await?;
     }
     if let Err(e) = remove_finalizer(ctx, job.svc).await {
         job.publish(

@@ -67,6 +67,7 @@ pub struct ServiceController {
     metrics: Arc<Metrics>,
     instance: String,
     retired: Vec<String>,
+    fence: crate::fence::Fence,
 }
 
 impl ServiceController {
@@ -89,7 +90,15 @@ impl ServiceController {
                 .or_else(|_| std::env::var("HOSTNAME"))
                 .unwrap_or_else(|_| "portway".to_string()),
             retired: Vec::new(),
+            fence: crate::fence::Fence::always(),
         }
+    }
+
+    /// Provider calls only while this process may write (it leads); the API writes are
+    /// fenced by the client (see [`crate::fence`]).
+    pub fn fence(mut self, fence: crate::fence::Fence) -> Self {
+        self.fence = fence;
+        self
     }
 
     /// Classes switched off in the configuration whose provider only cleans up: their
@@ -180,6 +189,7 @@ impl ServiceController {
             busy: Mutex::default(),
             requeue: trigger_tx.clone(),
             retired: self.retired.clone(),
+            fence: self.fence.clone(),
         });
 
         {

@@ -5,64 +5,99 @@
 
 use super::context::Context;
 use crate::k8s::{Patch, PatchParams, ResourceExt, Service};
-use crate::names::FINALIZER;
+use crate::names::{FINALIZER, SERVED_CLASS};
 use serde_json::{Value, json};
 
-/// The patch that adds the finalizer, or `None` when it is there (or the Service is being
-/// deleted: the API server refuses new finalizers then).
-pub fn add_finalizer_patch(svc: &Service) -> Option<Value> {
-    if super::rules::has_finalizer(svc) || svc.metadata.deletion_timestamp.is_some() {
-        return None;
-    }
-    Some(json!({ "metadata": { "finalizers": [FINALIZER] } }))
+/// The class recorded as the one that served the Service.
+pub fn served_class(svc: &Service) -> Option<&str> {
+    svc.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SERVED_CLASS))
+        .map(String::as_str)
 }
 
-/// The patch that removes the finalizer, or `None` when it is absent.
+/// The patch that adds the finalizer and records `class` as the serving class, or `None`
+/// when both are there (or the Service is being deleted: the API server refuses new
+/// finalizers then).
+pub fn add_finalizer_patch(svc: &Service, class: &str) -> Option<Value> {
+    let deleting = svc.metadata.deletion_timestamp.is_some();
+    let done = super::rules::has_finalizer(svc) && served_class(svc) == Some(class);
+    (!deleting && !done).then(|| {
+        json!({ "metadata": { "finalizers": [FINALIZER], "annotations": { SERVED_CLASS: class } } })
+    })
+}
+
+/// The patch that removes the finalizer and the serving class, or `None` when both are
+/// absent.
 pub fn remove_finalizer_patch(svc: &Service) -> Option<Value> {
-    super::rules::has_finalizer(svc)
-        .then(|| json!({ "metadata": { "$deleteFromPrimitiveList/finalizers": [FINALIZER] } }))
+    let needed = super::rules::has_finalizer(svc) || served_class(svc).is_some();
+    needed.then(|| {
+        json!({ "metadata": { "$deleteFromPrimitiveList/finalizers": [FINALIZER],
+            "annotations": { SERVED_CLASS: null } } })
+    })
 }
 
-/// Adds the cleanup finalizer if missing.
-pub(super) async fn add_finalizer(ctx: &Context, svc: &Service) -> Result<(), kube::Error> {
-    match add_finalizer_patch(svc) {
-        Some(patch) => patch_meta(ctx, svc, &patch).await,
-        None => Ok(()),
+/// Adds the cleanup finalizer and records the serving class if needed; returns the
+/// Service's resourceVersion after the write (its old one when nothing was written).
+pub(super) async fn add_finalizer(
+    ctx: &Context,
+    svc: &Service,
+    class: &str,
+) -> Result<Option<String>, kube::Error> {
+    let Some(patch) = add_finalizer_patch(svc, class) else {
+        return Ok(svc.metadata.resource_version.clone());
+    };
+    let written = ctx
+        .services(svc)
+        .patch(
+            &svc.name_any(),
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
+        .await;
+    match written {
+        Ok(s) => Ok(s.metadata.resource_version),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
-/// Removes the cleanup finalizer if present.
+/// Removes the cleanup finalizer and the serving class if present.
 pub(super) async fn remove_finalizer(ctx: &Context, svc: &Service) -> Result<(), kube::Error> {
-    match remove_finalizer_patch(svc) {
-        Some(patch) => patch_meta(ctx, svc, &patch).await,
-        None => Ok(()),
-    }
-}
-
-async fn patch_meta(ctx: &Context, svc: &Service, patch: &Value) -> Result<(), kube::Error> {
+    let Some(patch) = remove_finalizer_patch(svc) else {
+        return Ok(());
+    };
     gone_is_done(
         ctx.services(svc)
             .patch(
                 &svc.name_any(),
                 &PatchParams::default(),
-                &Patch::Strategic(patch),
+                &Patch::Strategic(&patch),
             )
             .await,
     )
 }
 
-/// A merge patch of the status subresource.
+/// A merge patch of the status subresource, refused (409) if the Service changed since
+/// `resource_version`: a writer that lost its lease during a pause, or that read an old
+/// copy, never overwrites a newer decision.
 pub(super) async fn patch_status(
     ctx: &Context,
     svc: &Service,
+    resource_version: Option<&str>,
     patch: &Value,
 ) -> Result<(), kube::Error> {
+    let mut patch = patch.clone();
+    if let Some(rv) = resource_version {
+        patch["metadata"] = json!({ "resourceVersion": rv });
+    }
     gone_is_done(
         ctx.services(svc)
             .patch_status(
                 &svc.name_any(),
                 &PatchParams::default(),
-                &Patch::Merge(patch),
+                &Patch::Merge(&patch),
             )
             .await,
     )
@@ -94,13 +129,24 @@ mod tests {
 
     #[test]
     fn finalizer_patches_are_set_operations_without_preconditions() {
-        let add = add_finalizer_patch(&svc(Some(vec!["other.io/x"]))).expect("patch");
-        assert_eq!(add, json!({"metadata": {"finalizers": [FINALIZER]}}));
-        assert!(add_finalizer_patch(&svc(Some(vec![FINALIZER]))).is_none());
+        let c = "portway.dev/l2";
+        let add = add_finalizer_patch(&svc(Some(vec!["other.io/x"])), c).expect("patch");
+        assert_eq!(
+            add,
+            json!({"metadata": {"finalizers": [FINALIZER], "annotations": {SERVED_CLASS: c}}})
+        );
+        let mut served = svc(Some(vec![FINALIZER]));
+        served.metadata.annotations = Some([(SERVED_CLASS.to_string(), c.to_string())].into());
+        assert!(add_finalizer_patch(&served, c).is_none());
+        assert!(
+            add_finalizer_patch(&served, "portway.dev/bgp").is_some(),
+            "a new class is recorded"
+        );
         let remove = remove_finalizer_patch(&svc(Some(vec!["a", FINALIZER]))).expect("patch");
         assert_eq!(
             remove,
-            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": [FINALIZER]}})
+            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": [FINALIZER],
+                "annotations": {SERVED_CLASS: null}}})
         );
         assert!(remove_finalizer_patch(&svc(Some(vec!["other.io/x"]))).is_none());
         let mut deleting = svc(None);
@@ -108,6 +154,6 @@ mod tests {
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
             ));
-        assert!(add_finalizer_patch(&deleting).is_none());
+        assert!(add_finalizer_patch(&deleting, c).is_none());
     }
 }
