@@ -37,7 +37,7 @@ fn class_of(s: &Service) -> Option<&str> {
 
 /// What may change a VIP: the spec (all of it, so a server that keeps no generation is
 /// judged the same) and the requested address.
-fn spec_mark(s: &Service) -> (String, Option<String>) {
+fn spec_mark(s: &Service) -> Mark {
     (
         serde_json::to_string(&s.spec).unwrap_or_default(),
         s.metadata
@@ -46,6 +46,11 @@ fn spec_mark(s: &Service) -> (String, Option<String>) {
             .and_then(|a| a.get(REQUEST).cloned()),
     )
 }
+
+/// The spec under which a Service's addresses appeared (see [`spec_mark`]).
+type Mark = (String, Option<String>);
+/// Lease polls: when, and which controller held it.
+type Polls = Arc<Mutex<Vec<(Instant, Option<usize>)>>>;
 
 /// Watches the Services during the churn for VIPs that move without a spec change.
 pub struct Observer {
@@ -60,8 +65,7 @@ impl Observer {
         let out = moves.clone();
         let task = tokio::spawn(async move {
             // uid -> (last VIP set of its class, the spec mark it was published under)
-            let mut seen: BTreeMap<String, (Vec<String>, (String, Option<String>))> =
-                BTreeMap::new();
+            let mut seen: BTreeMap<String, (Vec<String>, Mark)> = BTreeMap::new();
             let mut stream = watcher(api, watcher::Config::default())
                 .default_backoff()
                 .applied_objects()
@@ -114,13 +118,13 @@ impl Observer {
 /// Who held the Lease when, polled every 50 ms.
 pub struct LeaseLog {
     task: tokio::task::JoinHandle<()>,
-    log: Arc<Mutex<Vec<(Instant, Option<usize>)>>>,
+    log: Polls,
 }
 
 impl LeaseLog {
     pub fn start(w: &World) -> LeaseLog {
         let api: Api<Lease> = Api::namespaced(w.cluster.client(), "default");
-        let log: Arc<Mutex<Vec<(Instant, Option<usize>)>>> = Arc::default();
+        let log: Polls = Arc::default();
         let out = log.clone();
         let task = tokio::spawn(async move {
             loop {
