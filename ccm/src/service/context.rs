@@ -8,11 +8,11 @@ use crate::events::{Events, Reason};
 use crate::k8s::{Api, Namespace, ObjectRef, Resource, ResourceExt, Service, Store};
 use crate::metrics::Metrics;
 use kube::Client;
-use portway_provider::{LbService, ProviderError};
+use portway_provider::ProviderError;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// What the controller remembers of a Service between reconciles.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -34,9 +34,10 @@ pub struct SvcState {
     /// A provider was called for it: something may be held, so a deletion or a type change
     /// must be cleaned up even if the finalizer was stripped.
     pub served: bool,
-    /// The Service as last handed to a provider, reduced to what `ensure_deleted` needs: a
-    /// Service deleted without the finalizer is gone from the cache before its cleanup.
-    pub last: Option<LbService>,
+    /// The uid of the Service as last handed to a provider: with the key and the class it
+    /// is all `ensure_deleted` needs, and a Service deleted without the finalizer is gone
+    /// from the cache before its cleanup. (A uid, not a whole view: 10,000 Services.)
+    pub uid: Option<String>,
 }
 
 /// Shared state of the reconciles.
@@ -54,11 +55,8 @@ pub struct Context {
     pub(super) ready: watch::Receiver<bool>,
     pub(super) state: Mutex<HashMap<ObjectRef<Service>, SvcState>>,
     pub(super) forced: Mutex<HashSet<ObjectRef<Service>>>,
-    /// One lock per Service, so the cleanup of a Service deleted without its finalizer
-    /// never runs beside a reconcile of the same key.
-    pub(super) busy: Mutex<HashMap<ObjectRef<Service>, Arc<tokio::sync::Mutex<()>>>>,
-    /// Schedules a reconcile outside the watch (provider triggers, retries).
-    pub(super) requeue: mpsc::UnboundedSender<ObjectRef<Service>>,
+    /// The work queue: a key is reconciled by one worker at a time, in order of arrival.
+    pub(super) queue: Arc<super::queue::WorkQueue<ObjectRef<Service>>>,
     /// Classes switched off: their Services are cleaned up.
     pub(super) retired: Vec<String>,
     /// Whether this process may write (it leads); checked before every provider call.
@@ -95,16 +93,6 @@ impl Context {
         lock(&self.state).remove(key);
     }
 
-    /// The per-Service lock (see [`Context::busy`]).
-    pub(super) fn key_lock(&self, key: &ObjectRef<Service>) -> Arc<tokio::sync::Mutex<()>> {
-        let mut busy = lock(&self.busy);
-        if busy.len() > 4 * lock(&self.state).len() + 1024 {
-            // Locks nobody holds any more are dropped now and then.
-            busy.retain(|_, l| Arc::strong_count(l) > 1);
-        }
-        busy.entry(key.clone()).or_default().clone()
-    }
-
     /// Reconciles at once every Service waiting for a release: a cleanup or a move has
     /// just freed what it held, which may be the address or port one of them needs.
     pub(super) fn retry_waiting_for_release(&self) {
@@ -114,8 +102,7 @@ impl Context {
             .map(|(k, _)| k.clone())
             .collect();
         for key in waiting {
-            // The channel closes only when the controller stops.
-            let _ = self.requeue.send(key);
+            self.queue.add(key);
         }
     }
 

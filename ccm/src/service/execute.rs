@@ -13,7 +13,8 @@ use super::status::{current_ingress, desired_ingress, ingress_equal, ingress_pat
 use super::view::service_view;
 use super::writes::{self, add_finalizer, remove_finalizer, served_class};
 use crate::events::Reason;
-use crate::k8s::{Action, ObjectRef, Service};
+use super::queue::Action;
+use crate::k8s::{ObjectRef, Service};
 use portway_provider::{LbService, LbStatus, ProviderError};
 use tracing::{debug, info, warn};
 
@@ -137,7 +138,7 @@ async fn ensure(job: &Job<'_>, quiet: bool) -> Result<Action, Error> {
     job.ctx.update_state(job.key, |st| {
         st.class = class.to_string();
         st.served = true;
-        st.last = Some(super::view::minimal_view(job.svc, class));
+        st.uid = job.svc.metadata.uid.clone();
     });
     let result = job
         .ctx
@@ -167,7 +168,7 @@ async fn ensure(job: &Job<'_>, quiet: bool) -> Result<Action, Error> {
             ensured: Some(job.fingerprint),
             node_generation: generation,
             served: true,
-            last: st.last.take(),
+            uid: st.uid.take(),
             ..Default::default()
         }
     });
@@ -348,9 +349,18 @@ pub(super) async fn cleanup_gone(ctx: &Context, key: &ObjectRef<Service>) {
         ctx.forget(key);
         return;
     };
-    let (Some(view), Some(handle)) = (st.last.clone(), ctx.registry.get(&st.class)) else {
+    let (Some(uid), Some(handle)) = (st.uid.clone(), ctx.registry.get(&st.class)) else {
         ctx.forget(key);
         return;
+    };
+    let view = LbService {
+        key: portway_provider::ServiceKey::new(
+            key.namespace.clone().unwrap_or_default(),
+            key.name.clone(),
+        ),
+        uid,
+        class: st.class.clone(),
+        ..Default::default()
     };
     info!(service = %key, class = %st.class, "Service deleted without the finalizer; releasing what it held");
     if let Err(e) = ctx.call(&st.class, handle, Request::Delete(view)).await {

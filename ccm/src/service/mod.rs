@@ -1,13 +1,13 @@
 //! The service controller: class dispatch, finalizer, status and events.
 //!
-//! What is watched: Services (kube-runtime `Controller`), Nodes (the eligible node set),
+//! What is watched: Services (into a fair [`WorkQueue`]), Nodes (the eligible node set),
 //! Namespaces (pool namespace selectors) and, when a provider reads them, EndpointSlices.
 //! What is derived: per Service, a fingerprint of the fields that matter and the node set
 //! generation last handed to its provider. One reconcile is [`decide::decide`], a pure
 //! function of what it sees, then [`execute::perform`] of the one step it chose.
 //!
 //! ```text
-//!  Service watch ──► Controller ──► reconcile: decide ──► perform ──► Registry[class] ──► provider
+//!  Service watch ──► WorkQueue (fair) ──► reconcile: decide ──► perform ──► Registry[class] ──► provider
 //!  Node watch ──► NodeSet (generation) ──┘ ▲
 //!  EndpointSlice watch, node details ─────┤ (forced, quiet ensure)
 //!  provider.triggers() ───────────────────┘
@@ -24,6 +24,7 @@ mod dispatch;
 mod endpoints;
 mod execute;
 mod nodes;
+mod queue;
 pub mod rules;
 mod status;
 pub mod view;
@@ -41,10 +42,11 @@ pub use view::minimal_view;
 use crate::config::ServiceControllerConfig;
 use crate::events::Events;
 use crate::k8s::{
-    Action, Api, Controller, Namespace, Node, ObjectRef, ResourceExt, Service, watcher,
+    Api, Namespace, Node, ObjectRef, ResourceExt, Service, watcher,
 };
 use crate::metrics::Metrics;
 use context::Context;
+pub use queue::{Action, WorkQueue};
 use futures::{Future, StreamExt};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
@@ -132,40 +134,17 @@ impl ServiceController {
             .any(|p| p.endpoints_use() != EndpointsUse::Never)
             .then(reflector::store::<EndpointSlice>);
         let (node_store, node_writer) = reflector::store::<Node>();
-        let node_events = reflector(
-            node_writer,
-            watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
-        )
-        .default_backoff()
-        .map(|_| ())
-        .boxed();
+        let node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .modify(|n| n.managed_fields_mut().clear())
+            .reflect(node_writer)
+            .map(|_| ())
+            .boxed();
 
-        // The Service watch feeds the controller and tells which Services disappeared.
+        // The Service watch fills the cache and queues every Service it touches, deleted
+        // ones included (their reconcile finds them gone and cleans up what was held).
         let (svc_store, svc_writer) = reflector::store::<Service>();
-        let (gone_tx, gone_rx) = mpsc::unbounded_channel::<watches::Gone>();
-        let svc_stream = watcher(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .reflect(svc_writer)
-        .inspect(move |ev| {
-            let gone = match ev {
-                Ok(watcher::Event::Delete(s)) => {
-                    Some(watches::Gone::Deleted(ObjectRef::from_obj(s)))
-                }
-                Ok(watcher::Event::InitDone) => Some(watches::Gone::Relisted),
-                _ => None,
-            };
-            if let Some(g) = gone {
-                // The receiver lives as long as the controller.
-                let _ = gone_tx.send(g);
-            }
-        })
-        .applied_objects();
-        let controller = Controller::for_stream(svc_stream, svc_store.clone());
-
-        let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<Service>>();
+        let queue: Arc<WorkQueue<ObjectRef<Service>>> = Arc::default();
         let (nodes_tx, nodes_rx) = watch::channel(NodeSet::default());
         let (ready_tx, ready_rx) = watch::channel(false);
 
@@ -186,8 +165,7 @@ impl ServiceController {
             ready: ready_rx,
             state: Mutex::default(),
             forced: Mutex::default(),
-            busy: Mutex::default(),
-            requeue: trigger_tx.clone(),
+            queue: queue.clone(),
             retired: self.retired.clone(),
             fence: self.fence.clone(),
         });
@@ -209,7 +187,7 @@ impl ServiceController {
             node_events,
             svc_store.clone(),
             nodes_tx.clone(),
-            trigger_tx.clone(),
+            queue.clone(),
             details_tx,
             self.cfg.node_sync_debounce,
         ));
@@ -227,10 +205,11 @@ impl ServiceController {
                 client.clone(),
             ));
         }
-        tasks.spawn(watches::clean_up_gone(
+        tasks.spawn(watches::queue_services(
             ctx.clone(),
+            Api::<Service>::all(client.clone()),
+            svc_writer,
             svc_store.clone(),
-            gone_rx,
         ));
 
         for provider in &self.providers {
@@ -265,33 +244,43 @@ impl ServiceController {
             });
         }
 
-        let cfg = kube::runtime::controller::Config::default().concurrency(self.workers);
-        let triggers = tokio_stream::wrappers::UnboundedReceiverStream::new(trigger_rx);
-        controller
-            .with_config(cfg)
-            .reconcile_on(triggers)
-            .graceful_shutdown_on(shutdown)
-            .run(reconcile, error_policy, ctx)
-            .for_each(|res| {
-                if let Err(e) = res {
-                    match e {
-                        kube::runtime::controller::Error::ObjectNotFound(_) => {}
-                        e => warn!(%e, "reconcile failed"),
+        // The workers: each takes the key due first, reconciles it alone, and hands back
+        // when to see it again.
+        let mut workers = JoinSet::new();
+        for _ in 0..self.workers {
+            let (ctx, queue, store) = (ctx.clone(), queue.clone(), svc_store.clone());
+            workers.spawn(async move {
+                let _ = ctx.ready.clone().wait_for(|r| *r).await;
+                while let Some(key) = queue.next().await {
+                    let next = match store.get(&key) {
+                        Some(svc) => match reconcile(svc.clone(), &ctx).await {
+                            Ok(next) => next,
+                            Err(e) => error_policy(&svc, &e, &ctx),
+                        },
+                        None => {
+                            execute::cleanup_gone(&ctx, &key).await;
+                            Action::await_change()
+                        }
+                    };
+                    if let Some(delay) = next.requeue_after() {
+                        queue.add_after(key.clone(), delay);
                     }
+                    queue.done(&key);
                 }
-                futures::future::ready(())
-            })
-            .await;
+            });
+        }
+        shutdown.await;
+        // The reconciles in flight finish; nothing new starts.
+        queue.close();
+        while workers.join_next().await.is_some() {}
         tasks.abort_all();
     }
 }
 
-/// The reconcile entry point handed to kube-runtime's Controller.
-async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _ = ctx.ready.clone().wait_for(|r| *r).await;
+/// One reconcile of a Service the cache holds: what it sees, the step the table decides,
+/// the step performed.
+async fn reconcile(svc: Arc<Service>, ctx: &Context) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(&*svc);
-    let guard = ctx.key_lock(&key);
-    let _held = guard.lock().await;
     let span = tracing::info_span!(
         "reconcile",
         service = %format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any())
@@ -315,7 +304,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error
     let job = execute::Job {
         svc: &svc,
         key: &key,
-        ctx: &ctx,
+        ctx,
         class,
         fingerprint: seen.fingerprint,
     };
@@ -334,8 +323,8 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error
     result
 }
 
-fn error_policy(svc: Arc<Service>, e: &Error, ctx: Arc<Context>) -> Action {
-    let key = ObjectRef::from_obj(&*svc);
+fn error_policy(svc: &Service, e: &Error, ctx: &Context) -> Action {
+    let key = ObjectRef::from_obj(svc);
     let failures = ctx.update_state(&key, |st| st.failures += 1);
     let delay = ctx.backoff(failures, &ProviderError::transient(e.to_string()));
     warn!(service = %key, %e, ?delay, "reconcile failed; retrying");

@@ -68,7 +68,7 @@ pub async fn sync_nodes(
     mut events: impl Stream<Item = ()> + Unpin,
     services: Store<Service>,
     tx: watch::Sender<NodeSet>,
-    trigger: mpsc::UnboundedSender<ObjectRef<Service>>,
+    queue: Arc<super::queue::WorkQueue<ObjectRef<Service>>>,
     details: mpsc::UnboundedSender<()>,
     debounce: Duration,
 ) {
@@ -103,8 +103,7 @@ pub async fn sync_nodes(
         if set_changed {
             for svc in services.state() {
                 if super::rules::is_load_balancer(&svc) {
-                    // The controller outlives this task; a closed channel means shutdown.
-                    let _ = trigger.send(ObjectRef::from_obj(&*svc));
+                    queue.add(ObjectRef::from_obj(&*svc));
                 }
             }
         }

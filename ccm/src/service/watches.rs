@@ -3,7 +3,7 @@
 //! finalizer and must be cleaned up from what was remembered.
 
 use super::context::{Context, lock};
-use super::{endpoints, execute, rules, view};
+use super::{endpoints, rules, view};
 use crate::k8s::{Api, ObjectRef, ResourceExt, Service, Store, watcher};
 use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -13,14 +13,6 @@ use portway_provider::LoadBalancerProvider;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-
-/// A Service gone from the cache, or a relist that may have hidden some.
-pub(super) enum Gone {
-    /// A watch event said so.
-    Deleted(ObjectRef<Service>),
-    /// The watch relisted: deletions in between were not seen one by one.
-    Relisted,
-}
 
 /// A reflector cache of every `K`, kept current by a task in `tasks`.
 pub(super) fn spawn_cache<K>(tasks: &mut JoinSet<()>, api: Api<K>) -> Store<K>
@@ -34,7 +26,10 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store::<K>();
-    let stream = reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|o| o.managed_fields_mut().clear())
+        .reflect(writer);
     tasks.spawn(stream.for_each(|_| futures::future::ready(())));
     store
 }
@@ -42,8 +37,7 @@ where
 /// Asks for a quiet ensure of `key`, as if its provider had asked.
 pub(super) fn force(ctx: &Context, key: ObjectRef<Service>) {
     lock(&ctx.forced).insert(key.clone());
-    // The channel closes only when the controller stops.
-    let _ = ctx.requeue.send(key);
+    ctx.queue.add(key);
 }
 
 /// The provider serving `svc`, if it is a LoadBalancer of a configured class.
@@ -80,15 +74,11 @@ pub(super) async fn force_on_endpoints(
     client: Client,
 ) {
     let mut digests = endpoints::Digests::default();
-    let mut stream = reflector(
-        writer,
-        watcher(
-            Api::<EndpointSlice>::all(client),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects()
+    let mut stream = watcher(Api::<EndpointSlice>::all(client), watcher::Config::default())
+        .default_backoff()
+        .modify(|s| s.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects()
     .boxed();
     while let Some(slice) = stream.next().await {
         let Ok(slice) = slice else { continue };
@@ -118,31 +108,38 @@ pub(super) async fn force_on_endpoints(
     }
 }
 
-/// Services that left the cache: those deleted with the finalizer were cleaned up by
-/// their reconcile; the others (finalizer stripped) are cleaned up here from what was
-/// remembered. A relist may have hidden deletions, so after one every remembered
-/// Service missing from the cache is looked at.
-pub(super) async fn clean_up_gone(
+/// Keeps the Service cache and queues every Service an event touches, a deleted one
+/// included. A relist may have hidden deletions, so after one every Service the
+/// controller remembers and the cache lost is queued too. `managedFields` are dropped
+/// before caching: the controller never reads them, and on a real server they are most of
+/// a Service's bytes.
+pub(super) async fn queue_services(
     ctx: Arc<Context>,
-    services: Store<Service>,
-    mut gone: mpsc::UnboundedReceiver<Gone>,
+    api: Api<Service>,
+    writer: reflector::store::Writer<Service>,
+    store: Store<Service>,
 ) {
-    while let Some(g) = gone.recv().await {
-        let _ = ctx.ready.clone().wait_for(|r| *r).await;
-        let keys: Vec<ObjectRef<Service>> = match g {
-            Gone::Deleted(key) => vec![key],
-            Gone::Relisted => lock(&ctx.state)
-                .keys()
-                .filter(|k| services.get(k).is_none())
-                .cloned()
-                .collect(),
-        };
-        for key in keys {
-            let guard = ctx.key_lock(&key);
-            let _held = guard.lock().await;
-            if services.get(&key).is_none() {
-                execute::cleanup_gone(&ctx, &key).await;
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|s| s.managed_fields_mut().clear())
+        .reflect(writer)
+        .boxed();
+    while let Some(ev) = events.next().await {
+        match ev {
+            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s) | watcher::Event::Delete(s)) => {
+                ctx.queue.add(ObjectRef::from_obj(&s));
             }
+            Ok(watcher::Event::InitDone) => {
+                let lost: Vec<ObjectRef<Service>> = lock(&ctx.state)
+                    .keys()
+                    .filter(|k| store.get(k).is_none())
+                    .cloned()
+                    .collect();
+                for key in lost {
+                    ctx.queue.add(key);
+                }
+            }
+            Ok(watcher::Event::Init) | Err(_) => {}
         }
     }
 }
