@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod explain;
 pub mod fence;
 pub mod health;
 pub mod k8s;

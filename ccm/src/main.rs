@@ -34,6 +34,8 @@ enum Command {
         /// The YAML file to check.
         file: PathBuf,
     },
+    /// Say, node by node, why a Service is (or is not) served.
+    Explain(portway::explain::ExplainArgs),
     /// Serve the simulated Kubernetes API server until killed.
     Sim {
         /// Address to listen on (port 0 picks a free one).
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
             Command::Sandbox(args) => portway::sandbox::run(args).await,
             Command::Speaker(args) => portway::speaker::run(args).await,
             Command::CheckConfig { file } => check_config(&file),
+            Command::Explain(args) => portway::explain::run(args).await,
             Command::Sim {
                 listen,
                 kubeconfig_out,

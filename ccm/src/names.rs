@@ -44,6 +44,9 @@ pub const UNINITIALIZED_TAINT: &str = "node.cloudprovider.kubernetes.io/uninitia
 /// The `source.component` of the service controller's events, as upstream records them;
 /// `kubectl get events --field-selector source=service-controller` finds them.
 pub const SERVICE_CONTROLLER: &str = "service-controller";
+/// The node agents' event source; their events name the node as host, which is how
+/// `portway explain` tells one node's word from another's.
+pub const SPEAKER: &str = "portway-speaker";
 
 /// The `source.component` of the cloud node controller's events, as upstream.
 pub const NODE_CONTROLLER: &str = "cloud-node-controller";

@@ -63,20 +63,25 @@ async fn churn_with_faults_converges_and_keeps_every_invariant() {
         overlaps.len(),
     );
     let _ = churn_ended;
-    assert!(
-        report.violations.is_empty(),
-        "invariants violated:\n{}",
-        report.violations.join("\n")
-    );
-    assert!(
-        moves.is_empty(),
-        "VIPs moved without a spec change:\n{}",
-        moves.join("\n")
-    );
-    assert!(
-        overlaps.is_empty(),
-        "writes by a replica that did not hold the Lease:\n{}",
-        overlaps.join("\n")
-    );
+    let mut failures = Vec::new();
+    if !report.violations.is_empty() {
+        failures.push(format!(
+            "invariants violated:\n{}",
+            report.violations.join("\n")
+        ));
+    }
+    if !moves.is_empty() {
+        failures.push(format!(
+            "VIPs moved without a spec change:\n{}",
+            moves.join("\n")
+        ));
+    }
+    if !overlaps.is_empty() {
+        failures.push(format!(
+            "writes by a replica that did not hold the Lease:\n{}",
+            overlaps.join("\n")
+        ));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
     w.stop().await;
 }

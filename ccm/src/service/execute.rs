@@ -6,14 +6,15 @@
 //! so a bad annotation never hot-loops. An exhausted pool, or an address or port another
 //! Service holds, is retried with backoff and at once when a cleanup releases something.
 
+use super::condition;
 use super::context::{Context, SvcState};
 use super::decide::{ParkReason, Step};
 use super::dispatch::{Handle, Reply, Request};
+use super::queue::Action;
 use super::status::{current_ingress, desired_ingress, ingress_equal, ingress_patch};
 use super::view::service_view;
 use super::writes::{self, add_finalizer, remove_finalizer, served_class};
 use crate::events::Reason;
-use super::queue::Action;
 use crate::k8s::{ObjectRef, Service};
 use portway_provider::{LbService, LbStatus, ProviderError};
 use tracing::{debug, info, warn};
@@ -194,8 +195,19 @@ async fn publish_status(
     let desired = desired_ingress(status);
     let previous = current_ingress(job.svc);
     let changed = !ingress_equal(&desired, &previous);
-    if changed {
-        writes::patch_status(job.ctx, job.svc, resource_version, &ingress_patch(&desired)).await?;
+    let serving = condition::after_ensure(status, no_nodes);
+    let serving_changed = !condition::is_current(job.svc, &serving);
+    if changed || serving_changed {
+        let mut patch = if changed {
+            ingress_patch(&desired)
+        } else {
+            serde_json::json!({ "status": {} })
+        };
+        if serving_changed {
+            patch["status"]["conditions"] =
+                serde_json::json!([condition::to_json(job.svc, &serving)]);
+        }
+        writes::patch_status(job.ctx, job.svc, resource_version, &patch).await?;
     }
     let ips = |list: &[crate::k8s::LoadBalancerIngress]| -> Vec<String> {
         list.iter().filter_map(|i| i.ip.clone()).collect()
@@ -318,9 +330,14 @@ async fn cleanup(job: &Job<'_>) -> Result<Action, Error> {
             return Ok(retry);
         }
     }
-    if !super::rules::is_deleting(job.svc) && !current_ingress(job.svc).is_empty() {
-        // `null` removes the list; an empty object would merge nothing and leave it.
-        let clear = serde_json::json!({ "status": { "loadBalancer": { "ingress": null } } });
+    let says_serving = condition::is_present(job.svc);
+    if !super::rules::is_deleting(job.svc) && (!current_ingress(job.svc).is_empty() || says_serving)
+    {
+        // `null` removes the list; an empty object would merge nothing and leave it. The
+        // Serving condition goes too: nothing is served any more.
+        let clear = serde_json::json!({ "status": {
+            "loadBalancer": { "ingress": null },
+            "conditions": [{ "type": condition::SERVING, "$patch": "delete" }] } });
         let rv = job.svc.metadata.resource_version.as_deref();
         writes::patch_status(ctx, job.svc, rv, &clear).await?;
     }
@@ -407,6 +424,21 @@ async fn delete_in(job: &Job<'_>, class: &str, handle: &Handle, view: LbService)
     Some(Action::requeue(job.ctx.backoff(failures, &e)))
 }
 
+/// Says on the Service, in its `portway.dev/Serving` condition, why it is not served; a
+/// failure to write it is logged (the Warning event says the same).
+async fn say_not_serving(job: &Job<'_>, e: &ProviderError) {
+    let serving = condition::after_error(e);
+    if condition::is_current(job.svc, &serving) {
+        return;
+    }
+    let patch = serde_json::json!({ "status": {
+        "conditions": [condition::to_json(job.svc, &serving)] } });
+    let rv = job.svc.metadata.resource_version.as_deref();
+    if let Err(e) = writes::patch_status(job.ctx, job.svc, rv, &patch).await {
+        debug!(%e, "could not write the Serving condition");
+    }
+}
+
 /// A needs-a-fix error before or from the provider: one Warning event, then wait for the
 /// Service to change.
 async fn park(job: &Job<'_>, class: &str, e: &ProviderError) -> Action {
@@ -415,6 +447,7 @@ async fn park(job: &Job<'_>, class: &str, e: &ProviderError) -> Action {
         &format!("Error syncing load balancer: {e}"),
     )
     .await;
+    say_not_serving(job, e).await;
     job.ctx.metrics.observe_user_error(class, e.kind());
     let generation = job.ctx.nodes.borrow().generation;
     job.ctx.update_state(job.key, |st| {
@@ -448,6 +481,7 @@ async fn fail(job: &Job<'_>, class: &str, e: ProviderError) -> Action {
         &format!("Error syncing load balancer: {e}"),
     )
     .await;
+    say_not_serving(job, &e).await;
     let failures = job.ctx.update_state(job.key, |st| {
         st.class = class.to_string();
         st.ensured = None;

@@ -18,6 +18,7 @@
 //! already serves, so allocators are rebuilt from published statuses first.
 
 mod adopt;
+pub mod condition;
 mod context;
 mod decide;
 mod dispatch;
@@ -41,17 +42,15 @@ pub use view::minimal_view;
 
 use crate::config::ServiceControllerConfig;
 use crate::events::Events;
-use crate::k8s::{
-    Api, Namespace, Node, ObjectRef, ResourceExt, Service, watcher,
-};
+use crate::k8s::{Api, Namespace, Node, ObjectRef, ResourceExt, Service, watcher};
 use crate::metrics::Metrics;
 use context::Context;
-pub use queue::{Action, WorkQueue};
 use futures::{Future, StreamExt};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
 use kube::runtime::{WatchStreamExt, reflector};
 use portway_provider::{EndpointsUse, LoadBalancerProvider, ProviderError, ServiceKey};
+pub use queue::{Action, WorkQueue};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};

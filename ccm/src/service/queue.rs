@@ -215,7 +215,11 @@ mod tests {
         assert_eq!(q.next().await, Some("a"));
         q.add("a");
         q.add("b");
-        assert_eq!(q.next().await, Some("b"), "a is not handed out twice at once");
+        assert_eq!(
+            q.next().await,
+            Some("b"),
+            "a is not handed out twice at once"
+        );
         q.done(&"a");
         assert_eq!(q.next().await, Some("a"));
     }

@@ -74,11 +74,14 @@ pub(super) async fn force_on_endpoints(
     client: Client,
 ) {
     let mut digests = endpoints::Digests::default();
-    let mut stream = watcher(Api::<EndpointSlice>::all(client), watcher::Config::default())
-        .default_backoff()
-        .modify(|s| s.managed_fields_mut().clear())
-        .reflect(writer)
-        .touched_objects()
+    let mut stream = watcher(
+        Api::<EndpointSlice>::all(client),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|s| s.managed_fields_mut().clear())
+    .reflect(writer)
+    .touched_objects()
     .boxed();
     while let Some(slice) = stream.next().await {
         let Ok(slice) = slice else { continue };
@@ -126,7 +129,9 @@ pub(super) async fn queue_services(
         .boxed();
     while let Some(ev) = events.next().await {
         match ev {
-            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s) | watcher::Event::Delete(s)) => {
+            Ok(
+                watcher::Event::Apply(s) | watcher::Event::InitApply(s) | watcher::Event::Delete(s),
+            ) => {
                 ctx.queue.add(ObjectRef::from_obj(&s));
             }
             Ok(watcher::Event::InitDone) => {

@@ -79,9 +79,10 @@ pub(super) async fn remove_finalizer(ctx: &Context, svc: &Service) -> Result<(),
     )
 }
 
-/// A merge patch of the status subresource, refused (409) if the Service changed since
-/// `resource_version`: a writer that lost its lease during a pause, or that read an old
-/// copy, never overwrites a newer decision.
+/// A strategic-merge patch of the status subresource (conditions merge by type, so other
+/// controllers' stay; the ingress list is atomic), refused (409) if the Service changed
+/// since `resource_version`: a writer that lost its lease during a pause, or that read an
+/// old copy, never overwrites a newer decision.
 pub(super) async fn patch_status(
     ctx: &Context,
     svc: &Service,
@@ -97,7 +98,7 @@ pub(super) async fn patch_status(
             .patch_status(
                 &svc.name_any(),
                 &PatchParams::default(),
-                &Patch::Merge(&patch),
+                &Patch::Strategic(&patch),
             )
             .await,
     )

@@ -42,7 +42,7 @@ pub(crate) struct Feedback {
 
 impl Feedback {
     pub(crate) fn new(client: Client, services: Store<Service>, node: String) -> Self {
-        let events = Arc::new(Events::new(client.clone(), "portway-speaker", &node));
+        let events = Arc::new(Events::new(client.clone(), crate::names::SPEAKER, &node));
         Self {
             client,
             events,

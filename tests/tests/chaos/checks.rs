@@ -35,11 +35,16 @@ fn class_of(s: &Service) -> Option<&str> {
         .then(|| spec.load_balancer_class.as_deref().unwrap_or(HOSTPORT))
 }
 
-/// What may change a VIP: the spec (all of it, so a server that keeps no generation is
-/// judged the same) and the requested address.
+/// What may change a VIP: the spec (all of it, and its generation where the server keeps
+/// one, so a spec changed and changed back between two observed events, say across a
+/// watch relist, still counts as changed) and the requested address.
 fn spec_mark(s: &Service) -> Mark {
     (
-        serde_json::to_string(&s.spec).unwrap_or_default(),
+        format!(
+            "{:?}{}",
+            s.metadata.generation,
+            serde_json::to_string(&s.spec).unwrap_or_default()
+        ),
         s.metadata
             .annotations
             .as_ref()
@@ -64,8 +69,9 @@ impl Observer {
         let moves: Arc<Mutex<Vec<String>>> = Arc::default();
         let out = moves.clone();
         let task = tokio::spawn(async move {
-            // uid -> (last VIP set of its class, the spec mark it was published under)
-            let mut seen: BTreeMap<String, (Vec<String>, Mark)> = BTreeMap::new();
+            // uid -> (last VIP set of its class, the spec mark it was published under,
+            // whether the spec changed since)
+            let mut seen: BTreeMap<String, (Vec<String>, Mark, bool)> = BTreeMap::new();
             let mut stream = watcher(api, watcher::Config::default())
                 .default_backoff()
                 .applied_objects()
@@ -80,6 +86,12 @@ impl Observer {
                     seen.remove(&uid);
                     continue;
                 }
+                let mark = spec_mark(&s);
+                if let Some(entry) = seen.get_mut(&uid)
+                    && entry.1 != mark
+                {
+                    entry.2 = true;
+                }
                 // Addresses still left from a previous class are not this class's VIPs.
                 if now.is_empty()
                     || !now
@@ -88,10 +100,9 @@ impl Observer {
                 {
                     continue;
                 }
-                let mark = spec_mark(&s);
-                if let Some((before, before_mark)) = seen.get(&uid)
+                if let Some((before, _, changed)) = seen.get(&uid)
                     && *before != now
-                    && *before_mark == mark
+                    && !changed
                 {
                     let mut m = out.lock().unwrap_or_else(|p| p.into_inner());
                     m.push(format!(
@@ -100,8 +111,8 @@ impl Observer {
                     ));
                 }
                 // The mark is the spec under which these addresses first appeared.
-                if seen.get(&uid).is_none_or(|(before, _)| *before != now) {
-                    seen.insert(uid, (now, mark));
+                if seen.get(&uid).is_none_or(|(before, _, _)| *before != now) {
+                    seen.insert(uid, (now, mark, false));
                 }
             }
         });
