@@ -54,8 +54,13 @@ impl LeaderState {
         *self.epoch.get_or_init(Instant::now)
     }
 
-    fn renewed(&self) {
-        let ms = u64::try_from(self.epoch().elapsed().as_millis()).unwrap_or(u64::MAX);
+    /// Records a renewal that was *sent* at `sent`: the Lease says we hold it from the
+    /// moment the server wrote it, which is no earlier than that. The receipt time would
+    /// be wrong for a process paused while the answer was on its way: it would resume
+    /// believing in a fresh renewal that another replica has long seen expire.
+    fn renewed(&self, sent: Instant) {
+        let at = sent.saturating_duration_since(self.epoch());
+        let ms = u64::try_from(at.as_millis()).unwrap_or(u64::MAX);
         self.last_renew_ms.store(ms, Ordering::Relaxed);
     }
 
@@ -68,7 +73,7 @@ impl LeaderState {
     #[cfg(test)]
     pub(crate) fn set_leading_for_tests(&self) {
         self.leading.store(true, Ordering::Relaxed);
-        self.renewed();
+        self.renewed(Instant::now());
     }
 
     /// Time since the last successful renewal, while leading.
@@ -117,11 +122,12 @@ impl Elector {
     /// Waits until this candidate holds the Lease.
     pub async fn acquire(&self) {
         loop {
+            let sent = Instant::now();
             match self.try_acquire_or_renew().await {
                 Ok(true) => {
                     info!(lease = %self.cfg.name, identity = %self.cfg.identity, "acquired leadership");
+                    self.state.renewed(sent);
                     self.state.leading.store(true, Ordering::Relaxed);
-                    self.state.renewed();
                     return;
                 }
                 Ok(false) => {}
@@ -138,9 +144,10 @@ impl Elector {
             tokio::time::sleep(self.cfg.retry_period).await;
             let deadline = Instant::now() + self.cfg.renew_deadline;
             loop {
+                let sent = Instant::now();
                 match tokio::time::timeout_at(deadline.into(), self.try_acquire_or_renew()).await {
                     Ok(Ok(true)) => {
-                        self.state.renewed();
+                        self.state.renewed(sent);
                         break;
                     }
                     Ok(Ok(false)) => {
@@ -274,4 +281,23 @@ pub fn default_identity() -> String {
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "portway".to_string());
     format!("{host}_{}", uuid::Uuid::new_v4())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process paused while its renewal's answer was in flight must count the lease from
+    /// when it asked, not from when it resumed: another replica counts from then too.
+    #[test]
+    fn a_renewal_counts_from_when_it_was_sent() {
+        let state = LeaderState::default();
+        state.epoch();
+        let sent = Instant::now();
+        std::thread::sleep(Duration::from_millis(40));
+        state.leading.store(true, Ordering::Relaxed);
+        state.renewed(sent);
+        let since = state.since_renewal().expect("leading");
+        assert!(since >= Duration::from_millis(40), "{since:?}");
+    }
 }
