@@ -15,8 +15,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client};
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
+use tokio::sync::mpsc;
 use tracing::warn;
 
 /// Identical events within this window are one event with a count.
@@ -130,12 +133,38 @@ struct Series {
     last: Instant,
 }
 
-/// Publishes events for one component.
-pub struct Events {
+/// Lanes of the publisher: one object's events share a lane, so they are recorded in the
+/// order they were said; different objects' go out side by side.
+const LANES: usize = 4;
+/// Events waiting per lane before new ones are dropped (client-go's broadcaster keeps 1000
+/// in all and drops too): a burst of ten thousand Services is two events each.
+const LANE_CAPACITY: usize = 8192;
+
+/// One event to record.
+struct Job {
+    regarding: ObjectReference,
+    reason: Reason,
+    note: String,
+}
+
+/// What the lanes' workers share.
+struct Recorder {
     client: Client,
     component: String,
     instance: String,
     series: Mutex<HashMap<Key, Series>>,
+}
+
+/// Publishes events for one component, off the caller's path.
+///
+/// An event is feedback, not part of a reconcile's correctness, and it is an API write:
+/// waiting for it would put one or two extra round trips on every Service's way to its
+/// status (the upstream recorder does not wait either). [`Events::publish`] queues it; a
+/// worker per lane, started with the first event, records it. Dropping the publisher lets
+/// the workers finish what is queued and stop.
+pub struct Events {
+    recorder: Arc<Recorder>,
+    lanes: Vec<OnceLock<mpsc::Sender<Job>>>,
 }
 
 impl Events {
@@ -143,22 +172,49 @@ impl Events {
     /// [`crate::names::SERVICE_CONTROLLER`]) and `instance` (the pod or node name) as host.
     pub fn new(client: Client, component: &str, instance: &str) -> Self {
         Self {
-            client,
-            component: component.to_string(),
-            instance: instance.to_string(),
-            series: Mutex::default(),
+            recorder: Arc::new(Recorder {
+                client,
+                component: component.to_string(),
+                instance: instance.to_string(),
+                series: Mutex::default(),
+            }),
+            lanes: (0..LANES).map(|_| OnceLock::new()).collect(),
         }
     }
 
-    /// Records an event on `regarding`; failures are logged, never returned: an event is
-    /// feedback, not part of the reconcile's correctness.
+    /// Queues an event on `regarding`; it is recorded shortly, in order with the object's
+    /// other events. A failure to record is logged, never returned. Must be called within
+    /// a Tokio runtime (the lane's worker is spawned there).
     pub async fn publish(&self, regarding: &ObjectReference, reason: Reason, note: &str) {
-        if let Err(e) = self.try_publish(regarding, reason, note).await {
-            warn!(%e, reason = reason.as_str(), "could not record event");
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        regarding.uid.hash(&mut hasher);
+        regarding.name.hash(&mut hasher);
+        let lane = usize::try_from(hasher.finish() % LANES as u64).unwrap_or(0);
+        let sender = self.lanes[lane].get_or_init(|| {
+            let (tx, mut rx) = mpsc::channel::<Job>(LANE_CAPACITY);
+            let recorder = self.recorder.clone();
+            tokio::spawn(async move {
+                while let Some(job) = rx.recv().await {
+                    if let Err(e) = recorder.record(&job.regarding, job.reason, &job.note).await {
+                        warn!(%e, reason = job.reason.as_str(), "could not record event");
+                    }
+                }
+            });
+            tx
+        });
+        let job = Job {
+            regarding: regarding.clone(),
+            reason,
+            note: note.to_string(),
+        };
+        if let Err(e) = sender.try_send(job) {
+            warn!(reason = reason.as_str(), "event dropped: {e}");
         }
     }
+}
 
-    async fn try_publish(
+impl Recorder {
+    async fn record(
         &self,
         regarding: &ObjectReference,
         reason: Reason,

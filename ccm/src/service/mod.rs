@@ -322,12 +322,23 @@ async fn reconcile(svc: Arc<Service>, ctx: &Context) -> Result<Action, Error> {
     result
 }
 
+/// A reconcile that failed part-way (a 409 on the status write after the provider call)
+/// may have consumed a provider's force: the retry must ensure again, not find the spec
+/// "ensured" from an earlier success and leave a stale status (table row 9, "retried").
 fn error_policy(svc: &Service, e: &Error, ctx: &Context) -> Action {
     let key = ObjectRef::from_obj(svc);
-    let failures = ctx.update_state(&key, |st| st.failures += 1);
+    let failures = ctx.update_state(&key, forget_success);
     let delay = ctx.backoff(failures, &ProviderError::transient(e.to_string()));
     warn!(service = %key, %e, ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
+}
+
+/// What a failed reconcile leaves of a Service's state: one more failure, and nothing
+/// that would let the next reconcile skip the ensure.
+fn forget_success(st: &mut SvcState) {
+    st.ensured = None;
+    st.parked = None;
+    st.failures += 1;
 }
 
 /// The key of a Service, as providers name it.
@@ -353,5 +364,33 @@ mod tests {
         };
         assert_eq!(backoff_delay(7, &fixed, min, max), Duration::from_secs(2));
         assert_eq!(backoff_delay(u32::MAX, &e, min, max), max);
+    }
+
+    /// Found by CI: a provider's force was taken by a reconcile whose status write met a
+    /// 409; the retry, unforced, found the spec "ensured" and left one node's address.
+    #[test]
+    fn a_failed_reconcile_is_ensured_again_on_retry() {
+        let seen = decide::Seen {
+            load_balancer: true,
+            portway_class: true,
+            configured: true,
+            has_finalizer: true,
+            fingerprint: 7,
+            node_generation: 1,
+            ..Default::default()
+        };
+        let mut st = SvcState {
+            ensured: Some(7),
+            node_generation: 1,
+            served: true,
+            ..Default::default()
+        };
+        assert_eq!(decide::decide(&seen, Some(&st)), decide::Step::Leave);
+        forget_success(&mut st);
+        assert!(matches!(
+            decide::decide(&seen, Some(&st)),
+            decide::Step::Ensure { .. }
+        ));
+        assert_eq!(st.failures, 1);
     }
 }
