@@ -25,6 +25,11 @@ pub struct ApiError {
     pub message: String,
     /// Name and kind for `details`.
     pub details: Option<(String, String)>,
+    /// `details.group` (the API group of the resource, when not core).
+    pub group: String,
+    /// Whether `details` is rendered even without name, kind or causes (`{}`), as the real
+    /// server does for patch errors.
+    pub empty_details: bool,
     /// Field causes (for `Invalid`).
     pub causes: Vec<Cause>,
 }
@@ -36,8 +41,33 @@ impl ApiError {
             reason,
             message,
             details: None,
+            group: String::new(),
+            empty_details: false,
             causes: Vec::new(),
         }
+    }
+
+    /// `409 Conflict` of a server-side apply, with the conflicting fields as causes.
+    pub fn conflict_apply(message: String) -> Self {
+        Self::new(409, "Conflict", message)
+    }
+
+    /// `422` for a JSON patch that cannot be applied (a failed `test`, a missing path): the
+    /// real server says no more than this.
+    pub fn patch_rejected() -> Self {
+        let mut e = Self::new(
+            422,
+            "Invalid",
+            "the server rejected our request due to an error in our request".into(),
+        );
+        e.empty_details = true;
+        e
+    }
+
+    /// Sets `details.group` (for resources outside the core group).
+    pub fn in_group(mut self, group: &str) -> Self {
+        self.group = group.to_string();
+        self
     }
 
     /// `404 NotFound` for `<resource> "<name>" not found`.
@@ -153,13 +183,28 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
-        if let Some((name, kind)) = &self.details {
-            let mut d = json!({"name": name, "kind": kind});
+        if self.details.is_some() || !self.causes.is_empty() || self.empty_details {
+            let mut d = json!({});
+            if let Some((name, kind)) = &self.details {
+                if !name.is_empty() {
+                    d["name"] = json!(name);
+                }
+                if !self.group.is_empty() {
+                    d["group"] = json!(self.group);
+                }
+                d["kind"] = json!(kind);
+            }
             if !self.causes.is_empty() {
                 d["causes"] = self
                     .causes
                     .iter()
-                    .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                    .map(|c| {
+                        let mut o = json!({"reason": c.reason, "message": c.message});
+                        if !c.field.is_empty() {
+                            o["field"] = json!(c.field);
+                        }
+                        o
+                    })
                     .collect();
             }
             s["details"] = d;

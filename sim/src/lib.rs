@@ -10,12 +10,18 @@
 #![forbid(unsafe_code)]
 
 pub mod bigip;
+pub mod defaults;
+pub mod deletion;
 pub mod error;
 pub mod events_view;
 pub mod faults;
+pub mod fields;
 pub mod kinds;
+pub mod managed;
 pub mod patch;
 pub mod rbac;
+pub mod registry;
+pub mod schema;
 pub mod selectors;
 mod server;
 mod services;
@@ -23,6 +29,8 @@ pub mod store;
 mod workloads;
 
 pub use faults::{Faults, WriteLog, WriteRecord};
+pub use deletion::{DeleteOptions, Deleted};
+pub use registry::WriteOptions;
 pub use store::Store;
 
 use anyhow::Context as _;
@@ -419,7 +427,7 @@ impl SimCluster {
         let kind = self.kind("nodes")?;
         let obj = self
             .store
-            .create(&kind, "", node.manifest(), store::SYSTEM_USER)
+            .create(&kind, "", node.manifest(), &WriteOptions::system("kubelet"))
             .map_err(|e| anyhow::anyhow!("adding node {}: {e}", node.name))?;
         Ok(serde_json::from_value(obj)?)
     }
@@ -447,7 +455,7 @@ impl SimCluster {
         conds.push(ready_condition(ready, &now));
         node["status"]["conditions"] = json!(conds);
         self.store
-            .update(&kind, "", name, node, true, store::SYSTEM_USER)
+            .update(&kind, "", name, node, true, &WriteOptions::system("kubelet"))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(())
     }
@@ -501,12 +509,12 @@ impl SimCluster {
         match self.store.get(&kind, ns, &name) {
             Ok(_) => self
                 .store
-                .update(&kind, ns, &name, obj, false, store::SYSTEM_USER)
+                .update(&kind, ns, &name, obj, false, &WriteOptions::system("kube-controller-manager"))
                 .map(|_| ())
                 .map_err(|e| anyhow::anyhow!("{e}")),
             Err(_) => self
                 .store
-                .create(&kind, ns, obj, store::SYSTEM_USER)
+                .create(&kind, ns, obj, &WriteOptions::system("kube-controller-manager"))
                 .map(|_| ())
                 .map_err(|e| anyhow::anyhow!("{e}")),
         }

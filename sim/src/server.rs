@@ -7,7 +7,9 @@ use crate::kinds::ResourceKind;
 use crate::patch::PatchType;
 use crate::rbac::{self, Attributes, Rbac};
 use crate::selectors::{FieldSelector, LabelSelector};
-use crate::store::{Change, DeleteOptions, EventType, Store};
+use crate::deletion::{self, DeleteOptions, Deleted};
+use crate::registry::WriteOptions;
+use crate::store::{Change, EventType, Store};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -52,6 +54,8 @@ struct Target<'a> {
     namespace: Option<&'a str>,
     name: Option<&'a str>,
     status: bool,
+    /// `namespaces/NAME/finalize`.
+    finalize: bool,
 }
 
 async fn handle(
@@ -268,9 +272,11 @@ fn route<'a>(
     if !kind.namespaced && ns.is_some() {
         return Err(ApiError::not_found(plural, name.unwrap_or("")));
     }
+    let finalize = sub == Some("finalize") && kind.storage == "namespaces";
     let status = match sub {
         None => false,
         Some("status") if kind.status => true,
+        Some("finalize") if finalize => false,
         Some(s) => {
             return Err(ApiError::not_found(
                 &format!("{plural}/{s}"),
@@ -286,6 +292,7 @@ fn route<'a>(
         namespace: ns,
         name,
         status,
+        finalize,
     })
 }
 
@@ -379,12 +386,29 @@ async fn serve(
                     "resourceVersion should not be set on objects to be created",
                 ));
             }
-            let out = store.create(&t.kind, ns, obj, user)?;
+            let out = store.create(&t.kind, ns, obj, &write_options(q, headers, user))?;
             Ok(json_response(201, &out))
+        }
+        "update" if t.finalize => {
+            let obj = parse_body(headers, body)?;
+            let out = store.finalize_namespace(
+                &t.kind,
+                t.name.unwrap_or(""),
+                obj,
+                &write_options(q, headers, user),
+            )?;
+            Ok(json_response(200, &out))
         }
         "update" => {
             let obj = parse_body(headers, body)?;
-            let out = store.update(&t.kind, ns, t.name.unwrap_or(""), obj, t.status, user)?;
+            let out = store.update(
+                &t.kind,
+                ns,
+                t.name.unwrap_or(""),
+                obj,
+                t.status,
+                &write_options(q, headers, user),
+            )?;
             Ok(json_response(200, &out))
         }
         "patch" => {
@@ -408,17 +432,25 @@ async fn serve(
                 ty,
                 &patch,
                 t.status,
-                user,
+                &write_options(q, headers, user),
             )?;
             Ok(json_response(200, &out))
         }
         "delete" => {
-            let opts = delete_options(body);
-            let out = store.delete(&t.kind, ns, t.name.unwrap_or(""), &opts, user)?;
-            Ok(json_response(200, &out))
+            let opts = delete_options(q, body);
+            let out = store.delete(
+                &t.kind,
+                ns,
+                t.name.unwrap_or(""),
+                &opts,
+                &write_options(q, headers, user),
+            )?;
+            Ok(json_response(200, &deleted_body(&t.kind, out)))
         }
         "deletecollection" => {
             let page = store.list(&t.kind, t.namespace, &labels, &fields, None, None)?;
+            let wopts = write_options(q, headers, user);
+            let opts = delete_options(q, body);
             let mut deleted = Vec::new();
             for item in page.items {
                 let name = item
@@ -431,7 +463,14 @@ async fn serve(
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string();
-                if let Ok(o) = store.delete(&t.kind, &ons, &name, &DeleteOptions::default(), user) {
+                if let Ok(Deleted::Gone(o) | Deleted::Pending(o)) =
+                    store.delete(&t.kind, &ons, &name, &opts, &wopts)
+                {
+                    let mut o = o;
+                    if let Some(m) = o.as_object_mut() {
+                        m.remove("apiVersion");
+                        m.remove("kind");
+                    }
                     deleted.push(o);
                 }
             }
@@ -446,7 +485,31 @@ async fn serve(
     }
 }
 
-fn delete_options(body: &Bytes) -> DeleteOptions {
+/// The write options of a request: who, under which field manager (`fieldManager`, else
+/// the User-Agent up to its first `/`, else `unknown`), dry run, forced apply.
+fn write_options(q: &HashMap<String, String>, headers: &HeaderMap, user: &str) -> WriteOptions {
+    let manager = q
+        .get("fieldManager")
+        .filter(|m| !m.is_empty())
+        .cloned()
+        .or_else(|| {
+            headers
+                .get(header::USER_AGENT)
+                .and_then(|h| h.to_str().ok())
+                .map(|ua| ua.split('/').next().unwrap_or("").to_string())
+                .filter(|m| !m.is_empty())
+        })
+        .unwrap_or_else(|| "unknown".to_string());
+    WriteOptions {
+        user: user.to_string(),
+        manager,
+        dry_run: q.get("dryRun").is_some_and(|d| d == "All"),
+        force: q.get("force").is_some_and(|f| f == "true"),
+    }
+}
+
+/// `DeleteOptions` from the body and the query (the query wins, as upstream).
+fn delete_options(q: &HashMap<String, String>, body: &Bytes) -> DeleteOptions {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     DeleteOptions {
         uid: v
@@ -457,6 +520,39 @@ fn delete_options(body: &Bytes) -> DeleteOptions {
             .pointer("/preconditions/resourceVersion")
             .and_then(Value::as_str)
             .map(String::from),
+        propagation: q
+            .get("propagationPolicy")
+            .cloned()
+            .or_else(|| v.get("propagationPolicy").and_then(Value::as_str).map(String::from))
+            .or_else(|| {
+                v.get("orphanDependents")
+                    .and_then(Value::as_bool)
+                    .map(|o| if o { "Orphan" } else { "Background" }.to_string())
+            }),
+        grace_period: q
+            .get("gracePeriodSeconds")
+            .and_then(|g| g.parse().ok())
+            .or_else(|| v.get("gracePeriodSeconds").and_then(Value::as_i64)),
+    }
+}
+
+/// What a DELETE answers: the object for registries that return it or while it waits for
+/// finalizers, else a `Status` naming what was deleted.
+fn deleted_body(kind: &ResourceKind, d: Deleted) -> Value {
+    match d {
+        Deleted::Gone(o) if !deletion::returns_object(kind.storage) => {
+            let mut details = json!({
+                "name": o.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
+                "kind": kind.plural,
+                "uid": o.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
+            });
+            if !kind.group.is_empty() {
+                details["group"] = json!(kind.group);
+            }
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "details": details})
+        }
+        Deleted::Gone(o) | Deleted::Pending(o) => o,
     }
 }
 

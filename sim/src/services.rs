@@ -14,7 +14,7 @@ const NODE_PORT_MIN: u16 = 30000;
 const NODE_PORT_MAX: u16 = 32767;
 
 /// Allocations shared by all Services.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct ServiceAlloc {
     node_ports: HashMap<u16, String>,
     cluster_ips: HashSet<IpAddr>,
@@ -47,7 +47,82 @@ fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
     v.pointer(ptr).and_then(Value::as_str)
 }
 
+/// `SetDefaults_Service` (pkg/apis/core/v1/defaults.go): what decoding a Service fills in,
+/// owned by the writer in `managedFields`.
+pub(crate) fn scheme_defaults(obj: &mut Value) {
+    let Some(spec) = obj.get_mut("spec").filter(|s| s.is_object()) else {
+        return;
+    };
+    if spec.get("sessionAffinity").is_none_or(Value::is_null) {
+        spec["sessionAffinity"] = json!("None");
+    }
+    if spec["sessionAffinity"] == "None"
+        && let Some(m) = spec.as_object_mut()
+    {
+        m.remove("sessionAffinityConfig");
+    }
+    if spec["sessionAffinity"] == "ClientIP"
+        && spec
+            .pointer("/sessionAffinityConfig/clientIP/timeoutSeconds")
+            .is_none()
+    {
+        spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 10800}});
+    }
+    if spec.get("type").is_none_or(Value::is_null) {
+        spec["type"] = json!("ClusterIP");
+    }
+    let ty = spec["type"].as_str().unwrap_or("").to_string();
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports {
+            if p.get("protocol").is_none_or(Value::is_null) {
+                p["protocol"] = json!("TCP");
+            }
+            let target = p.get("targetPort");
+            if target.is_none_or(|t| t.is_null() || *t == json!(0) || *t == json!("")) {
+                p["targetPort"] = p.get("port").cloned().unwrap_or(json!(0));
+            }
+        }
+    }
+    let external_ips = spec
+        .get("externalIPs")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    let externally = ty == "LoadBalancer" || ty == "NodePort" || (ty == "ClusterIP" && external_ips);
+    if externally && spec.get("externalTrafficPolicy").is_none_or(|v| v.is_null() || *v == json!("")) {
+        spec["externalTrafficPolicy"] = json!("Cluster");
+    }
+    if matches!(ty.as_str(), "NodePort" | "LoadBalancer" | "ClusterIP")
+        && spec.get("internalTrafficPolicy").is_none_or(Value::is_null)
+    {
+        spec["internalTrafficPolicy"] = json!("Cluster");
+    }
+    if ty == "LoadBalancer" && spec.get("allocateLoadBalancerNodePorts").is_none_or(Value::is_null) {
+        spec["allocateLoadBalancerNodePorts"] = json!(true);
+    }
+    if ty == "LoadBalancer" {
+        default_ip_mode(obj);
+    }
+}
+
+fn default_ip_mode(obj: &mut Value) {
+    if let Some(ing) = obj
+        .pointer_mut("/status/loadBalancer/ingress")
+        .and_then(Value::as_array_mut)
+    {
+        for i in ing {
+            if i.get("ip").is_some_and(|ip| ip != "") && i.get("ipMode").is_none() {
+                i["ipMode"] = json!("VIP");
+            }
+        }
+    }
+}
+
 impl ServiceAlloc {
+    /// A copy to allocate from in a dry run (whose allocations are thrown away).
+    pub(crate) fn clone_if(&self, dry_run: bool) -> Option<ServiceAlloc> {
+        dry_run.then(|| self.clone())
+    }
+
     fn alloc_ip(&mut self, v6: bool) -> Option<IpAddr> {
         for _ in 0..70000 {
             let ip = if v6 {
@@ -247,7 +322,9 @@ impl ServiceAlloc {
                     causes.push(cause(
                         "FieldValueDuplicate",
                         format!("spec.ports[{i}]"),
-                        format!("Duplicate value: {{port: {port}, protocol: {proto}}}"),
+                        format!(
+                            "Duplicate value: {{\"Name\":\"\",\"Protocol\":\"{proto}\",\"AppProtocol\":null,\"Port\":{port},\"TargetPort\":0,\"NodePort\":0}}"
+                        ),
                     ));
                 }
                 if p.get("targetPort").is_none() {
@@ -486,21 +563,15 @@ impl ServiceAlloc {
     }
 }
 
-/// Defaults `ipMode: VIP` on load-balancer ingress entries with an IP, as the real server
-/// does since the LoadBalancerIPMode feature (1.30).
+/// A Service's status is always rendered with `loadBalancer` (a non-pointer struct), and
+/// ingress entries of a LoadBalancer with an IP get `ipMode: VIP`, as the real server does
+/// since the LoadBalancerIPMode feature (1.30).
 pub(crate) fn default_status(obj: &mut Value) {
     if obj.pointer("/status/loadBalancer").is_none() {
         obj["status"]["loadBalancer"] = json!({});
     }
-    if let Some(ing) = obj
-        .pointer_mut("/status/loadBalancer/ingress")
-        .and_then(Value::as_array_mut)
-    {
-        for i in ing {
-            if i.get("ip").is_some() && i.get("ipMode").is_none() {
-                i["ipMode"] = json!("VIP");
-            }
-        }
+    if obj.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer") {
+        default_ip_mode(obj);
     }
 }
 

@@ -7,12 +7,25 @@
 //! `PodScheduled=False, reason Unschedulable`; the kubelet makes bound pods Running and Ready
 //! (not Ready on a NotReady node) and DaemonSet status counts follow.
 
-use crate::store::{Change, DeleteOptions, SYSTEM_USER, Store};
+use crate::deletion::DeleteOptions;
+use crate::registry::WriteOptions;
+use crate::store::{Change, Store};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
+
+/// The manager name of kube-controller-manager's writes.
+const KCM: &str = "kube-controller-manager";
+
+/// A delete with no grace period, as kubelet sends once a pod's containers stopped.
+fn gone_now() -> DeleteOptions {
+    DeleteOptions {
+        grace_period: Some(0),
+        ..Default::default()
+    }
+}
 
 /// Which simulated controllers run.
 #[derive(Debug, Clone, Copy)]
@@ -230,6 +243,7 @@ pub(crate) async fn run(store: Arc<Store>, sw: Switches) {
 
 fn relevant(c: &Change) -> bool {
     matches!(c.storage, "nodes" | "pods" | "daemonsets")
+        || c.object.pointer("/metadata/deletionTimestamp").is_some()
 }
 
 #[derive(Default)]
@@ -252,6 +266,13 @@ impl PodIps {
 }
 
 fn reconcile(store: &Store, sw: Switches, ips: &mut PodIps) {
+    // The garbage collector and namespace controller run whatever the switches say, as
+    // kube-controller-manager does beside any kubelet.
+    for _ in 0..8 {
+        if !store.collect_garbage() {
+            break;
+        }
+    }
     let (Some(pod_kind), Some(ds_kind)) = (store.kind_of("pods"), store.kind_of("daemonsets"))
     else {
         return;
@@ -315,7 +336,7 @@ fn reconcile(store: &Store, sw: Switches, ips: &mut PodIps) {
                         &ns,
                         pname,
                         &DeleteOptions::default(),
-                        SYSTEM_USER,
+                        &WriteOptions::system(KCM),
                     );
                 } else {
                     covered.insert(node);
@@ -346,7 +367,7 @@ fn reconcile(store: &Store, sw: Switches, ips: &mut PodIps) {
                     },
                     "spec": spec,
                 });
-                let _ = store.create(&pod_kind, &ns, pod, SYSTEM_USER);
+                let _ = store.create(&pod_kind, &ns, pod, &WriteOptions::system(KCM));
             }
         }
     }
@@ -379,6 +400,10 @@ fn schedule_and_run(
         let ns = s(p, "/metadata/namespace");
         let name = s(p, "/metadata/name");
         if p.pointer("/metadata/deletionTimestamp").is_some() {
+            // Kubelet stops the containers and deletes the pod for good.
+            if p.pointer("/metadata/finalizers").is_none() {
+                let _ = store.delete(pod_kind, ns, name, &gone_now(), &WriteOptions::system("kubelet"));
+            }
             continue;
         }
         match p.pointer("/spec/nodeName").and_then(Value::as_str) {
@@ -405,7 +430,14 @@ fn schedule_and_run(
                         used.entry(n.to_string()).or_default().extend(wanted);
                         let mut next = (**p).clone();
                         next["spec"]["nodeName"] = json!(n);
-                        let _ = store.update(pod_kind, ns, name, next, false, SYSTEM_USER);
+                        let _ = store.update(
+                            pod_kind,
+                            ns,
+                            name,
+                            next,
+                            false,
+                            &WriteOptions::system("kube-scheduler"),
+                        );
                     }
                     None => {
                         let port_clash = candidates.iter().any(|n| {
@@ -430,7 +462,14 @@ fn schedule_and_run(
                             let mut next = (**p).clone();
                             next["status"]["phase"] = json!("Pending");
                             next["status"]["conditions"] = cond;
-                            let _ = store.update(pod_kind, ns, name, next, true, SYSTEM_USER);
+                            let _ = store.update(
+                                pod_kind,
+                                ns,
+                                name,
+                                next,
+                                true,
+                                &WriteOptions::system("kube-scheduler"),
+                            );
                         }
                     }
                 }
@@ -439,7 +478,7 @@ fn schedule_and_run(
                 let Some(node) = nodes.get(node_name) else {
                     // Pod garbage collection for pods bound to a node that is gone.
                     let _ =
-                        store.delete(pod_kind, ns, name, &DeleteOptions::default(), SYSTEM_USER);
+                        store.delete(pod_kind, ns, name, &gone_now(), &WriteOptions::system(KCM));
                     continue;
                 };
                 let ready = node_ready(node);
@@ -511,7 +550,7 @@ fn schedule_and_run(
                 if p.get("status") != Some(&status) {
                     let mut next = (**p).clone();
                     next["status"] = status;
-                    let _ = store.update(pod_kind, ns, name, next, true, SYSTEM_USER);
+                    let _ = store.update(pod_kind, ns, name, next, true, &WriteOptions::system("kubelet"));
                 }
             }
         }
@@ -577,7 +616,7 @@ fn ds_status(store: &Store, ds_kind: &crate::kinds::ResourceKind, nodes: &HashMa
                 s(&ds, "/metadata/name"),
                 next,
                 true,
-                SYSTEM_USER,
+                &WriteOptions::system(KCM),
             );
         }
     }
