@@ -108,10 +108,16 @@ impl ApiError {
             .iter()
             .map(|c| format!("{}: {}", c.field, c.message))
             .collect();
+        // An aggregate of several errors prints as a list (apimachinery's utilerrors).
+        let joined = if list.len() > 1 {
+            format!("[{}]", list.join(", "))
+        } else {
+            list.join(", ")
+        };
         let mut e = Self::new(
             422,
             "Invalid",
-            format!("{kind} \"{name}\" is invalid: {}", list.join(", ")),
+            format!("{kind} \"{name}\" is invalid: {joined}"),
         );
         e.details = Some((name.to_string(), kind.to_string()));
         e.causes = causes;
@@ -156,14 +162,19 @@ impl ApiError {
         )
     }
 
-    /// `415 UnsupportedMediaType`.
-    pub fn unsupported_media(ct: &str) -> Self {
+    /// `415` for a PATCH of an unknown patch type (the real server says no more).
+    pub fn unsupported_media() -> Self {
+        let mut e = Self::new(415, "UnsupportedMediaType", "415: Unsupported Media Type".into());
+        e.empty_details = true;
+        e
+    }
+
+    /// `415` for a create or update body in a media type the server does not decode.
+    pub fn unsupported_body_media() -> Self {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})"
-            ),
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf".into(),
         )
     }
 
@@ -180,9 +191,11 @@ impl ApiError {
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
             "code": self.code,
         });
+        if !self.reason.is_empty() {
+            s["reason"] = json!(self.reason);
+        }
         if self.details.is_some() || !self.causes.is_empty() || self.empty_details {
             let mut d = json!({});
             if let Some((name, kind)) = &self.details {

@@ -19,13 +19,16 @@ pub mod fields;
 pub mod kinds;
 pub mod managed;
 pub mod patch;
+pub mod protobuf;
 pub mod rbac;
 pub mod registry;
 pub mod schema;
 pub mod selectors;
 mod server;
+mod service_validation;
 mod services;
 pub mod store;
+pub mod typed;
 mod workloads;
 
 pub use faults::{Faults, WriteLog, WriteRecord};

@@ -10,10 +10,12 @@ use crate::managed::{self, Writer};
 use crate::patch::{self, PatchType};
 use crate::services;
 use crate::store::{EventType, Store, finalizers_of, name_of, now, rv_of, uid_of};
+use crate::typed::{self, FieldValidation};
 use serde_json::{Value, json};
+use std::sync::Mutex;
 
 /// Who writes, and how.
-#[derive(Debug, Clone)]
+#[derive(Debug, Default)]
 pub struct WriteOptions {
     /// The authenticated user (the write log's user).
     pub user: String,
@@ -23,6 +25,10 @@ pub struct WriteOptions {
     pub dry_run: bool,
     /// `force=true` of a server-side apply.
     pub force: bool,
+    /// `fieldValidation`.
+    pub validation: FieldValidation,
+    /// `Warning` headers the request earned (unknown fields), for the response.
+    pub warnings: Mutex<Vec<String>>,
 }
 
 impl WriteOptions {
@@ -32,8 +38,7 @@ impl WriteOptions {
         WriteOptions {
             user: user.to_string(),
             manager: "unknown".into(),
-            dry_run: false,
-            force: false,
+            ..Default::default()
         }
     }
 
@@ -43,8 +48,7 @@ impl WriteOptions {
         WriteOptions {
             user: crate::store::SYSTEM_USER.to_string(),
             manager: manager.to_string(),
-            dry_run: false,
-            force: false,
+            ..Default::default()
         }
     }
 }
@@ -56,6 +60,72 @@ fn writer<'a>(kind: &'a ResourceKind, opts: &'a WriteOptions, status: bool) -> W
         api_version: kind.api_version(),
         storage: kind.storage,
         has_status: kind.status,
+    }
+}
+
+/// Typed decoding of a body (see [`crate::typed`]): unknown fields dropped and warned
+/// about or refused, values of the wrong type refused. A create or update is refused as
+/// its decoder does (`400`); a patch as its patched object is (`422` on `patch`).
+fn decode_body(
+    kind: &ResourceKind,
+    obj: &mut Value,
+    opts: &WriteOptions,
+    patch: bool,
+) -> Result<(), ApiError> {
+    let storage = if kind.is_events_v1() {
+        "events.k8s.io"
+    } else {
+        kind.storage
+    };
+    let d = typed::decode(storage, obj);
+    let handled = |msg: String| {
+        ApiError::bad_request(format!(
+            "{k} in version \"{v}\" cannot be handled as a {k}: {msg}",
+            k = kind.kind,
+            v = kind.version
+        ))
+    };
+    if let Some(t) = d.type_error {
+        return Err(handled(t));
+    }
+    if d.unknown.is_empty() {
+        return Ok(());
+    }
+    let named: Vec<String> = d
+        .unknown
+        .iter()
+        .map(|f| format!("unknown field {f:?}"))
+        .collect();
+    match opts.validation {
+        FieldValidation::Strict if patch => {
+            let detail = format!("strict decoding error: {}", named.join(", "));
+            let mut e = ApiError::invalid(
+                "",
+                "",
+                vec![Cause {
+                    reason: "FieldValueInvalid",
+                    field: "patch".into(),
+                    message: format!(
+                        "Invalid value: {:?}: {detail}",
+                        serde_json::to_string(obj).unwrap_or_default()
+                    ),
+                }],
+            );
+            e.details = None;
+            Err(e)
+        }
+        FieldValidation::Strict => Err(handled(format!(
+            "strict decoding error: {}",
+            named.join(", ")
+        ))),
+        FieldValidation::Warn => {
+            opts.warnings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(named);
+            Ok(())
+        }
+        FieldValidation::Ignore => Ok(()),
     }
 }
 
@@ -142,21 +212,29 @@ impl Store {
         opts: &WriteOptions,
         track: bool,
     ) -> Result<Value, ApiError> {
-        if kind.is_events_v1() {
-            crate::events_view::validate_v1(&obj)?;
-        }
-        let mut obj = Self::to_storage(kind, obj);
+        let mut obj = obj;
         if !obj.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
         }
         if let Some(k) = obj.get("kind").and_then(Value::as_str)
             && k != kind.kind
         {
+            let internal = if kind.group.is_empty() {
+                "core"
+            } else {
+                kind.group.split('.').next().unwrap_or("")
+            };
             return Err(ApiError::bad_request(format!(
-                "the kind of the body ({k}) does not match the resource ({})",
-                kind.kind
+                "{k} in version \"{v}\" cannot be handled as a {kk}: converting ({v}.{k}) to ({internal}.{kk}): unknown conversion",
+                v = kind.version,
+                kk = kind.kind
             )));
         }
+        decode_body(kind, &mut obj, opts, false)?;
+        if kind.is_events_v1() {
+            crate::events_view::validate_v1(&obj)?;
+        }
+        let mut obj = Self::to_storage(kind, obj);
         let canonical = self.canonical(kind);
         obj["apiVersion"] = json!(canonical.api_version());
         obj["kind"] = json!(canonical.kind);
@@ -344,7 +422,7 @@ impl Store {
         body: &Value,
         status: bool,
         opts: &WriteOptions,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<(Value, bool), ApiError> {
         let ns = if kind.namespaced { ns } else { "" };
         let exists = {
             let inner = self.lock();
@@ -357,21 +435,21 @@ impl Store {
                     config["metadata"] = json!({});
                 }
                 config["metadata"]["name"] = json!(name);
-                let mut obj = Self::to_storage(kind, config);
-                defaults::apply(kind.storage, &mut obj);
+                let obj = Self::to_storage(kind, config);
                 let mut empty = defaults::empty_object(kind.storage);
                 empty["apiVersion"] = obj["apiVersion"].clone();
                 empty["kind"] = obj["kind"].clone();
                 let merged = managed::apply(&writer(kind, opts, false), &empty, &obj, opts.force)?;
-                return self.create_inner(kind, ns, Self::to_view(kind, &merged), opts, false);
+                return self
+                    .create_inner(kind, ns, Self::to_view(kind, &merged), opts, false)
+                    .map(|v| (v, true));
             }
             return Err(ApiError::not_found(&kind.group_resource(), name).in_group(kind.group));
         }
         let apply = ty == PatchType::Apply;
         self.write(kind, ns, name, status, opts, "patch", apply, |current| {
             if apply {
-                let mut config = Self::to_storage(kind, body.clone());
-                defaults::apply(kind.storage, &mut config);
+                let config = Self::to_storage(kind, body.clone());
                 let live = Self::to_storage(kind, current.clone());
                 let merged = managed::apply(&writer(kind, opts, status), &live, &config, opts.force)?;
                 return Ok(Self::to_view(kind, &merged));
@@ -393,6 +471,7 @@ impl Store {
             }
             Ok(next)
         })
+        .map(|v| (v, false))
     }
 
     /// The shared tail of update and patch: `f` maps the current object (view form) to the
@@ -414,10 +493,12 @@ impl Store {
         let Some(current) = Self::get_stored(&inner, kind, ns, name) else {
             return Err(ApiError::not_found(&kind.group_resource(), name).in_group(kind.group));
         };
-        let mut requested = Self::to_storage(kind, f(&Self::to_view(kind, &current))?);
+        let mut requested = f(&Self::to_view(kind, &current))?;
         if !requested.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
         }
+        decode_body(kind, &mut requested, opts, verb == "patch")?;
+        let mut requested = Self::to_storage(kind, requested);
         defaults::apply(kind.storage, &mut requested);
         if !applied {
             managed::update(&writer(kind, opts, status), &current, &mut requested, false);
@@ -506,12 +587,17 @@ impl Store {
             next["spec"] = current.get("spec").cloned().unwrap_or(json!({}));
         }
         if kind.storage == "services" {
-            if !status {
+            services::default_status(&mut next);
+            if status {
+                let errs = crate::service_validation::validate_status(&next, &current);
+                if !errs.is_empty() {
+                    return Err(ApiError::invalid("Service", name, errs));
+                }
+            } else {
                 let mut alloc = inner.services.clone_if(opts.dry_run);
                 let target = alloc.as_mut().unwrap_or(&mut inner.services);
                 target.admit(&mut next, Some(&current))?;
             }
-            services::default_status(&mut next);
         }
         if kind.storage == "secrets" {
             crate::store::fold_string_data(&mut next);
@@ -525,6 +611,9 @@ impl Store {
             return Ok(Self::to_view(kind, &current));
         }
         if opts.dry_run {
+            if let Some(rv) = current.pointer("/metadata/resourceVersion") {
+                next["metadata"]["resourceVersion"] = rv.clone();
+            }
             return Ok(Self::to_view(kind, &next));
         }
         let deleting = next.pointer("/metadata/deletionTimestamp").is_some();

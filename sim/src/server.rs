@@ -182,11 +182,25 @@ async fn handle(
         };
         return error_response(&e);
     }
-    let result = serve(&app, &target, verb, &query, &headers, &body, &user).await;
-    match result {
+    let wopts = write_options(&query, &headers, &user);
+    let result = serve(&app, &target, verb, &query, &headers, &body, &wopts).await;
+    let mut response = match result {
         Ok(r) => r,
         Err(e) => error_response(&e),
+    };
+    let mut warnings = std::mem::take(
+        &mut *wopts.warnings.lock().unwrap_or_else(|p| p.into_inner()),
+    );
+    if target.kind.storage == "endpoints" {
+        warnings.push("v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice".into());
     }
+    for w in warnings {
+        let text = format!("299 - {}", serde_json::to_string(&w).unwrap_or_default());
+        if let Ok(v) = header::HeaderValue::from_str(&text) {
+            response.headers_mut().append("warning", v);
+        }
+    }
+    response
 }
 
 fn version() -> Value {
@@ -296,21 +310,34 @@ fn route<'a>(
     })
 }
 
-fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
-    if let Ok(v) = serde_json::from_slice::<Value>(body) {
-        return Ok(v);
-    }
+/// Decodes a create or update body by its media type: JSON, YAML or Kubernetes protobuf;
+/// anything else is `415`, as the real server's negotiation answers.
+fn parse_body(kind: &ResourceKind, headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    if ct.contains("yaml") {
-        return serde_yaml::from_slice::<Value>(body)
-            .map_err(|e| ApiError::bad_request(format!("the body is not valid YAML: {e}")));
+        .unwrap_or("application/json");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    let unrecognized = |e: String| {
+        ApiError::bad_request(format!(
+            "the object provided is unrecognized (must be of type {}): couldn't get version/kind; json parse error: {e} ({})",
+            kind.kind,
+            String::from_utf8_lossy(body)
+        ))
+    };
+    match media {
+        "application/json" | "" | "*/*" => {
+            serde_json::from_slice::<Value>(body).map_err(|e| unrecognized(e.to_string()))
+        }
+        "application/yaml" => serde_yaml::from_slice::<Value>(body)
+            .map_err(|e| unrecognized(e.to_string())),
+        "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(body)
+            .map_err(|e| ApiError::bad_request(format!(
+                "the object provided is unrecognized (must be of type {}): {e}",
+                kind.kind
+            ))),
+        _ => Err(ApiError::unsupported_body_media()),
     }
-    Err(ApiError::bad_request(
-        "the body of the request could not be decoded as JSON",
-    ))
 }
 
 fn list_kind(kind: &ResourceKind) -> String {
@@ -325,7 +352,7 @@ async fn serve(
     q: &HashMap<String, String>,
     headers: &HeaderMap,
     body: &Bytes,
-    user: &str,
+    wopts: &WriteOptions,
 ) -> Result<Response, ApiError> {
     let store = &app.store;
     let ns = t.namespace.unwrap_or("");
@@ -378,78 +405,69 @@ async fn serve(
             if t.kind.namespaced && t.namespace.is_none() {
                 return Err(ApiError::method_not_allowed());
             }
-            let obj = parse_body(headers, body)?;
-            // A real server refuses this (500 from its storage layer): re-POSTing an
-            // object read back from the server must not pass here.
+            let obj = parse_body(&t.kind, headers, body)?;
+            // A real server refuses this (500 from its storage layer, without a reason):
+            // re-POSTing an object read back from the server must not pass here.
             if crate::store::rv_of(&obj).is_some() {
-                return Err(ApiError::internal(
+                let mut e = ApiError::internal(
                     "resourceVersion should not be set on objects to be created",
-                ));
+                );
+                e.reason = "";
+                return Err(e);
             }
-            let out = store.create(&t.kind, ns, obj, &write_options(q, headers, user))?;
+            let out = store.create(&t.kind, ns, obj, wopts)?;
             Ok(json_response(201, &out))
         }
         "update" if t.finalize => {
-            let obj = parse_body(headers, body)?;
-            let out = store.finalize_namespace(
-                &t.kind,
-                t.name.unwrap_or(""),
-                obj,
-                &write_options(q, headers, user),
-            )?;
+            let obj = parse_body(&t.kind, headers, body)?;
+            let out = store.finalize_namespace(&t.kind, t.name.unwrap_or(""), obj, wopts)?;
             Ok(json_response(200, &out))
         }
         "update" => {
-            let obj = parse_body(headers, body)?;
-            let out = store.update(
-                &t.kind,
-                ns,
-                t.name.unwrap_or(""),
-                obj,
-                t.status,
-                &write_options(q, headers, user),
-            )?;
-            Ok(json_response(200, &out))
+            let obj = parse_body(&t.kind, headers, body)?;
+            let existed = store.get(&t.kind, ns, t.name.unwrap_or("")).is_ok();
+            let out = store.update(&t.kind, ns, t.name.unwrap_or(""), obj, t.status, wopts)?;
+            Ok(json_response(if existed { 200 } else { 201 }, &out))
         }
         "patch" => {
             let ct = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("");
-            let ty =
-                PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media(ct))?;
-            let patch = if ty == PatchType::Apply {
-                serde_yaml::from_slice::<Value>(body)
-                    .map_err(|e| ApiError::bad_request(format!("invalid apply body: {e}")))?
-            } else {
-                serde_json::from_slice::<Value>(body)
-                    .map_err(|e| ApiError::bad_request(format!("invalid patch body: {e}")))?
-            };
-            let out = store.patch(
+            let ty = PatchType::from_content_type(ct).ok_or_else(ApiError::unsupported_media)?;
+            let patch = crate::patch::decode(ty, body)?;
+            if ty == PatchType::Apply && wopts.manager == "unknown" && !q.contains_key("fieldManager") {
+                let mut e = ApiError::invalid(
+                    "PatchOptions.meta.k8s.io",
+                    "",
+                    vec![crate::error::Cause {
+                        reason: "FieldValueRequired",
+                        field: "fieldManager".into(),
+                        message: "Required value: is required for apply patch".into(),
+                    }],
+                );
+                e.details = Some((String::new(), "PatchOptions".into()));
+                e.group = "meta.k8s.io".into();
+                return Err(e);
+            }
+            let (out, created) = store.patch(
                 &t.kind,
                 ns,
                 t.name.unwrap_or(""),
                 ty,
                 &patch,
                 t.status,
-                &write_options(q, headers, user),
+                wopts,
             )?;
-            Ok(json_response(200, &out))
+            Ok(json_response(if created { 201 } else { 200 }, &out))
         }
         "delete" => {
             let opts = delete_options(q, body);
-            let out = store.delete(
-                &t.kind,
-                ns,
-                t.name.unwrap_or(""),
-                &opts,
-                &write_options(q, headers, user),
-            )?;
+            let out = store.delete(&t.kind, ns, t.name.unwrap_or(""), &opts, wopts)?;
             Ok(json_response(200, &deleted_body(&t.kind, out)))
         }
         "deletecollection" => {
             let page = store.list(&t.kind, t.namespace, &labels, &fields, None, None)?;
-            let wopts = write_options(q, headers, user);
             let opts = delete_options(q, body);
             let mut deleted = Vec::new();
             for item in page.items {
@@ -464,7 +482,7 @@ async fn serve(
                     .unwrap_or("")
                     .to_string();
                 if let Ok(Deleted::Gone(o) | Deleted::Pending(o)) =
-                    store.delete(&t.kind, &ons, &name, &opts, &wopts)
+                    store.delete(&t.kind, &ons, &name, &opts, wopts)
                 {
                     let mut o = o;
                     if let Some(m) = o.as_object_mut() {
@@ -505,6 +523,10 @@ fn write_options(q: &HashMap<String, String>, headers: &HeaderMap, user: &str) -
         manager,
         dry_run: q.get("dryRun").is_some_and(|d| d == "All"),
         force: q.get("force").is_some_and(|f| f == "true"),
+        validation: crate::typed::FieldValidation::parse(
+            q.get("fieldValidation").map(String::as_str),
+        ),
+        warnings: Default::default(),
     }
 }
 
