@@ -65,7 +65,12 @@ pub fn apply(storage: &str, obj: &mut Value) {
             }
             template(spec);
         }
-        "secrets" => set_default(obj, "type", json!("Opaque")),
+        "secrets" => {
+            // stringData is folded into data when the body is decoded, so the writer owns
+            // data keys in managedFields.
+            crate::store::fold_string_data(obj);
+            set_default(obj, "type", json!("Opaque"));
+        }
         "namespaces" => {
             let name = obj
                 .pointer("/metadata/name")

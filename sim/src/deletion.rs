@@ -47,12 +47,11 @@ pub fn returns_object(storage: &str) -> bool {
     )
 }
 
+/// The generic store's precondition conflict (`registry/generic/registry/store.go`): it
+/// names the Kind, not the resource.
 fn precondition_failed(kind: &ResourceKind, name: &str, what: &str) -> ApiError {
-    let mut e = ApiError::conflict(&kind.group_resource(), name).in_group(kind.group);
-    e.message = format!(
-        "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: {what}",
-        kind.group_resource()
-    );
+    let mut e = ApiError::conflict(kind.kind, name).in_group(kind.group);
+    e.message = format!("Operation cannot be fulfilled on {} \"{name}\": {what}", kind.kind);
     e
 }
 
@@ -79,7 +78,7 @@ impl Store {
             return Err(precondition_failed(
                 kind,
                 name,
-                &format!("UID in precondition: {uid}, UID in object meta: {have}"),
+                &format!("the UID in the precondition ({uid}) does not match the UID in record ({have}). The object might have been deleted and then recreated"),
             ));
         }
         if let Some(rv) = &opts.resource_version
@@ -89,7 +88,7 @@ impl Store {
             return Err(precondition_failed(
                 kind,
                 name,
-                &format!("ResourceVersion in precondition: {rv}, ResourceVersion in meta: {have}"),
+                &format!("the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({have}). The object might have been modified"),
             ));
         }
         let mut next = (*current).clone();
@@ -140,9 +139,19 @@ impl Store {
             drop(inner);
             return Ok(Deleted::Pending(Self::to_view(kind, &current)));
         }
+        if kind.storage == "pods" && !already {
+            // A pod is marked (grace period, a new generation) before it goes, and the
+            // answer shows the mark even when it went at once.
+            let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
+            next["metadata"]["deletionTimestamp"] =
+                json!(when.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+            next["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+            let g = next.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+            next["metadata"]["generation"] = json!(g + 1);
+        }
         let out = if !pending {
             if wopts.dry_run {
-                return Ok(Deleted::Gone(Self::to_view(kind, &current)));
+                return Ok(Deleted::Gone(Self::to_view(kind, &next)));
             }
             let out = self.commit(
                 &mut inner,
@@ -156,11 +165,11 @@ impl Store {
             self.after_delete(&mut inner, &canonical, &out);
             Deleted::Gone(Self::to_view(kind, &out))
         } else {
-            if !already {
-                let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
-                next["metadata"]["deletionTimestamp"] =
-                    json!(when.format("%Y-%m-%dT%H:%M:%SZ").to_string());
-                next["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+            if !already && kind.storage != "pods" {
+                next["metadata"]["deletionTimestamp"] = json!(now());
+                if kind.storage != "namespaces" {
+                    next["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+                }
             }
             if finalizers.is_empty() {
                 if let Some(m) = next["metadata"].as_object_mut() {

@@ -67,6 +67,13 @@ impl ApiError {
     /// Sets `details.group` (for resources outside the core group).
     pub fn in_group(mut self, group: &str) -> Self {
         self.group = group.to_string();
+        // `details.kind` is the resource without its group (`daemonsets`, group `apps`).
+        if let Some((_, kind)) = &mut self.details
+            && !group.is_empty()
+            && let Some(plain) = kind.strip_suffix(&format!(".{group}"))
+        {
+            *kind = plain.to_string();
+        }
         self
     }
 
@@ -74,6 +81,17 @@ impl ApiError {
     pub fn not_found(resource: &str, name: &str) -> Self {
         let mut e = Self::new(404, "NotFound", format!("{resource} \"{name}\" not found"));
         e.details = Some((name.to_string(), resource.to_string()));
+        e
+    }
+
+    /// `404` for a path no resource is served at (the real server's generic answer).
+    pub fn no_resource() -> Self {
+        let mut e = Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource".into(),
+        );
+        e.empty_details = true;
         e
     }
 
@@ -146,11 +164,13 @@ impl ApiError {
 
     /// `405 MethodNotAllowed`.
     pub fn method_not_allowed() -> Self {
-        Self::new(
+        let mut e = Self::new(
             405,
             "MethodNotAllowed",
             "the server does not allow this method on the requested resource".into(),
-        )
+        );
+        e.empty_details = true;
+        e
     }
 
     /// `410 Expired` for a watch from a resourceVersion older than the history.
@@ -159,6 +179,17 @@ impl ApiError {
             410,
             "Expired",
             format!("too old resource version: {requested} ({oldest})"),
+        )
+    }
+
+    /// `410 Expired` for a list at a resourceVersion that was compacted away.
+    pub fn gone_list(requested: u64, compacted: u64) -> Self {
+        Self::new(
+            410,
+            "Expired",
+            format!(
+                "The resourceVersion for the provided list is too old. ({requested} < {compacted})"
+            ),
         )
     }
 

@@ -249,8 +249,16 @@ fn item_pe(list: ListType, item: &Value) -> Option<Pe> {
             for k in keys {
                 // Keys with a default (protocol) are filled before this is called; a key
                 // still missing is left out, as upstream does for optional keys.
-                if let Some(v) = item.get(*k) {
-                    m.insert((*k).to_string(), v.clone());
+                match item.get(*k) {
+                    Some(v) => {
+                        m.insert((*k).to_string(), v.clone());
+                    }
+                    // `protocol` keys default to TCP in the schema, so an item that
+                    // leaves it out is the TCP one.
+                    None if *k == "protocol" => {
+                        m.insert("protocol".into(), Value::String("TCP".into()));
+                    }
+                    None => {}
                 }
             }
             (!m.is_empty()).then(|| Pe::Key(Value::Object(m).to_string()))

@@ -9,7 +9,9 @@
 //! nobody here wrote: kube-rs, `kubectl` and the Python `kubernetes` client.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod bigip;
+mod controllers;
 pub mod defaults;
 pub mod deletion;
 pub mod error;
@@ -418,6 +420,12 @@ impl SimCluster {
     /// The object store (direct access for helpers and benchmarks).
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Compacts the change history, as etcd compaction does on a real cluster: clients that
+    /// resume from an older resourceVersion get `410 Gone` and must relist.
+    pub fn compact(&self) -> u64 {
+        self.store.compact()
     }
 
     /// Turns RBAC enforcement on or off.

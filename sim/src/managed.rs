@@ -344,7 +344,14 @@ fn conflict_error(conflicts: &[(String, String)]) -> ApiError {
 
 fn item_matches(lt: ListType, item: &Value, other: &Value) -> bool {
     match lt {
-        ListType::Map(keys) => keys.iter().all(|k| item.get(*k) == other.get(*k)),
+        ListType::Map(keys) => keys.iter().all(|k| {
+            let tcp = Value::String("TCP".into());
+            let key = |v: &Value| match v.get(*k) {
+                None if *k == "protocol" => Some(tcp.clone()),
+                x => x.cloned(),
+            };
+            key(item) == key(other)
+        }),
         ListType::Set => item == other,
         ListType::Atomic => false,
     }

@@ -232,7 +232,7 @@ impl Store {
         }
         decode_body(kind, &mut obj, opts, false)?;
         if kind.is_events_v1() {
-            crate::events_view::validate_v1(&obj)?;
+            crate::events_view::validate_v1(&obj, ns)?;
         }
         let mut obj = Self::to_storage(kind, obj);
         let canonical = self.canonical(kind);
@@ -295,7 +295,10 @@ impl Store {
                 }],
             ));
         }
-        defaults::apply(kind.storage, &mut obj);
+        crate::defaults::apply(kind.storage, &mut obj);
+        if matches!(kind.storage, "deployments" | "daemonsets") {
+            crate::admission::validate_workload(&kind.qualified_kind(), &name, &obj)?;
+        }
         if track {
             let empty = defaults::empty_object(kind.storage);
             managed::update(&writer(kind, opts, false), &empty, &mut obj, true);
@@ -319,6 +322,7 @@ impl Store {
         if kind.generation {
             obj["metadata"]["generation"] = json!(1);
         }
+        crate::admission::on_create(kind.storage, &mut obj, &now());
         match kind.storage {
             "services" => {
                 if let Some(m) = obj.as_object_mut() {
@@ -542,7 +546,7 @@ impl Store {
             let had = finalizers_of(&current);
             if let Some(new) = finalizers_of(&next).into_iter().find(|f| !had.contains(f)) {
                 return Err(ApiError::invalid(
-                    kind.kind,
+                    &kind.qualified_kind(),
                     name,
                     vec![Cause {
                         reason: "FieldValueForbidden",
@@ -582,6 +586,16 @@ impl Store {
                 .unwrap_or(1);
             next["metadata"]["generation"] = json!(g + 1);
         }
+        if !status {
+            crate::admission::validate_update(
+                &kind.qualified_kind(),
+                kind.storage,
+                name,
+                &next,
+                &current,
+            )?;
+        }
+        crate::admission::on_update(kind.storage, &mut next, &current);
         if kind.storage == "namespaces" && !status {
             // Namespace.spec.finalizers change only through /finalize.
             next["spec"] = current.get("spec").cloned().unwrap_or(json!({}));

@@ -131,8 +131,18 @@ async fn handle(
             };
         }
         ["api", v, rest @ ..] => ("", *v, rest),
-        ["apis", g, v, rest @ ..] => (*g, *v, rest),
-        _ => return error_response(&ApiError::not_found("paths", path)),
+        ["apis", g, v, rest @ ..] if app.store.kinds().groups().iter().any(|(x, _)| x == g) => {
+            (*g, *v, rest)
+        }
+        // An unknown path: the Go mux's plain-text answer.
+        _ => {
+            return (
+                StatusCode::NOT_FOUND,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "404 page not found\n",
+            )
+                .into_response();
+        }
     };
     if rest.is_empty() {
         let list = resource_list(&app.store, group, version);
@@ -276,13 +286,13 @@ fn route<'a>(
             tail.get(1).copied(),
         ),
         [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
-        [] => return Err(ApiError::not_found("resources", "")),
+        [] => return Err(ApiError::no_resource()),
     };
     let kind = store
         .kinds()
         .find(group, version, plural)
         .cloned()
-        .ok_or_else(|| ApiError::not_found("resources", plural))?;
+        .ok_or_else(ApiError::no_resource)?;
     if !kind.namespaced && ns.is_some() {
         return Err(ApiError::not_found(plural, name.unwrap_or("")));
     }
@@ -291,12 +301,7 @@ fn route<'a>(
         None => false,
         Some("status") if kind.status => true,
         Some("finalize") if finalize => false,
-        Some(s) => {
-            return Err(ApiError::not_found(
-                &format!("{plural}/{s}"),
-                name.unwrap_or(""),
-            ));
-        }
+        Some(_) => return Err(ApiError::no_resource()),
     };
     if kind.namespaced && ns.is_none() && name.is_some() {
         return Err(ApiError::not_found(plural, name.unwrap_or("")));
@@ -369,6 +374,12 @@ async fn serve(
             Ok(json_response(200, &store.get(&t.kind, ns, name)?))
         }
         "list" => {
+            if q.get("resourceVersionMatch").is_some_and(|m| m == "Exact")
+                && let Some(rv) = q.get("resourceVersion").and_then(|r| r.parse::<u64>().ok())
+                && rv <= store.compacted()
+            {
+                return Err(ApiError::gone_list(rv, store.compacted()));
+            }
             let limit = q.get("limit").and_then(|l| l.parse().ok());
             let page = store.list(
                 &t.kind,
@@ -392,7 +403,11 @@ async fn serve(
             let mut meta = json!({"resourceVersion": page.resource_version.to_string()});
             if let Some(c) = page.continue_token {
                 meta["continue"] = json!(c);
-                meta["remainingItemCount"] = json!(page.remaining);
+                // Counted only when no selector filters the list (the count would be a
+                // guess otherwise).
+                if labels.is_empty() && fields.is_empty() {
+                    meta["remainingItemCount"] = json!(page.remaining);
+                }
             }
             Ok(json_response(
                 200,
@@ -466,6 +481,7 @@ async fn serve(
             let out = store.delete(&t.kind, ns, t.name.unwrap_or(""), &opts, wopts)?;
             Ok(json_response(200, &deleted_body(&t.kind, out)))
         }
+        "deletecollection" if t.kind.storage == "services" => Err(ApiError::method_not_allowed()),
         "deletecollection" => {
             let page = store.list(&t.kind, t.namespace, &labels, &fields, None, None)?;
             let opts = delete_options(q, body);
@@ -609,6 +625,20 @@ fn visible(
     }
 }
 
+/// The object a watcher gets for a change seen as `ty`: a selector transition to DELETED
+/// carries the object as it last matched, at the change's resourceVersion (the watch
+/// cache's `convertToWatchEvent`).
+fn event_object(store: &Store, kind: &ResourceKind, c: &Change, ty: EventType) -> Value {
+    match (&c.previous, ty, c.kind) {
+        (Some(prev), EventType::Deleted, EventType::Modified) => {
+            let mut o = store.view(kind, prev);
+            o["metadata"]["resourceVersion"] = json!(c.rv.to_string());
+            o
+        }
+        _ => store.view(kind, &c.object),
+    }
+}
+
 fn line(ty: &str, object: &Value) -> Bytes {
     let mut v = serde_json::to_vec(&json!({"type": ty, "object": object})).unwrap_or_default();
     v.push(b'\n');
@@ -639,6 +669,10 @@ fn watch(
         q.get("allowWatchBookmarks").map(String::as_str),
         Some("true" | "1")
     );
+    // sendInitialEvents: the current state as ADDED, then (with bookmarks) a bookmark
+    // marking the end of the initial events.
+    let initial = q.get("sendInitialEvents").is_some_and(|v| v == "true");
+    let from = if initial { None } else { from };
     let kind = t.kind.clone();
     let ns = t.namespace.map(String::from);
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
@@ -665,10 +699,18 @@ fn watch(
             last = last.max(c.rv);
             if let Some(ty) = visible(&c, ns.as_deref(), &labels, &fields)
                 && tx
-                    .send(Ok(line(ty.as_str(), &store.view(&kind, &c.object))))
+                    .send(Ok(line(ty.as_str(), &event_object(&store, &kind, &c, ty))))
                     .await
                     .is_err()
             {
+                return;
+            }
+        }
+        if initial && bookmarks {
+            let bm = json!({"kind": kind.kind, "apiVersion": kind.api_version(),
+                "metadata": {"resourceVersion": last.to_string(),
+                    "annotations": {"k8s.io/initial-events-end": "true"}}});
+            if tx.send(Ok(line("BOOKMARK", &bm))).await.is_err() {
                 return;
             }
         }
@@ -695,7 +737,7 @@ fn watch(
                         }
                         last = c.rv;
                         if let Some(ty) = visible(&c, ns.as_deref(), &labels, &fields)
-                            && tx.send(Ok(line(ty.as_str(), &store.view(&kind, &c.object)))).await.is_err()
+                            && tx.send(Ok(line(ty.as_str(), &event_object(&store, &kind, &c, ty)))).await.is_err()
                         {
                             return;
                         }

@@ -317,7 +317,7 @@ impl Store {
         let inner = self.lock();
         Self::get_stored(&inner, kind, ns, name)
             .map(|o| Self::to_view(kind, &o))
-            .ok_or_else(|| ApiError::not_found(&kind.group_resource(), name))
+            .ok_or_else(|| ApiError::not_found(&kind.group_resource(), name).in_group(kind.group))
     }
 
     /// `GET` a collection (namespace `None` = all namespaces).
@@ -418,6 +418,20 @@ impl Store {
             live: rx,
             rv: from.unwrap_or(inner.rv),
         })
+    }
+
+    /// Forgets the change history up to now, as etcd compaction does: watches and
+    /// `resourceVersionMatch=Exact` lists from an older resourceVersion get `410 Gone`.
+    pub fn compact(&self) -> u64 {
+        let mut inner = self.lock();
+        inner.history.clear();
+        inner.compacted = inner.rv;
+        inner.rv
+    }
+
+    /// The resourceVersion up to which the history was dropped.
+    pub fn compacted(&self) -> u64 {
+        self.lock().compacted
     }
 
     /// All stored objects of a storage (core form), for the simulated controllers.

@@ -242,7 +242,10 @@ pub(crate) async fn run(store: Arc<Store>, sw: Switches) {
 }
 
 fn relevant(c: &Change) -> bool {
-    matches!(c.storage, "nodes" | "pods" | "daemonsets")
+    matches!(
+        c.storage,
+        "nodes" | "pods" | "daemonsets" | "deployments" | "namespaces"
+    )
         || c.object.pointer("/metadata/deletionTimestamp").is_some()
 }
 
@@ -272,6 +275,10 @@ fn reconcile(store: &Store, sw: Switches, ips: &mut PodIps) {
         if !store.collect_garbage() {
             break;
         }
+    }
+    crate::controllers::namespaces(store);
+    if sw.daemonsets {
+        crate::controllers::deployments(store);
     }
     let (Some(pod_kind), Some(ds_kind)) = (store.kind_of("pods"), store.kind_of("daemonsets"))
     else {
@@ -406,7 +413,12 @@ fn schedule_and_run(
             }
             continue;
         }
+        let gated = p
+            .pointer("/spec/schedulingGates")
+            .and_then(Value::as_array)
+            .is_some_and(|g| !g.is_empty());
         match p.pointer("/spec/nodeName").and_then(Value::as_str) {
+            None | Some("") if gated => {}
             None | Some("") => {
                 // Scheduling: the target node (DaemonSet pods) or any fitting ready node.
                 let spec = p.get("spec").cloned().unwrap_or(json!({}));

@@ -25,10 +25,17 @@ use std::collections::BTreeMap;
 const CORPUS: &str = include_str!("sim_differential/corpus.yaml");
 
 /// One server under test with the variables its responses gave (`save:`).
-struct Side {
+struct Side<'a> {
     name: &'static str,
     client: kube::Client,
     vars: BTreeMap<String, String>,
+    world: World<'a>,
+}
+
+/// The server behind a side, for the steps that act on the cluster (`compact`).
+enum World<'a> {
+    Sim(&'a SimCluster),
+    Real(&'a RealCluster),
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,11 +62,13 @@ async fn sim_answers_like_kube_apiserver() {
             name: "sim",
             client: sim.client(),
             vars: BTreeMap::new(),
+            world: World::Sim(&sim),
         },
         Side {
             name: "real",
             client: real.client(),
             vars: BTreeMap::new(),
+            world: World::Real(&real),
         },
     ];
     let mut failures = Vec::new();
@@ -85,6 +94,7 @@ async fn sim_answers_like_kube_apiserver() {
             }
         }
     }
+    drop(sides);
     sim.shutdown().await;
     drop(real);
     let report = format!(

@@ -51,6 +51,9 @@ pub struct Step {
     pub ignore: Vec<String>,
     /// The kinds this step exercises, for the corpus statistics (default: from the path).
     pub kind: Option<String>,
+    /// Compact the history first (etcd compaction on the real server), then send.
+    #[serde(default)]
+    pub compact: bool,
 }
 
 fn get() -> String {
@@ -145,7 +148,17 @@ fn expand(text: &str, vars: &BTreeMap<String, String>) -> String {
 }
 
 /// Runs one step against one server.
-pub async fn run(step: &Step, side: &mut super::Side) -> anyhow::Result<Exchange> {
+pub async fn run(step: &Step, side: &mut super::Side<'_>) -> anyhow::Result<Exchange> {
+    if step.compact {
+        match side.world {
+            super::World::Sim(s) => {
+                s.compact();
+            }
+            super::World::Real(r) => {
+                r.compact_etcd().await?;
+            }
+        }
+    }
     let start = Instant::now();
     loop {
         let ex = once(step, side).await?;
@@ -181,7 +194,7 @@ pub async fn run(step: &Step, side: &mut super::Side) -> anyhow::Result<Exchange
     }
 }
 
-async fn once(step: &Step, side: &super::Side) -> anyhow::Result<Exchange> {
+async fn once(step: &Step, side: &super::Side<'_>) -> anyhow::Result<Exchange> {
     let path = expand(&step.path, &side.vars);
     let mut req = http::Request::builder()
         .method(step.method.as_str())
@@ -242,11 +255,12 @@ async fn once(step: &Step, side: &super::Side) -> anyhow::Result<Exchange> {
             buf
         }
     };
-    let body = if step.watch.is_some() && (200..300).contains(&status) {
+    let body = if let Some(w) = step.watch.as_ref().filter(|_| (200..300).contains(&status)) {
         Value::Array(
             bytes
                 .split(|b| *b == b'\n')
                 .filter(|l| !l.is_empty())
+                .take(w.events)
                 .map(|l| {
                     serde_json::from_slice(l)
                         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(l).into()))

@@ -11,9 +11,6 @@ use std::net::IpAddr;
 /// The comparable form of an answer: status, media type, warnings, normalized body.
 pub fn exchange(step: &Step, ex: &Exchange) -> Value {
     let mut body = ex.body.clone();
-    for ptr in &step.ignore {
-        remove(&mut body, ptr);
-    }
     let mut names = BTreeMap::new();
     generated_names(&body, &mut names);
     walk(&mut body, "", &names);
@@ -22,8 +19,13 @@ pub fn exchange(step: &Step, ex: &Exchange) -> Value {
         .iter()
         .map(|w| Value::String(text(w, &names)))
         .collect();
-    json!({"status": ex.status, "contentType": ex.content_type, "warnings": warnings,
-        "body": body})
+    let mut out = json!({"status": ex.status, "contentType": ex.content_type,
+        "warnings": warnings, "body": body});
+    // `ignore` pointers are into this whole exchange (`/body/...`, `/warnings`).
+    for ptr in &step.ignore {
+        remove(&mut out, ptr);
+    }
+    out
 }
 
 /// Removes what a pointer names; a `*` segment stands for every element or key.
@@ -97,6 +99,13 @@ fn generated_names(v: &Value, out: &mut BTreeMap<String, String>) {
 fn walk(v: &mut Value, key: &str, names: &BTreeMap<String, String>) {
     match v {
         Value::Object(m) => {
+            // Keys carry uids too (`k:{"uid":"..."}` in managedFields).
+            if m.keys().any(|k| has_uuid(k)) {
+                let old = std::mem::take(m);
+                for (k, v) in old {
+                    m.insert(uuids_in(&k), v);
+                }
+            }
             for (k, x) in m.iter_mut() {
                 walk(x, k, names);
             }
@@ -128,6 +137,12 @@ fn shape(key: &str, s: &str, names: &BTreeMap<String, String>) -> Option<String>
     }
     if let Some(n) = names.get(s) {
         return Some(n.clone());
+    }
+    // The projected token volume the ServiceAccount admission plugin names at random.
+    if let Some(rest) = s.strip_prefix("kube-api-access-")
+        && rest.len() == 5
+    {
+        return Some("kube-api-access-<gen>".into());
     }
     if is_uuid(s) {
         return Some("<uid>".into());
@@ -192,6 +207,28 @@ fn text(s: &str, names: &BTreeMap<String, String>) -> String {
             }
         }
         out = o;
+    }
+    out
+}
+
+fn has_uuid(s: &str) -> bool {
+    uuids_in(s) != s
+}
+
+/// `s` with every uuid-shaped substring replaced.
+fn uuids_in(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        if i + 36 <= b.len() && s.is_char_boundary(i) && s.is_char_boundary(i + 36) && is_uuid(&s[i..i + 36]) {
+            out.push_str("<uid>");
+            i += 36;
+        } else {
+            let c = s[i..].chars().next().unwrap_or(' ');
+            out.push(c);
+            i += c.len_utf8();
+        }
     }
     out
 }
