@@ -23,9 +23,6 @@ fn random_suffix() -> String {
 pub fn on_create(storage: &str, obj: &mut Value, now: &str) {
     match storage {
         "pods" => pod(obj, now),
-        "daemonsets" => {
-            obj["metadata"]["annotations"]["deprecated.daemonset.template.generation"] = json!("1");
-        }
         "nodes" => node_status(obj),
         "events" => event(obj),
         _ => {}

@@ -108,7 +108,7 @@ pub(crate) fn deployments(store: &Store) {
         } else {
             ("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
         };
-        let mut status = json!({"observedGeneration": generation, "conditions": [
+        let mut status = json!({"observedGeneration": generation, "terminatingReplicas": 0, "conditions": [
             {"type": "Available", "status": a_status, "reason": a_reason, "message": a_msg,
                 "lastUpdateTime": keep("Available", a_status), "lastTransitionTime": keep("Available", a_status)},
             {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",

@@ -51,6 +51,15 @@ pub fn apply(storage: &str, obj: &mut Value) {
             template(spec);
         }
         "daemonsets" => {
+            if obj.get("metadata").is_some_and(Value::is_object)
+                && obj
+                    .pointer("/metadata/annotations/deprecated.daemonset.template.generation")
+                    .is_none()
+            {
+                set_default(&mut obj["metadata"], "annotations", json!({}));
+                obj["metadata"]["annotations"]["deprecated.daemonset.template.generation"] =
+                    json!("1");
+            }
             let Some(spec) = obj.get_mut("spec").filter(|s| s.is_object()) else {
                 return;
             };

@@ -181,6 +181,11 @@ impl Store {
             if terminating_namespace {
                 next["status"]["phase"] = json!("Terminating");
             }
+            if kind.generation && kind.storage != "pods" && !already {
+                // Marking a workload for deletion is a new generation (its strategy bumps it).
+                let g = next.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+                next["metadata"]["generation"] = json!(g + 1);
+            }
             if wopts.dry_run {
                 return Ok(Deleted::Pending(Self::to_view(kind, &next)));
             }
@@ -349,6 +354,17 @@ impl Store {
     /// removes the `kubernetes` finalizer so the namespace itself goes.
     fn terminate_namespace(&self, ns_obj: &Value, gc: &WriteOptions) -> bool {
         let ns = name_of(ns_obj).to_string();
+        // The real controller takes a few seconds (discovery, then every resource): a
+        // client sees the namespace Terminating, and its new content refused, meanwhile.
+        let since = ns_obj
+            .pointer("/metadata/deletionTimestamp")
+            .and_then(Value::as_str)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| chrono::Utc::now().signed_duration_since(t))
+            .unwrap_or_default();
+        if since < chrono::Duration::seconds(2) {
+            return false;
+        }
         let mut left = 0;
         let mut changed = false;
         for k in self.kinds().all() {

@@ -137,7 +137,10 @@ impl ApiError {
             "Invalid",
             format!("{kind} \"{name}\" is invalid: {joined}"),
         );
-        e.details = Some((name.to_string(), kind.to_string()));
+        // `DaemonSet.apps` in the message is kind `DaemonSet`, group `apps` in details.
+        let (plain, group) = kind.split_once('.').unwrap_or((kind, ""));
+        e.details = Some((name.to_string(), plain.to_string()));
+        e.group = group.to_string();
         e.causes = causes;
         e
     }
@@ -187,9 +190,10 @@ impl ApiError {
         Self::new(
             410,
             "Expired",
-            format!(
-                "The resourceVersion for the provided list is too old. ({requested} < {compacted})"
-            ),
+            {
+                let _ = (requested, compacted);
+                "The resourceVersion for the provided list is too old.".to_string()
+            },
         )
     }
 

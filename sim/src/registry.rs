@@ -341,7 +341,11 @@ impl Store {
             "secrets" => crate::store::fold_string_data(&mut obj),
             "pods" => {
                 let qos = qos_class(&obj);
+                let conditions = obj.pointer("/status/conditions").cloned();
                 obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+                if let Some(c) = conditions {
+                    obj["status"]["conditions"] = c;
+                }
             }
             "namespaces" => {
                 obj["spec"] = json!({"finalizers": ["kubernetes"]});

@@ -481,7 +481,6 @@ async fn serve(
             let out = store.delete(&t.kind, ns, t.name.unwrap_or(""), &opts, wopts)?;
             Ok(json_response(200, &deleted_body(&t.kind, out)))
         }
-        "deletecollection" if t.kind.storage == "services" => Err(ApiError::method_not_allowed()),
         "deletecollection" => {
             let page = store.list(&t.kind, t.namespace, &labels, &fields, None, None)?;
             let opts = delete_options(q, body);

@@ -304,7 +304,7 @@ impl Store {
                 e.causes = vec![crate::error::Cause {
                     reason: "NamespaceTerminating",
                     field: "metadata.namespace".into(),
-                    message,
+                    message: format!("namespace {ns} is being terminated"),
                 }];
                 Err(e)
             }

@@ -133,8 +133,12 @@ fn json_kind(v: &Value) -> &'static str {
 pub fn decode(storage: &str, obj: &mut Value) -> Decoded {
     let s = schemas();
     let mut out = Decoded::default();
-    if let Some(root) = s.roots.get(storage).and_then(|n| s.components.get(n)) {
-        walk(s, root, obj, &mut String::new(), &mut Vec::new(), "", &mut out);
+    if let Some((name, root)) = s
+        .roots
+        .get(storage)
+        .and_then(|n| s.components.get(n).map(|c| (n.as_str(), c)))
+    {
+        walk(s, root, obj, &mut String::new(), &mut Vec::new(), name, &mut out);
     }
     out
 }
@@ -197,7 +201,14 @@ fn walk(
                 .and_then(Value::as_array)
                 .map(|r| r.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            let keys: Vec<String> = m.keys().cloned().collect();
+            let mut keys: Vec<String> = m.keys().cloned().collect();
+            // Fields Go always renders, added when absent.
+            for (owner, field) in [("PodCondition", "lastProbeTime"), ("PodCondition", "lastTransitionTime")] {
+                if name.rsplit('.').next() == Some(owner) && !m.contains_key(field) {
+                    m.insert(field.to_string(), Value::Null);
+                    keys.push(field.to_string());
+                }
+            }
             for k in keys {
                 let sub = props.and_then(|p| p.get(&k)).or(additional);
                 let at = if path.is_empty() {
@@ -237,6 +248,17 @@ fn walk(
                             Some(Value::String(t)) if t.is_empty() && declared => Some(false),
                             _ => None,
                         };
+                        // Go renders these although unset (a non-omitempty list, a struct
+                        // Time): `null`.
+                        let always = matches!(
+                            (name.rsplit('.').next().unwrap_or(""), k.as_str()),
+                            ("EndpointSlice", "ports")
+                                | ("PodCondition", "lastProbeTime" | "lastTransitionTime")
+                        );
+                        if always && matches!(empty, Some(_)) {
+                            m.insert(k.clone(), Value::Null);
+                            continue;
+                        }
                         match empty {
                             Some(nullable) if nullable && required.contains(&k.as_str()) => {
                                 m.insert(k.clone(), Value::Null);

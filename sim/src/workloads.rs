@@ -228,10 +228,13 @@ pub(crate) async fn run(store: Arc<Store>, sw: Switches) {
     let mut ips = PodIps::default();
     reconcile(&store, sw, &mut ips);
     loop {
-        match rx.recv().await {
-            Ok(c) if !relevant(&c) => continue,
-            Ok(_) | Err(RecvError::Lagged(_)) => {}
-            Err(RecvError::Closed) => return,
+        // Changes wake the controllers; a slow tick drives what waits on time (namespaces
+        // that terminate after a while).
+        let woke = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
+        match woke {
+            Ok(Ok(c)) if !relevant(&c) => continue,
+            Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) | Err(_) => {}
+            Ok(Err(RecvError::Closed)) => return,
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
         while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
@@ -613,12 +616,20 @@ fn ds_status(store: &Store, ds_kind: &crate::kinds::ResourceKind, nodes: &HashMa
             .iter()
             .filter(|p| s(p, "/metadata/labels/pod-template-generation") == generation.to_string())
             .count();
-        let status = json!({
+        // DaemonSetStatus: the first four are rendered even when 0, the rest omitted.
+        let mut status = json!({
             "currentNumberScheduled": scheduled, "desiredNumberScheduled": desired,
-            "numberMisscheduled": 0, "numberReady": ready, "numberAvailable": ready,
-            "numberUnavailable": desired.saturating_sub(ready),
-            "updatedNumberScheduled": updated, "observedGeneration": generation,
+            "numberMisscheduled": 0, "numberReady": ready, "observedGeneration": generation,
         });
+        for (k, v) in [
+            ("numberAvailable", ready),
+            ("numberUnavailable", desired.saturating_sub(ready)),
+            ("updatedNumberScheduled", updated),
+        ] {
+            if v > 0 {
+                status[k] = json!(v);
+            }
+        }
         if ds.get("status") != Some(&status) {
             let mut next = (*ds).clone();
             next["status"] = status;

@@ -54,6 +54,10 @@ pub struct Step {
     /// Compact the history first (etcd compaction on the real server), then send.
     #[serde(default)]
     pub compact: bool,
+    /// Also restart the API server after compacting (the real one's watch cache starts
+    /// over from etcd; the sim keeps serving).
+    #[serde(default)]
+    pub restart: bool,
 }
 
 fn get() -> String {
@@ -156,6 +160,9 @@ pub async fn run(step: &Step, side: &mut super::Side<'_>) -> anyhow::Result<Exch
             }
             super::World::Real(r) => {
                 r.compact_etcd().await?;
+                if step.restart {
+                    r.restart_apiserver().await?;
+                }
             }
         }
     }

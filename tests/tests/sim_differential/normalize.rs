@@ -110,7 +110,18 @@ fn walk(v: &mut Value, key: &str, names: &BTreeMap<String, String>) {
                 walk(x, k, names);
             }
         }
-        Value::Array(a) => a.iter_mut().for_each(|x| walk(x, key, names)),
+        Value::Array(a) => {
+            a.iter_mut().for_each(|x| walk(x, key, names));
+            if key == "managedFields" {
+                // Ordered by time to the second on the server, which two servers need not
+                // share: compared by operation, manager and subresource instead.
+                let k = |e: &Value| {
+                    ["operation", "manager", "subresource"]
+                        .map(|f| e.get(f).and_then(Value::as_str).unwrap_or("").to_string())
+                };
+                a.sort_by_key(k);
+            }
+        }
         Value::String(s) => {
             if let Some(n) = shape(key, s, names) {
                 *s = n;
@@ -191,7 +202,7 @@ fn text(s: &str, names: &BTreeMap<String, String>) -> String {
         }
     }
     flush(&mut word, &mut out);
-    if out.contains("resource version") {
+    if out.to_lowercase().contains("resource version") || out.contains("ResourceVersion") {
         // `too old resource version: 12 (345)`: the numbers are each server's own.
         let mut o = String::new();
         let mut in_num = false;
