@@ -164,6 +164,8 @@ pub fn validate_update(kind: &str, storage: &str, name: &str, next: &Value, curr
             errs.push(invalid("addressType", &Value::Null, "field is immutable"));
         }
         "pods" => {
+            // Binding an unscheduled pod (the scheduler's `pods/binding`) sets nodeName.
+            let binding = s(current, "/spec/nodeName").is_empty();
             let strip = |v: &Value| {
                 let mut spec = v.get("spec").cloned().unwrap_or(json!({}));
                 for list in ["containers", "initContainers"] {
@@ -178,6 +180,9 @@ pub fn validate_update(kind: &str, storage: &str, name: &str, next: &Value, curr
                 if let Some(m) = spec.as_object_mut() {
                     for f in ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates"] {
                         m.remove(f);
+                    }
+                    if binding {
+                        m.remove("nodeName");
                     }
                 }
                 spec

@@ -25,9 +25,10 @@ fn rename(obj: &Value, to_v1: bool) -> Map<String, Value> {
     out
 }
 
-/// What kube-apiserver v1.37.2 requires of an events.k8s.io/v1 Event on create, as the
-/// differential test found it: its `regarding` in its own namespace, an `eventTime`, and a
-/// `Normal` or `Warning` type.
+/// What kube-apiserver requires of an events.k8s.io/v1 Event on create
+/// (`pkg/apis/core/validation/events.go`, `legacyValidateEvent` then `ValidateEventCreate`):
+/// its `regarding` in its own namespace; with an `eventTime`, a reporting controller and
+/// instance, an action and a reason; an `eventTime`; a `Normal` or `Warning` type.
 pub fn validate_v1(obj: &Value, ns: &str) -> Result<(), crate::error::ApiError> {
     use crate::error::{ApiError, Cause};
     let name = obj
@@ -36,27 +37,75 @@ pub fn validate_v1(obj: &Value, ns: &str) -> Result<(), crate::error::ApiError> 
         .unwrap_or("");
     let text = |ptr: &str| obj.pointer(ptr).and_then(Value::as_str).unwrap_or("");
     let mut causes = Vec::new();
+    let required = |field: &str| Cause {
+        reason: "FieldValueRequired",
+        field: field.into(),
+        message: "Required value".into(),
+    };
     let regarding_ns = text("/regarding/namespace");
-    if regarding_ns != ns {
+    let has_time = !text("/eventTime").is_empty();
+    let ns_mismatch = if has_time {
+        regarding_ns.is_empty() && ns != "default" && ns != "kube-system"
+    } else if regarding_ns.is_empty() {
+        !ns.is_empty() && ns != "default"
+    } else {
+        regarding_ns != ns
+    };
+    if ns_mismatch || (!has_time && !regarding_ns.is_empty() && regarding_ns != ns) {
         causes.push(Cause {
             reason: "FieldValueInvalid",
             field: "involvedObject.namespace".into(),
             message: format!("Invalid value: {regarding_ns:?}: does not match event.namespace"),
         });
     }
-    if text("/eventTime").is_empty() {
+    if has_time {
+        for (field, limit) in [
+            ("reportingController", 0),
+            ("reportingInstance", 128),
+            ("action", 128),
+            ("reason", 128),
+        ] {
+            let v = text(&format!("/{field}"));
+            if v.is_empty() {
+                causes.push(required(field));
+                if field == "reportingController" {
+                    // ValidateQualifiedName of the empty name, as upstream also runs it.
+                    for m in [
+                        "name part must be non-empty",
+                        "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')",
+                    ] {
+                        causes.push(Cause {
+                            reason: "FieldValueInvalid",
+                            field: field.into(),
+                            message: format!("Invalid value: \"\": {m}"),
+                        });
+                    }
+                }
+            } else if limit > 0 && v.len() > limit {
+                causes.push(Cause {
+                    reason: "FieldValueInvalid",
+                    field: field.into(),
+                    message: format!("Invalid value: \"\": can have at most {limit} characters"),
+                });
+            }
+        }
+    }
+    if text("/note").len() > 1024 {
         causes.push(Cause {
-            reason: "FieldValueRequired",
-            field: "eventTime".into(),
-            message: "Required value".into(),
+            reason: "FieldValueInvalid",
+            field: "note".into(),
+            message: "Invalid value: \"\": can have at most 1024 characters".into(),
         });
+    }
+    if !has_time {
+        causes.push(required("eventTime"));
     }
     let ty = text("/type");
     if !matches!(ty, "Normal" | "Warning") {
         causes.push(Cause {
             reason: "FieldValueInvalid",
             field: "type".into(),
-            message: format!("Invalid value: {ty:?}: has invalid value: {ty}"),
+            message: format!("Invalid value: \"\": has invalid value: {ty}"),
         });
     }
     if causes.is_empty() {
