@@ -134,8 +134,8 @@ impl Store {
                 .is_some_and(|f| !f.is_empty());
         let already = current.pointer("/metadata/deletionTimestamp").is_some();
         let pending = !finalizers.is_empty() || grace > 0 || terminating_namespace;
-        if already && (!pending || finalizers == finalizers_of(&current)) {
-            // Deleting again changes nothing but a shorter grace period.
+        if already && pending && finalizers == finalizers_of(&current) {
+            // Deleting again changes nothing while finalizers or a grace period remain.
             drop(inner);
             return Ok(Deleted::Pending(Self::to_view(kind, &current)));
         }

@@ -76,7 +76,7 @@ async fn handle(
             .unwrap_or_default();
     match path {
         "/healthz" | "/livez" | "/readyz" => return (StatusCode::OK, "ok").into_response(),
-        "/version" => return json_response(200, &version()),
+        "/version" => return json_response(200, &crate::discovery::version()),
         _ => {}
     }
     // Like a real API server with anonymous auth enabled (the default), a request without
@@ -93,6 +93,15 @@ async fn handle(
             None => return error_response(&ApiError::unauthorized()),
         },
     };
+    if path == "/openapi/v3" {
+        return json_response(200, &crate::openapi::index(&app.store));
+    }
+    if let Some(gv) = path.strip_prefix("/openapi/v3/") {
+        return match crate::openapi::document(&app.store, gv) {
+            Some(doc) => json_response(200, &doc),
+            None => error_response(&ApiError::no_resource()),
+        };
+    }
     if path == "/openapi/v2" {
         // An empty protobuf document: old kubectl then validates nothing client-side, as for
         // a resource without a schema.
@@ -107,7 +116,20 @@ async fn handle(
             .into_response();
     }
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
     let (group, version, rest) = match segs.as_slice() {
+        ["api"] | ["apis"] if crate::discovery::wants_aggregated(accept) => {
+            let body = crate::discovery::aggregated(&app.store, segs.len() == 1 && segs[0] == "api");
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, crate::discovery::AGGREGATED_MEDIA)],
+                serde_json::to_vec(&body).unwrap_or_default(),
+            )
+                .into_response();
+        }
         ["api"] => {
             return json_response(
                 200,
@@ -115,9 +137,9 @@ async fn handle(
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
             );
         }
-        ["apis"] => return json_response(200, &group_list(&app.store)),
+        ["apis"] => return json_response(200, &crate::discovery::group_list(&app.store)),
         ["apis", g] => {
-            return match group_list(&app.store)["groups"]
+            return match crate::discovery::group_list(&app.store)["groups"]
                 .as_array()
                 .and_then(|gs| gs.iter().find(|x| x["name"] == *g))
             {
@@ -145,7 +167,7 @@ async fn handle(
         }
     };
     if rest.is_empty() {
-        let list = resource_list(&app.store, group, version);
+        let list = crate::discovery::resource_list(&app.store, group, version);
         return match list {
             Some(l) => json_response(200, &l),
             None => error_response(&ApiError::not_found("groupversions", version)),
@@ -211,65 +233,6 @@ async fn handle(
         }
     }
     response
-}
-
-fn version() -> Value {
-    json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-portway-sim",
-        "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-        "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc",
-        "platform": "linux/amd64"})
-}
-
-fn group_list(store: &Store) -> Value {
-    let groups: Vec<Value> = store
-        .kinds()
-        .groups()
-        .into_iter()
-        .map(|(g, versions)| {
-            let vs: Vec<Value> = versions
-                .iter()
-                .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
-                .collect();
-            json!({"name": g, "versions": vs, "preferredVersion": vs[0]})
-        })
-        .collect();
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
-}
-
-fn resource_list(store: &Store, group: &str, version: &str) -> Option<Value> {
-    let kinds: Vec<&ResourceKind> = store
-        .kinds()
-        .all()
-        .iter()
-        .filter(|k| k.group == group && k.version == version)
-        .collect();
-    if kinds.is_empty() {
-        return None;
-    }
-    let gv = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
-    let mut resources = Vec::new();
-    for k in kinds {
-        resources.push(json!({
-            "name": k.plural, "singularName": k.singular, "namespaced": k.namespaced,
-            "kind": k.kind,
-            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
-            "shortNames": k.short_names, "categories": k.categories,
-        }));
-        if k.status {
-            resources.push(
-                json!({"name": format!("{}/status", k.plural), "singularName": "",
-                "namespaced": k.namespaced, "kind": k.kind, "verbs": ["get", "patch", "update"]}),
-            );
-        }
-    }
-    Some(
-        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
-        "resources": resources}),
-    )
 }
 
 fn route<'a>(
@@ -345,6 +308,26 @@ fn parse_body(kind: &ResourceKind, headers: &HeaderMap, body: &Bytes) -> Result<
     }
 }
 
+fn accept(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+}
+
+fn include_object(q: &HashMap<String, String>) -> &str {
+    q.get("includeObject").map(String::as_str).unwrap_or("Metadata")
+}
+
+fn table_response(table: &Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, crate::tables::TABLE_MEDIA)],
+        serde_json::to_vec(table).unwrap_or_default(),
+    )
+        .into_response()
+}
+
 fn list_kind(kind: &ResourceKind) -> String {
     format!("{}List", kind.kind)
 }
@@ -371,7 +354,14 @@ async fn serve(
     match verb {
         "get" => {
             let name = t.name.unwrap_or("");
-            Ok(json_response(200, &store.get(&t.kind, ns, name)?))
+            let obj = store.get(&t.kind, ns, name)?;
+            if crate::tables::wanted(accept(headers)) {
+                let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
+                let table = crate::tables::table(&t.kind, &[obj], json!({"resourceVersion": rv}),
+                    include_object(q));
+                return Ok(table_response(&table));
+            }
+            Ok(json_response(200, &obj))
         }
         "list" => {
             if q.get("resourceVersionMatch").is_some_and(|m| m == "Exact")
@@ -409,13 +399,22 @@ async fn serve(
                     meta["remainingItemCount"] = json!(page.remaining);
                 }
             }
+            if crate::tables::wanted(accept(headers)) {
+                let mut full = items;
+                for item in &mut full {
+                    item["apiVersion"] = json!(t.kind.api_version());
+                    item["kind"] = json!(t.kind.kind);
+                }
+                let table = crate::tables::table(&t.kind, &full, meta, include_object(q));
+                return Ok(table_response(&table));
+            }
             Ok(json_response(
                 200,
                 &json!({"kind": list_kind(&t.kind), "apiVersion": t.kind.api_version(),
                     "metadata": meta, "items": items}),
             ))
         }
-        "watch" => watch(app, t, q, labels, fields),
+        "watch" => watch(app, t, q, labels, fields, crate::tables::wanted(accept(headers))),
         "create" => {
             if t.kind.namespaced && t.namespace.is_none() {
                 return Err(ApiError::method_not_allowed());
@@ -627,7 +626,25 @@ fn visible(
 /// The object a watcher gets for a change seen as `ty`: a selector transition to DELETED
 /// carries the object as it last matched, at the change's resourceVersion (the watch
 /// cache's `convertToWatchEvent`).
-fn event_object(store: &Store, kind: &ResourceKind, c: &Change, ty: EventType) -> Value {
+/// [`event_object_plain`], as a one-row Table when the watch asked for tables.
+fn event_object_as(
+    store: &Store,
+    kind: &ResourceKind,
+    c: &Change,
+    ty: EventType,
+    table: Option<&str>,
+) -> Value {
+    let o = event_object_plain(store, kind, c, ty);
+    match table {
+        Some(include) => {
+            let rv = o.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
+            crate::tables::table(kind, &[o], json!({"resourceVersion": rv}), include)
+        }
+        None => o,
+    }
+}
+
+fn event_object_plain(store: &Store, kind: &ResourceKind, c: &Change, ty: EventType) -> Value {
     match (&c.previous, ty, c.kind) {
         (Some(prev), EventType::Deleted, EventType::Modified) => {
             let mut o = store.view(kind, prev);
@@ -650,7 +667,9 @@ fn watch(
     q: &HashMap<String, String>,
     labels: LabelSelector,
     fields: FieldSelector,
+    as_table: bool,
 ) -> Result<Response, ApiError> {
+    let include = include_object(q).to_string();
     let from = q
         .get("resourceVersion")
         .filter(|r| !r.is_empty() && *r != "0")
@@ -685,6 +704,7 @@ fn watch(
     let mut drops = app.faults.drops();
     drops.mark_unchanged();
     let every = app.bookmark_every;
+    let table = as_table.then_some(include);
     tokio::spawn(async move {
         let (replay, mut live, start_rv) = match registered {
             Ok(w) => (w.replay, w.live, w.rv),
@@ -698,7 +718,7 @@ fn watch(
             last = last.max(c.rv);
             if let Some(ty) = visible(&c, ns.as_deref(), &labels, &fields)
                 && tx
-                    .send(Ok(line(ty.as_str(), &event_object(&store, &kind, &c, ty))))
+                    .send(Ok(line(ty.as_str(), &event_object_as(&store, &kind, &c, ty, table.as_deref()))))
                     .await
                     .is_err()
             {
@@ -736,7 +756,7 @@ fn watch(
                         }
                         last = c.rv;
                         if let Some(ty) = visible(&c, ns.as_deref(), &labels, &fields)
-                            && tx.send(Ok(line(ty.as_str(), &event_object(&store, &kind, &c, ty)))).await.is_err()
+                            && tx.send(Ok(line(ty.as_str(), &event_object_as(&store, &kind, &c, ty, table.as_deref())))).await.is_err()
                         {
                             return;
                         }
@@ -750,9 +770,10 @@ fn watch(
         }
     });
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let media = if as_table { crate::tables::TABLE_MEDIA } else { "application/json" };
     Ok((
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
+        [(header::CONTENT_TYPE, media)],
         Body::from_stream(stream),
     )
         .into_response())
