@@ -45,6 +45,22 @@ pub fn document(store: &Store, gv_path: &str) -> Option<Value> {
     }
     let schemas = crate::typed::schemas();
     let mut components = schemas.components.clone();
+    // kubectl explain finds a resource's kind through its list path's `get` operation.
+    let mut paths = Map::new();
+    let prefix = if group.is_empty() {
+        format!("/api/{version}")
+    } else {
+        format!("/apis/{group}/{version}")
+    };
+    for k in &kinds {
+        let path = if k.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}", k.plural)
+        } else {
+            format!("{prefix}/{}", k.plural)
+        };
+        paths.insert(path, json!({"get": {"x-kubernetes-group-version-kind":
+            {"group": k.group, "kind": k.kind, "version": k.version}}}));
+    }
     for k in kinds {
         let key = if k.is_events_v1() { "events.k8s.io" } else { k.storage };
         if let Some(root) = schemas.roots.get(key)
@@ -56,5 +72,5 @@ pub fn document(store: &Store, gv_path: &str) -> Option<Value> {
     }
     Some(json!({"openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": "v1.37.2"},
-        "paths": {}, "components": {"schemas": components}}))
+        "paths": paths, "components": {"schemas": components}}))
 }
