@@ -33,9 +33,12 @@ pub fn on_create(storage: &str, obj: &mut Value, now: &str) {
 pub fn on_update(storage: &str, next: &mut Value, current: &Value) {
     match storage {
         "daemonsets" if next.pointer("/spec/template") != current.pointer("/spec/template") => {
-            let g = s(current, "/metadata/annotations/deprecated.daemonset.template.generation")
-                .parse::<i64>()
-                .unwrap_or(1);
+            let g = s(
+                current,
+                "/metadata/annotations/deprecated.daemonset.template.generation",
+            )
+            .parse::<i64>()
+            .unwrap_or(1);
             next["metadata"]["annotations"]["deprecated.daemonset.template.generation"] =
                 json!((g + 1).to_string());
         }
@@ -116,13 +119,18 @@ fn pod(obj: &mut Value, now: &str) {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
         let has = tolerations.iter().any(|t| {
             s(t, "/key") == key || (s(t, "/key").is_empty() && s(t, "/operator") == "Exists")
         });
         if !has {
-            tolerations.push(json!({"effect": "NoExecute", "key": key, "operator": "Exists",
-                "tolerationSeconds": 300}));
+            tolerations.push(
+                json!({"effect": "NoExecute", "key": key, "operator": "Exists",
+                "tolerationSeconds": 300}),
+            );
         }
     }
     spec["tolerations"] = json!(tolerations);
@@ -139,7 +147,13 @@ fn pod(obj: &mut Value, now: &str) {
 }
 
 /// Update validations of fields a kind does not let change.
-pub fn validate_update(kind: &str, storage: &str, name: &str, next: &Value, current: &Value) -> Result<(), ApiError> {
+pub fn validate_update(
+    kind: &str,
+    storage: &str,
+    name: &str,
+    next: &Value,
+    current: &Value,
+) -> Result<(), ApiError> {
     let mut errs: Vec<Cause> = Vec::new();
     match storage {
         "rolebindings" | "clusterrolebindings" if next.get("roleRef") != current.get("roleRef") => {
@@ -154,7 +168,10 @@ pub fn validate_update(kind: &str, storage: &str, name: &str, next: &Value, curr
             }
             if ty == "kubernetes.io/tls" {
                 for key in ["tls.crt", "tls.key"] {
-                    if next.pointer(&format!("/data/{}", key.replace('/', "~1"))).is_none() {
+                    if next
+                        .pointer(&format!("/data/{}", key.replace('/', "~1")))
+                        .is_none()
+                    {
                         errs.push(required(format!("data[{key}]"), ""));
                     }
                 }
@@ -178,7 +195,12 @@ pub fn validate_update(kind: &str, storage: &str, name: &str, next: &Value, curr
                     }
                 }
                 if let Some(m) = spec.as_object_mut() {
-                    for f in ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates"] {
+                    for f in [
+                        "activeDeadlineSeconds",
+                        "tolerations",
+                        "terminationGracePeriodSeconds",
+                        "schedulingGates",
+                    ] {
                         m.remove(f);
                     }
                     if binding {
@@ -205,10 +227,16 @@ pub fn validate_update(kind: &str, storage: &str, name: &str, next: &Value, curr
 
 /// A workload's selector must select its template (apps validation).
 pub fn validate_workload(kind: &str, name: &str, obj: &Value) -> Result<(), ApiError> {
-    let Some(match_labels) = obj.pointer("/spec/selector/matchLabels").and_then(Value::as_object) else {
+    let Some(match_labels) = obj
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+    else {
         return Ok(());
     };
-    let labels = obj.pointer("/spec/template/metadata/labels").cloned().unwrap_or(json!({}));
+    let labels = obj
+        .pointer("/spec/template/metadata/labels")
+        .cloned()
+        .unwrap_or(json!({}));
     let selects = match_labels.iter().all(|(k, v)| labels.get(k) == Some(v));
     if selects {
         return Ok(());
@@ -216,6 +244,10 @@ pub fn validate_workload(kind: &str, name: &str, obj: &Value) -> Result<(), ApiE
     Err(ApiError::invalid(
         kind,
         name,
-        vec![invalid("spec.template.metadata.labels", &labels, "`selector` does not match template `labels`")],
+        vec![invalid(
+            "spec.template.metadata.labels",
+            &labels,
+            "`selector` does not match template `labels`",
+        )],
     ))
 }

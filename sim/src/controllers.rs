@@ -22,8 +22,10 @@ fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
 
 /// Every active namespace has its `default` ServiceAccount and `kube-root-ca.crt`.
 pub(crate) fn namespaces(store: &Store) {
-    let (Some(sa), Some(cm)) = (store.kind_of("serviceaccounts"), store.kind_of("configmaps"))
-    else {
+    let (Some(sa), Some(cm)) = (
+        store.kind_of("serviceaccounts"),
+        store.kind_of("configmaps"),
+    ) else {
         return;
     };
     let opts = WriteOptions::system(KCM);
@@ -53,7 +55,10 @@ fn owned_by(pod: &Value, uid: &str) -> bool {
 fn ready(pod: &Value) -> bool {
     pod.pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 /// Runs each Deployment's replicas as pods it owns and reports its status.
@@ -72,14 +77,25 @@ pub(crate) fn deployments(store: &Store) {
             s(&d, "/metadata/name").to_string(),
             s(&d, "/metadata/uid").to_string(),
         );
-        let want = d.pointer("/spec/replicas").and_then(Value::as_u64).unwrap_or(1) as usize;
+        let want = d
+            .pointer("/spec/replicas")
+            .and_then(Value::as_u64)
+            .unwrap_or(1) as usize;
         let mine: Vec<&Arc<Value>> = pods
             .iter()
             .filter(|p| owned_by(p, &uid) && p.pointer("/metadata/deletionTimestamp").is_none())
             .collect();
-        let hash = format!("{:x}", uid.bytes().fold(7u32, |h, b| h.wrapping_mul(31) ^ u32::from(b)) & 0xffffff);
+        let hash = format!(
+            "{:x}",
+            uid.bytes()
+                .fold(7u32, |h, b| h.wrapping_mul(31) ^ u32::from(b))
+                & 0xffffff
+        );
         for _ in mine.len()..want {
-            let mut labels = d.pointer("/spec/template/metadata/labels").cloned().unwrap_or(json!({}));
+            let mut labels = d
+                .pointer("/spec/template/metadata/labels")
+                .cloned()
+                .unwrap_or(json!({}));
             labels["pod-template-hash"] = json!(hash);
             let pod = json!({"metadata": {"generateName": format!("{name}-{hash}-"),
                 "labels": labels,
@@ -89,11 +105,20 @@ pub(crate) fn deployments(store: &Store) {
             let _ = store.create(&pk, &ns, pod, &opts);
         }
         for extra in mine.iter().skip(want) {
-            let _ = store.delete(&pk, &ns, s(extra, "/metadata/name"), &DeleteOptions::default(), &opts);
+            let _ = store.delete(
+                &pk,
+                &ns,
+                s(extra, "/metadata/name"),
+                &DeleteOptions::default(),
+                &opts,
+            );
         }
         let count = mine.len().min(want);
         let ready_n = mine.iter().take(want).filter(|p| ready(p)).count();
-        let generation = d.pointer("/metadata/generation").cloned().unwrap_or(json!(1));
+        let generation = d
+            .pointer("/metadata/generation")
+            .cloned()
+            .unwrap_or(json!(1));
         let now = crate::store::now();
         let keep = |t: &str, status: &str| {
             d.pointer("/status/conditions")
@@ -104,9 +129,17 @@ pub(crate) fn deployments(store: &Store) {
         };
         let available = ready_n >= want;
         let (a_status, a_reason, a_msg) = if available {
-            ("True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
+            (
+                "True",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.",
+            )
         } else {
-            ("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
+            (
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.",
+            )
         };
         let mut status = json!({"observedGeneration": generation, "terminatingReplicas": 0, "conditions": [
             {"type": "Available", "status": a_status, "reason": a_reason, "message": a_msg,
@@ -127,7 +160,10 @@ pub(crate) fn deployments(store: &Store) {
         }
         let mut next = (*d).clone();
         next["status"] = status;
-        if next.pointer("/metadata/annotations/deployment.kubernetes.io~1revision").is_none() {
+        if next
+            .pointer("/metadata/annotations/deployment.kubernetes.io~1revision")
+            .is_none()
+        {
             next["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = json!("1");
             let mut meta_only = (*d).clone();
             meta_only["metadata"] = next["metadata"].clone();

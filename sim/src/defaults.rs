@@ -45,7 +45,11 @@ pub fn apply(storage: &str, obj: &mut Value) {
             set_default(strategy, "type", json!("RollingUpdate"));
             if strategy["type"] == "RollingUpdate" {
                 set_default(strategy, "rollingUpdate", json!({}));
-                set_default(&mut strategy["rollingUpdate"], "maxUnavailable", json!("25%"));
+                set_default(
+                    &mut strategy["rollingUpdate"],
+                    "maxUnavailable",
+                    json!("25%"),
+                );
                 set_default(&mut strategy["rollingUpdate"], "maxSurge", json!("25%"));
             }
             template(spec);
@@ -237,7 +241,10 @@ mod tests {
             "ports": [{"containerPort": 80}]}, {"name": "b", "image": "x:1.2"}]}});
         apply("pods", &mut pod);
         assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
-        assert_eq!(pod["spec"]["containers"][1]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(
+            pod["spec"]["containers"][1]["imagePullPolicy"],
+            "IfNotPresent"
+        );
         assert_eq!(pod["spec"]["containers"][0]["ports"][0]["protocol"], "TCP");
         assert_eq!(pod["spec"]["enableServiceLinks"], true);
         let mut d = json!({"spec": {"template": {"spec": {"containers": [{"name": "a",
@@ -245,6 +252,10 @@ mod tests {
         apply("deployments", &mut d);
         assert_eq!(d["spec"]["replicas"], 1);
         assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
-        assert!(d["spec"]["template"]["spec"].get("enableServiceLinks").is_none());
+        assert!(
+            d["spec"]["template"]["spec"]
+                .get("enableServiceLinks")
+                .is_none()
+        );
     }
 }

@@ -51,7 +51,10 @@ pub fn returns_object(storage: &str) -> bool {
 /// names the Kind, not the resource.
 fn precondition_failed(kind: &ResourceKind, name: &str, what: &str) -> ApiError {
     let mut e = ApiError::conflict(kind.kind, name).in_group(kind.group);
-    e.message = format!("Operation cannot be fulfilled on {} \"{name}\": {what}", kind.kind);
+    e.message = format!(
+        "Operation cannot be fulfilled on {} \"{name}\": {what}",
+        kind.kind
+    );
     e
 }
 
@@ -78,7 +81,9 @@ impl Store {
             return Err(precondition_failed(
                 kind,
                 name,
-                &format!("the UID in the precondition ({uid}) does not match the UID in record ({have}). The object might have been deleted and then recreated"),
+                &format!(
+                    "the UID in the precondition ({uid}) does not match the UID in record ({have}). The object might have been deleted and then recreated"
+                ),
             ));
         }
         if let Some(rv) = &opts.resource_version
@@ -88,7 +93,9 @@ impl Store {
             return Err(precondition_failed(
                 kind,
                 name,
-                &format!("the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({have}). The object might have been modified"),
+                &format!(
+                    "the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({have}). The object might have been modified"
+                ),
             ));
         }
         let mut next = (*current).clone();
@@ -146,7 +153,10 @@ impl Store {
             next["metadata"]["deletionTimestamp"] =
                 json!(when.format("%Y-%m-%dT%H:%M:%SZ").to_string());
             next["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-            let g = next.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+            let g = next
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             next["metadata"]["generation"] = json!(g + 1);
         }
         let out = if !pending {
@@ -183,7 +193,10 @@ impl Store {
             }
             if kind.generation && kind.storage != "pods" && !already {
                 // Marking a workload for deletion is a new generation (its strategy bumps it).
-                let g = next.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+                let g = next
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1);
                 next["metadata"]["generation"] = json!(g + 1);
             }
             if wopts.dry_run {
@@ -223,7 +236,15 @@ impl Store {
             if others_alive {
                 let mut next = (*obj).clone();
                 drop_owner(&mut next, &uid);
-                self.commit(inner, &k, &ons, &oname, EventType::Modified, next, Some(obj));
+                self.commit(
+                    inner,
+                    &k,
+                    &ons,
+                    &oname,
+                    EventType::Modified,
+                    next,
+                    Some(obj),
+                );
             } else if finalizers_of(&obj).is_empty() {
                 let out = self.commit(
                     inner,
@@ -239,7 +260,15 @@ impl Store {
                 let mut next = (*obj).clone();
                 next["metadata"]["deletionTimestamp"] = json!(now());
                 next["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-                self.commit(inner, &k, &ons, &oname, EventType::Modified, next, Some(obj));
+                self.commit(
+                    inner,
+                    &k,
+                    &ons,
+                    &oname,
+                    EventType::Modified,
+                    next,
+                    Some(obj),
+                );
             }
         }
     }
@@ -314,9 +343,7 @@ impl Store {
                 for (k, dns, dname, dep) in &deps {
                     let mut next = (**dep).clone();
                     drop_owner(&mut next, &uid);
-                    changed |= self
-                        .patch_json(k, dns, dname, next, &gc)
-                        .is_ok();
+                    changed |= self.patch_json(k, dns, dname, next, &gc).is_ok();
                 }
                 done = Some(ORPHAN);
             } else if finalizers.contains(&FOREGROUND) {
@@ -380,7 +407,10 @@ impl Store {
                         m.range((ns.clone(), String::new())..)
                             .take_while(|((n, _), _)| *n == ns)
                             .map(|((_, name), o)| {
-                                (name.clone(), o.pointer("/metadata/deletionTimestamp").is_some())
+                                (
+                                    name.clone(),
+                                    o.pointer("/metadata/deletionTimestamp").is_some(),
+                                )
                             })
                             .collect()
                     })

@@ -9,7 +9,8 @@ use crate::store::Store;
 use serde_json::{Value, json};
 
 /// The media type of an aggregated discovery answer.
-pub const AGGREGATED_MEDIA: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_MEDIA: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 /// Whether a request asks for aggregated discovery.
 pub fn wants_aggregated(accept: &str) -> bool {
@@ -18,7 +19,16 @@ pub fn wants_aggregated(accept: &str) -> bool {
 
 /// The verbs of a kind.
 fn verbs(_k: &ResourceKind) -> Vec<&'static str> {
-    vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+    vec![
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
+    ]
 }
 
 fn aggregated_resource(k: &ResourceKind) -> Value {
@@ -42,9 +52,12 @@ fn aggregated_resource(k: &ResourceKind) -> Value {
             "verbs": ["get", "patch", "update"]}));
     }
     if k.storage == "namespaces" {
-        subs.insert(0, json!({"subresource": "finalize",
+        subs.insert(
+            0,
+            json!({"subresource": "finalize",
             "responseKind": {"group": "", "version": "", "kind": "Namespace"},
-            "verbs": ["update"]}));
+            "verbs": ["update"]}),
+        );
     }
     if !subs.is_empty() {
         r["subresources"] = json!(subs);
@@ -148,4 +161,3 @@ pub fn resource_list(store: &Store, group: &str, version: &str) -> Option<Value>
         "resources": resources}),
     )
 }
-

@@ -24,7 +24,7 @@ pub struct ApiError {
     /// Human-readable message.
     pub message: String,
     /// Name and kind for `details`.
-    pub details: Option<(String, String)>,
+    pub details: Option<Box<(String, String)>>,
     /// `details.group` (the API group of the resource, when not core).
     pub group: String,
     /// Whether `details` is rendered even without name, kind or causes (`{}`), as the real
@@ -68,7 +68,7 @@ impl ApiError {
     pub fn in_group(mut self, group: &str) -> Self {
         self.group = group.to_string();
         // `details.kind` is the resource without its group (`daemonsets`, group `apps`).
-        if let Some((_, kind)) = &mut self.details
+        if let Some((_, kind)) = self.details.as_deref_mut()
             && !group.is_empty()
             && let Some(plain) = kind.strip_suffix(&format!(".{group}"))
         {
@@ -80,7 +80,7 @@ impl ApiError {
     /// `404 NotFound` for `<resource> "<name>" not found`.
     pub fn not_found(resource: &str, name: &str) -> Self {
         let mut e = Self::new(404, "NotFound", format!("{resource} \"{name}\" not found"));
-        e.details = Some((name.to_string(), resource.to_string()));
+        e.details = Some(Box::new((name.to_string(), resource.to_string())));
         e
     }
 
@@ -102,7 +102,7 @@ impl ApiError {
             "AlreadyExists",
             format!("{resource} \"{name}\" already exists"),
         );
-        e.details = Some((name.to_string(), resource.to_string()));
+        e.details = Some(Box::new((name.to_string(), resource.to_string())));
         e
     }
 
@@ -116,7 +116,7 @@ impl ApiError {
                  modified; please apply your changes to the latest version and try again"
             ),
         );
-        e.details = Some((name.to_string(), resource.to_string()));
+        e.details = Some(Box::new((name.to_string(), resource.to_string())));
         e
     }
 
@@ -139,7 +139,7 @@ impl ApiError {
         );
         // `DaemonSet.apps` in the message is kind `DaemonSet`, group `apps` in details.
         let (plain, group) = kind.split_once('.').unwrap_or((kind, ""));
-        e.details = Some((name.to_string(), plain.to_string()));
+        e.details = Some(Box::new((name.to_string(), plain.to_string())));
         e.group = group.to_string();
         e.causes = causes;
         e
@@ -187,19 +187,19 @@ impl ApiError {
 
     /// `410 Expired` for a list at a resourceVersion that was compacted away.
     pub fn gone_list(requested: u64, compacted: u64) -> Self {
-        Self::new(
-            410,
-            "Expired",
-            {
-                let _ = (requested, compacted);
-                "The resourceVersion for the provided list is too old.".to_string()
-            },
-        )
+        Self::new(410, "Expired", {
+            let _ = (requested, compacted);
+            "The resourceVersion for the provided list is too old.".to_string()
+        })
     }
 
     /// `415` for a PATCH of an unknown patch type (the real server says no more).
     pub fn unsupported_media() -> Self {
-        let mut e = Self::new(415, "UnsupportedMediaType", "415: Unsupported Media Type".into());
+        let mut e = Self::new(
+            415,
+            "UnsupportedMediaType",
+            "415: Unsupported Media Type".into(),
+        );
         e.empty_details = true;
         e
     }
@@ -233,7 +233,7 @@ impl ApiError {
         }
         if self.details.is_some() || !self.causes.is_empty() || self.empty_details {
             let mut d = json!({});
-            if let Some((name, kind)) = &self.details {
+            if let Some((name, kind)) = self.details.as_deref() {
                 if !name.is_empty() {
                     d["name"] = json!(name);
                 }

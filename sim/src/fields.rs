@@ -362,8 +362,7 @@ impl<'a> Walker<'a> {
                     || (is_empty_node(old) && is_empty_node(new))
             }
             Some(_) => {
-                self.list_type() == ListType::Atomic
-                    || (is_empty_node(old) && is_empty_node(new))
+                self.list_type() == ListType::Atomic || (is_empty_node(old) && is_empty_node(new))
             }
             None => true,
         };
@@ -401,7 +400,12 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn compare_items(&mut self, old: Option<&'a Value>, new: Option<&'a Value>, c: &mut Comparison) {
+    fn compare_items(
+        &mut self,
+        old: Option<&'a Value>,
+        new: Option<&'a Value>,
+        c: &mut Comparison,
+    ) {
         let lt = self.list_type();
         let atomic_items = schema::atomic_items(self.storage, &self.names);
         let index = |v: Option<&'a Value>| -> Vec<(Pe, &'a Value)> {

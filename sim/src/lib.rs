@@ -36,8 +36,8 @@ pub mod tables;
 pub mod typed;
 mod workloads;
 
-pub use faults::{Faults, WriteLog, WriteRecord};
 pub use deletion::{DeleteOptions, Deleted};
+pub use faults::{Faults, WriteLog, WriteRecord};
 pub use registry::WriteOptions;
 pub use store::Store;
 
@@ -469,7 +469,14 @@ impl SimCluster {
         conds.push(ready_condition(ready, &now));
         node["status"]["conditions"] = json!(conds);
         self.store
-            .update(&kind, "", name, node, true, &WriteOptions::system("kubelet"))
+            .update(
+                &kind,
+                "",
+                name,
+                node,
+                true,
+                &WriteOptions::system("kubelet"),
+            )
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(())
     }
@@ -523,12 +530,24 @@ impl SimCluster {
         match self.store.get(&kind, ns, &name) {
             Ok(_) => self
                 .store
-                .update(&kind, ns, &name, obj, false, &WriteOptions::system("kube-controller-manager"))
+                .update(
+                    &kind,
+                    ns,
+                    &name,
+                    obj,
+                    false,
+                    &WriteOptions::system("kube-controller-manager"),
+                )
                 .map(|_| ())
                 .map_err(|e| anyhow::anyhow!("{e}")),
             Err(_) => self
                 .store
-                .create(&kind, ns, obj, &WriteOptions::system("kube-controller-manager"))
+                .create(
+                    &kind,
+                    ns,
+                    obj,
+                    &WriteOptions::system("kube-controller-manager"),
+                )
                 .map(|_| ())
                 .map_err(|e| anyhow::anyhow!("{e}")),
         }

@@ -103,14 +103,27 @@ fn encode(entries: &mut [Entry]) -> Value {
     // managedfields.go sortEncodedManagedFields: Apply before Update, then by time,
     // manager, apiVersion, subresource.
     entries.sort_by(|a, b| {
-        let t = |e: &Entry| e.time.as_ref().and_then(Value::as_str).unwrap_or("").to_string();
-        (&a.operation, t(a), &a.manager, &a.api_version, &a.subresource).cmp(&(
-            &b.operation,
-            t(b),
-            &b.manager,
-            &b.api_version,
-            &b.subresource,
-        ))
+        let t = |e: &Entry| {
+            e.time
+                .as_ref()
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        (
+            &a.operation,
+            t(a),
+            &a.manager,
+            &a.api_version,
+            &a.subresource,
+        )
+            .cmp(&(
+                &b.operation,
+                t(b),
+                &b.manager,
+                &b.api_version,
+                &b.subresource,
+            ))
     });
     Value::Array(entries.iter().map(Entry::encode).collect())
 }
@@ -198,7 +211,10 @@ pub fn update(w: &Writer<'_>, live: &Value, new: &mut Value, creating: bool) {
     let changed = owned_changes(&c)
         .recursive_difference(&reset)
         .difference(&stripped());
-    let removed = c.removed.recursive_difference(&reset).difference(&stripped());
+    let removed = c
+        .removed
+        .recursive_difference(&reset)
+        .difference(&stripped());
     for e in &mut entries {
         e.set = e.set.difference(&changed).difference(&removed);
     }
@@ -238,12 +254,7 @@ fn set_entries(obj: &mut Value, entries: &mut [Entry]) {
 /// Server-side apply of `config` onto `live` (the stored object, or the empty object of the
 /// kind for a create): the merged object with its managedFields, or `409` with the
 /// conflicts.
-pub fn apply(
-    w: &Writer<'_>,
-    live: &Value,
-    config: &Value,
-    force: bool,
-) -> Result<Value, ApiError> {
+pub fn apply(w: &Writer<'_>, live: &Value, config: &Value, force: bool) -> Result<Value, ApiError> {
     let mut entries = decode(live.pointer("/metadata/managedFields")).unwrap_or_default();
     let mut merged = live.clone();
     merge(w.storage, &mut Vec::new(), &mut merged, config);
@@ -261,7 +272,7 @@ pub fn apply(
             .filter(|e| !e.same_key(w.manager, "Apply", w))
             .fold(FieldSet::default(), |acc, e| acc.union(&e.set));
         for path in last.difference(&set).difference(&others).paths() {
-            remove_path(w.storage, &mut Vec::new(), &mut merged, &path);
+            remove_path(&mut merged, &path);
         }
     }
     let mut c = Comparison::default();
@@ -281,14 +292,20 @@ pub fn apply(
     if !conflicts.is_empty() && !force {
         return Err(conflict_error(&conflicts));
     }
-    let removed = c.removed.recursive_difference(&reset).difference(&stripped());
+    let removed = c
+        .removed
+        .recursive_difference(&reset)
+        .difference(&stripped());
     for e in &mut entries {
         if !e.same_key(w.manager, "Apply", w) {
             e.set = e.set.difference(&changed).difference(&removed);
         }
     }
     let changed_object = merged != *live;
-    match entries.iter_mut().find(|e| e.same_key(w.manager, "Apply", w)) {
+    match entries
+        .iter_mut()
+        .find(|e| e.same_key(w.manager, "Apply", w))
+    {
         Some(e) => {
             e.set = set;
             if changed_object {
@@ -395,7 +412,7 @@ fn merge<'a>(storage: &str, names: &mut Vec<&'a str>, live: &mut Value, config: 
 }
 
 /// Removes the node at `path` (a member of a field set) from an object.
-fn remove_path<'a>(storage: &str, names: &mut Vec<String>, v: &mut Value, path: &[Pe]) {
+fn remove_path(v: &mut Value, path: &[Pe]) {
     let Some((first, rest)) = path.split_first() else {
         return;
     };
@@ -404,9 +421,7 @@ fn remove_path<'a>(storage: &str, names: &mut Vec<String>, v: &mut Value, path: 
             if rest.is_empty() {
                 m.remove(f);
             } else if let Some(child) = m.get_mut(f) {
-                names.push(f.clone());
-                remove_path(storage, names, child, rest);
-                names.pop();
+                remove_path(child, rest);
             }
         }
         (Pe::Key(k), Value::Array(items)) => {
@@ -418,7 +433,7 @@ fn remove_path<'a>(storage: &str, names: &mut Vec<String>, v: &mut Value, path: 
                 if rest.is_empty() {
                     items.remove(pos);
                 } else {
-                    remove_path(storage, names, &mut items[pos], rest);
+                    remove_path(&mut items[pos], rest);
                 }
             }
         }

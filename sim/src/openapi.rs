@@ -58,11 +58,18 @@ pub fn document(store: &Store, gv_path: &str) -> Option<Value> {
         } else {
             format!("{prefix}/{}", k.plural)
         };
-        paths.insert(path, json!({"get": {"x-kubernetes-group-version-kind":
-            {"group": k.group, "kind": k.kind, "version": k.version}}}));
+        paths.insert(
+            path,
+            json!({"get": {"x-kubernetes-group-version-kind":
+            {"group": k.group, "kind": k.kind, "version": k.version}}}),
+        );
     }
     for k in kinds {
-        let key = if k.is_events_v1() { "events.k8s.io" } else { k.storage };
+        let key = if k.is_events_v1() {
+            "events.k8s.io"
+        } else {
+            k.storage
+        };
         if let Some(root) = schemas.roots.get(key)
             && let Some(s) = components.get_mut(root)
         {

@@ -213,8 +213,10 @@ fn merge_list(current: Option<&Value>, items: &[Value], path: &mut Vec<String>) 
         ),
         ListMerge::Primitive => {
             let patch: Vec<Value> = items.iter().filter(|i| !cur.contains(i)).cloned().collect();
-            let server_only: Vec<Value> = cur.iter().filter(|i| !items.contains(i)).cloned().collect();
-            let mut shared: Vec<Value> = items.iter().filter(|i| cur.contains(i)).cloned().collect();
+            let server_only: Vec<Value> =
+                cur.iter().filter(|i| !items.contains(i)).cloned().collect();
+            let mut shared: Vec<Value> =
+                items.iter().filter(|i| cur.contains(i)).cloned().collect();
             shared.extend(patch);
             Value::Array(merge_sorted(server_only, shared, &cur, |v| v.clone()))
         }

@@ -92,7 +92,9 @@ fn to_json(api_version: &str, kind: &str, raw: &[u8]) -> Result<Value, String> {
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             plain::<rbac::v1::ClusterRoleBinding>(raw)
         }
-        _ => Err(format!("no protobuf decoding for {api_version}, Kind={kind}")),
+        _ => Err(format!(
+            "no protobuf decoding for {api_version}, Kind={kind}"
+        )),
     }
     .map_err(|e| format!("decoding {kind}: {e}"))
 }
@@ -208,11 +210,18 @@ mod tests {
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
         assert_eq!(svc["spec"]["ports"][0]["port"], 80);
         assert_eq!(svc["metadata"]["labels"]["app"], "web");
-        assert!(svc["metadata"]["creationTimestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+        assert!(
+            svc["metadata"]["creationTimestamp"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z'))
+        );
         assert!(svc["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"].is_object());
         let dep = decode(include_bytes!("../testdata/deployment.pb")).expect("deployment");
         assert_eq!(dep["spec"]["replicas"], 2);
-        assert_eq!(dep["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.27");
+        assert_eq!(
+            dep["spec"]["template"]["spec"]["containers"][0]["image"],
+            "nginx:1.27"
+        );
         assert!(dep["spec"]["template"]["metadata"]["creationTimestamp"].is_null());
         assert_eq!(dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
         let secret = decode(include_bytes!("../testdata/secret.pb")).expect("secret");

@@ -185,11 +185,15 @@ fn qos_class(pod: &Value) -> &'static str {
     let guaranteed = containers.iter().all(|c| {
         let limits = res(c, "limits").unwrap_or_default();
         let requests = res(c, "requests").unwrap_or_default();
-        ["cpu", "memory"]
-            .iter()
-            .all(|r| limits.contains_key(*r) && requests.get(*r).is_none_or(|q| limits.get(*r) == Some(q)))
+        ["cpu", "memory"].iter().all(|r| {
+            limits.contains_key(*r) && requests.get(*r).is_none_or(|q| limits.get(*r) == Some(q))
+        })
     });
-    if guaranteed { "Guaranteed" } else { "Burstable" }
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
 }
 
 impl Store {
@@ -306,8 +310,9 @@ impl Store {
         let mut inner = self.lock();
         self.check_namespace_for_create(&inner, kind, ns, &name)?;
         if Self::get_stored(&inner, kind, ns, &name).is_some() {
-            return Err(ApiError::already_exists(&kind.group_resource(), &name)
-                .in_group(kind.group));
+            return Err(
+                ApiError::already_exists(&kind.group_resource(), &name).in_group(kind.group)
+            );
         }
         {
             let meta = &mut obj["metadata"];
@@ -459,7 +464,8 @@ impl Store {
             if apply {
                 let config = Self::to_storage(kind, body.clone());
                 let live = Self::to_storage(kind, current.clone());
-                let merged = managed::apply(&writer(kind, opts, status), &live, &config, opts.force)?;
+                let merged =
+                    managed::apply(&writer(kind, opts, status), &live, &config, opts.force)?;
                 return Ok(Self::to_view(kind, &merged));
             }
             let mut next = current.clone();
@@ -624,7 +630,14 @@ impl Store {
             // A no-op write: no new resourceVersion, no event, as on the real server.
             drop(inner);
             if !opts.dry_run {
-                self.log(&opts.user, verb, kind, ns, name, if status { "status" } else { "" });
+                self.log(
+                    &opts.user,
+                    verb,
+                    kind,
+                    ns,
+                    name,
+                    if status { "status" } else { "" },
+                );
             }
             return Ok(Self::to_view(kind, &current));
         }
@@ -659,7 +672,14 @@ impl Store {
             )
         };
         drop(inner);
-        self.log(&opts.user, verb, kind, ns, name, if status { "status" } else { "" });
+        self.log(
+            &opts.user,
+            verb,
+            kind,
+            ns,
+            name,
+            if status { "status" } else { "" },
+        );
         Ok(Self::to_view(kind, &out))
     }
 }

@@ -79,9 +79,7 @@ pub fn patch_merge_key(storage: &str, path: FieldPath<'_>) -> Option<&'static st
         ("metadata", "finalizers") => Some(""),
         ("metadata", "ownerReferences") => Some("uid"),
         ("spec", "ports") if storage == "services" => Some("port"),
-        ("containers" | "initContainers" | "ephemeralContainers", "ports") => {
-            Some("containerPort")
-        }
+        ("containers" | "initContainers" | "ephemeralContainers", "ports") => Some("containerPort"),
         // NodeStatus.addresses really merges by type: the source of the upstream bug that
         // makes CCMs replace addresses as a whole. Reproduced on purpose.
         ("status", "addresses") if storage == "nodes" => Some("type"),
@@ -135,7 +133,10 @@ mod tests {
             list_type("services", &["spec", "ports"]),
             ListType::Map(&["port", "protocol"])
         );
-        assert_eq!(patch_merge_key("services", &["spec", "ports"]), Some("port"));
+        assert_eq!(
+            patch_merge_key("services", &["spec", "ports"]),
+            Some("port")
+        );
         assert_eq!(
             list_type(
                 "deployments",
@@ -148,7 +149,10 @@ mod tests {
             ListType::Atomic,
             "EndpointSlice ports are atomic"
         );
-        assert_eq!(list_type("services", &["spec", "clusterIPs"]), ListType::Atomic);
+        assert_eq!(
+            list_type("services", &["spec", "clusterIPs"]),
+            ListType::Atomic
+        );
         assert!(atomic_object("deployments", &["spec", "selector"]));
         assert!(!atomic_object("configmaps", &["data"]));
     }

@@ -1,14 +1,14 @@
 //! The HTTP front: discovery, routing of resource URLs, the verbs, chunked watch streams,
 //! authentication, authorization and fault injection.
 
+use crate::deletion::{self, DeleteOptions, Deleted};
 use crate::error::ApiError;
 use crate::faults::Faults;
 use crate::kinds::ResourceKind;
 use crate::patch::PatchType;
 use crate::rbac::{self, Attributes, Rbac};
-use crate::selectors::{FieldSelector, LabelSelector};
-use crate::deletion::{self, DeleteOptions, Deleted};
 use crate::registry::WriteOptions;
+use crate::selectors::{FieldSelector, LabelSelector};
 use crate::store::{Change, EventType, Store};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -122,7 +122,8 @@ async fn handle(
         .unwrap_or("");
     let (group, version, rest) = match segs.as_slice() {
         ["api"] | ["apis"] if crate::discovery::wants_aggregated(accept) => {
-            let body = crate::discovery::aggregated(&app.store, segs.len() == 1 && segs[0] == "api");
+            let body =
+                crate::discovery::aggregated(&app.store, segs.len() == 1 && segs[0] == "api");
             return (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, crate::discovery::AGGREGATED_MEDIA)],
@@ -220,11 +221,12 @@ async fn handle(
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
-    let mut warnings = std::mem::take(
-        &mut *wopts.warnings.lock().unwrap_or_else(|p| p.into_inner()),
-    );
+    let mut warnings =
+        std::mem::take(&mut *wopts.warnings.lock().unwrap_or_else(|p| p.into_inner()));
     if target.kind.storage == "endpoints" {
-        warnings.push("v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice".into());
+        warnings.push(
+            "v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice".into(),
+        );
     }
     for w in warnings {
         let text = format!("299 - {}", serde_json::to_string(&w).unwrap_or_default());
@@ -297,13 +299,15 @@ fn parse_body(kind: &ResourceKind, headers: &HeaderMap, body: &Bytes) -> Result<
         "application/json" | "" | "*/*" => {
             serde_json::from_slice::<Value>(body).map_err(|e| unrecognized(e.to_string()))
         }
-        "application/yaml" => serde_yaml::from_slice::<Value>(body)
-            .map_err(|e| unrecognized(e.to_string())),
-        "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(body)
-            .map_err(|e| ApiError::bad_request(format!(
+        "application/yaml" => {
+            serde_yaml::from_slice::<Value>(body).map_err(|e| unrecognized(e.to_string()))
+        }
+        "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(body).map_err(|e| {
+            ApiError::bad_request(format!(
                 "the object provided is unrecognized (must be of type {}): {e}",
                 kind.kind
-            ))),
+            ))
+        }),
         _ => Err(ApiError::unsupported_body_media()),
     }
 }
@@ -316,7 +320,9 @@ fn accept(headers: &HeaderMap) -> &str {
 }
 
 fn include_object(q: &HashMap<String, String>) -> &str {
-    q.get("includeObject").map(String::as_str).unwrap_or("Metadata")
+    q.get("includeObject")
+        .map(String::as_str)
+        .unwrap_or("Metadata")
 }
 
 fn table_response(table: &Value) -> Response {
@@ -356,9 +362,16 @@ async fn serve(
             let name = t.name.unwrap_or("");
             let obj = store.get(&t.kind, ns, name)?;
             if crate::tables::wanted(accept(headers)) {
-                let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
-                let table = crate::tables::table(&t.kind, &[obj], json!({"resourceVersion": rv}),
-                    include_object(q));
+                let rv = obj
+                    .pointer("/metadata/resourceVersion")
+                    .cloned()
+                    .unwrap_or(json!(""));
+                let table = crate::tables::table(
+                    &t.kind,
+                    &[obj],
+                    json!({"resourceVersion": rv}),
+                    include_object(q),
+                );
                 return Ok(table_response(&table));
             }
             Ok(json_response(200, &obj))
@@ -414,7 +427,14 @@ async fn serve(
                     "metadata": meta, "items": items}),
             ))
         }
-        "watch" => watch(app, t, q, labels, fields, crate::tables::wanted(accept(headers))),
+        "watch" => watch(
+            app,
+            t,
+            q,
+            labels,
+            fields,
+            crate::tables::wanted(accept(headers)),
+        ),
         "create" => {
             if t.kind.namespaced && t.namespace.is_none() {
                 return Err(ApiError::method_not_allowed());
@@ -450,7 +470,10 @@ async fn serve(
                 .unwrap_or("");
             let ty = PatchType::from_content_type(ct).ok_or_else(ApiError::unsupported_media)?;
             let patch = crate::patch::decode(ty, body)?;
-            if ty == PatchType::Apply && wopts.manager == "unknown" && !q.contains_key("fieldManager") {
+            if ty == PatchType::Apply
+                && wopts.manager == "unknown"
+                && !q.contains_key("fieldManager")
+            {
                 let mut e = ApiError::invalid(
                     "PatchOptions.meta.k8s.io",
                     "",
@@ -460,7 +483,7 @@ async fn serve(
                         message: "Required value: is required for apply patch".into(),
                     }],
                 );
-                e.details = Some((String::new(), "PatchOptions".into()));
+                e.details = Some(Box::new((String::new(), "PatchOptions".into())));
                 e.group = "meta.k8s.io".into();
                 return Err(e);
             }
@@ -559,7 +582,11 @@ fn delete_options(q: &HashMap<String, String>, body: &Bytes) -> DeleteOptions {
         propagation: q
             .get("propagationPolicy")
             .cloned()
-            .or_else(|| v.get("propagationPolicy").and_then(Value::as_str).map(String::from))
+            .or_else(|| {
+                v.get("propagationPolicy")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
             .or_else(|| {
                 v.get("orphanDependents")
                     .and_then(Value::as_bool)
@@ -637,7 +664,10 @@ fn event_object_as(
     let o = event_object_plain(store, kind, c, ty);
     match table {
         Some(include) => {
-            let rv = o.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
+            let rv = o
+                .pointer("/metadata/resourceVersion")
+                .cloned()
+                .unwrap_or(json!(""));
             crate::tables::table(kind, &[o], json!({"resourceVersion": rv}), include)
         }
         None => o,
@@ -718,7 +748,10 @@ fn watch(
             last = last.max(c.rv);
             if let Some(ty) = visible(&c, ns.as_deref(), &labels, &fields)
                 && tx
-                    .send(Ok(line(ty.as_str(), &event_object_as(&store, &kind, &c, ty, table.as_deref()))))
+                    .send(Ok(line(
+                        ty.as_str(),
+                        &event_object_as(&store, &kind, &c, ty, table.as_deref()),
+                    )))
                     .await
                     .is_err()
             {
@@ -770,7 +803,11 @@ fn watch(
         }
     });
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    let media = if as_table { crate::tables::TABLE_MEDIA } else { "application/json" };
+    let media = if as_table {
+        crate::tables::TABLE_MEDIA
+    } else {
+        "application/json"
+    };
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, media)],

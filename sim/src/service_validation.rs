@@ -16,7 +16,12 @@ fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
 fn strs(v: &Value, ptr: &str) -> Vec<String> {
     v.pointer(ptr)
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -84,7 +89,8 @@ const PORT_RANGE: &str = "must be between 1 and 65535, inclusive";
 fn dns1123_label(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 63
-        && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && v.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && v.starts_with(|c: char| c.is_ascii_alphanumeric())
         && v.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
@@ -117,7 +123,10 @@ pub(crate) fn validate(svc: &Value, old: Option<&Value>) -> Vec<Cause> {
         let hc = |v: &Value| {
             s(v, "/spec/type") == "LoadBalancer" && s(v, "/spec/externalTrafficPolicy") == "Local"
         };
-        if hc(old) && hc(svc) && old.pointer("/spec/healthCheckNodePort") != svc.pointer("/spec/healthCheckNodePort") {
+        if hc(old)
+            && hc(svc)
+            && old.pointer("/spec/healthCheckNodePort") != svc.pointer("/spec/healthCheckNodePort")
+        {
             errs.push(forbidden("spec.healthCheckNodePort", "field is immutable"));
         }
     }
@@ -138,7 +147,10 @@ pub(crate) fn validate(svc: &Value, old: Option<&Value>) -> Vec<Cause> {
         )),
         "ExternalName" => {
             if !cluster_ips.is_empty() {
-                errs.push(forbidden("spec.clusterIPs", "may not be set for ExternalName services"));
+                errs.push(forbidden(
+                    "spec.clusterIPs",
+                    "may not be set for ExternalName services",
+                ));
             }
             if svc.pointer("/spec/externalName").is_none() {
                 errs.push(required("spec.externalName", ""));
@@ -204,11 +216,20 @@ pub(crate) fn validate(svc: &Value, old: Option<&Value>) -> Vec<Cause> {
         ));
     }
     cluster_ips_related(svc, old, &mut errs);
-    let existing_external: Vec<String> = old.map(|o| strs(o, "/spec/externalIPs")).unwrap_or_default();
+    let existing_external: Vec<String> = old
+        .map(|o| strs(o, "/spec/externalIPs"))
+        .unwrap_or_default();
     for (i, ip) in strs(svc, "/spec/externalIPs").iter().enumerate() {
-        errs.extend(valid_ip(format!("spec.externalIPs[{i}]"), ip, &existing_external));
+        errs.extend(valid_ip(
+            format!("spec.externalIPs[{i}]"),
+            ip,
+            &existing_external,
+        ));
     }
-    if !matches!(ty, "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName") {
+    if !matches!(
+        ty,
+        "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
+    ) {
         errs.push(not_supported(
             "spec.type",
             &Value::String(ty.into()),
@@ -229,7 +250,10 @@ pub(crate) fn validate(svc: &Value, old: Option<&Value>) -> Vec<Cause> {
     for (i, p) in ports.iter().enumerate() {
         let np = p.get("nodePort").and_then(Value::as_i64).unwrap_or(0);
         if np != 0 && !node_ports.insert((s(p, "/protocol").to_string(), np)) {
-            errs.push(duplicate(format!("spec.ports[{i}].nodePort"), &np.to_string()));
+            errs.push(duplicate(
+                format!("spec.ports[{i}].nodePort"),
+                &np.to_string(),
+            ));
         }
     }
     let mut seen = HashSet::new();
@@ -277,7 +301,10 @@ pub(crate) fn validate(svc: &Value, old: Option<&Value>) -> Vec<Cause> {
             &["Cluster", "Local"],
         ));
     }
-    let hc = svc.pointer("/spec/healthCheckNodePort").and_then(Value::as_i64).unwrap_or(0);
+    let hc = svc
+        .pointer("/spec/healthCheckNodePort")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     if !(ty == "LoadBalancer" && etp == "Local") && hc != 0 {
         errs.push(invalid(
             "spec.healthCheckNodePort",
@@ -297,12 +324,17 @@ pub(crate) fn validate(svc: &Value, old: Option<&Value>) -> Vec<Cause> {
 }
 
 fn load_balancer_class(old: Option<&Value>, svc: &Value, errs: &mut Vec<Cause>, update: bool) {
-    let class = svc.pointer("/spec/loadBalancerClass").filter(|v| !v.is_null());
+    let class = svc
+        .pointer("/spec/loadBalancerClass")
+        .filter(|v| !v.is_null());
     let lb = s(svc, "/spec/type") == "LoadBalancer";
     if let Some(old) = old
         && s(old, "/spec/type") == "LoadBalancer"
         && lb
-        && old.pointer("/spec/loadBalancerClass").filter(|v| !v.is_null()) != class
+        && old
+            .pointer("/spec/loadBalancerClass")
+            .filter(|v| !v.is_null())
+            != class
     {
         errs.push(invalid(
             "spec.loadBalancerClass",
@@ -332,7 +364,11 @@ fn cluster_ips_related(svc: &Value, old: Option<&Value>, errs: &mut Vec<Cause>) 
         if ips.is_empty() {
             errs.push(required("spec.clusterIPs", ""));
         } else if ips[0] != ip {
-            errs.push(invalid("spec.clusterIPs", &ips_value, "first value must match `clusterIP`"));
+            errs.push(invalid(
+                "spec.clusterIPs",
+                &ips_value,
+                "first value must match `clusterIP`",
+            ));
         }
     } else if !ips.is_empty() {
         errs.push(invalid(
@@ -351,11 +387,19 @@ fn cluster_ips_related(svc: &Value, old: Option<&Value>, errs: &mut Vec<Cause>) 
             ));
         }
         if !seen.insert(f.clone()) {
-            errs.push(duplicate(format!("spec.ipFamilies[{i}]"), &format!("{f:?}")));
+            errs.push(duplicate(
+                format!("spec.ipFamilies[{i}]"),
+                &format!("{f:?}"),
+            ));
         }
     }
     let policy = s(svc, "/spec/ipFamilyPolicy");
-    if !policy.is_empty() && !matches!(policy, "SingleStack" | "PreferDualStack" | "RequireDualStack") {
+    if !policy.is_empty()
+        && !matches!(
+            policy,
+            "SingleStack" | "PreferDualStack" | "RequireDualStack"
+        )
+    {
         errs.push(not_supported(
             "spec.ipFamilyPolicy",
             &Value::String(policy.into()),
@@ -383,17 +427,33 @@ fn upgrade_downgrade_cluster_ips(old: &Value, svc: &Value, errs: &mut Vec<Cause>
     if o.len() == n.len() {
         for (i, ip) in o.iter().enumerate() {
             if *ip != n[i] {
-                errs.push(invalid(format!("spec.clusterIPs[{i}]"), &nv, "may not change once set"));
+                errs.push(invalid(
+                    format!("spec.clusterIPs[{i}]"),
+                    &nv,
+                    "may not change once set",
+                ));
             }
         }
     } else if o.len() > n.len() {
         if n.is_empty() {
-            errs.push(invalid("spec.clusterIPs[0]", &nv, "primary clusterIP can not be unset"));
+            errs.push(invalid(
+                "spec.clusterIPs[0]",
+                &nv,
+                "primary clusterIP can not be unset",
+            ));
         } else if n[0] != o[0] {
-            errs.push(invalid("spec.clusterIPs[0]", &nv, "may not change once set"));
+            errs.push(invalid(
+                "spec.clusterIPs[0]",
+                &nv,
+                "may not change once set",
+            ));
         }
     } else if !o.is_empty() && n[0] != o[0] {
-        errs.push(invalid("spec.clusterIPs[0]", &nv, "may not change once set"));
+        errs.push(invalid(
+            "spec.clusterIPs[0]",
+            &nv,
+            "may not change once set",
+        ));
     }
 }
 
@@ -415,7 +475,12 @@ pub(crate) fn validate_status(svc: &Value, old: &Value) -> Vec<Cause> {
     let existing: Vec<String> = old
         .pointer("/status/loadBalancer/ingress")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|i| i.get("ip").and_then(Value::as_str)).map(String::from).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i.get("ip").and_then(Value::as_str))
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default();
     for (i, ing) in ingress.iter().enumerate() {
         let path = format!("status.loadBalancer.ingress[{i}]");
@@ -425,13 +490,23 @@ pub(crate) fn validate_status(svc: &Value, old: &Value) -> Vec<Cause> {
         }
         match ing.get("ipMode").filter(|m| !m.is_null()) {
             None if !ip.is_empty() => {
-                errs.push(required(format!("{path}.ipMode"), "must be specified when `ip` is set"));
+                errs.push(required(
+                    format!("{path}.ipMode"),
+                    "must be specified when `ip` is set",
+                ));
             }
             Some(_) if ip.is_empty() => {
-                errs.push(forbidden(format!("{path}.ipMode"), "may not be specified when `ip` is not set"));
+                errs.push(forbidden(
+                    format!("{path}.ipMode"),
+                    "may not be specified when `ip` is not set",
+                ));
             }
             Some(m) if !matches!(m.as_str(), Some("VIP" | "Proxy")) => {
-                errs.push(not_supported(format!("{path}.ipMode"), m, &["Proxy", "VIP"]));
+                errs.push(not_supported(
+                    format!("{path}.ipMode"),
+                    m,
+                    &["Proxy", "VIP"],
+                ));
             }
             _ => {}
         }

@@ -23,7 +23,6 @@ pub(crate) struct ServiceAlloc {
     next_port: u16,
 }
 
-
 fn owner(obj: &Value) -> String {
     format!(
         "{}/{}",
@@ -80,8 +79,13 @@ pub(crate) fn scheme_defaults(obj: &mut Value) {
         .get("externalIPs")
         .and_then(Value::as_array)
         .is_some_and(|a| !a.is_empty());
-    let externally = ty == "LoadBalancer" || ty == "NodePort" || (ty == "ClusterIP" && external_ips);
-    if externally && spec.get("externalTrafficPolicy").is_none_or(|v| v.is_null() || *v == json!("")) {
+    let externally =
+        ty == "LoadBalancer" || ty == "NodePort" || (ty == "ClusterIP" && external_ips);
+    if externally
+        && spec
+            .get("externalTrafficPolicy")
+            .is_none_or(|v| v.is_null() || *v == json!(""))
+    {
         spec["externalTrafficPolicy"] = json!("Cluster");
     }
     if matches!(ty.as_str(), "NodePort" | "LoadBalancer" | "ClusterIP")
@@ -89,7 +93,11 @@ pub(crate) fn scheme_defaults(obj: &mut Value) {
     {
         spec["internalTrafficPolicy"] = json!("Cluster");
     }
-    if ty == "LoadBalancer" && spec.get("allocateLoadBalancerNodePorts").is_none_or(Value::is_null) {
+    if ty == "LoadBalancer"
+        && spec
+            .get("allocateLoadBalancerNodePorts")
+            .is_none_or(Value::is_null)
+    {
         spec["allocateLoadBalancerNodePorts"] = json!(true);
     }
     if ty == "LoadBalancer" {
@@ -232,7 +240,11 @@ impl ServiceAlloc {
     fn allocate(&mut self, svc: &mut Value, who: &str, txn: &mut Txn) -> Vec<Cause> {
         let mut errs = Vec::new();
         let spec = &mut svc["spec"];
-        let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+        let ty = spec
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string();
         if ty == "ExternalName" {
             return errs;
         }
@@ -240,7 +252,12 @@ impl ServiceAlloc {
         let given: Vec<String> = spec
             .get("clusterIPs")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
             .filter(|v: &Vec<String>| !v.is_empty())
             .or_else(|| {
                 spec.get("clusterIP")
@@ -257,7 +274,12 @@ impl ServiceAlloc {
         let mut families: Vec<String> = spec
             .get("ipFamilies")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default();
         if families.is_empty() {
             families = given
@@ -270,7 +292,11 @@ impl ServiceAlloc {
             families.push("IPv4".into());
         }
         if policy != "SingleStack" && families.len() == 1 {
-            let other = if families[0] == "IPv4" { "IPv6" } else { "IPv4" };
+            let other = if families[0] == "IPv4" {
+                "IPv6"
+            } else {
+                "IPv4"
+            };
             families.push(other.to_string());
         }
         if policy == "SingleStack" && families.len() > 1 {
@@ -327,10 +353,15 @@ impl ServiceAlloc {
             || (is_lb && spec.get("allocateLoadBalancerNodePorts") != Some(&json!(false)));
         if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
             for (i, p) in ports.iter_mut().enumerate() {
-                let given = p.get("nodePort").and_then(Value::as_u64).filter(|n| *n != 0);
+                let given = p
+                    .get("nodePort")
+                    .and_then(Value::as_u64)
+                    .filter(|n| *n != 0);
                 match given {
                     Some(np) => {
-                        if let Some(e) = self.claim_port(np, who, &format!("spec.ports[{i}].nodePort"), txn) {
+                        if let Some(e) =
+                            self.claim_port(np, who, &format!("spec.ports[{i}].nodePort"), txn)
+                        {
                             errs.push(e);
                         }
                     }
@@ -351,7 +382,11 @@ impl ServiceAlloc {
         }
         let local = spec.get("externalTrafficPolicy").and_then(Value::as_str) == Some("Local");
         if is_lb && local {
-            match spec.get("healthCheckNodePort").and_then(Value::as_u64).filter(|n| *n != 0) {
+            match spec
+                .get("healthCheckNodePort")
+                .and_then(Value::as_u64)
+                .filter(|n| *n != 0)
+            {
                 Some(hc) => {
                     if let Some(e) = self.claim_port(hc, who, "spec.healthCheckNodePort", txn) {
                         errs.push(e);
@@ -420,7 +455,10 @@ fn node_ports_of(svc: &Value) -> Vec<u16> {
         .filter_map(|p| p.get("nodePort").and_then(Value::as_u64))
         .map(|n| n as u16)
         .collect();
-    if let Some(hc) = svc.pointer("/spec/healthCheckNodePort").and_then(Value::as_u64) {
+    if let Some(hc) = svc
+        .pointer("/spec/healthCheckNodePort")
+        .and_then(Value::as_u64)
+    {
         out.push(hc as u16);
     }
     out
@@ -447,11 +485,17 @@ fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
     let same = |new: &Value, ptr: &str| new.pointer(ptr) == old.pointer(ptr);
     let needs_node_ports = new_ty == "NodePort" || new_ty == "LoadBalancer";
     if !needs_node_ports {
-        let old_ports = old.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
+        let old_ports = old
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
             for p in ports {
                 let np = p.get("nodePort").cloned();
-                let was = old_ports.iter().any(|o| o.get("port") == p.get("port") && o.get("nodePort") == np.as_ref());
+                let was = old_ports
+                    .iter()
+                    .any(|o| o.get("port") == p.get("port") && o.get("nodePort") == np.as_ref());
                 if was && let Some(m) = p.as_object_mut() {
                     m.remove("nodePort");
                 }
@@ -459,7 +503,10 @@ fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
         }
     }
     let spec_drop = |new: &mut Value, field: &str, cond: bool| {
-        if cond && same(new, &format!("/spec/{field}")) && let Some(m) = new["spec"].as_object_mut() {
+        if cond
+            && same(new, &format!("/spec/{field}"))
+            && let Some(m) = new["spec"].as_object_mut()
+        {
             m.remove(field);
         }
     };
@@ -503,13 +550,19 @@ fn patch_allocated_values(new: &mut Value, old: &Value) {
         }
     }
     if ty == "NodePort" || ty == "LoadBalancer" {
-        let old_ports = old.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
+        let old_ports = old
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
             for p in ports {
                 if p.get("nodePort").and_then(Value::as_u64).unwrap_or(0) == 0
                     && let Some(np) = old_ports
                         .iter()
-                        .find(|o| o.get("port") == p.get("port") && o.get("protocol") == p.get("protocol"))
+                        .find(|o| {
+                            o.get("port") == p.get("port") && o.get("protocol") == p.get("protocol")
+                        })
                         .and_then(|o| o.get("nodePort"))
                 {
                     p["nodePort"] = np.clone();
@@ -519,7 +572,11 @@ fn patch_allocated_values(new: &mut Value, old: &Value) {
     }
     if ty == "LoadBalancer"
         && str_at(new, "/spec/externalTrafficPolicy") == Some("Local")
-        && new.pointer("/spec/healthCheckNodePort").and_then(Value::as_u64).unwrap_or(0) == 0
+        && new
+            .pointer("/spec/healthCheckNodePort")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            == 0
         && let Some(hc) = old.pointer("/spec/healthCheckNodePort")
     {
         new["spec"]["healthCheckNodePort"] = hc.clone();

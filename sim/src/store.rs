@@ -208,7 +208,15 @@ impl Store {
         Self::to_view(kind, stored)
     }
 
-    pub(crate) fn log(&self, user: &str, verb: &str, kind: &ResourceKind, ns: &str, name: &str, sub: &str) {
+    pub(crate) fn log(
+        &self,
+        user: &str,
+        verb: &str,
+        kind: &ResourceKind,
+        ns: &str,
+        name: &str,
+        sub: &str,
+    ) {
         self.writes.push(WriteRecord {
             user: user.to_string(),
             verb: verb.to_string(),
@@ -260,7 +268,12 @@ impl Store {
         obj
     }
 
-    pub(crate) fn get_stored(inner: &Inner, kind: &ResourceKind, ns: &str, name: &str) -> Option<Arc<Value>> {
+    pub(crate) fn get_stored(
+        inner: &Inner,
+        kind: &ResourceKind,
+        ns: &str,
+        name: &str,
+    ) -> Option<Arc<Value>> {
         inner
             .objects
             .get(kind.storage)
@@ -299,7 +312,7 @@ impl Store {
                     "{} \"{name}\" is forbidden: {message}",
                     kind.group_resource()
                 ));
-                e.details = Some((name.to_string(), kind.plural.to_string()));
+                e.details = Some(Box::new((name.to_string(), kind.plural.to_string())));
                 e.group = kind.group.to_string();
                 e.causes = vec![crate::error::Cause {
                     reason: "NamespaceTerminating",

@@ -121,7 +121,12 @@ fn format_selector(sel: &Value) -> Value {
                 .collect()
         })
         .unwrap_or_default();
-    for e in sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+    for e in sel
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let vals: Vec<&str> = arr(e, "/values").iter().filter_map(Value::as_str).collect();
         let key = s(e, "/key");
         parts.push(match s(e, "/operator") {
@@ -150,54 +155,123 @@ pub fn columns(storage: &str) -> Vec<Value> {
     let age = col("Age", "string", 0, AGE_DOC);
     let c = |n: &str, ty: &str, p: u8| col(n, ty, p, "");
     match storage {
-        "services" => vec![name, c("Type", "string", 0), c("Cluster-IP", "string", 0),
-            c("External-IP", "string", 0), c("Port(s)", "string", 0), age, c("Selector", "string", 1)],
-        "nodes" => vec![name, c("Status", "string", 0), c("Roles", "string", 0), age,
-            c("Version", "string", 0), c("Internal-IP", "string", 1), c("External-IP", "string", 1),
-            c("OS-Image", "string", 1), c("Kernel-Version", "string", 1),
-            c("Container-Runtime", "string", 1)],
-        "pods" => vec![name, c("Ready", "string", 0), c("Status", "string", 0),
-            c("Restarts", "string", 0), age, c("IP", "string", 1), c("Node", "string", 1),
-            c("Nominated Node", "string", 1), c("Readiness Gates", "string", 1)],
-        "daemonsets" => vec![name, c("Desired", "integer", 0), c("Current", "integer", 0),
-            c("Ready", "integer", 0), c("Up-to-date", "integer", 0), c("Available", "integer", 0),
-            c("Node Selector", "string", 0), age, c("Containers", "string", 1),
-            c("Images", "string", 1), c("Selector", "string", 1)],
-        "deployments" => vec![name, c("Ready", "string", 0), c("Up-to-date", "string", 0),
-            c("Available", "string", 0), age, c("Containers", "string", 1),
-            c("Images", "string", 1), c("Selector", "string", 1)],
-        "events" => vec![c("Last Seen", "string", 0), c("Type", "string", 0),
-            c("Reason", "string", 0), c("Object", "string", 0), c("Subobject", "string", 1),
-            c("Source", "string", 1), c("Message", "string", 0), c("First Seen", "string", 1),
-            c("Count", "string", 1), col("Name", "string", 1, NAME_DOC)],
-        "endpointslices" => vec![name, c("AddressType", "string", 0), c("Ports", "string", 0),
-            c("Endpoints", "string", 0), age],
+        "services" => vec![
+            name,
+            c("Type", "string", 0),
+            c("Cluster-IP", "string", 0),
+            c("External-IP", "string", 0),
+            c("Port(s)", "string", 0),
+            age,
+            c("Selector", "string", 1),
+        ],
+        "nodes" => vec![
+            name,
+            c("Status", "string", 0),
+            c("Roles", "string", 0),
+            age,
+            c("Version", "string", 0),
+            c("Internal-IP", "string", 1),
+            c("External-IP", "string", 1),
+            c("OS-Image", "string", 1),
+            c("Kernel-Version", "string", 1),
+            c("Container-Runtime", "string", 1),
+        ],
+        "pods" => vec![
+            name,
+            c("Ready", "string", 0),
+            c("Status", "string", 0),
+            c("Restarts", "string", 0),
+            age,
+            c("IP", "string", 1),
+            c("Node", "string", 1),
+            c("Nominated Node", "string", 1),
+            c("Readiness Gates", "string", 1),
+        ],
+        "daemonsets" => vec![
+            name,
+            c("Desired", "integer", 0),
+            c("Current", "integer", 0),
+            c("Ready", "integer", 0),
+            c("Up-to-date", "integer", 0),
+            c("Available", "integer", 0),
+            c("Node Selector", "string", 0),
+            age,
+            c("Containers", "string", 1),
+            c("Images", "string", 1),
+            c("Selector", "string", 1),
+        ],
+        "deployments" => vec![
+            name,
+            c("Ready", "string", 0),
+            c("Up-to-date", "string", 0),
+            c("Available", "string", 0),
+            age,
+            c("Containers", "string", 1),
+            c("Images", "string", 1),
+            c("Selector", "string", 1),
+        ],
+        "events" => vec![
+            c("Last Seen", "string", 0),
+            c("Type", "string", 0),
+            c("Reason", "string", 0),
+            c("Object", "string", 0),
+            c("Subobject", "string", 1),
+            c("Source", "string", 1),
+            c("Message", "string", 0),
+            c("First Seen", "string", 1),
+            c("Count", "string", 1),
+            col("Name", "string", 1, NAME_DOC),
+        ],
+        "endpointslices" => vec![
+            name,
+            c("AddressType", "string", 0),
+            c("Ports", "string", 0),
+            c("Endpoints", "string", 0),
+            age,
+        ],
         "leases" => vec![name, c("Holder", "string", 0), age],
         "namespaces" => vec![name, c("Status", "string", 0), age],
         "configmaps" => vec![name, c("Data", "string", 0), age],
         "secrets" => vec![name, c("Type", "string", 0), c("Data", "string", 0), age],
         "serviceaccounts" => vec![name, age],
         "endpoints" => vec![name, c("Endpoints", "string", 0), age],
-        "clusterrolebindings" | "rolebindings" => vec![name, c("Role", "string", 0), age,
-            c("Users", "string", 1), c("Groups", "string", 1), c("ServiceAccounts", "string", 1)],
+        "clusterrolebindings" | "rolebindings" => vec![
+            name,
+            c("Role", "string", 0),
+            age,
+            c("Users", "string", 1),
+            c("Groups", "string", 1),
+            c("ServiceAccounts", "string", 1),
+        ],
         _ => vec![name, col("Created At", "date", 0, AGE_DOC)],
     }
 }
 
 fn service_external_ip(o: &Value) -> Value {
-    let external: Vec<&str> = arr(o, "/spec/externalIPs").iter().filter_map(Value::as_str).collect();
+    let external: Vec<&str> = arr(o, "/spec/externalIPs")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     match s(o, "/spec/type") {
         "LoadBalancer" => {
             let mut ips: Vec<String> = arr(o, "/status/loadBalancer/ingress")
                 .iter()
                 .map(|i| {
                     let ip = s(i, "/ip");
-                    if ip.is_empty() { s(i, "/hostname").to_string() } else { ip.to_string() }
+                    if ip.is_empty() {
+                        s(i, "/hostname").to_string()
+                    } else {
+                        ip.to_string()
+                    }
                 })
                 .filter(|x| !x.is_empty())
                 .collect();
             ips.extend(external.iter().map(|x| x.to_string()));
-            json!(if ips.is_empty() { "<pending>".into() } else { ips.join(",") })
+            json!(if ips.is_empty() {
+                "<pending>".into()
+            } else {
+                ips.join(",")
+            })
         }
         "ExternalName" => json!(s(o, "/spec/externalName")),
         _ => or_none(external.join(",")),
@@ -277,9 +351,15 @@ fn num(o: &Value, ptr: &str) -> i64 {
 pub fn cells(storage: &str, o: &Value) -> Vec<Value> {
     let name = json!(s(o, "/metadata/name"));
     match storage {
-        "services" => vec![name, json!(s(o, "/spec/type")),
-            or_none(s(o, "/spec/clusterIP").to_string()), service_external_ip(o),
-            service_ports(o), age(o), format_labels(o.pointer("/spec/selector"))],
+        "services" => vec![
+            name,
+            json!(s(o, "/spec/type")),
+            or_none(s(o, "/spec/clusterIP").to_string()),
+            service_external_ip(o),
+            service_ports(o),
+            age(o),
+            format_labels(o.pointer("/spec/selector")),
+        ],
         "nodes" => {
             let mut status = match condition(o, "Ready").as_deref() {
                 Some("True") => "Ready".to_string(),
@@ -297,7 +377,10 @@ pub fn cells(storage: &str, o: &Value) -> Vec<Value> {
                         .filter_map(|(k, v)| {
                             k.strip_prefix("node-role.kubernetes.io/")
                                 .map(String::from)
-                                .or_else(|| (k == "kubernetes.io/role").then(|| v.as_str().unwrap_or("").to_string()))
+                                .or_else(|| {
+                                    (k == "kubernetes.io/role")
+                                        .then(|| v.as_str().unwrap_or("").to_string())
+                                })
                         })
                         .filter(|r| !r.is_empty())
                         .collect()
@@ -312,11 +395,18 @@ pub fn cells(storage: &str, o: &Value) -> Vec<Value> {
                     .unwrap_or_default()
             };
             let unknown = |v: &str| json!(if v.is_empty() { "<unknown>" } else { v });
-            vec![name, json!(status), or_none(roles.join(",")), age(o),
-                json!(s(o, "/status/nodeInfo/kubeletVersion")), or_none(addr("InternalIP")),
-                or_none(addr("ExternalIP")), unknown(s(o, "/status/nodeInfo/osImage")),
+            vec![
+                name,
+                json!(status),
+                or_none(roles.join(",")),
+                age(o),
+                json!(s(o, "/status/nodeInfo/kubeletVersion")),
+                or_none(addr("InternalIP")),
+                or_none(addr("ExternalIP")),
+                unknown(s(o, "/status/nodeInfo/osImage")),
                 unknown(s(o, "/status/nodeInfo/kernelVersion")),
-                unknown(s(o, "/status/nodeInfo/containerRuntimeVersion"))]
+                unknown(s(o, "/status/nodeInfo/containerRuntimeVersion")),
+            ]
         }
         "pods" => {
             let total = arr(o, "/spec/containers").len();
@@ -328,33 +418,63 @@ pub fn cells(storage: &str, o: &Value) -> Vec<Value> {
                 .iter()
                 .map(|c| num(c, "/restartCount"))
                 .sum();
-            vec![name, json!(format!("{ready}/{total}")), json!(pod_status(o)),
-                json!(restarts.to_string()), age(o), or_none(s(o, "/status/podIP").to_string()),
+            vec![
+                name,
+                json!(format!("{ready}/{total}")),
+                json!(pod_status(o)),
+                json!(restarts.to_string()),
+                age(o),
+                or_none(s(o, "/status/podIP").to_string()),
                 or_none(s(o, "/spec/nodeName").to_string()),
-                or_none(s(o, "/status/nominatedNodeName").to_string()), json!("<none>")]
+                or_none(s(o, "/status/nominatedNodeName").to_string()),
+                json!("<none>"),
+            ]
         }
         "daemonsets" => {
-            let (c, i) = containers_and_images(o.pointer("/spec/template/spec").unwrap_or(&Value::Null));
-            vec![name, json!(num(o, "/status/desiredNumberScheduled")),
-                json!(num(o, "/status/currentNumberScheduled")), json!(num(o, "/status/numberReady")),
+            let (c, i) =
+                containers_and_images(o.pointer("/spec/template/spec").unwrap_or(&Value::Null));
+            vec![
+                name,
+                json!(num(o, "/status/desiredNumberScheduled")),
+                json!(num(o, "/status/currentNumberScheduled")),
+                json!(num(o, "/status/numberReady")),
                 json!(num(o, "/status/updatedNumberScheduled")),
                 json!(num(o, "/status/numberAvailable")),
-                format_labels(o.pointer("/spec/template/spec/nodeSelector")), age(o), c, i,
-                format_selector(o.pointer("/spec/selector").unwrap_or(&Value::Null))]
+                format_labels(o.pointer("/spec/template/spec/nodeSelector")),
+                age(o),
+                c,
+                i,
+                format_selector(o.pointer("/spec/selector").unwrap_or(&Value::Null)),
+            ]
         }
         "deployments" => {
-            let (c, i) = containers_and_images(o.pointer("/spec/template/spec").unwrap_or(&Value::Null));
-            let desired = o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-            vec![name, json!(format!("{}/{desired}", num(o, "/status/readyReplicas"))),
-                json!(num(o, "/status/updatedReplicas")), json!(num(o, "/status/availableReplicas")),
-                age(o), c, i, format_selector(o.pointer("/spec/selector").unwrap_or(&Value::Null))]
+            let (c, i) =
+                containers_and_images(o.pointer("/spec/template/spec").unwrap_or(&Value::Null));
+            let desired = o
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            vec![
+                name,
+                json!(format!("{}/{desired}", num(o, "/status/readyReplicas"))),
+                json!(num(o, "/status/updatedReplicas")),
+                json!(num(o, "/status/availableReplicas")),
+                age(o),
+                c,
+                i,
+                format_selector(o.pointer("/spec/selector").unwrap_or(&Value::Null)),
+            ]
         }
         "events" => {
-            let last = [s(o, "/lastTimestamp"), s(o, "/series/lastObservedTime"), s(o, "/eventTime")]
-                .into_iter()
-                .find(|t| !t.is_empty())
-                .map(age_of)
-                .unwrap_or_else(|| "<unknown>".into());
+            let last = [
+                s(o, "/lastTimestamp"),
+                s(o, "/series/lastObservedTime"),
+                s(o, "/eventTime"),
+            ]
+            .into_iter()
+            .find(|t| !t.is_empty())
+            .map(age_of)
+            .unwrap_or_else(|| "<unknown>".into());
             let first = [s(o, "/firstTimestamp"), s(o, "/eventTime")]
                 .into_iter()
                 .find(|t| !t.is_empty())
@@ -367,14 +487,31 @@ pub fn cells(storage: &str, o: &Value) -> Vec<Value> {
             );
             let source = {
                 let c = s(o, "/source/component");
-                let c = if c.is_empty() { s(o, "/reportingComponent") } else { c };
+                let c = if c.is_empty() {
+                    s(o, "/reportingComponent")
+                } else {
+                    c
+                };
                 let h = s(o, "/source/host");
-                if h.is_empty() { c.to_string() } else { format!("{c}, {h}") }
+                if h.is_empty() {
+                    c.to_string()
+                } else {
+                    format!("{c}, {h}")
+                }
             };
             let count = o.get("count").and_then(Value::as_i64).unwrap_or(1);
-            vec![json!(last), json!(s(o, "/type")), json!(s(o, "/reason")), json!(object),
-                json!(s(o, "/involvedObject/fieldPath")), json!(source), json!(s(o, "/message")),
-                json!(first), json!(count.to_string()), name]
+            vec![
+                json!(last),
+                json!(s(o, "/type")),
+                json!(s(o, "/reason")),
+                json!(object),
+                json!(s(o, "/involvedObject/fieldPath")),
+                json!(source),
+                json!(s(o, "/message")),
+                json!(first),
+                json!(count.to_string()),
+                name,
+            ]
         }
         "endpointslices" => {
             let ports: Vec<String> = arr(o, "/ports")
@@ -392,14 +529,26 @@ pub fn cells(storage: &str, o: &Value) -> Vec<Value> {
             } else {
                 addrs.join(",")
             };
-            let ports = if ports.is_empty() { "<unset>".into() } else { ports.join(",") };
-            vec![name, json!(s(o, "/addressType")), json!(ports), json!(eps), age(o)]
+            let ports = if ports.is_empty() {
+                "<unset>".into()
+            } else {
+                ports.join(",")
+            };
+            vec![
+                name,
+                json!(s(o, "/addressType")),
+                json!(ports),
+                json!(eps),
+                age(o),
+            ]
         }
         "leases" => vec![name, json!(s(o, "/spec/holderIdentity")), age(o)],
         "namespaces" => vec![name, json!(s(o, "/status/phase")), age(o)],
         "configmaps" => {
             let n = o.get("data").and_then(Value::as_object).map_or(0, Map::len)
-                + o.get("binaryData").and_then(Value::as_object).map_or(0, Map::len);
+                + o.get("binaryData")
+                    .and_then(Value::as_object)
+                    .map_or(0, Map::len);
             vec![name, json!(n), age(o)]
         }
         "secrets" => {
@@ -423,9 +572,18 @@ pub fn cells(storage: &str, o: &Value) -> Vec<Value> {
             };
             vec![name, or_none(text), age(o)]
         }
-        "clusterrolebindings" | "rolebindings" => vec![name,
-            json!(format!("{}/{}", s(o, "/roleRef/kind"), s(o, "/roleRef/name"))), age(o),
-            subjects(o, "User"), subjects(o, "Group"), subjects(o, "ServiceAccount")],
+        "clusterrolebindings" | "rolebindings" => vec![
+            name,
+            json!(format!(
+                "{}/{}",
+                s(o, "/roleRef/kind"),
+                s(o, "/roleRef/name")
+            )),
+            age(o),
+            subjects(o, "User"),
+            subjects(o, "Group"),
+            subjects(o, "ServiceAccount"),
+        ],
         _ => vec![name, json!(s(o, "/metadata/creationTimestamp"))],
     }
 }
@@ -447,7 +605,11 @@ fn row(storage: &str, o: &Value, include: &str) -> Value {
 
 /// The Table of `items` (view form).
 pub fn table(kind: &ResourceKind, items: &[Value], meta: Value, include: &str) -> Value {
-    let storage = if kind.is_events_v1() { "events" } else { kind.storage };
+    let storage = if kind.is_events_v1() {
+        "events"
+    } else {
+        kind.storage
+    };
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {

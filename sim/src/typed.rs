@@ -138,7 +138,15 @@ pub fn decode(storage: &str, obj: &mut Value) -> Decoded {
         .get(storage)
         .and_then(|n| s.components.get(n).map(|c| (n.as_str(), c)))
     {
-        walk(s, root, obj, &mut String::new(), &mut Vec::new(), name, &mut out);
+        walk(
+            s,
+            root,
+            obj,
+            &mut String::new(),
+            &mut Vec::new(),
+            name,
+            &mut out,
+        );
     }
     out
 }
@@ -203,7 +211,10 @@ fn walk(
                 .unwrap_or_default();
             let mut keys: Vec<String> = m.keys().cloned().collect();
             // Fields Go always renders, added when absent.
-            for (owner, field) in [("PodCondition", "lastProbeTime"), ("PodCondition", "lastTransitionTime")] {
+            for (owner, field) in [
+                ("PodCondition", "lastProbeTime"),
+                ("PodCondition", "lastTransitionTime"),
+            ] {
                 if name.rsplit('.').next() == Some(owner) && !m.contains_key(field) {
                     m.insert(field.to_string(), Value::Null);
                     keys.push(field.to_string());
@@ -255,7 +266,7 @@ fn walk(
                             ("EndpointSlice", "ports")
                                 | ("PodCondition", "lastProbeTime" | "lastTransitionTime")
                         );
-                        if always && matches!(empty, Some(_)) {
+                        if always && empty.is_some() {
                             m.insert(k.clone(), Value::Null);
                             continue;
                         }

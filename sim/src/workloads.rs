@@ -248,8 +248,7 @@ fn relevant(c: &Change) -> bool {
     matches!(
         c.storage,
         "nodes" | "pods" | "daemonsets" | "deployments" | "namespaces"
-    )
-        || c.object.pointer("/metadata/deletionTimestamp").is_some()
+    ) || c.object.pointer("/metadata/deletionTimestamp").is_some()
 }
 
 #[derive(Default)]
@@ -412,7 +411,13 @@ fn schedule_and_run(
         if p.pointer("/metadata/deletionTimestamp").is_some() {
             // Kubelet stops the containers and deletes the pod for good.
             if p.pointer("/metadata/finalizers").is_none() {
-                let _ = store.delete(pod_kind, ns, name, &gone_now(), &WriteOptions::system("kubelet"));
+                let _ = store.delete(
+                    pod_kind,
+                    ns,
+                    name,
+                    &gone_now(),
+                    &WriteOptions::system("kubelet"),
+                );
             }
             continue;
         }
@@ -565,7 +570,14 @@ fn schedule_and_run(
                 if p.get("status") != Some(&status) {
                     let mut next = (**p).clone();
                     next["status"] = status;
-                    let _ = store.update(pod_kind, ns, name, next, true, &WriteOptions::system("kubelet"));
+                    let _ = store.update(
+                        pod_kind,
+                        ns,
+                        name,
+                        next,
+                        true,
+                        &WriteOptions::system("kubelet"),
+                    );
                 }
             }
         }

@@ -184,7 +184,11 @@ async fn an_event_without_the_required_fields_is_refused() {
     match err {
         kube::Error::Api(s) => {
             assert_eq!(s.code, 422);
-            assert!(s.message.contains("eventTime: Required value"), "{}", s.message);
+            assert!(
+                s.message.contains("eventTime: Required value"),
+                "{}",
+                s.message
+            );
         }
         other => panic!("{other:?}"),
     }

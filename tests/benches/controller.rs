@@ -130,7 +130,9 @@ async fn run_case(services: usize, nodes: usize, floor: bool) -> anyhow::Result<
 
     let mut child = None;
     let floor_task = if floor {
-        Some(tokio::spawn(floor_writer(sim.client_as("controller").await?)))
+        Some(tokio::spawn(floor_writer(
+            sim.client_as("controller").await?,
+        )))
     } else {
         let exe = std::env::current_exe()?;
         child = Some(

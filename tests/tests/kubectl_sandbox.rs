@@ -28,14 +28,23 @@ impl Kubectl {
         cmd
     }
 
-    fn run_with(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> (bool, String, String) {
+    fn run_with(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> (bool, String, String) {
         let mut cmd = self.cmd(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("kubectl starts");
         if let Some(input) = stdin {
             child
@@ -75,12 +84,22 @@ fn row<'a>(table: &'a str, name: &str) -> (Vec<&'a str>, Vec<&'a str>) {
     let mut lines = table.lines();
     let header = lines
         .next()
-        .map(|h| h.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect())
+        .map(|h| {
+            h.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
     let row = table
         .lines()
         .find(|l| l.split_whitespace().next() == Some(name))
-        .map(|l| l.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect())
+        .map(|l| {
+            l.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
         .unwrap_or_else(|| panic!("no row {name} in:\n{table}"));
     (header, row)
 }
@@ -116,7 +135,10 @@ impl Drop for Sandbox {
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < Duration::from_secs(90), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -164,7 +186,14 @@ fn kubectl_works_on_the_sandbox() {
     let (header, _) = row(&svcs, "demo-l2");
     assert_eq!(
         header,
-        ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"],
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ],
         "{svcs}"
     );
     assert_eq!(cell(&svcs, "demo-l2", "TYPE"), "LoadBalancer");
@@ -175,14 +204,30 @@ fn kubectl_works_on_the_sandbox() {
     // Nodes, -o wide included.
     let nodes = k.ok(&["get", "nodes", "-o", "wide"]);
     assert_eq!(cell(&nodes, "node-1", "STATUS"), "Ready", "{nodes}");
-    assert!(cell(&nodes, "node-1", "INTERNAL-IP").starts_with("10.0.0."), "{nodes}");
+    assert!(
+        cell(&nodes, "node-1", "INTERNAL-IP").starts_with("10.0.0."),
+        "{nodes}"
+    );
 
     // create: protobuf bodies from kubectl's typed clients.
     k.ok(&["create", "service", "loadbalancer", "lb1", "--tcp=80:8080"]);
     k.ok(&["create", "service", "clusterip", "cip", "--tcp=80:http"]);
-    k.ok(&["create", "service", "nodeport", "np", "--tcp=8080:80", "--node-port=30123"]);
+    k.ok(&[
+        "create",
+        "service",
+        "nodeport",
+        "np",
+        "--tcp=8080:80",
+        "--node-port=30123",
+    ]);
     assert_eq!(
-        k.ok(&["get", "svc", "cip", "-o", "jsonpath={.spec.ports[0].targetPort}"]),
+        k.ok(&[
+            "get",
+            "svc",
+            "cip",
+            "-o",
+            "jsonpath={.spec.ports[0].targetPort}"
+        ]),
         "http"
     );
     let svcs = k.ok(&["get", "svc", "np", "cip"]);
@@ -192,7 +237,14 @@ fn kubectl_works_on_the_sandbox() {
         let out = k.ok(&["get", "svc", "lb1"]);
         cell(&out, "lb1", "EXTERNAL-IP").starts_with("10.0.0.")
     });
-    k.ok(&["create", "deployment", "web", "--image=nginx:1.27", "--replicas=2", "--port=80"]);
+    k.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx:1.27",
+        "--replicas=2",
+        "--port=80",
+    ]);
     k.ok(&["create", "configmap", "cm1", "--from-literal=a=b"]);
     k.ok(&["create", "secret", "generic", "s1", "--from-literal=p=q"]);
     k.ok(&["create", "namespace", "team-a"]);
@@ -203,16 +255,31 @@ fn kubectl_works_on_the_sandbox() {
     );
 
     // wait --for, and the Deployment's columns.
-    k.ok(&["wait", "--for=condition=Available", "deployment/web", "--timeout=60s"]);
+    k.ok(&[
+        "wait",
+        "--for=condition=Available",
+        "deployment/web",
+        "--timeout=60s",
+    ]);
     let deploys = k.ok(&["get", "deployments", "-o", "wide"]);
     assert_eq!(cell(&deploys, "web", "READY"), "2/2", "{deploys}");
     assert_eq!(cell(&deploys, "web", "IMAGES"), "nginx:1.27", "{deploys}");
 
     // get on every kind kubectl users look at.
     let pods = k.ok(&["get", "pods", "-A", "-o", "wide"]);
-    assert!(pods.lines().next().is_some_and(|h| h.contains("READY") && h.contains("NODE")), "{pods}");
+    assert!(
+        pods.lines()
+            .next()
+            .is_some_and(|h| h.contains("READY") && h.contains("NODE")),
+        "{pods}"
+    );
     let ds = k.ok(&["get", "daemonsets", "-A"]);
-    assert!(ds.lines().next().is_some_and(|h| h.contains("DESIRED") && h.contains("NODE SELECTOR")), "{ds}");
+    assert!(
+        ds.lines()
+            .next()
+            .is_some_and(|h| h.contains("DESIRED") && h.contains("NODE SELECTOR")),
+        "{ds}"
+    );
     let ns = k.ok(&["get", "namespaces"]);
     assert_eq!(cell(&ns, "team-a", "STATUS"), "Active", "{ns}");
     let sa = k.ok(&["get", "serviceaccounts", "-n", "team-a"]);
@@ -229,30 +296,55 @@ fn kubectl_works_on_the_sandbox() {
 
     // describe.
     let d = k.ok(&["describe", "service", "lb1"]);
-    assert!(d.contains("LoadBalancer Ingress:") && d.contains("Events:"), "{d}");
+    assert!(
+        d.contains("LoadBalancer Ingress:") && d.contains("Events:"),
+        "{d}"
+    );
     let d = k.ok(&["describe", "deployment", "web"]);
     assert!(d.contains("Replicas:") && d.contains("nginx:1.27"), "{d}");
     k.ok(&["describe", "node", "node-1"]);
 
     // edit through KUBE_EDITOR.
     let editor = dir.path().join("editor.sh");
-    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/^  a: b$/  a: edited/' \"$1\"\n").expect("editor");
-    let status = Command::new("chmod").arg("+x").arg(&editor).status().expect("chmod");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's/^  a: b$/  a: edited/' \"$1\"\n",
+    )
+    .expect("editor");
+    let status = Command::new("chmod")
+        .arg("+x")
+        .arg(&editor)
+        .status()
+        .expect("chmod");
     assert!(status.success());
     let editor_s = editor.display().to_string();
-    let (ok, out, err) = k.run_with(&["edit", "configmap", "cm1"], None, &[("KUBE_EDITOR", &editor_s)]);
+    let (ok, out, err) = k.run_with(
+        &["edit", "configmap", "cm1"],
+        None,
+        &[("KUBE_EDITOR", &editor_s)],
+    );
     assert!(ok, "kubectl edit failed:\n{out}\n{err}");
-    assert_eq!(k.ok(&["get", "configmap", "cm1", "-o", "jsonpath={.data.a}"]), "edited");
+    assert_eq!(
+        k.ok(&["get", "configmap", "cm1", "-o", "jsonpath={.data.a}"]),
+        "edited"
+    );
 
     // apply (client-side), twice.
-    let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  x: \"1\"\n";
+    let manifest =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  x: \"1\"\n";
     k.ok_in(&["apply", "-f", "-"], manifest);
     k.ok_in(&["apply", "-f", "-"], &manifest.replace("\"1\"", "\"2\""));
-    assert_eq!(k.ok(&["get", "configmap", "applied", "-o", "jsonpath={.data.x}"]), "2");
+    assert_eq!(
+        k.ok(&["get", "configmap", "applied", "-o", "jsonpath={.data.x}"]),
+        "2"
+    );
 
     // apply --server-side: two managers, a conflict, then forced.
     let ssa = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  x: \"1\"\n";
-    k.ok_in(&["apply", "--server-side", "--field-manager=alice", "-f", "-"], ssa);
+    k.ok_in(
+        &["apply", "--server-side", "--field-manager=alice", "-f", "-"],
+        ssa,
+    );
     let (ok, out, err) = k.run_with(
         &["apply", "--server-side", "--field-manager=bob", "-f", "-"],
         Some(&ssa.replace("\"1\"", "\"2\"")),
@@ -264,10 +356,24 @@ fn kubectl_works_on_the_sandbox() {
         "{err}"
     );
     k.ok_in(
-        &["apply", "--server-side", "--field-manager=bob", "--force-conflicts", "-f", "-"],
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=bob",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ],
         &ssa.replace("\"1\"", "\"2\""),
     );
-    let managers = k.ok(&["get", "configmap", "ssa", "--show-managed-fields", "-o", "jsonpath={.metadata.managedFields[*].manager}"]);
+    let managers = k.ok(&[
+        "get",
+        "configmap",
+        "ssa",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ]);
     assert!(managers.contains("bob"), "{managers}");
 
     // get -w sees a change made after it started.
@@ -306,12 +412,33 @@ fn kubectl_works_on_the_sandbox() {
     k.ok(&["delete", "configmap", "cm1", "--wait=true", "--timeout=30s"]);
     let (ok, _, err) = k.run(&["get", "configmap", "cm1"]);
     assert!(!ok && err.contains("NotFound"), "{err}");
-    k.ok(&["delete", "deployment", "web", "--wait=true", "--timeout=60s"]);
-    k.ok(&["delete", "namespace", "team-a", "--wait=true", "--timeout=60s"]);
+    k.ok(&[
+        "delete",
+        "deployment",
+        "web",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    k.ok(&[
+        "delete",
+        "namespace",
+        "team-a",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
 
     // events and explain.
     let events = k.ok(&["events", "-A"]);
-    assert!(events.lines().next().is_some_and(|h| h.contains("LAST SEEN")), "{events}");
+    assert!(
+        events
+            .lines()
+            .next()
+            .is_some_and(|h| h.contains("LAST SEEN")),
+        "{events}"
+    );
     let explain = k.ok(&["explain", "service.spec.loadBalancerClass"]);
-    assert!(explain.contains("loadBalancerClass") && explain.contains("string"), "{explain}");
+    assert!(
+        explain.contains("loadBalancerClass") && explain.contains("string"),
+        "{explain}"
+    );
 }

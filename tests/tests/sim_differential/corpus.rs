@@ -106,7 +106,12 @@ pub struct Exchange {
 
 /// Counts for the report.
 pub fn stats(steps: &[Step]) -> String {
-    let kinds: std::collections::BTreeSet<String> = steps.iter().filter_map(kind_of).collect();
+    // Kinds a step reaches with a success (the unknown-resource cases do not count).
+    let kinds: std::collections::BTreeSet<String> = steps
+        .iter()
+        .filter(|s| s.status.is_some_and(|c| c < 300))
+        .filter_map(kind_of)
+        .collect();
     let errors = steps
         .iter()
         .filter(|s| s.status.is_some_and(|c| c >= 400))
@@ -183,7 +188,10 @@ pub async fn run(step: &Step, side: &mut super::Side<'_>) -> anyhow::Result<Exch
                 let v = ex.body.pointer(ptr).ok_or_else(|| {
                     anyhow::anyhow!("{}: nothing at {ptr} to save as {var}", side.name)
                 })?;
-                let text = v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
+                let text = v
+                    .as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| v.to_string());
                 side.vars.insert(var.clone(), text);
             }
             return Ok(ex);

@@ -139,8 +139,7 @@ fn walk(v: &mut Value, key: &str, names: &BTreeMap<String, String>) {
 }
 
 fn shape(key: &str, s: &str, names: &BTreeMap<String, String>) -> Option<String> {
-    if matches!(key, "resourceVersion") && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
-    {
+    if matches!(key, "resourceVersion") && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return Some("<rv>".into());
     }
     if key == "continue" && !s.is_empty() {
@@ -232,7 +231,11 @@ fn uuids_in(s: &str) -> String {
     let mut out = String::new();
     let mut i = 0;
     while i < b.len() {
-        if i + 36 <= b.len() && s.is_char_boundary(i) && s.is_char_boundary(i + 36) && is_uuid(&s[i..i + 36]) {
+        if i + 36 <= b.len()
+            && s.is_char_boundary(i)
+            && s.is_char_boundary(i + 36)
+            && is_uuid(&s[i..i + 36])
+        {
             out.push_str("<uid>");
             i += 36;
         } else {
