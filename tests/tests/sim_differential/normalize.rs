@@ -127,12 +127,11 @@ fn walk(v: &mut Value, key: &str, names: &BTreeMap<String, String>) {
                 *s = n;
             }
         }
-        Value::Number(n) => {
+        Value::Number(n)
             if matches!(key, "nodePort" | "healthCheckNodePort")
-                && n.as_u64().is_some_and(|p| (30000..=32767).contains(&p))
-            {
-                *v = Value::String("<node-port>".into());
-            }
+                && n.as_u64().is_some_and(|p| (30000..=32767).contains(&p)) =>
+        {
+            *v = Value::String("<node-port>".into());
         }
         _ => {}
     }
