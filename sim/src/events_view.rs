@@ -25,53 +25,87 @@ fn rename(obj: &Value, to_v1: bool) -> Map<String, Value> {
     out
 }
 
-/// What a real server requires of an events.k8s.io/v1 Event on create (its
-/// `ValidateEventCreate`): a recorder that leaves one out works against a lenient
-/// simulation and loses every event on a real cluster.
-pub fn validate_v1(obj: &Value) -> Result<(), crate::error::ApiError> {
+/// What kube-apiserver requires of an events.k8s.io/v1 Event on create
+/// (`pkg/apis/core/validation/events.go`, `legacyValidateEvent` then `ValidateEventCreate`):
+/// its `regarding` in its own namespace; with an `eventTime`, a reporting controller and
+/// instance, an action and a reason; an `eventTime`; a `Normal` or `Warning` type.
+pub fn validate_v1(obj: &Value, ns: &str) -> Result<(), crate::error::ApiError> {
     use crate::error::{ApiError, Cause};
     let name = obj
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let text = |field: &str| obj.get(field).and_then(Value::as_str).unwrap_or("");
+    let text = |ptr: &str| obj.pointer(ptr).and_then(Value::as_str).unwrap_or("");
     let mut causes = Vec::new();
-    let mut require = |field: &str, max: usize| {
-        let v = text(field);
-        if v.is_empty() {
-            causes.push(Cause {
-                reason: "FieldValueRequired",
-                field: field.to_string(),
-                message: "Required value".into(),
-            });
-        } else if v.len() > max {
-            causes.push(Cause {
-                reason: "FieldValueInvalid",
-                field: field.to_string(),
-                message: format!("Invalid value: can have at most {max} characters"),
-            });
-        }
+    let required = |field: &str| Cause {
+        reason: "FieldValueRequired",
+        field: field.into(),
+        message: "Required value".into(),
     };
-    require("eventTime", usize::MAX);
-    require("reportingController", 253);
-    require("reportingInstance", 128);
-    require("action", 128);
-    require("reason", 128);
-    if !matches!(text("type"), "Normal" | "Warning") {
+    let regarding_ns = text("/regarding/namespace");
+    let has_time = !text("/eventTime").is_empty();
+    let ns_mismatch = if has_time {
+        regarding_ns.is_empty() && ns != "default" && ns != "kube-system"
+    } else if regarding_ns.is_empty() {
+        !ns.is_empty() && ns != "default"
+    } else {
+        regarding_ns != ns
+    };
+    if ns_mismatch || (!has_time && !regarding_ns.is_empty() && regarding_ns != ns) {
         causes.push(Cause {
-            reason: "FieldValueNotSupported",
-            field: "type".into(),
-            message: format!(
-                "Unsupported value: {:?}: supported values: \"Normal\", \"Warning\"",
-                text("type")
-            ),
+            reason: "FieldValueInvalid",
+            field: "involvedObject.namespace".into(),
+            message: format!("Invalid value: {regarding_ns:?}: does not match event.namespace"),
         });
     }
-    if text("note").len() > 1024 {
+    if has_time {
+        for (field, limit) in [
+            ("reportingController", 0),
+            ("reportingInstance", 128),
+            ("action", 128),
+            ("reason", 128),
+        ] {
+            let v = text(&format!("/{field}"));
+            if v.is_empty() {
+                causes.push(required(field));
+                if field == "reportingController" {
+                    // ValidateQualifiedName of the empty name, as upstream also runs it.
+                    for m in [
+                        "name part must be non-empty",
+                        "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')",
+                    ] {
+                        causes.push(Cause {
+                            reason: "FieldValueInvalid",
+                            field: field.into(),
+                            message: format!("Invalid value: \"\": {m}"),
+                        });
+                    }
+                }
+            } else if limit > 0 && v.len() > limit {
+                causes.push(Cause {
+                    reason: "FieldValueInvalid",
+                    field: field.into(),
+                    message: format!("Invalid value: \"\": can have at most {limit} characters"),
+                });
+            }
+        }
+    }
+    if text("/note").len() > 1024 {
         causes.push(Cause {
             reason: "FieldValueInvalid",
             field: "note".into(),
-            message: "Invalid value: can have at most 1024 bytes".into(),
+            message: "Invalid value: \"\": can have at most 1024 characters".into(),
+        });
+    }
+    if !has_time {
+        causes.push(required("eventTime"));
+    }
+    let ty = text("/type");
+    if !matches!(ty, "Normal" | "Warning") {
+        causes.push(Cause {
+            reason: "FieldValueInvalid",
+            field: "type".into(),
+            message: format!("Invalid value: \"\": has invalid value: {ty}"),
         });
     }
     if causes.is_empty() {
@@ -89,24 +123,18 @@ pub fn core_to_v1(obj: &Value) -> Value {
         Value::String("events.k8s.io/v1".into()),
     );
     out.insert("kind".into(), Value::String("Event".into()));
-    if out.get("reportingController").is_none_or(Value::is_null)
-        && let Some(c) = out
-            .get("deprecatedSource")
-            .and_then(|s| s.get("component"))
-            .cloned()
-    {
-        out.insert("reportingController".into(), c);
+    for (k, v) in [
+        ("deprecatedFirstTimestamp", Value::Null),
+        ("deprecatedLastTimestamp", Value::Null),
+        ("deprecatedSource", Value::Object(Map::new())),
+    ] {
+        out.entry(k).or_insert(v);
     }
-    if out.get("eventTime").is_none_or(Value::is_null) {
-        // The real server fills eventTime from the deprecated timestamps when converting.
-        if let Some(t) = out
-            .get("deprecatedFirstTimestamp")
-            .or_else(|| out.get("deprecatedLastTimestamp"))
-            .and_then(Value::as_str)
-        {
-            let micro = t.trim_end_matches('Z').to_string() + ".000000Z";
-            out.insert("eventTime".into(), Value::String(micro));
-        }
+    if out.get("reportingController").is_some_and(|v| v == "") {
+        out.remove("reportingController");
+    }
+    if out.get("reportingInstance").is_some_and(|v| v == "") {
+        out.remove("reportingInstance");
     }
     Value::Object(out)
 }
@@ -116,11 +144,6 @@ pub fn v1_to_core(obj: &Value) -> Value {
     let mut out = rename(obj, false);
     out.insert("apiVersion".into(), Value::String("v1".into()));
     out.insert("kind".into(), Value::String("Event".into()));
-    if out.get("source").is_none_or(Value::is_null)
-        && let Some(c) = out.get("reportingComponent").cloned()
-    {
-        out.insert("source".into(), serde_json::json!({ "component": c }));
-    }
     Value::Object(out)
 }
 
@@ -140,7 +163,6 @@ mod tests {
         let core = v1_to_core(&v1);
         assert_eq!(core["involvedObject"]["name"], "web");
         assert_eq!(core["message"], "hello");
-        assert_eq!(core["source"]["component"], "portway");
         let back = core_to_v1(&core);
         assert_eq!(back["note"], "hello");
         assert_eq!(back["regarding"], v1["regarding"]);

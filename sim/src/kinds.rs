@@ -59,6 +59,15 @@ impl ResourceKind {
         }
     }
 
+    /// The kind as validation errors name it: `Service`, `DaemonSet.apps`.
+    pub fn qualified_kind(&self) -> String {
+        if self.group.is_empty() || self.is_events_v1() {
+            self.kind.to_string()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
+    }
+
     /// Whether this view is the events.k8s.io rendering of core events.
     pub(crate) fn is_events_v1(&self) -> bool {
         self.group == "events.k8s.io"
@@ -149,7 +158,7 @@ pub fn builtin_kinds() -> Vec<ResourceKind> {
             true,
             &["po"],
             true,
-            false,
+            true,
             false,
             "pods",
         ),
@@ -253,7 +262,7 @@ pub fn builtin_kinds() -> Vec<ResourceKind> {
             true,
             &[],
             false,
-            false,
+            true,
             false,
             "endpointslices",
         ),

@@ -37,6 +37,41 @@ impl PatchType {
     }
 }
 
+/// Decodes a patch body as the real server does: apply configurations are YAML (JSON is
+/// YAML), the others JSON of the right shape (`400` otherwise).
+pub fn decode(ty: PatchType, body: &[u8]) -> Result<Value, crate::error::ApiError> {
+    use crate::error::ApiError;
+    if ty == PatchType::Apply {
+        return serde_yaml::from_slice::<Value>(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")));
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    match (ty, &v) {
+        (PatchType::Json, Value::Array(_)) => Ok(v),
+        (PatchType::Json, other) => Err(ApiError::bad_request(format!(
+            "error decoding patch: json: cannot unmarshal {} into Go value of type jsonpatch.Patch",
+            go_kind(other)
+        ))),
+        (_, Value::Object(_)) => Ok(v),
+        (_, other) => Err(ApiError::bad_request(format!(
+            "error decoding patch: json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
+            go_kind(other)
+        ))),
+    }
+}
+
+fn go_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+        Value::String(_) => "string",
+        Value::Number(_) => "number",
+        Value::Bool(_) => "bool",
+        Value::Null => "null",
+    }
+}
+
 /// Applies `patch` (already parsed) of type `ty` to `target`; the error text becomes a 422.
 pub fn apply(target: &mut Value, ty: PatchType, patch: &Value) -> Result<(), String> {
     match ty {
@@ -177,48 +212,77 @@ fn merge_list(current: Option<&Value>, items: &[Value], path: &mut Vec<String>) 
                 .collect(),
         ),
         ListMerge::Primitive => {
-            let mut out = cur;
-            for i in items {
-                if !out.contains(i) {
-                    out.push(i.clone());
-                }
-            }
-            Value::Array(out)
+            let patch: Vec<Value> = items.iter().filter(|i| !cur.contains(i)).cloned().collect();
+            let server_only: Vec<Value> =
+                cur.iter().filter(|i| !items.contains(i)).cloned().collect();
+            let mut shared: Vec<Value> =
+                items.iter().filter(|i| cur.contains(i)).cloned().collect();
+            shared.extend(patch);
+            Value::Array(merge_sorted(server_only, shared, &cur, |v| v.clone()))
         }
         ListMerge::ByKey(key) => {
-            let mut out = cur;
+            if items
+                .iter()
+                .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"))
+            {
+                return Value::Array(
+                    items
+                        .iter()
+                        .filter(|i| i.get("$patch").is_none())
+                        .cloned()
+                        .collect(),
+                );
+            }
+            let id = |v: &Value| v.get(key).cloned().unwrap_or(Value::Null);
+            let mut merged = Vec::new();
+            let mut deleted = Vec::new();
             for item in items {
-                if item.get("$patch").and_then(Value::as_str) == Some("replace") {
-                    return Value::Array(
-                        items
-                            .iter()
-                            .filter(|i| i.get("$patch").is_none())
-                            .cloned()
-                            .collect(),
-                    );
-                }
-                let id = item.get(key).cloned();
-                let pos = id
-                    .as_ref()
-                    .and_then(|id| out.iter().position(|o| o.get(key) == Some(id)));
                 if item.get("$patch").and_then(Value::as_str) == Some("delete") {
-                    if let Some(p) = pos {
-                        out.remove(p);
-                    }
+                    deleted.push(id(item));
                     continue;
                 }
-                match pos {
-                    Some(p) => strategic(&mut out[p], item, path),
-                    None => {
-                        let mut fresh = Value::Object(Map::new());
-                        strategic(&mut fresh, item, path);
-                        out.push(fresh);
-                    }
-                }
+                let mut out = cur
+                    .iter()
+                    .find(|o| id(o) == id(item))
+                    .cloned()
+                    .unwrap_or_else(|| Value::Object(Map::new()));
+                strategic(&mut out, item, path);
+                merged.push(out);
             }
-            Value::Array(out)
+            let server_only: Vec<Value> = cur
+                .iter()
+                .filter(|o| !deleted.contains(&id(o)) && !merged.iter().any(|m| id(m) == id(o)))
+                .cloned()
+                .collect();
+            Value::Array(merge_sorted(server_only, merged, &cur, id))
         }
     }
+}
+
+/// strategicpatch `mergeSortedSlice`: server-only items and patched items interleaved so
+/// that items the server had keep their order, and new items come before the server-only
+/// items they are compared with.
+fn merge_sorted(
+    left: Vec<Value>,
+    right: Vec<Value>,
+    server: &[Value],
+    id: impl Fn(&Value) -> Value,
+) -> Vec<Value> {
+    let pos = |v: &Value| server.iter().position(|s| id(s) == id(v));
+    let (mut l, mut r) = (left.into_iter().peekable(), right.into_iter().peekable());
+    let mut out = Vec::new();
+    loop {
+        match (l.peek(), r.peek()) {
+            (None, None) => break,
+            (Some(_), None) => out.extend(l.next()),
+            (None, Some(_)) => out.extend(r.next()),
+            (Some(a), Some(b)) => match (pos(a), pos(b)) {
+                (Some(x), Some(y)) if x < y => out.extend(l.next()),
+                _ => out.extend(r.next()),
+            },
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -252,7 +316,9 @@ mod tests {
             "status": {"conditions": [{"type": "X", "$patch": "delete"},
                                        {"type": "Ready", "status": "False"}]}});
         apply(&mut obj, PatchType::Strategic, &patch).expect("patch");
-        assert_eq!(obj["metadata"]["finalizers"], json!(["a", "b"]));
+        // strategicpatch mergeSortedSlice: the new value comes before the server's (as
+        // kube-apiserver answers in the differential test).
+        assert_eq!(obj["metadata"]["finalizers"], json!(["b", "a"]));
         assert_eq!(
             obj["status"]["conditions"],
             json!([{"type": "Ready", "status": "False"}])

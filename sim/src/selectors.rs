@@ -78,10 +78,24 @@ impl LabelSelector {
             } else if let Some((k, rest)) = part.split_once(" in ") {
                 reqs.push(Req::In(valid_key(k.trim())?, set_values(rest)?));
             } else {
-                reqs.push(Req::Exists(valid_key(part.trim())?));
+                let mut words = part.split_whitespace();
+                let key = words.next().unwrap_or("");
+                if let Some(found) = words.next() {
+                    // k8s.io/apimachinery labels.Parser: a key followed by anything but
+                    // an operator.
+                    return Err(format!(
+                        "found '{found}', expected: in, notin, =, ==, !=, gt, lt"
+                    ));
+                }
+                reqs.push(Req::Exists(valid_key(key)?));
             }
         }
         Ok(LabelSelector(reqs))
+    }
+
+    /// Whether the selector selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// Whether an object's `metadata.labels` satisfy every requirement.
@@ -169,6 +183,11 @@ impl FieldSelector {
             out.push((ptr.to_string(), eq, v.trim().to_string()));
         }
         Ok(FieldSelector(out))
+    }
+
+    /// Whether the selector selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// Whether the (stored, core-form) object matches.

@@ -1,14 +1,16 @@
 //! The HTTP front: discovery, routing of resource URLs, the verbs, chunked watch streams,
 //! authentication, authorization and fault injection.
 
+use crate::deletion::{self, DeleteOptions, Deleted};
 use crate::error::ApiError;
 use crate::faults::Faults;
 use crate::kinds::ResourceKind;
 use crate::patch::PatchType;
 use crate::rbac::{self, Attributes, Rbac};
+use crate::registry::WriteOptions;
 use crate::selectors::{FieldSelector, LabelSelector};
-use crate::store::{Change, DeleteOptions, EventType, Store};
-use axum::body::{Body, Bytes};
+use crate::store::Store;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +18,6 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -47,11 +48,13 @@ fn error_response(e: &ApiError) -> Response {
 }
 
 /// Where a resource URL points.
-struct Target<'a> {
-    kind: ResourceKind,
-    namespace: Option<&'a str>,
-    name: Option<&'a str>,
-    status: bool,
+pub(crate) struct Target<'a> {
+    pub(crate) kind: ResourceKind,
+    pub(crate) namespace: Option<&'a str>,
+    pub(crate) name: Option<&'a str>,
+    pub(crate) status: bool,
+    /// `namespaces/NAME/finalize`.
+    pub(crate) finalize: bool,
 }
 
 async fn handle(
@@ -72,7 +75,7 @@ async fn handle(
             .unwrap_or_default();
     match path {
         "/healthz" | "/livez" | "/readyz" => return (StatusCode::OK, "ok").into_response(),
-        "/version" => return json_response(200, &version()),
+        "/version" => return json_response(200, &crate::discovery::version()),
         _ => {}
     }
     // Like a real API server with anonymous auth enabled (the default), a request without
@@ -89,6 +92,15 @@ async fn handle(
             None => return error_response(&ApiError::unauthorized()),
         },
     };
+    if path == "/openapi/v3" {
+        return json_response(200, &crate::openapi::index(&app.store));
+    }
+    if let Some(gv) = path.strip_prefix("/openapi/v3/") {
+        return match crate::openapi::document(&app.store, gv) {
+            Some(doc) => json_response(200, &doc),
+            None => error_response(&ApiError::no_resource()),
+        };
+    }
     if path == "/openapi/v2" {
         // An empty protobuf document: old kubectl then validates nothing client-side, as for
         // a resource without a schema.
@@ -103,7 +115,21 @@ async fn handle(
             .into_response();
     }
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
     let (group, version, rest) = match segs.as_slice() {
+        ["api"] | ["apis"] if crate::discovery::wants_aggregated(accept) => {
+            let body =
+                crate::discovery::aggregated(&app.store, segs.len() == 1 && segs[0] == "api");
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, crate::discovery::AGGREGATED_MEDIA)],
+                serde_json::to_vec(&body).unwrap_or_default(),
+            )
+                .into_response();
+        }
         ["api"] => {
             return json_response(
                 200,
@@ -111,9 +137,9 @@ async fn handle(
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
             );
         }
-        ["apis"] => return json_response(200, &group_list(&app.store)),
+        ["apis"] => return json_response(200, &crate::discovery::group_list(&app.store)),
         ["apis", g] => {
-            return match group_list(&app.store)["groups"]
+            return match crate::discovery::group_list(&app.store)["groups"]
                 .as_array()
                 .and_then(|gs| gs.iter().find(|x| x["name"] == *g))
             {
@@ -127,11 +153,21 @@ async fn handle(
             };
         }
         ["api", v, rest @ ..] => ("", *v, rest),
-        ["apis", g, v, rest @ ..] => (*g, *v, rest),
-        _ => return error_response(&ApiError::not_found("paths", path)),
+        ["apis", g, v, rest @ ..] if app.store.kinds().groups().iter().any(|(x, _)| x == g) => {
+            (*g, *v, rest)
+        }
+        // An unknown path: the Go mux's plain-text answer.
+        _ => {
+            return (
+                StatusCode::NOT_FOUND,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "404 page not found\n",
+            )
+                .into_response();
+        }
     };
     if rest.is_empty() {
-        let list = resource_list(&app.store, group, version);
+        let list = crate::discovery::resource_list(&app.store, group, version);
         return match list {
             Some(l) => json_response(200, &l),
             None => error_response(&ApiError::not_found("groupversions", version)),
@@ -178,70 +214,26 @@ async fn handle(
         };
         return error_response(&e);
     }
-    let result = serve(&app, &target, verb, &query, &headers, &body, &user).await;
-    match result {
+    let wopts = write_options(&query, &headers, &user);
+    let result = serve(&app, &target, verb, &query, &headers, &body, &wopts).await;
+    let mut response = match result {
         Ok(r) => r,
         Err(e) => error_response(&e),
-    }
-}
-
-fn version() -> Value {
-    json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-portway-sim",
-        "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-        "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24.0", "compiler": "gc",
-        "platform": "linux/amd64"})
-}
-
-fn group_list(store: &Store) -> Value {
-    let groups: Vec<Value> = store
-        .kinds()
-        .groups()
-        .into_iter()
-        .map(|(g, versions)| {
-            let vs: Vec<Value> = versions
-                .iter()
-                .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
-                .collect();
-            json!({"name": g, "versions": vs, "preferredVersion": vs[0]})
-        })
-        .collect();
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
-}
-
-fn resource_list(store: &Store, group: &str, version: &str) -> Option<Value> {
-    let kinds: Vec<&ResourceKind> = store
-        .kinds()
-        .all()
-        .iter()
-        .filter(|k| k.group == group && k.version == version)
-        .collect();
-    if kinds.is_empty() {
-        return None;
-    }
-    let gv = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
     };
-    let mut resources = Vec::new();
-    for k in kinds {
-        resources.push(json!({
-            "name": k.plural, "singularName": k.singular, "namespaced": k.namespaced,
-            "kind": k.kind,
-            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
-            "shortNames": k.short_names, "categories": k.categories,
-        }));
-        if k.status {
-            resources.push(
-                json!({"name": format!("{}/status", k.plural), "singularName": "",
-                "namespaced": k.namespaced, "kind": k.kind, "verbs": ["get", "patch", "update"]}),
-            );
+    let mut warnings =
+        std::mem::take(&mut *wopts.warnings.lock().unwrap_or_else(|p| p.into_inner()));
+    if target.kind.storage == "endpoints" {
+        warnings.push(
+            "v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice".into(),
+        );
+    }
+    for w in warnings {
+        let text = format!("299 - {}", serde_json::to_string(&w).unwrap_or_default());
+        if let Ok(v) = header::HeaderValue::from_str(&text) {
+            response.headers_mut().append("warning", v);
         }
     }
-    Some(
-        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
-        "resources": resources}),
-    )
+    response
 }
 
 fn route<'a>(
@@ -258,25 +250,22 @@ fn route<'a>(
             tail.get(1).copied(),
         ),
         [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
-        [] => return Err(ApiError::not_found("resources", "")),
+        [] => return Err(ApiError::no_resource()),
     };
     let kind = store
         .kinds()
         .find(group, version, plural)
         .cloned()
-        .ok_or_else(|| ApiError::not_found("resources", plural))?;
+        .ok_or_else(ApiError::no_resource)?;
     if !kind.namespaced && ns.is_some() {
         return Err(ApiError::not_found(plural, name.unwrap_or("")));
     }
+    let finalize = sub == Some("finalize") && kind.storage == "namespaces";
     let status = match sub {
         None => false,
         Some("status") if kind.status => true,
-        Some(s) => {
-            return Err(ApiError::not_found(
-                &format!("{plural}/{s}"),
-                name.unwrap_or(""),
-            ));
-        }
+        Some("finalize") if finalize => false,
+        Some(_) => return Err(ApiError::no_resource()),
     };
     if kind.namespaced && ns.is_none() && name.is_some() {
         return Err(ApiError::not_found(plural, name.unwrap_or("")));
@@ -286,24 +275,62 @@ fn route<'a>(
         namespace: ns,
         name,
         status,
+        finalize,
     })
 }
 
-fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
-    if let Ok(v) = serde_json::from_slice::<Value>(body) {
-        return Ok(v);
-    }
+/// Decodes a create or update body by its media type: JSON, YAML or Kubernetes protobuf;
+/// anything else is `415`, as the real server's negotiation answers.
+fn parse_body(kind: &ResourceKind, headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    if ct.contains("yaml") {
-        return serde_yaml::from_slice::<Value>(body)
-            .map_err(|e| ApiError::bad_request(format!("the body is not valid YAML: {e}")));
+        .unwrap_or("application/json");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    let unrecognized = |e: String| {
+        ApiError::bad_request(format!(
+            "the object provided is unrecognized (must be of type {}): couldn't get version/kind; json parse error: {e} ({})",
+            kind.kind,
+            String::from_utf8_lossy(body)
+        ))
+    };
+    match media {
+        "application/json" | "" | "*/*" => {
+            serde_json::from_slice::<Value>(body).map_err(|e| unrecognized(e.to_string()))
+        }
+        "application/yaml" => {
+            serde_yaml::from_slice::<Value>(body).map_err(|e| unrecognized(e.to_string()))
+        }
+        "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the object provided is unrecognized (must be of type {}): {e}",
+                kind.kind
+            ))
+        }),
+        _ => Err(ApiError::unsupported_body_media()),
     }
-    Err(ApiError::bad_request(
-        "the body of the request could not be decoded as JSON",
-    ))
+}
+
+fn accept(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+}
+
+pub(crate) fn include_object(q: &HashMap<String, String>) -> &str {
+    q.get("includeObject")
+        .map(String::as_str)
+        .unwrap_or("Metadata")
+}
+
+fn table_response(table: &Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, crate::tables::TABLE_MEDIA)],
+        serde_json::to_vec(table).unwrap_or_default(),
+    )
+        .into_response()
 }
 
 fn list_kind(kind: &ResourceKind) -> String {
@@ -318,7 +345,7 @@ async fn serve(
     q: &HashMap<String, String>,
     headers: &HeaderMap,
     body: &Bytes,
-    user: &str,
+    wopts: &WriteOptions,
 ) -> Result<Response, ApiError> {
     let store = &app.store;
     let ns = t.namespace.unwrap_or("");
@@ -332,9 +359,29 @@ async fn serve(
     match verb {
         "get" => {
             let name = t.name.unwrap_or("");
-            Ok(json_response(200, &store.get(&t.kind, ns, name)?))
+            let obj = store.get(&t.kind, ns, name)?;
+            if crate::tables::wanted(accept(headers)) {
+                let rv = obj
+                    .pointer("/metadata/resourceVersion")
+                    .cloned()
+                    .unwrap_or(json!(""));
+                let table = crate::tables::table(
+                    &t.kind,
+                    &[obj],
+                    json!({"resourceVersion": rv}),
+                    include_object(q),
+                );
+                return Ok(table_response(&table));
+            }
+            Ok(json_response(200, &obj))
         }
         "list" => {
+            if q.get("resourceVersionMatch").is_some_and(|m| m == "Exact")
+                && let Some(rv) = q.get("resourceVersion").and_then(|r| r.parse::<u64>().ok())
+                && rv <= store.compacted()
+            {
+                return Err(ApiError::gone_list(rv, store.compacted()));
+            }
             let limit = q.get("limit").and_then(|l| l.parse().ok());
             let page = store.list(
                 &t.kind,
@@ -358,7 +405,20 @@ async fn serve(
             let mut meta = json!({"resourceVersion": page.resource_version.to_string()});
             if let Some(c) = page.continue_token {
                 meta["continue"] = json!(c);
-                meta["remainingItemCount"] = json!(page.remaining);
+                // Counted only when no selector filters the list (the count would be a
+                // guess otherwise).
+                if labels.is_empty() && fields.is_empty() {
+                    meta["remainingItemCount"] = json!(page.remaining);
+                }
+            }
+            if crate::tables::wanted(accept(headers)) {
+                let mut full = items;
+                for item in &mut full {
+                    item["apiVersion"] = json!(t.kind.api_version());
+                    item["kind"] = json!(t.kind.kind);
+                }
+                let table = crate::tables::table(&t.kind, &full, meta, include_object(q));
+                return Ok(table_response(&table));
             }
             Ok(json_response(
                 200,
@@ -366,59 +426,85 @@ async fn serve(
                     "metadata": meta, "items": items}),
             ))
         }
-        "watch" => watch(app, t, q, labels, fields),
+        "watch" => crate::watch::watch(
+            app,
+            t,
+            q,
+            labels,
+            fields,
+            crate::tables::wanted(accept(headers)),
+        ),
         "create" => {
             if t.kind.namespaced && t.namespace.is_none() {
                 return Err(ApiError::method_not_allowed());
             }
-            let obj = parse_body(headers, body)?;
-            // A real server refuses this (500 from its storage layer): re-POSTing an
-            // object read back from the server must not pass here.
+            let obj = parse_body(&t.kind, headers, body)?;
+            // A real server refuses this (500 from its storage layer, without a reason):
+            // re-POSTing an object read back from the server must not pass here.
             if crate::store::rv_of(&obj).is_some() {
-                return Err(ApiError::internal(
+                let mut e = ApiError::internal(
                     "resourceVersion should not be set on objects to be created",
-                ));
+                );
+                e.reason = "";
+                return Err(e);
             }
-            let out = store.create(&t.kind, ns, obj, user)?;
+            let out = store.create(&t.kind, ns, obj, wopts)?;
             Ok(json_response(201, &out))
         }
-        "update" => {
-            let obj = parse_body(headers, body)?;
-            let out = store.update(&t.kind, ns, t.name.unwrap_or(""), obj, t.status, user)?;
+        "update" if t.finalize => {
+            let obj = parse_body(&t.kind, headers, body)?;
+            let out = store.finalize_namespace(&t.kind, t.name.unwrap_or(""), obj, wopts)?;
             Ok(json_response(200, &out))
+        }
+        "update" => {
+            let obj = parse_body(&t.kind, headers, body)?;
+            let existed = store.get(&t.kind, ns, t.name.unwrap_or("")).is_ok();
+            let out = store.update(&t.kind, ns, t.name.unwrap_or(""), obj, t.status, wopts)?;
+            Ok(json_response(if existed { 200 } else { 201 }, &out))
         }
         "patch" => {
             let ct = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("");
-            let ty =
-                PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media(ct))?;
-            let patch = if ty == PatchType::Apply {
-                serde_yaml::from_slice::<Value>(body)
-                    .map_err(|e| ApiError::bad_request(format!("invalid apply body: {e}")))?
-            } else {
-                serde_json::from_slice::<Value>(body)
-                    .map_err(|e| ApiError::bad_request(format!("invalid patch body: {e}")))?
-            };
-            let out = store.patch(
+            let ty = PatchType::from_content_type(ct).ok_or_else(ApiError::unsupported_media)?;
+            let patch = crate::patch::decode(ty, body)?;
+            if ty == PatchType::Apply
+                && wopts.manager == "unknown"
+                && !q.contains_key("fieldManager")
+            {
+                let mut e = ApiError::invalid(
+                    "PatchOptions.meta.k8s.io",
+                    "",
+                    vec![crate::error::Cause {
+                        reason: "FieldValueRequired",
+                        field: "fieldManager".into(),
+                        message: "Required value: is required for apply patch".into(),
+                    }],
+                );
+                e.details = Some(Box::new((String::new(), "PatchOptions".into())));
+                e.group = "meta.k8s.io".into();
+                return Err(e);
+            }
+            let (out, created) = store.patch(
                 &t.kind,
                 ns,
                 t.name.unwrap_or(""),
                 ty,
                 &patch,
                 t.status,
-                user,
+                wopts,
             )?;
-            Ok(json_response(200, &out))
+            Ok(json_response(if created { 201 } else { 200 }, &out))
         }
         "delete" => {
-            let opts = delete_options(body);
-            let out = store.delete(&t.kind, ns, t.name.unwrap_or(""), &opts, user)?;
-            Ok(json_response(200, &out))
+            let opts = delete_options(q, body);
+            let out = store.delete(&t.kind, ns, t.name.unwrap_or(""), &opts, wopts)?;
+            Ok(json_response(200, &deleted_body(&t.kind, out)))
         }
         "deletecollection" => {
             let page = store.list(&t.kind, t.namespace, &labels, &fields, None, None)?;
+            let opts = delete_options(q, body);
             let mut deleted = Vec::new();
             for item in page.items {
                 let name = item
@@ -431,7 +517,14 @@ async fn serve(
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string();
-                if let Ok(o) = store.delete(&t.kind, &ons, &name, &DeleteOptions::default(), user) {
+                if let Ok(Deleted::Gone(o) | Deleted::Pending(o)) =
+                    store.delete(&t.kind, &ons, &name, &opts, wopts)
+                {
+                    let mut o = o;
+                    if let Some(m) = o.as_object_mut() {
+                        m.remove("apiVersion");
+                        m.remove("kind");
+                    }
                     deleted.push(o);
                 }
             }
@@ -446,7 +539,35 @@ async fn serve(
     }
 }
 
-fn delete_options(body: &Bytes) -> DeleteOptions {
+/// The write options of a request: who, under which field manager (`fieldManager`, else
+/// the User-Agent up to its first `/`, else `unknown`), dry run, forced apply.
+fn write_options(q: &HashMap<String, String>, headers: &HeaderMap, user: &str) -> WriteOptions {
+    let manager = q
+        .get("fieldManager")
+        .filter(|m| !m.is_empty())
+        .cloned()
+        .or_else(|| {
+            headers
+                .get(header::USER_AGENT)
+                .and_then(|h| h.to_str().ok())
+                .map(|ua| ua.split('/').next().unwrap_or("").to_string())
+                .filter(|m| !m.is_empty())
+        })
+        .unwrap_or_else(|| "unknown".to_string());
+    WriteOptions {
+        user: user.to_string(),
+        manager,
+        dry_run: q.get("dryRun").is_some_and(|d| d == "All"),
+        force: q.get("force").is_some_and(|f| f == "true"),
+        validation: crate::typed::FieldValidation::parse(
+            q.get("fieldValidation").map(String::as_str),
+        ),
+        warnings: Default::default(),
+    }
+}
+
+/// `DeleteOptions` from the body and the query (the query wins, as upstream).
+fn delete_options(q: &HashMap<String, String>, body: &Bytes) -> DeleteOptions {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     DeleteOptions {
         uid: v
@@ -457,144 +578,42 @@ fn delete_options(body: &Bytes) -> DeleteOptions {
             .pointer("/preconditions/resourceVersion")
             .and_then(Value::as_str)
             .map(String::from),
+        propagation: q
+            .get("propagationPolicy")
+            .cloned()
+            .or_else(|| {
+                v.get("propagationPolicy")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
+            .or_else(|| {
+                v.get("orphanDependents")
+                    .and_then(Value::as_bool)
+                    .map(|o| if o { "Orphan" } else { "Background" }.to_string())
+            }),
+        grace_period: q
+            .get("gracePeriodSeconds")
+            .and_then(|g| g.parse().ok())
+            .or_else(|| v.get("gracePeriodSeconds").and_then(Value::as_i64)),
     }
 }
 
-/// Whether a change is visible to a watcher, and as what (selector transitions become
-/// ADDED/DELETED like the real watch cache does).
-fn visible(
-    c: &Change,
-    ns: Option<&str>,
-    labels: &LabelSelector,
-    fields: &FieldSelector,
-) -> Option<EventType> {
-    if let Some(ns) = ns
-        && c.namespace != ns
-    {
-        return None;
+/// What a DELETE answers: the object for registries that return it or while it waits for
+/// finalizers, else a `Status` naming what was deleted.
+fn deleted_body(kind: &ResourceKind, d: Deleted) -> Value {
+    match d {
+        Deleted::Gone(o) if !deletion::returns_object(kind.storage) => {
+            let mut details = json!({
+                "name": o.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
+                "kind": kind.plural,
+                "uid": o.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
+            });
+            if !kind.group.is_empty() {
+                details["group"] = json!(kind.group);
+            }
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "details": details})
+        }
+        Deleted::Gone(o) | Deleted::Pending(o) => o,
     }
-    let now = labels.matches(&c.object) && fields.matches(&c.object);
-    match c.kind {
-        EventType::Added | EventType::Deleted => now.then_some(c.kind),
-        EventType::Modified => {
-            let before = c
-                .previous
-                .as_ref()
-                .is_some_and(|p| labels.matches(p) && fields.matches(p));
-            match (before, now) {
-                (true, true) => Some(EventType::Modified),
-                (false, true) => Some(EventType::Added),
-                (true, false) => Some(EventType::Deleted),
-                (false, false) => None,
-            }
-        }
-    }
-}
-
-fn line(ty: &str, object: &Value) -> Bytes {
-    let mut v = serde_json::to_vec(&json!({"type": ty, "object": object})).unwrap_or_default();
-    v.push(b'\n');
-    Bytes::from(v)
-}
-
-fn watch(
-    app: &App,
-    t: &Target<'_>,
-    q: &HashMap<String, String>,
-    labels: LabelSelector,
-    fields: FieldSelector,
-) -> Result<Response, ApiError> {
-    let from = q
-        .get("resourceVersion")
-        .filter(|r| !r.is_empty() && *r != "0")
-        .map(|r| {
-            r.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {r:?}")))
-        })
-        .transpose()?;
-    let timeout = q
-        .get("timeoutSeconds")
-        .and_then(|s| s.parse::<u64>().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(1800));
-    let bookmarks = matches!(
-        q.get("allowWatchBookmarks").map(String::as_str),
-        Some("true" | "1")
-    );
-    let kind = t.kind.clone();
-    let ns = t.namespace.map(String::from);
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
-    let registered = match from {
-        Some(rv) if app.faults.take_expired_watch() => {
-            Err(ApiError::gone(rv, app.store.resource_version()))
-        }
-        _ => app.store.watch(&kind, from),
-    };
-    let store = app.store.clone();
-    let mut drops = app.faults.drops();
-    drops.mark_unchanged();
-    let every = app.bookmark_every;
-    tokio::spawn(async move {
-        let (replay, mut live, start_rv) = match registered {
-            Ok(w) => (w.replay, w.live, w.rv),
-            Err(e) => {
-                let _ = tx.send(Ok(line("ERROR", &e.to_status()))).await;
-                return;
-            }
-        };
-        let mut last = start_rv;
-        for c in replay {
-            last = last.max(c.rv);
-            if let Some(ty) = visible(&c, ns.as_deref(), &labels, &fields)
-                && tx
-                    .send(Ok(line(ty.as_str(), &store.view(&kind, &c.object))))
-                    .await
-                    .is_err()
-            {
-                return;
-            }
-        }
-        let deadline = tokio::time::sleep(timeout);
-        tokio::pin!(deadline);
-        let mut tick = tokio::time::interval(every);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = &mut deadline => break,
-                _ = drops.changed() => break,
-                _ = tick.tick(), if bookmarks => {
-                    let bm = json!({"kind": kind.kind, "apiVersion": kind.api_version(),
-                        "metadata": {"resourceVersion": last.to_string()}});
-                    if tx.send(Ok(line("BOOKMARK", &bm))).await.is_err() {
-                        return;
-                    }
-                }
-                msg = live.recv() => match msg {
-                    Ok(c) => {
-                        if c.rv <= last || c.storage != kind.storage {
-                            if c.rv > last { last = c.rv; }
-                            continue;
-                        }
-                        last = c.rv;
-                        if let Some(ty) = visible(&c, ns.as_deref(), &labels, &fields)
-                            && tx.send(Ok(line(ty.as_str(), &store.view(&kind, &c.object)))).await.is_err()
-                        {
-                            return;
-                        }
-                    }
-                    // A watcher too slow for the broadcast buffer is cut off; it resumes from
-                    // its last resourceVersion like after any dropped connection.
-                    Err(broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(broadcast::error::RecvError::Closed) => break,
-                }
-            }
-        }
-    });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        Body::from_stream(stream),
-    )
-        .into_response())
 }

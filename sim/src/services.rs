@@ -14,21 +14,13 @@ const NODE_PORT_MIN: u16 = 30000;
 const NODE_PORT_MAX: u16 = 32767;
 
 /// Allocations shared by all Services.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct ServiceAlloc {
     node_ports: HashMap<u16, String>,
     cluster_ips: HashSet<IpAddr>,
     next_v4: u32,
     next_v6: u32,
     next_port: u16,
-}
-
-fn cause(reason: &'static str, field: impl Into<String>, message: impl Into<String>) -> Cause {
-    Cause {
-        reason,
-        field: field.into(),
-        message: message.into(),
-    }
 }
 
 fn owner(obj: &Value) -> String {
@@ -47,7 +39,91 @@ fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
     v.pointer(ptr).and_then(Value::as_str)
 }
 
+/// `SetDefaults_Service` (pkg/apis/core/v1/defaults.go): what decoding a Service fills in,
+/// owned by the writer in `managedFields`.
+pub(crate) fn scheme_defaults(obj: &mut Value) {
+    let Some(spec) = obj.get_mut("spec").filter(|s| s.is_object()) else {
+        return;
+    };
+    if spec.get("sessionAffinity").is_none_or(Value::is_null) {
+        spec["sessionAffinity"] = json!("None");
+    }
+    if spec["sessionAffinity"] == "None"
+        && let Some(m) = spec.as_object_mut()
+    {
+        m.remove("sessionAffinityConfig");
+    }
+    if spec["sessionAffinity"] == "ClientIP"
+        && spec
+            .pointer("/sessionAffinityConfig/clientIP/timeoutSeconds")
+            .is_none()
+    {
+        spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 10800}});
+    }
+    if spec.get("type").is_none_or(Value::is_null) {
+        spec["type"] = json!("ClusterIP");
+    }
+    let ty = spec["type"].as_str().unwrap_or("").to_string();
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports {
+            if p.get("protocol").is_none_or(Value::is_null) {
+                p["protocol"] = json!("TCP");
+            }
+            let target = p.get("targetPort");
+            if target.is_none_or(|t| t.is_null() || *t == json!(0) || *t == json!("")) {
+                p["targetPort"] = p.get("port").cloned().unwrap_or(json!(0));
+            }
+        }
+    }
+    let external_ips = spec
+        .get("externalIPs")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    let externally =
+        ty == "LoadBalancer" || ty == "NodePort" || (ty == "ClusterIP" && external_ips);
+    if externally
+        && spec
+            .get("externalTrafficPolicy")
+            .is_none_or(|v| v.is_null() || *v == json!(""))
+    {
+        spec["externalTrafficPolicy"] = json!("Cluster");
+    }
+    if matches!(ty.as_str(), "NodePort" | "LoadBalancer" | "ClusterIP")
+        && spec.get("internalTrafficPolicy").is_none_or(Value::is_null)
+    {
+        spec["internalTrafficPolicy"] = json!("Cluster");
+    }
+    if ty == "LoadBalancer"
+        && spec
+            .get("allocateLoadBalancerNodePorts")
+            .is_none_or(Value::is_null)
+    {
+        spec["allocateLoadBalancerNodePorts"] = json!(true);
+    }
+    if ty == "LoadBalancer" {
+        default_ip_mode(obj);
+    }
+}
+
+fn default_ip_mode(obj: &mut Value) {
+    if let Some(ing) = obj
+        .pointer_mut("/status/loadBalancer/ingress")
+        .and_then(Value::as_array_mut)
+    {
+        for i in ing {
+            if i.get("ip").is_some_and(|ip| ip != "") && i.get("ipMode").is_none() {
+                i["ipMode"] = json!("VIP");
+            }
+        }
+    }
+}
+
 impl ServiceAlloc {
+    /// A copy to allocate from in a dry run (whose allocations are thrown away).
+    pub(crate) fn clone_if(&self, dry_run: bool) -> Option<ServiceAlloc> {
+        dry_run.then(|| self.clone())
+    }
+
     fn alloc_ip(&mut self, v6: bool) -> Option<IpAddr> {
         for _ in 0..70000 {
             let ip = if v6 {
@@ -107,197 +183,94 @@ impl ServiceAlloc {
         }
     }
 
-    /// Defaults and validates a Service on create (`old` = None) or update, allocating what
-    /// it needs. Nothing is allocated when validation fails.
+    /// Admits a Service on create (`old` = None) or update as the real registry does:
+    /// type-dependent fields dropped and allocated values carried over on update,
+    /// cluster IPs and node ports allocated (`BeginCreate`/`BeginUpdate`), then validated.
+    /// Nothing stays allocated when either step fails.
     pub(crate) fn admit(&mut self, new: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
         let name = str_at(new, "/metadata/name").unwrap_or("").to_string();
         let who = owner(new);
-        let mut causes = Vec::new();
         if !new.get("spec").is_some_and(Value::is_object) {
             new["spec"] = json!({});
         }
-        let spec = &mut new["spec"];
+        if let Some(old) = old {
+            drop_type_dependent_fields(new, old);
+            patch_allocated_values(new, old);
+        }
+        let mut txn = Txn {
+            owned_ips: old.map(ips_of).unwrap_or_default(),
+            ..Default::default()
+        };
+        let mut errs = self.allocate(new, &who, &mut txn);
+        if errs.is_empty() {
+            errs = crate::service_validation::validate(new, old);
+        }
+        if !errs.is_empty() {
+            self.rollback(txn);
+            return Err(ApiError::invalid("Service", &name, errs));
+        }
+        if let Some(old) = old {
+            let keep_ports: HashSet<u16> = node_ports_of(new).into_iter().collect();
+            for p in node_ports_of(old) {
+                if !keep_ports.contains(&p) && self.node_ports.get(&p) == Some(&who) {
+                    self.node_ports.remove(&p);
+                }
+            }
+            let keep_ips: HashSet<IpAddr> = ips_of(new).into_iter().collect();
+            for ip in ips_of(old) {
+                if !keep_ips.contains(&ip) {
+                    self.cluster_ips.remove(&ip);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self, txn: Txn) {
+        for p in txn.ports {
+            self.node_ports.remove(&p);
+        }
+        for ip in txn.ips {
+            self.cluster_ips.remove(&ip);
+        }
+    }
+
+    /// Families, cluster IPs, node ports and the health check port (the registry's
+    /// `allocateCreate`/`allocateUpdate`); the errors it finds.
+    fn allocate(&mut self, svc: &mut Value, who: &str, txn: &mut Txn) -> Vec<Cause> {
+        let mut errs = Vec::new();
+        let spec = &mut svc["spec"];
         let ty = spec
             .get("type")
             .and_then(Value::as_str)
             .unwrap_or("ClusterIP")
             .to_string();
-        spec["type"] = json!(ty);
-        let is_lb = ty == "LoadBalancer";
-        let has_node_ports = is_lb || ty == "NodePort";
-        if !matches!(
-            ty.as_str(),
-            "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
-        ) {
-            causes.push(cause(
-                "FieldValueNotSupported",
-                "spec.type",
-                format!("Unsupported value: {ty:?}: supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""),
-            ));
+        if ty == "ExternalName" {
+            return errs;
         }
-        // Fields that only make sense for some types are dropped when the type changes, as
-        // the real server's dropTypeDependentFields does.
-        if let Some(old) = old {
-            let old_ty = str_at(old, "/spec/type").unwrap_or("ClusterIP");
-            if old_ty == "LoadBalancer"
-                && !is_lb
-                && let Some(m) = spec.as_object_mut()
-            {
-                m.remove("loadBalancerClass");
-                m.remove("allocateLoadBalancerNodePorts");
-                m.remove("healthCheckNodePort");
-            }
-            if !has_node_ports
-                && let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut)
-            {
-                for p in ports {
-                    if let Some(m) = p.as_object_mut() {
-                        m.remove("nodePort");
-                    }
-                }
-            }
-        }
-        let class = spec
-            .get("loadBalancerClass")
-            .and_then(Value::as_str)
-            .map(String::from);
-        if class.is_some() && !is_lb {
-            causes.push(cause(
-                "FieldValueForbidden",
-                "spec.loadBalancerClass",
-                "Forbidden: may only be used when `type` is 'LoadBalancer'",
-            ));
-        }
-        if let Some(old) = old
-            && str_at(old, "/spec/type") == Some("LoadBalancer")
-            && is_lb
-            && str_at(old, "/spec/loadBalancerClass") != class.as_deref()
-        {
-            causes.push(cause(
-                "FieldValueInvalid",
-                "spec.loadBalancerClass",
-                format!("Invalid value: {class:?}: may not change once set"),
-            ));
-        }
-        if spec.get("sessionAffinity").is_none() {
-            spec["sessionAffinity"] = json!("None");
-        }
-        if ty != "ExternalName" && spec.get("internalTrafficPolicy").is_none() {
-            spec["internalTrafficPolicy"] = json!("Cluster");
-        }
-        if has_node_ports && spec.get("externalTrafficPolicy").is_none() {
-            spec["externalTrafficPolicy"] = json!("Cluster");
-        }
-        if is_lb && spec.get("allocateLoadBalancerNodePorts").is_none() {
-            spec["allocateLoadBalancerNodePorts"] = json!(true);
-        }
-        let etp = spec
-            .get("externalTrafficPolicy")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        if etp == "Local" && !has_node_ports {
-            causes.push(cause(
-                "FieldValueInvalid",
-                "spec.externalTrafficPolicy",
-                "may only be set when `type` is 'NodePort' or 'LoadBalancer'",
-            ));
-        }
-
-        // Ports: protocol defaults, targetPort, duplicates.
-        let mut seen = HashSet::new();
-        let mut wanted_node_ports: Vec<(usize, Option<u16>)> = Vec::new();
-        let old_ports: Vec<Value> = old
-            .and_then(|o| o.pointer("/spec/ports"))
+        let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
+        let given: Vec<String> = spec
+            .get("clusterIPs")
             .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let alloc_node_ports = has_node_ports
-            && !(is_lb && spec.get("allocateLoadBalancerNodePorts") == Some(&json!(false)));
-        if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
-            let many = ports.len() > 1;
-            for (i, p) in ports.iter_mut().enumerate() {
-                let proto = p
-                    .get("protocol")
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
+            .filter(|v: &Vec<String>| !v.is_empty())
+            .or_else(|| {
+                spec.get("clusterIP")
                     .and_then(Value::as_str)
-                    .unwrap_or("TCP")
-                    .to_string();
-                p["protocol"] = json!(proto);
-                let port = p.get("port").and_then(Value::as_u64).unwrap_or(0);
-                if !(1..=65535).contains(&port) {
-                    causes.push(cause(
-                        "FieldValueInvalid",
-                        format!("spec.ports[{i}].port"),
-                        format!("Invalid value: {port}: must be between 1 and 65535, inclusive"),
-                    ));
-                }
-                if many
-                    && p.get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .is_empty()
-                {
-                    causes.push(cause(
-                        "FieldValueRequired",
-                        format!("spec.ports[{i}].name"),
-                        "Required value",
-                    ));
-                }
-                if !seen.insert((port, proto.clone())) {
-                    causes.push(cause(
-                        "FieldValueDuplicate",
-                        format!("spec.ports[{i}]"),
-                        format!("Duplicate value: {{port: {port}, protocol: {proto}}}"),
-                    ));
-                }
-                if p.get("targetPort").is_none() {
-                    p["targetPort"] = json!(port);
-                }
-                if alloc_node_ports {
-                    let given = p.get("nodePort").and_then(Value::as_u64).map(|n| n as u16);
-                    let kept = given.or_else(|| {
-                        old_ports
-                            .iter()
-                            .find(|o| {
-                                o.get("port").and_then(Value::as_u64) == Some(port)
-                                    && o.get("protocol").and_then(Value::as_str)
-                                        == Some(proto.as_str())
-                            })
-                            .and_then(|o| o.get("nodePort"))
-                            .and_then(Value::as_u64)
-                            .map(|n| n as u16)
-                    });
-                    wanted_node_ports.push((i, kept));
-                }
-            }
-        } else if ty != "ExternalName" {
-            causes.push(cause("FieldValueRequired", "spec.ports", "Required value"));
-        }
-        for (i, np) in &wanted_node_ports {
-            if let Some(np) = np {
-                if !(NODE_PORT_MIN..=NODE_PORT_MAX).contains(np) {
-                    causes.push(cause(
-                        "FieldValueInvalid",
-                        format!("spec.ports[{i}].nodePort"),
-                        format!("Invalid value: {np}: provided port is not in the valid range. The range of valid ports is 30000-32767"),
-                    ));
-                } else if self.node_ports.get(np).is_some_and(|o| *o != who) {
-                    causes.push(cause(
-                        "FieldValueInvalid",
-                        format!("spec.ports[{i}].nodePort"),
-                        format!("Invalid value: {np}: provided port is already allocated"),
-                    ));
-                }
-            }
-        }
-
-        // Families and cluster IPs.
+                    .filter(|s| !s.is_empty())
+                    .map(|s| vec![s.to_string()])
+            })
+            .unwrap_or_default();
         let policy = spec
             .get("ipFamilyPolicy")
             .and_then(Value::as_str)
             .unwrap_or("SingleStack")
             .to_string();
-        let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
         let mut families: Vec<String> = spec
             .get("ipFamilies")
             .and_then(Value::as_array)
@@ -308,64 +281,15 @@ impl ServiceAlloc {
                     .collect()
             })
             .unwrap_or_default();
-        let old_ips: Vec<String> = match old {
-            Some(o) => o
-                .pointer("/spec/clusterIPs")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(String::from)
-                        .collect()
-                })
-                .unwrap_or_default(),
-            None => {
-                let given: Vec<String> = spec
-                    .get("clusterIPs")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .map(String::from)
-                            .collect()
-                    })
-                    .or_else(|| {
-                        spec.get("clusterIP")
-                            .and_then(Value::as_str)
-                            .map(|s| vec![s.to_string()])
-                    })
-                    .unwrap_or_default();
-                let given: Vec<String> = given
-                    .into_iter()
-                    .filter(|s| !s.is_empty() && s != "None")
-                    .collect();
-                for (i, ip) in given.iter().enumerate() {
-                    match ip.parse::<IpAddr>() {
-                        Ok(addr) if self.cluster_ips.contains(&addr) => causes.push(cause(
-                            "FieldValueInvalid",
-                            format!("spec.clusterIPs[{i}]"),
-                            format!("Invalid value: {ip:?}: failed to allocate IP {ip}: provided IP is already allocated"),
-                        )),
-                        Ok(_) => {}
-                        Err(_) => causes.push(cause(
-                            "FieldValueInvalid",
-                            format!("spec.clusterIPs[{i}]"),
-                            format!("Invalid value: {ip:?}: must be a valid IP address"),
-                        )),
-                    }
-                }
-                given
-            }
-        };
         if families.is_empty() {
-            families = if old_ips.is_empty() {
-                vec!["IPv4".to_string()]
-            } else {
-                old_ips
-                    .iter()
-                    .map(|ip| if ip.contains(':') { "IPv6" } else { "IPv4" }.to_string())
-                    .collect()
-            };
+            families = given
+                .iter()
+                .filter(|ip| *ip != "None")
+                .map(|ip| if ip.contains(':') { "IPv6" } else { "IPv4" }.to_string())
+                .collect();
+        }
+        if families.is_empty() {
+            families.push("IPv4".into());
         }
         if policy != "SingleStack" && families.len() == 1 {
             let other = if families[0] == "IPv4" {
@@ -376,131 +300,298 @@ impl ServiceAlloc {
             families.push(other.to_string());
         }
         if policy == "SingleStack" && families.len() > 1 {
-            causes.push(cause(
-                "FieldValueInvalid",
-                "spec.ipFamilies",
-                "Invalid value: when spec.ipFamilyPolicy is SingleStack only one family may be given",
-            ));
-        }
-        if !matches!(
-            policy.as_str(),
-            "SingleStack" | "PreferDualStack" | "RequireDualStack"
-        ) {
-            causes.push(cause(
-                "FieldValueNotSupported",
+            errs.push(crate::service_validation::invalid(
                 "spec.ipFamilyPolicy",
-                format!("Unsupported value: {policy:?}"),
+                &json!(policy),
+                "must be RequireDualStack or PreferDualStack when multiple 'ipFamilies' are specified",
             ));
+            return errs;
         }
-        if let Some(old) = old
-            && ty != "ExternalName"
-            && let (Some(a), Some(b)) = (
-                str_at(old, "/spec/clusterIP"),
-                spec.get("clusterIP").and_then(Value::as_str),
-            )
-            && a != b
-            && !b.is_empty()
-        {
-            causes.push(cause(
-                "FieldValueInvalid",
-                "spec.clusterIPs[0]",
-                "Invalid value: field is immutable",
-            ));
-        }
-        if !causes.is_empty() {
-            return Err(ApiError::invalid("Service", &name, causes));
-        }
-
-        // All checks passed: allocate.
-        if ty != "ExternalName" && !headless {
+        spec["ipFamilyPolicy"] = json!(policy);
+        spec["ipFamilies"] = json!(families);
+        if headless {
+            spec["clusterIPs"] = json!(["None"]);
+        } else {
             let mut ips = Vec::new();
             for (i, fam) in families.iter().enumerate() {
-                let ip = match old_ips.get(i) {
-                    Some(ip) => {
-                        if let Ok(addr) = ip.parse::<IpAddr>() {
-                            self.cluster_ips.insert(addr);
+                match given.get(i) {
+                    Some(ip) => match ip.parse::<IpAddr>() {
+                        Ok(addr) => {
+                            if self.cluster_ips.insert(addr) {
+                                txn.ips.push(addr);
+                            } else if !txn.owned_ips.contains(&addr) {
+                                errs.push(crate::service_validation::invalid(
+                                    format!("spec.clusterIPs[{i}]"),
+                                    &json!(ip),
+                                    &format!("failed to allocate IP {ip}: provided IP is already allocated"),
+                                ));
+                            }
+                            ips.push(ip.clone());
                         }
-                        ip.clone()
-                    }
-                    None => match self.alloc_ip(fam == "IPv6") {
-                        Some(ip) => ip.to_string(),
-                        None => return Err(ApiError::internal("cluster IP range is full")),
+                        Err(_) => ips.push(ip.clone()),
                     },
-                };
-                ips.push(ip);
-            }
-            spec["clusterIP"] = json!(ips[0]);
-            spec["clusterIPs"] = json!(ips);
-        } else if headless {
-            spec["clusterIPs"] = json!(["None"]);
-        }
-        if ty != "ExternalName" {
-            spec["ipFamilies"] = json!(families);
-            spec["ipFamilyPolicy"] = json!(policy);
-        }
-        // nodePorts: release the ones this Service no longer uses, then allocate.
-        self.node_ports
-            .retain(|p, o| *o != who || wanted_node_ports.iter().any(|(_, w)| *w == Some(*p)));
-        let mut assigned = Vec::new();
-        for (i, np) in wanted_node_ports {
-            let np = match np {
-                Some(np) => {
-                    self.node_ports.insert(np, who.clone());
-                    np
+                    None => match self.alloc_ip(fam == "IPv6") {
+                        Some(ip) => {
+                            txn.ips.push(ip);
+                            ips.push(ip.to_string());
+                        }
+                        None => errs.push(crate::service_validation::invalid(
+                            format!("spec.clusterIPs[{i}]"),
+                            &Value::Null,
+                            "range is full",
+                        )),
+                    },
                 }
-                None => self
-                    .alloc_port(&who)
-                    .ok_or_else(|| ApiError::internal("nodePort range is full"))?,
-            };
-            assigned.push((i, np));
+            }
+            if let Some(first) = ips.first() {
+                spec["clusterIP"] = json!(first);
+            }
+            spec["clusterIPs"] = json!(ips);
         }
+        let is_lb = ty == "LoadBalancer";
+        let want_node_ports = ty == "NodePort"
+            || (is_lb && spec.get("allocateLoadBalancerNodePorts") != Some(&json!(false)));
         if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
-            for (i, np) in assigned {
-                ports[i]["nodePort"] = json!(np);
+            for (i, p) in ports.iter_mut().enumerate() {
+                let given = p
+                    .get("nodePort")
+                    .and_then(Value::as_u64)
+                    .filter(|n| *n != 0);
+                match given {
+                    Some(np) => {
+                        if let Some(e) =
+                            self.claim_port(np, who, &format!("spec.ports[{i}].nodePort"), txn)
+                        {
+                            errs.push(e);
+                        }
+                    }
+                    None if want_node_ports => match self.alloc_port(who) {
+                        Some(np) => {
+                            txn.ports.push(np);
+                            p["nodePort"] = json!(np);
+                        }
+                        None => errs.push(crate::service_validation::invalid(
+                            format!("spec.ports[{i}].nodePort"),
+                            &Value::Null,
+                            "range is full",
+                        )),
+                    },
+                    None => {}
+                }
             }
         }
-        if is_lb && etp == "Local" {
-            let hc = spec
+        let local = spec.get("externalTrafficPolicy").and_then(Value::as_str) == Some("Local");
+        if is_lb && local {
+            match spec
                 .get("healthCheckNodePort")
                 .and_then(Value::as_u64)
-                .map(|n| n as u16)
-                .or_else(|| {
-                    old.and_then(|o| o.pointer("/spec/healthCheckNodePort"))
-                        .and_then(Value::as_u64)
-                        .map(|n| n as u16)
-                });
-            let hc = match hc {
-                Some(p) => {
-                    self.node_ports.insert(p, who.clone());
-                    p
+                .filter(|n| *n != 0)
+            {
+                Some(hc) => {
+                    if let Some(e) = self.claim_port(hc, who, "spec.healthCheckNodePort", txn) {
+                        errs.push(e);
+                    }
                 }
-                None => self
-                    .alloc_port(&who)
-                    .ok_or_else(|| ApiError::internal("nodePort range is full"))?,
-            };
-            spec["healthCheckNodePort"] = json!(hc);
-        } else if let Some(m) = spec.as_object_mut() {
-            m.remove("healthCheckNodePort");
+                None => match self.alloc_port(who) {
+                    Some(hc) => {
+                        txn.ports.push(hc);
+                        spec["healthCheckNodePort"] = json!(hc);
+                    }
+                    None => errs.push(crate::service_validation::invalid(
+                        "spec.healthCheckNodePort",
+                        &Value::Null,
+                        "range is full",
+                    )),
+                },
+            }
         }
-        Ok(())
+        errs
+    }
+
+    /// Takes a node port a Service asks for by number.
+    fn claim_port(&mut self, np: u64, who: &str, field: &str, txn: &mut Txn) -> Option<Cause> {
+        let in_range = (NODE_PORT_MIN as u64..=NODE_PORT_MAX as u64).contains(&np);
+        if !in_range {
+            return Some(crate::service_validation::invalid(
+                field,
+                &json!(np),
+                &format!(
+                    "provided port is not in the valid range. The range of valid ports is {NODE_PORT_MIN}-{NODE_PORT_MAX}"
+                ),
+            ));
+        }
+        let np = np as u16;
+        match self.node_ports.get(&np) {
+            Some(o) if o != who => Some(crate::service_validation::invalid(
+                field,
+                &json!(np),
+                "provided port is already allocated",
+            )),
+            Some(_) => None,
+            None => {
+                self.node_ports.insert(np, who.to_string());
+                txn.ports.push(np);
+                None
+            }
+        }
     }
 }
 
-/// Defaults `ipMode: VIP` on load-balancer ingress entries with an IP, as the real server
-/// does since the LoadBalancerIPMode feature (1.30).
+/// What one admission allocated, to undo on failure.
+#[derive(Default)]
+struct Txn {
+    ports: Vec<u16>,
+    ips: Vec<IpAddr>,
+    /// IPs the Service already held (an update keeps them).
+    owned_ips: Vec<IpAddr>,
+}
+
+fn node_ports_of(svc: &Value) -> Vec<u16> {
+    let mut out: Vec<u16> = svc
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("nodePort").and_then(Value::as_u64))
+        .map(|n| n as u16)
+        .collect();
+    if let Some(hc) = svc
+        .pointer("/spec/healthCheckNodePort")
+        .and_then(Value::as_u64)
+    {
+        out.push(hc as u16);
+    }
+    out
+}
+
+fn ips_of(svc: &Value) -> Vec<IpAddr> {
+    svc.pointer("/spec/clusterIPs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// `dropTypeDependentFields` (pkg/registry/core/service/strategy.go): when the type changes,
+/// fields the new type cannot have are cleared if the user left them as they were.
+fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
+    let new_ty = str_at(new, "/spec/type").unwrap_or("ClusterIP").to_string();
+    let old_ty = str_at(old, "/spec/type").unwrap_or("ClusterIP").to_string();
+    if new_ty == old_ty {
+        return;
+    }
+    let same = |new: &Value, ptr: &str| new.pointer(ptr) == old.pointer(ptr);
+    let needs_node_ports = new_ty == "NodePort" || new_ty == "LoadBalancer";
+    if !needs_node_ports {
+        let old_ports = old
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+            for p in ports {
+                let np = p.get("nodePort").cloned();
+                let was = old_ports
+                    .iter()
+                    .any(|o| o.get("port") == p.get("port") && o.get("nodePort") == np.as_ref());
+                if was && let Some(m) = p.as_object_mut() {
+                    m.remove("nodePort");
+                }
+            }
+        }
+    }
+    let spec_drop = |new: &mut Value, field: &str, cond: bool| {
+        if cond
+            && same(new, &format!("/spec/{field}"))
+            && let Some(m) = new["spec"].as_object_mut()
+        {
+            m.remove(field);
+        }
+    };
+    let lb = new_ty == "LoadBalancer";
+    spec_drop(new, "healthCheckNodePort", !lb);
+    spec_drop(new, "allocateLoadBalancerNodePorts", !lb);
+    spec_drop(new, "loadBalancerClass", !lb);
+    let external = |v: &Value| {
+        let ty = str_at(v, "/spec/type").unwrap_or("ClusterIP");
+        ty == "NodePort"
+            || ty == "LoadBalancer"
+            || (ty == "ClusterIP"
+                && v.pointer("/spec/externalIPs")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| !a.is_empty()))
+    };
+    let was_external = external(old);
+    let is_external = external(new);
+    spec_drop(new, "externalTrafficPolicy", was_external && !is_external);
+    if new_ty == "ExternalName" {
+        spec_drop(new, "clusterIP", true);
+        spec_drop(new, "clusterIPs", true);
+        spec_drop(new, "ipFamilies", true);
+        spec_drop(new, "ipFamilyPolicy", true);
+        spec_drop(new, "internalTrafficPolicy", true);
+    }
+}
+
+/// `patchAllocatedValues` (pkg/registry/core/service/storage/storage.go): an update that
+/// leaves allocated values out keeps them.
+fn patch_allocated_values(new: &mut Value, old: &Value) {
+    let ty = str_at(new, "/spec/type").unwrap_or("ClusterIP").to_string();
+    if ty == "ExternalName" {
+        return;
+    }
+    if str_at(new, "/spec/clusterIP").unwrap_or("").is_empty() {
+        for f in ["clusterIP", "clusterIPs"] {
+            if let Some(v) = old.pointer(&format!("/spec/{f}")) {
+                new["spec"][f] = v.clone();
+            }
+        }
+    }
+    if ty == "NodePort" || ty == "LoadBalancer" {
+        let old_ports = old
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(ports) = new.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+            for p in ports {
+                if p.get("nodePort").and_then(Value::as_u64).unwrap_or(0) == 0
+                    && let Some(np) = old_ports
+                        .iter()
+                        .find(|o| {
+                            o.get("port") == p.get("port") && o.get("protocol") == p.get("protocol")
+                        })
+                        .and_then(|o| o.get("nodePort"))
+                {
+                    p["nodePort"] = np.clone();
+                }
+            }
+        }
+    }
+    if ty == "LoadBalancer"
+        && str_at(new, "/spec/externalTrafficPolicy") == Some("Local")
+        && new
+            .pointer("/spec/healthCheckNodePort")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            == 0
+        && let Some(hc) = old.pointer("/spec/healthCheckNodePort")
+    {
+        new["spec"]["healthCheckNodePort"] = hc.clone();
+    }
+}
+
+/// A Service's status is always rendered with `loadBalancer` (a non-pointer struct), and
+/// ingress entries of a LoadBalancer with an IP get `ipMode: VIP`, as the real server does
+/// since the LoadBalancerIPMode feature (1.30).
 pub(crate) fn default_status(obj: &mut Value) {
     if obj.pointer("/status/loadBalancer").is_none() {
         obj["status"]["loadBalancer"] = json!({});
     }
-    if let Some(ing) = obj
-        .pointer_mut("/status/loadBalancer/ingress")
-        .and_then(Value::as_array_mut)
-    {
-        for i in ing {
-            if i.get("ip").is_some() && i.get("ipMode").is_none() {
-                i["ipMode"] = json!("VIP");
-            }
-        }
+    if obj.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer") {
+        default_ip_mode(obj);
     }
 }
 
@@ -509,7 +600,9 @@ mod tests {
     use super::*;
 
     fn svc(name: &str, spec: Value) -> Value {
-        json!({"metadata": {"name": name, "namespace": "default"}, "spec": spec})
+        let mut s = json!({"metadata": {"name": name, "namespace": "default"}, "spec": spec});
+        scheme_defaults(&mut s);
+        s
     }
 
     #[test]
@@ -580,9 +673,11 @@ mod tests {
         a.admit(&mut s, None).expect("valid");
         let mut changed = s.clone();
         changed["spec"]["loadBalancerClass"] = json!("y");
+        scheme_defaults(&mut changed);
         assert!(a.admit(&mut changed, Some(&s)).is_err());
         let mut to_cip = s.clone();
         to_cip["spec"]["type"] = json!("ClusterIP");
+        scheme_defaults(&mut to_cip);
         a.admit(&mut to_cip, Some(&s))
             .expect("type change drops class");
         assert!(to_cip["spec"].get("loadBalancerClass").is_none());

@@ -7,12 +7,25 @@
 //! `PodScheduled=False, reason Unschedulable`; the kubelet makes bound pods Running and Ready
 //! (not Ready on a NotReady node) and DaemonSet status counts follow.
 
-use crate::store::{Change, DeleteOptions, SYSTEM_USER, Store};
+use crate::deletion::DeleteOptions;
+use crate::registry::WriteOptions;
+use crate::store::{Change, Store};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
+
+/// The manager name of kube-controller-manager's writes.
+const KCM: &str = "kube-controller-manager";
+
+/// A delete with no grace period, as kubelet sends once a pod's containers stopped.
+fn gone_now() -> DeleteOptions {
+    DeleteOptions {
+        grace_period: Some(0),
+        ..Default::default()
+    }
+}
 
 /// Which simulated controllers run.
 #[derive(Debug, Clone, Copy)]
@@ -215,10 +228,13 @@ pub(crate) async fn run(store: Arc<Store>, sw: Switches) {
     let mut ips = PodIps::default();
     reconcile(&store, sw, &mut ips);
     loop {
-        match rx.recv().await {
-            Ok(c) if !relevant(&c) => continue,
-            Ok(_) | Err(RecvError::Lagged(_)) => {}
-            Err(RecvError::Closed) => return,
+        // Changes wake the controllers; a slow tick drives what waits on time (namespaces
+        // that terminate after a while).
+        let woke = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
+        match woke {
+            Ok(Ok(c)) if !relevant(&c) => continue,
+            Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) | Err(_) => {}
+            Ok(Err(RecvError::Closed)) => return,
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
         while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
@@ -229,7 +245,10 @@ pub(crate) async fn run(store: Arc<Store>, sw: Switches) {
 }
 
 fn relevant(c: &Change) -> bool {
-    matches!(c.storage, "nodes" | "pods" | "daemonsets")
+    matches!(
+        c.storage,
+        "nodes" | "pods" | "daemonsets" | "deployments" | "namespaces"
+    ) || c.object.pointer("/metadata/deletionTimestamp").is_some()
 }
 
 #[derive(Default)]
@@ -252,6 +271,17 @@ impl PodIps {
 }
 
 fn reconcile(store: &Store, sw: Switches, ips: &mut PodIps) {
+    // The garbage collector and namespace controller run whatever the switches say, as
+    // kube-controller-manager does beside any kubelet.
+    for _ in 0..8 {
+        if !store.collect_garbage() {
+            break;
+        }
+    }
+    crate::controllers::namespaces(store);
+    if sw.daemonsets {
+        crate::controllers::deployments(store);
+    }
     let (Some(pod_kind), Some(ds_kind)) = (store.kind_of("pods"), store.kind_of("daemonsets"))
     else {
         return;
@@ -315,7 +345,7 @@ fn reconcile(store: &Store, sw: Switches, ips: &mut PodIps) {
                         &ns,
                         pname,
                         &DeleteOptions::default(),
-                        SYSTEM_USER,
+                        &WriteOptions::system(KCM),
                     );
                 } else {
                     covered.insert(node);
@@ -346,7 +376,7 @@ fn reconcile(store: &Store, sw: Switches, ips: &mut PodIps) {
                     },
                     "spec": spec,
                 });
-                let _ = store.create(&pod_kind, &ns, pod, SYSTEM_USER);
+                let _ = store.create(&pod_kind, &ns, pod, &WriteOptions::system(KCM));
             }
         }
     }
@@ -379,9 +409,24 @@ fn schedule_and_run(
         let ns = s(p, "/metadata/namespace");
         let name = s(p, "/metadata/name");
         if p.pointer("/metadata/deletionTimestamp").is_some() {
+            // Kubelet stops the containers and deletes the pod for good.
+            if p.pointer("/metadata/finalizers").is_none() {
+                let _ = store.delete(
+                    pod_kind,
+                    ns,
+                    name,
+                    &gone_now(),
+                    &WriteOptions::system("kubelet"),
+                );
+            }
             continue;
         }
+        let gated = p
+            .pointer("/spec/schedulingGates")
+            .and_then(Value::as_array)
+            .is_some_and(|g| !g.is_empty());
         match p.pointer("/spec/nodeName").and_then(Value::as_str) {
+            None | Some("") if gated => {}
             None | Some("") => {
                 // Scheduling: the target node (DaemonSet pods) or any fitting ready node.
                 let spec = p.get("spec").cloned().unwrap_or(json!({}));
@@ -405,7 +450,14 @@ fn schedule_and_run(
                         used.entry(n.to_string()).or_default().extend(wanted);
                         let mut next = (**p).clone();
                         next["spec"]["nodeName"] = json!(n);
-                        let _ = store.update(pod_kind, ns, name, next, false, SYSTEM_USER);
+                        let _ = store.update(
+                            pod_kind,
+                            ns,
+                            name,
+                            next,
+                            false,
+                            &WriteOptions::system("kube-scheduler"),
+                        );
                     }
                     None => {
                         let port_clash = candidates.iter().any(|n| {
@@ -430,7 +482,14 @@ fn schedule_and_run(
                             let mut next = (**p).clone();
                             next["status"]["phase"] = json!("Pending");
                             next["status"]["conditions"] = cond;
-                            let _ = store.update(pod_kind, ns, name, next, true, SYSTEM_USER);
+                            let _ = store.update(
+                                pod_kind,
+                                ns,
+                                name,
+                                next,
+                                true,
+                                &WriteOptions::system("kube-scheduler"),
+                            );
                         }
                     }
                 }
@@ -439,7 +498,7 @@ fn schedule_and_run(
                 let Some(node) = nodes.get(node_name) else {
                     // Pod garbage collection for pods bound to a node that is gone.
                     let _ =
-                        store.delete(pod_kind, ns, name, &DeleteOptions::default(), SYSTEM_USER);
+                        store.delete(pod_kind, ns, name, &gone_now(), &WriteOptions::system(KCM));
                     continue;
                 };
                 let ready = node_ready(node);
@@ -511,7 +570,14 @@ fn schedule_and_run(
                 if p.get("status") != Some(&status) {
                     let mut next = (**p).clone();
                     next["status"] = status;
-                    let _ = store.update(pod_kind, ns, name, next, true, SYSTEM_USER);
+                    let _ = store.update(
+                        pod_kind,
+                        ns,
+                        name,
+                        next,
+                        true,
+                        &WriteOptions::system("kubelet"),
+                    );
                 }
             }
         }
@@ -562,12 +628,20 @@ fn ds_status(store: &Store, ds_kind: &crate::kinds::ResourceKind, nodes: &HashMa
             .iter()
             .filter(|p| s(p, "/metadata/labels/pod-template-generation") == generation.to_string())
             .count();
-        let status = json!({
+        // DaemonSetStatus: the first four are rendered even when 0, the rest omitted.
+        let mut status = json!({
             "currentNumberScheduled": scheduled, "desiredNumberScheduled": desired,
-            "numberMisscheduled": 0, "numberReady": ready, "numberAvailable": ready,
-            "numberUnavailable": desired.saturating_sub(ready),
-            "updatedNumberScheduled": updated, "observedGeneration": generation,
+            "numberMisscheduled": 0, "numberReady": ready, "observedGeneration": generation,
         });
+        for (k, v) in [
+            ("numberAvailable", ready),
+            ("numberUnavailable", desired.saturating_sub(ready)),
+            ("updatedNumberScheduled", updated),
+        ] {
+            if v > 0 {
+                status[k] = json!(v);
+            }
+        }
         if ds.get("status") != Some(&status) {
             let mut next = (*ds).clone();
             next["status"] = status;
@@ -577,7 +651,7 @@ fn ds_status(store: &Store, ds_kind: &crate::kinds::ResourceKind, nodes: &HashMa
                 s(&ds, "/metadata/name"),
                 next,
                 true,
-                SYSTEM_USER,
+                &WriteOptions::system(KCM),
             );
         }
     }
