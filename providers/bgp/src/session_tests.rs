@@ -305,6 +305,31 @@ fn hold_timer_expiry_sends_code_4_and_reconnects() {
 }
 
 #[test]
+fn bfd_down_resets_with_cease_bfd_down_and_reconnects() {
+    let mut p = Pair::ebgp();
+    p.start();
+    assert!(p.established());
+    p.a.handle_bfd_down(p.now);
+    p.pump();
+    assert_eq!(
+        p.view.notifications,
+        vec![(6, 10)],
+        "Cease / BFD Down (RFC 9384)"
+    );
+    assert_eq!(p.a.stats().flaps, 1);
+    assert_eq!(
+        p.a.stats().last_error.as_deref(),
+        Some("BFD session went down")
+    );
+    // Idle: BFD going down again changes nothing; the backoff brings the session back.
+    p.a.handle_bfd_down(p.now);
+    assert_eq!(p.a.state(), State::Idle);
+    p.b.start(p.now);
+    p.run_for(Duration::from_secs(2));
+    assert!(p.established());
+}
+
+#[test]
 fn routes_are_diffed_not_reset() {
     let mut p = Pair::ebgp();
     p.a.set_routes(

@@ -8,6 +8,8 @@
 //! sent, prefixes advertised, flaps) is published on another `watch`
 //! channel for metrics.
 
+use crate::bfd::BfdStatus;
+use crate::bfd::driver::{self as bfd_driver, BfdPeer};
 use crate::config::{BgpConfig, ConfigIssue, SecretRef};
 use crate::md5;
 use crate::route::{RouteSet, Routes};
@@ -43,9 +45,6 @@ pub struct NodeInfo {
 /// Tunables that are not part of the configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpeakerOptions {
-    /// Graceful restart time announced (RFC 4724); `None` omits the
-    /// capability, so a crash makes routers drop our routes at once.
-    pub graceful_restart_time: Option<u16>,
     /// How long a TCP connect may take.
     pub connect_timeout: Duration,
     /// First reconnect delay after a failure.
@@ -59,7 +58,6 @@ pub struct SpeakerOptions {
 impl Default for SpeakerOptions {
     fn default() -> Self {
         Self {
-            graceful_restart_time: Some(120),
             connect_timeout: Duration::from_secs(10),
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
@@ -110,6 +108,8 @@ pub struct PeerStatus {
     /// Counters (UPDATEs sent, prefixes advertised, flaps, last error, ...).
     #[serde(flatten)]
     pub stats: SessionStats,
+    /// The BFD session with this router, when the peer has `bfd:`.
+    pub bfd: Option<BfdStatus>,
 }
 
 /// Starts speakers; see [`Speaker::spawn`].
@@ -206,7 +206,12 @@ impl Speaker {
                 // Validated above: whole seconds within u16.
                 hold_time: p.hold_time.as_secs().min(u64::from(u16::MAX)) as u16,
                 keepalive_time: p.keepalive_time.as_secs().min(u64::from(u16::MAX)) as u16,
-                graceful_restart_time: options.graceful_restart_time,
+                // Validated above: 1..=4095 s.
+                graceful_restart_time: p.graceful_restart.then(|| {
+                    p.graceful_restart_time
+                        .as_secs()
+                        .min(crate::config::MAX_RESTART_TIME) as u16
+                }),
                 node_ipv4: node.ipv4,
                 node_ipv6: node.ipv6,
                 connect_timeout: options.connect_timeout,
@@ -214,25 +219,40 @@ impl Speaker {
                 backoff_min: options.backoff_min,
                 backoff_max: options.backoff_max,
             };
-            peers.push((dialer, p.asn, session));
+            let bfd = p.bfd.as_ref().map(|b| BfdPeer {
+                remote: address,
+                source: dialer.source,
+                timers: b.timers(),
+            });
+            peers.push((dialer, p.asn, session, bfd));
         }
         let initial: Vec<PeerStatus> = peers
             .iter()
-            .map(|(d, asn, _)| PeerStatus {
+            .map(|(d, asn, _, bfd)| PeerStatus {
                 address: d.remote,
                 asn: *asn,
                 state: State::Idle,
                 stats: SessionStats::default(),
+                bfd: bfd.as_ref().map(|_| BfdStatus::default()),
             })
             .collect();
         let (routes_tx, _) = watch::channel(Arc::new(RouteSet::default()));
         let (shutdown_tx, _) = watch::channel(false);
         let (status_tx, status_rx) = watch::channel(initial);
         let status_tx = Arc::new(status_tx);
-        let tasks = peers
+        let _guard = runtime.enter();
+        let bfd_peers: Vec<BfdPeer> = peers.iter().filter_map(|p| p.3.clone()).collect();
+        let mut bfd_task = None;
+        let mut bfd_status = Vec::new().into_iter();
+        if !bfd_peers.is_empty() {
+            let h = bfd_driver::spawn(bfd_peers, shutdown_tx.subscribe());
+            bfd_task = Some(h.task);
+            bfd_status = h.status.into_iter();
+        }
+        let mut tasks: Vec<JoinHandle<()>> = peers
             .into_iter()
             .enumerate()
-            .map(|(index, (dialer, asn, session))| {
+            .map(|(index, (dialer, asn, session, bfd))| {
                 let task = PeerTask {
                     index,
                     asn,
@@ -243,10 +263,13 @@ impl Speaker {
                     status: status_tx.clone(),
                     flush_timeout: options.flush_timeout,
                     node: node.name.clone(),
+                    bfd: bfd.and_then(|_| bfd_status.next()),
+                    bfd_downs: 0,
                 };
                 runtime.spawn(task.run())
             })
             .collect();
+        tasks.extend(bfd_task);
         Ok(SpeakerHandle {
             routes: routes_tx,
             shutdown: shutdown_tx,
@@ -313,6 +336,8 @@ struct PeerTask {
     status: Arc<watch::Sender<Vec<PeerStatus>>>,
     flush_timeout: Duration,
     node: String,
+    bfd: Option<watch::Receiver<BfdStatus>>,
+    bfd_downs: u64,
 }
 
 /// The open connection, split so reads and writes proceed independently.
@@ -358,6 +383,18 @@ async fn write(w: Option<&mut OwnedWriteHalf>, buf: &[u8]) -> io::Result<usize> 
     match w {
         Some(w) if !buf.is_empty() => w.write(buf).await,
         _ => std::future::pending().await,
+    }
+}
+
+/// How often the BFD session has gone down from Up, at its next change; `None` once the
+/// BFD task is gone.
+async fn bfd_changed(rx: Option<&mut watch::Receiver<BfdStatus>>) -> Option<u64> {
+    match rx {
+        Some(rx) => {
+            rx.changed().await.ok()?;
+            Some(rx.borrow_and_update().downs)
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -408,6 +445,7 @@ impl PeerTask {
             asn: self.asn,
             state: self.session.state(),
             stats: self.session.stats().clone(),
+            bfd: self.bfd.as_ref().map(|b| b.borrow().clone()),
         };
         self.status.send_if_modified(|all| match all.get_mut(self.index) {
             Some(slot) if *slot != new => {
@@ -484,6 +522,17 @@ impl PeerTask {
                     let desired = self.desired();
                     self.session.set_routes(Instant::now().into_std(), desired);
                 }
+                res = bfd_changed(self.bfd.as_mut()) => match res {
+                    // Counted, not compared state to state: a Down and Up again between two
+                    // looks is still a failure the BGP session must not outlive.
+                    Some(downs) if downs > self.bfd_downs => {
+                        self.bfd_downs = downs;
+                        // The router stopped hearing us, or we it: the BGP session is dead too.
+                        self.session.handle_bfd_down(Instant::now().into_std());
+                    }
+                    Some(_) => {}
+                    None => self.bfd = None,
+                },
                 _ = self.shutdown.changed() => break,
             }
         }

@@ -53,6 +53,9 @@ fn config(port: u16) -> BgpConfig {
             ebgp_multihop: 1,
             node_selector: BTreeMap::new(),
             password_secret: None,
+            graceful_restart: false,
+            graceful_restart_time: Duration::from_secs(120),
+            bfd: None,
         }],
         advertisements: vec![],
     }
@@ -233,4 +236,50 @@ async fn ebgp_hop_limit_is_set_for_both_families_before_connect() {
         assert_eq!(hops, 3, "hop limit towards {remote}");
         let _ = accept.await;
     }
+}
+
+/// The first message a speaker sends to a raw listener: its OPEN.
+async fn first_open(config: &BgpConfig, listener: TcpListener) -> crate::wire::PeerOpen {
+    let node = NodeInfo {
+        name: "n1".into(),
+        ..NodeInfo::default()
+    };
+    let h = Speaker::spawn(config, &node, |_| None).expect("spawn");
+    let (mut stream, _) = listener.accept().await.expect("accept");
+    let mut buf = Vec::new();
+    let open = loop {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed before the OPEN");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some((msg, _)) = crate::wire::decode(&buf).expect("well-formed") {
+            break msg;
+        }
+    };
+    drop(stream);
+    h.shutdown().await;
+    match open {
+        crate::wire::Message::Open(o) => o,
+        other => panic!("expected OPEN, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn graceful_restart_is_announced_only_when_the_peer_asks_for_it() {
+    // Default: no capability, so a router drops our routes when the session drops.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let open = first_open(&config(port), listener).await;
+    assert!(
+        !open.graceful_restart,
+        "graceful restart must be off by default"
+    );
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let mut cfg = config(port);
+    cfg.peers[0].graceful_restart = true;
+    cfg.peers[0].graceful_restart_time = Duration::from_secs(30);
+    let open = first_open(&cfg, listener).await;
+    assert!(open.graceful_restart);
 }
