@@ -188,7 +188,12 @@ impl BfdSession {
         }
         if self.remote_min_rx.is_zero() {
             self.next_tx = None;
-        } else if self.next_tx.is_none() {
+        } else if self
+            .next_tx
+            .is_none_or(|t| t > now + self.desired_min_tx().max(self.remote_min_rx))
+        {
+            // The peer now accepts packets faster than we planned the next one (it sped up
+            // after Up): a packet that late would expire its shorter detection time.
             self.schedule_tx(now);
         }
     }

@@ -254,3 +254,37 @@ fn foreign_or_premature_packets_are_ignored() {
     s.handle_timeout(now + Duration::from_millis(500));
     assert_eq!(s.poll_transmit(), None);
 }
+
+#[test]
+fn a_peer_that_speeds_up_is_served_at_once() {
+    // The router accepts one packet a second while Down, 100 ms once Up; a packet planned
+    // on the slow rate must not keep us silent past its new, short detection time.
+    let now = Instant::now();
+    let mut s = BfdSession::new(timers(100), 5, 3, now);
+    let slow = Control {
+        diag: 0,
+        state: WireState::Init,
+        poll: false,
+        fin: false,
+        detect_mult: 3,
+        my_discr: 9,
+        your_discr: 5,
+        desired_min_tx: Duration::from_secs(1),
+        required_min_rx: Duration::from_secs(1),
+    };
+    s.handle_packet(now, &slow);
+    assert_eq!(s.state(), BfdState::Up);
+    while s.poll_transmit().is_some() {}
+    assert!(s.poll_timeout().expect("tx") >= now + Duration::from_millis(750));
+    let t = now + Duration::from_millis(20);
+    let fast = Control {
+        state: WireState::Up,
+        poll: true,
+        desired_min_tx: Duration::from_millis(100),
+        required_min_rx: Duration::from_millis(100),
+        ..slow
+    };
+    s.handle_packet(t, &fast);
+    assert!(s.poll_transmit().expect("final").fin);
+    assert!(s.poll_timeout().expect("tx") <= t + Duration::from_millis(100));
+}
