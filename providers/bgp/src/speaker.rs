@@ -2,9 +2,11 @@
 //! the [`Session`]'s handle/poll/sleep; [`SpeakerHandle`] is what the node
 //! agent holds.
 //!
-//! Routes travel through a `watch` channel holding the full desired set, so
-//! a burst of changes collapses into the latest set and each peer task diffs
-//! it against what its router already has. Per-peer status (state, UPDATEs
+//! Routes: the handle keeps the full desired set and, per peer, the prefixes changed
+//! since that peer last looked; a `watch` counter wakes the peer tasks, so a burst of
+//! changes collapses into one pass that touches only the changed prefixes (the set is
+//! compared once, in [`SpeakerHandle::set_routes`]; [`SpeakerHandle::update`] skips even
+//! that). Per-peer status (state, UPDATEs
 //! sent, prefixes advertised, flaps) is published on another `watch`
 //! channel for metrics.
 
@@ -12,15 +14,16 @@ use crate::bfd::BfdStatus;
 use crate::bfd::driver::{self as bfd_driver, BfdPeer};
 use crate::config::{BgpConfig, ConfigIssue, SecretRef};
 use crate::md5;
-use crate::route::{RouteSet, Routes};
+use crate::route::{RouteAttrs, RouteSet, Routes};
 use crate::session::{Output, Session, SessionConfig, SessionStats, State};
+use ipnet::IpNet;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -120,11 +123,26 @@ pub struct Speaker;
 /// waiting); prefer [`SpeakerHandle::shutdown`].
 #[derive(Debug)]
 pub struct SpeakerHandle {
-    routes: watch::Sender<Arc<RouteSet>>,
+    routes: Arc<Mutex<RouteState>>,
+    wake: watch::Sender<u64>,
     shutdown: watch::Sender<bool>,
     status: watch::Receiver<Vec<PeerStatus>>,
     tasks: Vec<JoinHandle<()>>,
     skipped: Vec<SpeakerError>,
+}
+
+/// The routes to advertise, shared by the handle and the peer tasks.
+#[derive(Debug, Default)]
+struct RouteState {
+    set: RouteSet,
+    /// Per peer task: prefixes changed since it last applied the set.
+    pending: Vec<BTreeSet<IpNet>>,
+}
+
+/// Locks the route state; a panic elsewhere never leaves it half-written (every
+/// change is a single assignment), so a poisoned lock is still usable.
+fn lock(m: &Mutex<RouteState>) -> std::sync::MutexGuard<'_, RouteState> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Everything one peer task needs to open connections.
@@ -236,7 +254,11 @@ impl Speaker {
                 bfd: bfd.as_ref().map(|_| BfdStatus::default()),
             })
             .collect();
-        let (routes_tx, _) = watch::channel(Arc::new(RouteSet::default()));
+        let routes = Arc::new(Mutex::new(RouteState {
+            set: RouteSet::default(),
+            pending: vec![BTreeSet::new(); peers.len()],
+        }));
+        let (wake_tx, _) = watch::channel(0u64);
         let (shutdown_tx, _) = watch::channel(false);
         let (status_tx, status_rx) = watch::channel(initial);
         let status_tx = Arc::new(status_tx);
@@ -258,7 +280,8 @@ impl Speaker {
                     asn,
                     dialer,
                     session: Session::new(session),
-                    routes: routes_tx.subscribe(),
+                    routes: routes.clone(),
+                    wake: wake_tx.subscribe(),
                     shutdown: shutdown_tx.subscribe(),
                     status: status_tx.clone(),
                     flush_timeout: options.flush_timeout,
@@ -271,7 +294,8 @@ impl Speaker {
             .collect();
         tasks.extend(bfd_task);
         Ok(SpeakerHandle {
-            routes: routes_tx,
+            routes,
+            wake: wake_tx,
             shutdown: shutdown_tx,
             status: status_rx,
             tasks,
@@ -286,14 +310,39 @@ impl SpeakerHandle {
     /// on the wire.
     pub fn set_routes(&self, routes: impl Into<RouteSet>) {
         let routes = routes.into();
-        // Callers pass their whole view on every pass; only a change wakes the sessions.
-        self.routes.send_if_modified(|cur| {
-            let changed = **cur != routes;
-            if changed {
-                *cur = Arc::new(routes);
+        {
+            let mut st = lock(&self.routes);
+            // Callers pass their whole view on every pass; only a change wakes the sessions.
+            let changed = st.set.changed_prefixes(&routes);
+            if changed.is_empty() {
+                return;
             }
-            changed
-        });
+            for p in &mut st.pending {
+                p.extend(changed.iter().copied());
+            }
+            st.set = routes;
+        }
+        self.wake.send_modify(|v| *v += 1);
+    }
+
+    /// Changes some prefixes only: each gets the given attribute sets, an empty list
+    /// withdraws it. The cost follows the number of changes, not the table.
+    pub fn update(&self, changes: impl IntoIterator<Item = (IpNet, Vec<RouteAttrs>)>) {
+        {
+            let mut st = lock(&self.routes);
+            let mut touched = Vec::new();
+            for (prefix, attrs) in changes {
+                st.set.set(prefix, attrs);
+                touched.push(prefix);
+            }
+            if touched.is_empty() {
+                return;
+            }
+            for p in &mut st.pending {
+                p.extend(touched.iter().copied());
+            }
+        }
+        self.wake.send_modify(|v| *v += 1);
     }
 
     /// Peers left out because their password is missing or too long: the
@@ -331,7 +380,8 @@ struct PeerTask {
     asn: u32,
     dialer: Dialer,
     session: Session,
-    routes: watch::Receiver<Arc<RouteSet>>,
+    routes: Arc<Mutex<RouteState>>,
+    wake: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
     status: Arc<watch::Sender<Vec<PeerStatus>>>,
     flush_timeout: Duration,
@@ -432,11 +482,29 @@ async fn dial(d: Dialer) -> io::Result<TcpStream> {
 }
 
 impl PeerTask {
-    /// The routes of the latest set that this peer gets.
+    /// All the routes of the current set that this peer gets.
     fn desired(&mut self) -> Routes {
         let ip = self.dialer.remote.ip();
-        let routes = Arc::clone(&self.routes.borrow_and_update());
-        routes.for_peer(ip)
+        let mut st = lock(&self.routes);
+        if let Some(p) = st.pending.get_mut(self.index) {
+            p.clear();
+        }
+        st.set.for_peer(ip)
+    }
+
+    /// The prefixes changed since the last look, as this peer gets them now.
+    fn changes(&mut self) -> Vec<(IpNet, Option<RouteAttrs>)> {
+        let ip = self.dialer.remote.ip();
+        let mut st = lock(&self.routes);
+        let touched = st
+            .pending
+            .get_mut(self.index)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        touched
+            .into_iter()
+            .map(|p| (p, st.set.for_peer_one(&p, ip)))
+            .collect()
     }
 
     fn publish(&self) {
@@ -515,12 +583,12 @@ impl PeerTask {
                     }
                 },
                 () = sleep_until(deadline) => self.session.handle_timeout(Instant::now().into_std()),
-                res = self.routes.changed() => {
+                res = self.wake.changed() => {
                     if res.is_err() {
                         break;
                     }
-                    let desired = self.desired();
-                    self.session.set_routes(Instant::now().into_std(), desired);
+                    let changes = self.changes();
+                    self.session.update_routes(Instant::now().into_std(), changes);
                 }
                 res = bfd_changed(self.bfd.as_mut()) => match res {
                     // Counted, not compared state to state: a Down and Up again between two

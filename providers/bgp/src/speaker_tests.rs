@@ -103,6 +103,14 @@ async fn advertises_over_tcp_and_ceases_on_shutdown() {
         st.stats.families,
         vec![crate::Family::Ipv4, crate::Family::Ipv6]
     );
+    // A change of one prefix: one more UPDATE, then its withdrawal, one more again.
+    let fourth = IpNet::from(IpAddr::from([203, 0, 113, 4]));
+    h.update([(fourth, vec![RouteAttrs::default()])]);
+    let st = wait_status(&h, "4 prefixes", |s| s.stats.prefixes_advertised == 4).await;
+    assert_eq!(st.stats.updates_sent, 4, "{st:?}");
+    h.update([(fourth, vec![])]);
+    let st = wait_status(&h, "3 prefixes again", |s| s.stats.prefixes_advertised == 3).await;
+    assert_eq!(st.stats.updates_sent, 5, "{st:?}");
     h.shutdown().await;
     let r = tokio::time::timeout(Duration::from_secs(5), router)
         .await
