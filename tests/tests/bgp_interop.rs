@@ -84,8 +84,8 @@ fn session_established_with_four_octet_as_and_mp_capabilities() {
         "{remote:?}"
     );
     assert!(
-        remote.iter().any(|(t, _)| t == "GracefulRestartCapability"),
-        "{remote:?}"
+        !remote.iter().any(|(t, _)| t == "GracefulRestartCapability"),
+        "graceful restart is off unless a peer asks for it: {remote:?}"
     );
     assert_eq!(n["conf"]["peer_asn"].as_u64(), Some(u64::from(asn)));
     assert_eq!(
@@ -263,8 +263,17 @@ fn three_nodes_give_three_paths_and_shutdown_or_crash_behave() {
             .map(|i| neighbor(i, NODE_ASN, None))
             .collect::<Vec<_>>(),
     );
+    // Node 3 asks for graceful restart; the others keep the default (off).
+    let gr = json!({ "gracefulRestart": true, "gracefulRestartTime": "60s" });
     let mut speakers: Vec<_> = (0..3)
-        .map(|i| lab.speaker(i, NODE_ASN, None, json!({})))
+        .map(|i| {
+            lab.speaker(
+                i,
+                NODE_ASN,
+                None,
+                if i == 2 { gr.clone() } else { json!({}) },
+            )
+        })
         .collect();
     for sp in &mut speakers {
         sp.set_routes(json!({ "203.0.113.50/32": {}, "203.0.113.51/32": {} }));
@@ -285,7 +294,7 @@ fn three_nodes_give_three_paths_and_shutdown_or_crash_behave() {
     wait_for("node 2 withdrawn", Duration::from_secs(10), || {
         Some(lab.rib("ipv4")).filter(|r| paths(r, "203.0.113.50/32").len() == 2)
     });
-    // Crash of node 3: graceful restart keeps its path, marked stale.
+    // Crash of node 3, which asked for graceful restart: its path is kept, marked stale.
     n3.kill();
     wait_for("node 3 stale", UP, || {
         lab.rib("ipv4")
@@ -299,7 +308,7 @@ fn three_nodes_give_three_paths_and_shutdown_or_crash_behave() {
     });
     assert_eq!(paths(&lab.rib("ipv4"), "203.0.113.50/32").len(), 2);
     // It restarts and refreshes: stale flag cleared after its End-of-RIB.
-    let mut again = lab.speaker(2, NODE_ASN, None, json!({}));
+    let mut again = lab.speaker(2, NODE_ASN, None, gr);
     again.set_routes(json!({ "203.0.113.50/32": {} }));
     wait_for("node 3 fresh, 203.0.113.51 gone", UP, || {
         let rib = lab.rib("ipv4");
@@ -345,4 +354,30 @@ fn ipv6_session_carries_both_families() {
     wait_for("withdrawn on shutdown", Duration::from_secs(10), || {
         (lab.rib("ipv6").is_empty() && lab.rib("ipv4").is_empty()).then_some(())
     });
+}
+
+#[test]
+fn a_crashed_speaker_without_graceful_restart_is_dropped_at_once() {
+    // Issue 19, defect 4: graceful restart was always announced, so a router kept a dead
+    // node's routes as stale for its restart time. Off by default now: gobgpd (a graceful
+    // restart helper) drops them as soon as the connection is gone.
+    let Some(mut lab) = Lab::new("nogr", 1) else {
+        return;
+    };
+    lab.start_gobgpd(&[neighbor(0, NODE_ASN, None)]);
+    let mut sp = lab.speaker(0, NODE_ASN, None, json!({}));
+    sp.set_routes(json!({ "203.0.113.60/32": {}, "2001:db8:100::60/128": {} }));
+    wait_for("routes", UP, || {
+        Some(()).filter(|_| lab.rib("ipv4").len() == 1 && lab.rib("ipv6").len() == 1)
+    });
+    sp.kill();
+    let t0 = Instant::now();
+    wait_for(
+        "routes gone after the crash",
+        Duration::from_secs(5),
+        || (lab.rib("ipv4").is_empty() && lab.rib("ipv6").is_empty()).then_some(()),
+    );
+    let took = t0.elapsed();
+    eprintln!("gobgpd dropped a crashed speaker's routes after {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
 }

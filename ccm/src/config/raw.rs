@@ -42,6 +42,7 @@ fn default_class() -> String {
 /// The top-level keys of the file, the only ones environment variables may set.
 const TOP_LEVEL_KEYS: &[&str] = &[
     "defaultClass",
+    "detectMultiplier",
     "serviceController",
     "nodes",
     "pools",
@@ -80,7 +81,7 @@ pub(super) fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
 /// Every camelCase key of the file, in any section: the `config` crate hands
 /// environment keys over lower-cased, and these restore them. A test checks
 /// that each key documented in docs/configuration.md is here.
-const ENV_CAMEL_KEYS: [&str; 33] = [
+const ENV_CAMEL_KEYS: [&str; 38] = [
     "aggregationLength",
     "aggregationLengthV6",
     "autoAssign",
@@ -88,9 +89,12 @@ const ENV_CAMEL_KEYS: [&str; 33] = [
     "caBundle",
     "credentialsSecret",
     "defaultClass",
+    "detectMultiplier",
     "ebgpMultihop",
     "garpRefresh",
     "gossipPort",
+    "gracefulRestart",
+    "gracefulRestartTime",
     "holdTime",
     "insecureSkipVerify",
     "instanceType",
@@ -108,12 +112,14 @@ const ENV_CAMEL_KEYS: [&str; 33] = [
     "priorityClassName",
     "providerConcurrency",
     "providerTimeout",
+    "receiveInterval",
     "resyncPeriod",
     "routerID",
     "serviceAllocation",
     "serviceController",
     "serviceSelector",
     "sourceAddress",
+    "transmitInterval",
 ];
 
 /// The `config` crate lower-cases keys that come from the environment; map

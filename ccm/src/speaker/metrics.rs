@@ -52,6 +52,7 @@ pub struct SpeakerMetrics {
     bgp_updates: Family<PeerLabels, Gauge>,
     bgp_prefixes: Family<PeerLabels, Gauge>,
     bgp_flaps: Family<PeerLabels, Gauge>,
+    bgp_bfd_up: Family<PeerLabels, Gauge>,
 }
 
 impl Default for SpeakerMetrics {
@@ -78,6 +79,7 @@ impl SpeakerMetrics {
             bgp_updates: Family::default(),
             bgp_prefixes: Family::default(),
             bgp_flaps: Family::default(),
+            bgp_bfd_up: Family::default(),
         };
         registry.register(
             "l2_owner",
@@ -139,6 +141,11 @@ impl SpeakerMetrics {
             "times an Established session went down",
             m.bgp_flaps.clone(),
         );
+        registry.register(
+            "bgp_bfd_up",
+            "1 while the BFD session with the peer is Up (peers with bfd only)",
+            m.bgp_bfd_up.clone(),
+        );
         *m.registry.lock().unwrap_or_else(|p| p.into_inner()) = registry;
         m
     }
@@ -193,6 +200,7 @@ impl SpeakerMetrics {
         self.bgp_updates.clear();
         self.bgp_prefixes.clear();
         self.bgp_flaps.clear();
+        self.bgp_bfd_up.clear();
         for p in peers {
             let l = PeerLabels {
                 peer: p.address.to_string(),
@@ -208,6 +216,11 @@ impl SpeakerMetrics {
                 .get_or_create(&l)
                 .set(n(p.stats.prefixes_advertised as u64));
             self.bgp_flaps.get_or_create(&l).set(n(p.stats.flaps));
+            if let Some(bfd) = &p.bfd {
+                self.bgp_bfd_up
+                    .get_or_create(&l)
+                    .set(i64::from(bfd.state == portway_bgp::bfd::BfdState::Up));
+            }
         }
     }
 
@@ -296,12 +309,24 @@ mod tests {
             asn: 64512,
             state: BgpState::Established,
             stats: Default::default(),
+            bfd: Some(portway_bgp::bfd::BfdStatus::default()),
         };
-        m.set_bgp(&[peer]);
+        let mut no_bfd = peer.clone();
+        no_bfd.address = "192.0.2.253:179".parse().expect("addr");
+        no_bfd.bfd = None;
+        m.set_bgp(&[peer, no_bfd]);
         let text = m.encode();
         assert!(
             text.contains("portway_bgp_session_established{peer=\"192.0.2.254:179\"} 1"),
             "{text}"
+        );
+        assert!(
+            text.contains("portway_bgp_bfd_up{peer=\"192.0.2.254:179\"} 0"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("portway_bgp_bfd_up{peer=\"192.0.2.253:179\"}"),
+            "no BFD series for a peer without bfd: {text}"
         );
         m.set_bgp(&[]);
         let text = m.encode();

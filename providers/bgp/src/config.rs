@@ -6,6 +6,7 @@
 //! (`bgp.peers[0].address`) together with every other problem, instead of
 //! stopping at the first serde error. Durations use humantime (`"90s"`).
 
+pub use crate::bfd::BfdConfig;
 use crate::route::{Community, LargeCommunity, RouteAttrs};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -81,6 +82,19 @@ pub struct PeerConfig {
     /// TCP MD5 password (RFC 2385), read from a Kubernetes Secret.
     #[serde(default)]
     pub password_secret: Option<SecretRef>,
+    /// Announce graceful restart (RFC 4724), so the router keeps our routes as stale for
+    /// `gracefulRestartTime` after the session drops. Off by default, as in MetalLB: a
+    /// crashed speaker on a dead node must not blackhole traffic for minutes.
+    #[serde(default)]
+    pub graceful_restart: bool,
+    /// The restart time announced with graceful restart: how long the router keeps our
+    /// routes while we are away.
+    #[serde(default = "default_restart_time", with = "humantime_serde")]
+    pub graceful_restart_time: Duration,
+    /// BFD (RFC 5880/5881, single hop) towards this router, so it drops a dead node's
+    /// routes within a detection time instead of the hold time; absent means no BFD.
+    #[serde(default)]
+    pub bfd: Option<BfdConfig>,
 }
 
 fn default_port() -> u16 {
@@ -95,6 +109,12 @@ fn default_keepalive() -> Duration {
 fn default_multihop() -> u8 {
     1
 }
+fn default_restart_time() -> Duration {
+    Duration::from_secs(120)
+}
+
+/// The longest restart time the capability can carry (12 bits, RFC 4724 §3).
+pub const MAX_RESTART_TIME: u64 = 4095;
 
 /// A key of a Kubernetes Secret, so passwords never live in the ConfigMap.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -282,6 +302,22 @@ fn validate_peer(base: &str, p: &PeerConfig, out: &mut Vec<ConfigIssue>) {
             format!("{base}.ebgpMultihop"),
             "must be 1..=255",
         ));
+    }
+    let restart = p.graceful_restart_time;
+    if restart.subsec_nanos() != 0 || restart.is_zero() || restart.as_secs() > MAX_RESTART_TIME {
+        out.push(ConfigIssue::new(
+            format!("{base}.gracefulRestartTime"),
+            format!("must be whole seconds, 1s..={MAX_RESTART_TIME}s (RFC 4724's 12-bit field)"),
+        ));
+    }
+    if let Some(bfd) = &p.bfd {
+        bfd.validate(&format!("{base}.bfd"), out);
+        if p.ebgp_multihop > 1 {
+            out.push(ConfigIssue::new(
+                format!("{base}.bfd"),
+                "BFD is single-hop (RFC 5881): remove bfd, or ebgpMultihop, for a router more than one hop away",
+            ));
+        }
     }
     for (k, v) in &p.node_selector {
         if let Err(why) = check_label_key(k) {

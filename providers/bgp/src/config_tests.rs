@@ -118,3 +118,62 @@ fn aggregation_truncates() {
         "10.1.2.3/32".parse::<IpNet>().expect("net")
     );
 }
+
+#[test]
+fn graceful_restart_is_off_unless_asked_and_its_time_fits_12_bits() {
+    let c = BgpConfig::from_value(json!({ "peers": [{ "address": "10.0.0.1", "asn": 64500 }] }))
+        .expect("valid");
+    assert!(!c.peers[0].graceful_restart, "off by default, as MetalLB");
+    assert!(c.peers[0].bfd.is_none(), "no BFD unless asked");
+    let on = json!({ "peers": [{ "address": "10.0.0.1", "asn": 64500,
+        "gracefulRestart": true, "gracefulRestartTime": "60s" }] });
+    let c = BgpConfig::from_value(on).expect("valid");
+    assert!(c.peers[0].graceful_restart);
+    assert_eq!(c.peers[0].graceful_restart_time, Duration::from_secs(60));
+    let bad = json!({ "peers": [
+        { "address": "10.0.0.1", "asn": 64500, "gracefulRestartTime": "4096s" },
+        { "address": "10.0.0.2", "asn": 64500, "gracefulRestartTime": "1500ms" },
+    ] });
+    assert_eq!(
+        paths(bad),
+        [
+            "bgp.peers[0].gracefulRestartTime",
+            "bgp.peers[1].gracefulRestartTime"
+        ]
+    );
+}
+
+#[test]
+fn bfd_takes_metallb_defaults_and_names_bad_keys() {
+    let c = BgpConfig::from_value(
+        json!({ "peers": [{ "address": "10.0.0.1", "asn": 64500, "bfd": {} }] }),
+    )
+    .expect("valid");
+    assert_eq!(c.peers[0].bfd, Some(BfdConfig::default()));
+    let t = BfdConfig::default().timers();
+    assert_eq!(
+        (t.desired_min_tx, t.required_min_rx, t.detect_mult),
+        (Duration::from_millis(300), Duration::from_millis(300), 3)
+    );
+    let bad = json!({ "peers": [
+        { "address": "10.0.0.1", "asn": 64500,
+          "bfd": { "receiveInterval": "5ms", "transmitInterval": "61s", "detectMultiplier": 1 } },
+        { "address": "10.0.0.2", "asn": 64500, "ebgpMultihop": 4, "bfd": {} },
+        { "address": "10.0.0.3", "asn": 64500, "bfd": { "transmitInterval": "100500us" } },
+    ] });
+    assert_eq!(
+        paths(bad),
+        [
+            "bgp.peers[0].bfd.receiveInterval",
+            "bgp.peers[0].bfd.transmitInterval",
+            "bgp.peers[0].bfd.detectMultiplier",
+            "bgp.peers[1].bfd",
+            "bgp.peers[2].bfd.transmitInterval",
+        ]
+    );
+    // A typo is a serde error naming the key.
+    let typo =
+        json!({ "peers": [{ "address": "10.0.0.1", "asn": 64500, "bfd": { "interval": "1s" } }] });
+    let e = BgpConfig::from_value(typo).expect_err("unknown key");
+    assert!(e[0].path.starts_with("bgp.peers[0].bfd"), "{e:?}");
+}

@@ -9,6 +9,7 @@
 //!  peer_states() / watch ◄────────      │         └─ Session: sans-IO RFC 4271 FSM
 //!  shutdown().await ─────────────►      │              ├─ Adj-RIB-Out diff → packed UPDATEs
 //!                                                      └─ OPEN/KEEPALIVE/NOTIFICATION, timers
+//!                                    └─ BFD task (if a peer has `bfd:`) ──watch──► peer tasks
 //! ```
 //!
 //! - [`config`]: the `bgp:` configuration section (DESIGN §7) and its
@@ -20,7 +21,10 @@
 //!   skipped, unknown capabilities ignored), so odd routes from a router
 //!   never reset the session.
 //! - [`speaker`]: the tokio driver and the handle the node agent uses.
-//! - `md5`: TCP MD5 signatures (RFC 2385), the only `unsafe` in the crate.
+//! - [`bfd`]: BFD (RFC 5880/5881) per peer, so routers drop a dead node's routes in
+//!   under a second; its own sans-IO session and one tokio task per speaker.
+//! - `md5`: TCP MD5 signatures (RFC 2385), and `gtsm`: the TTL of received BFD packets;
+//!   the only `unsafe` in the crate.
 //!
 //! The controller side (allocating addresses from pools for
 //! `portway.dev/bgp` Services) is wired by the controller using
@@ -40,7 +44,10 @@
 //! error is a well-formed NOTIFICATION): `cargo test -p portway-bgp decode_never_panics`.
 #![deny(unsafe_code)]
 
+pub mod bfd;
 pub mod config;
+#[allow(unsafe_code)]
+mod gtsm;
 #[allow(unsafe_code)]
 mod md5;
 mod rib_out;
@@ -54,6 +61,7 @@ pub mod wire;
 #[cfg(test)]
 mod fuzz_tests;
 
+pub use bfd::BfdConfig;
 pub use config::{AdvertisementConfig, BgpConfig, ConfigIssue, PeerConfig, SecretRef};
 pub use route::{Community, Family, LargeCommunity, RouteAttrs, RouteSet, Routes};
 pub use session::{Session, SessionConfig, SessionStats, State};

@@ -113,22 +113,62 @@ impl RouteSet {
     /// The routes the peer at `address` gets: every prefix with at least one
     /// attribute set that applies to it, those sets merged.
     pub fn for_peer(&self, address: IpAddr) -> Routes {
-        let mut routes = Routes::new();
-        for (prefix, list) in &self.0 {
-            let mut applying = list.iter().filter(|a| a.applies_to(address));
-            let Some(first) = applying.next() else {
-                continue;
-            };
-            let mut attrs = first.clone();
-            for more in applying {
-                attrs.merge(more);
+        self.0
+            .iter()
+            .filter_map(|(prefix, list)| Some((*prefix, resolve(list, address)?)))
+            .collect()
+    }
+
+    /// What the peer at `address` gets for `prefix` alone: [`RouteSet::for_peer`] for one
+    /// prefix, so a change costs a lookup rather than the whole table.
+    pub fn for_peer_one(&self, prefix: &IpNet, address: IpAddr) -> Option<RouteAttrs> {
+        resolve(self.0.get(prefix)?, address)
+    }
+
+    /// The prefixes whose attribute sets differ between `self` and `other` (added,
+    /// removed or changed), in one merged walk of both tables.
+    pub fn changed_prefixes(&self, other: &RouteSet) -> Vec<IpNet> {
+        let mut out = Vec::new();
+        let (mut a, mut b) = (self.0.iter().peekable(), other.0.iter().peekable());
+        loop {
+            match (a.peek(), b.peek()) {
+                (None, None) => return out,
+                (Some((p, _)), None) => {
+                    out.push(**p);
+                    a.next();
+                }
+                (None, Some((p, _))) => {
+                    out.push(**p);
+                    b.next();
+                }
+                (Some((pa, la)), Some((pb, lb))) => match pa.cmp(pb) {
+                    std::cmp::Ordering::Less => {
+                        out.push(**pa);
+                        a.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        out.push(**pb);
+                        b.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if la != lb {
+                            out.push(**pa);
+                        }
+                        a.next();
+                        b.next();
+                    }
+                },
             }
-            // Resolved for this peer: without the list, routes that differ only in
-            // which peers they name share one UPDATE.
-            attrs.peers.clear();
-            routes.insert(*prefix, attrs);
         }
-        routes
+    }
+
+    /// Sets the attribute sets of `prefix`; an empty list removes it.
+    pub fn set(&mut self, prefix: IpNet, attrs: Vec<RouteAttrs>) {
+        if attrs.is_empty() {
+            self.0.remove(&prefix);
+        } else {
+            self.0.insert(prefix, attrs);
+        }
     }
 
     /// Every prefix some peer gets.
@@ -150,6 +190,19 @@ impl RouteSet {
     pub fn len(&self) -> usize {
         self.0.len()
     }
+}
+
+/// The attribute sets of one prefix that apply to the peer at `address`, merged.
+fn resolve(list: &[RouteAttrs], address: IpAddr) -> Option<RouteAttrs> {
+    let mut applying = list.iter().filter(|a| a.applies_to(address));
+    let mut attrs = applying.next()?.clone();
+    for more in applying {
+        attrs.merge(more);
+    }
+    // Resolved for this peer: without the list, routes that differ only in
+    // which peers they name share one UPDATE.
+    attrs.peers.clear();
+    Some(attrs)
 }
 
 impl From<Routes> for RouteSet {
@@ -273,6 +326,35 @@ impl<'de> Deserialize<'de> for LargeCommunity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changed_prefixes_finds_added_removed_and_changed() {
+        let net = |s: &str| -> IpNet { s.parse().expect("net") };
+        let attrs = |c| RouteAttrs {
+            communities: vec![Community(c)],
+            ..RouteAttrs::default()
+        };
+        let mut a = RouteSet::default();
+        a.add(net("10.0.0.1/32"), attrs(1));
+        a.add(net("10.0.0.2/32"), attrs(1));
+        a.add(net("10.0.0.3/32"), attrs(1));
+        let mut b = a.clone();
+        b.set(net("10.0.0.1/32"), vec![]);
+        b.add(net("10.0.0.2/32"), attrs(2));
+        b.add(net("10.0.0.4/32"), attrs(1));
+        assert_eq!(
+            a.changed_prefixes(&b),
+            [net("10.0.0.1/32"), net("10.0.0.2/32"), net("10.0.0.4/32")]
+        );
+        assert_eq!(b.changed_prefixes(&a).len(), 3);
+        assert!(a.changed_prefixes(&a.clone()).is_empty());
+        let peer = "192.0.2.1".parse().expect("ip");
+        assert_eq!(
+            b.for_peer_one(&net("10.0.0.2/32"), peer),
+            b.for_peer(peer).get(&net("10.0.0.2/32")).cloned()
+        );
+        assert_eq!(b.for_peer_one(&net("10.0.0.1/32"), peer), None);
+    }
 
     #[test]
     fn two_advertisements_of_one_prefix_reach_their_own_peers_merged_where_both_apply() {

@@ -305,6 +305,83 @@ fn hold_timer_expiry_sends_code_4_and_reconnects() {
 }
 
 #[test]
+fn bfd_down_resets_with_cease_bfd_down_and_reconnects() {
+    let mut p = Pair::ebgp();
+    p.start();
+    assert!(p.established());
+    p.a.handle_bfd_down(p.now);
+    p.pump();
+    assert_eq!(
+        p.view.notifications,
+        vec![(6, 10)],
+        "Cease / BFD Down (RFC 9384)"
+    );
+    assert_eq!(p.a.stats().flaps, 1);
+    assert_eq!(
+        p.a.stats().last_error.as_deref(),
+        Some("BFD session went down")
+    );
+    // Idle: BFD going down again changes nothing; the backoff brings the session back.
+    p.a.handle_bfd_down(p.now);
+    assert_eq!(p.a.state(), State::Idle);
+    p.b.start(p.now);
+    p.run_for(Duration::from_secs(2));
+    assert!(p.established());
+}
+
+#[test]
+fn updates_touch_only_the_changed_prefixes() {
+    let mut p = Pair::ebgp();
+    // Before Established: kept as desired, sent with the table.
+    p.a.update_routes(
+        p.now,
+        [
+            (
+                net("203.0.113.10/32"),
+                Some(routes(&[("0.0.0.0/0", 1)])[&net("0.0.0.0/0")].clone()),
+            ),
+            (net("203.0.113.11/32"), None),
+        ],
+    );
+    p.start();
+    assert_eq!(
+        p.view.rib.keys().copied().collect::<Vec<_>>(),
+        [net("203.0.113.10/32")]
+    );
+    let updates = p.view.updates;
+    let attrs = |c| routes(&[("0.0.0.0/0", c)])[&net("0.0.0.0/0")].clone();
+    // Add one, change one, withdraw one never sent (nothing), host bits cleared.
+    p.a.update_routes(
+        p.now,
+        [
+            (net("203.0.113.12/32"), Some(attrs(1))),
+            (net("203.0.113.10/32"), Some(attrs(7))),
+            (net("203.0.113.99/32"), None),
+        ],
+    );
+    p.pump();
+    assert_eq!(p.view.rib[&net("203.0.113.10/32")].1, vec![7]);
+    assert_eq!(p.view.rib[&net("203.0.113.12/32")].1, vec![1]);
+    assert_eq!(
+        p.view.updates - updates,
+        2,
+        "one UPDATE per attribute set, no withdrawal"
+    );
+    // Withdraw one.
+    p.a.update_routes(p.now, [(net("203.0.113.12/32"), None)]);
+    p.pump();
+    assert!(!p.view.rib.contains_key(&net("203.0.113.12/32")));
+    assert_eq!(p.view.updates - updates, 3);
+    assert_eq!(p.a.stats().prefixes_advertised, 1);
+    // The same value again sends nothing.
+    p.a.update_routes(p.now, [(net("203.0.113.10/32"), Some(attrs(7)))]);
+    p.pump();
+    assert_eq!(p.view.updates - updates, 3);
+    // A reconnect sends the whole desired table.
+    assert_eq!(p.a.advertised().len(), 1);
+}
+
+#[test]
 fn routes_are_diffed_not_reset() {
     let mut p = Pair::ebgp();
     p.a.set_routes(

@@ -2,23 +2,28 @@
 //! the [`Session`]'s handle/poll/sleep; [`SpeakerHandle`] is what the node
 //! agent holds.
 //!
-//! Routes travel through a `watch` channel holding the full desired set, so
-//! a burst of changes collapses into the latest set and each peer task diffs
-//! it against what its router already has. Per-peer status (state, UPDATEs
+//! Routes: the handle keeps the full desired set and, per peer, the prefixes changed
+//! since that peer last looked; a `watch` counter wakes the peer tasks, so a burst of
+//! changes collapses into one pass that touches only the changed prefixes (the set is
+//! compared once, in [`SpeakerHandle::set_routes`]; [`SpeakerHandle::update`] skips even
+//! that). Per-peer status (state, UPDATEs
 //! sent, prefixes advertised, flaps) is published on another `watch`
 //! channel for metrics.
 
+use crate::bfd::BfdStatus;
+use crate::bfd::driver::{self as bfd_driver, BfdPeer};
 use crate::config::{BgpConfig, ConfigIssue, SecretRef};
 use crate::md5;
-use crate::route::{RouteSet, Routes};
+use crate::route::{RouteAttrs, RouteSet, Routes};
 use crate::session::{Output, Session, SessionConfig, SessionStats, State};
+use ipnet::IpNet;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -43,9 +48,6 @@ pub struct NodeInfo {
 /// Tunables that are not part of the configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpeakerOptions {
-    /// Graceful restart time announced (RFC 4724); `None` omits the
-    /// capability, so a crash makes routers drop our routes at once.
-    pub graceful_restart_time: Option<u16>,
     /// How long a TCP connect may take.
     pub connect_timeout: Duration,
     /// First reconnect delay after a failure.
@@ -59,7 +61,6 @@ pub struct SpeakerOptions {
 impl Default for SpeakerOptions {
     fn default() -> Self {
         Self {
-            graceful_restart_time: Some(120),
             connect_timeout: Duration::from_secs(10),
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
@@ -110,6 +111,8 @@ pub struct PeerStatus {
     /// Counters (UPDATEs sent, prefixes advertised, flaps, last error, ...).
     #[serde(flatten)]
     pub stats: SessionStats,
+    /// The BFD session with this router, when the peer has `bfd:`.
+    pub bfd: Option<BfdStatus>,
 }
 
 /// Starts speakers; see [`Speaker::spawn`].
@@ -120,11 +123,26 @@ pub struct Speaker;
 /// waiting); prefer [`SpeakerHandle::shutdown`].
 #[derive(Debug)]
 pub struct SpeakerHandle {
-    routes: watch::Sender<Arc<RouteSet>>,
+    routes: Arc<Mutex<RouteState>>,
+    wake: watch::Sender<u64>,
     shutdown: watch::Sender<bool>,
     status: watch::Receiver<Vec<PeerStatus>>,
     tasks: Vec<JoinHandle<()>>,
     skipped: Vec<SpeakerError>,
+}
+
+/// The routes to advertise, shared by the handle and the peer tasks.
+#[derive(Debug, Default)]
+struct RouteState {
+    set: RouteSet,
+    /// Per peer task: prefixes changed since it last applied the set.
+    pending: Vec<BTreeSet<IpNet>>,
+}
+
+/// Locks the route state; a panic elsewhere never leaves it half-written (every
+/// change is a single assignment), so a poisoned lock is still usable.
+fn lock(m: &Mutex<RouteState>) -> std::sync::MutexGuard<'_, RouteState> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Everything one peer task needs to open connections.
@@ -206,7 +224,12 @@ impl Speaker {
                 // Validated above: whole seconds within u16.
                 hold_time: p.hold_time.as_secs().min(u64::from(u16::MAX)) as u16,
                 keepalive_time: p.keepalive_time.as_secs().min(u64::from(u16::MAX)) as u16,
-                graceful_restart_time: options.graceful_restart_time,
+                // Validated above: 1..=4095 s.
+                graceful_restart_time: p.graceful_restart.then(|| {
+                    p.graceful_restart_time
+                        .as_secs()
+                        .min(crate::config::MAX_RESTART_TIME) as u16
+                }),
                 node_ipv4: node.ipv4,
                 node_ipv6: node.ipv6,
                 connect_timeout: options.connect_timeout,
@@ -214,41 +237,65 @@ impl Speaker {
                 backoff_min: options.backoff_min,
                 backoff_max: options.backoff_max,
             };
-            peers.push((dialer, p.asn, session));
+            let bfd = p.bfd.as_ref().map(|b| BfdPeer {
+                remote: address,
+                source: dialer.source,
+                timers: b.timers(),
+            });
+            peers.push((dialer, p.asn, session, bfd));
         }
         let initial: Vec<PeerStatus> = peers
             .iter()
-            .map(|(d, asn, _)| PeerStatus {
+            .map(|(d, asn, _, bfd)| PeerStatus {
                 address: d.remote,
                 asn: *asn,
                 state: State::Idle,
                 stats: SessionStats::default(),
+                bfd: bfd.as_ref().map(|_| BfdStatus::default()),
             })
             .collect();
-        let (routes_tx, _) = watch::channel(Arc::new(RouteSet::default()));
+        let routes = Arc::new(Mutex::new(RouteState {
+            set: RouteSet::default(),
+            pending: vec![BTreeSet::new(); peers.len()],
+        }));
+        let (wake_tx, _) = watch::channel(0u64);
         let (shutdown_tx, _) = watch::channel(false);
         let (status_tx, status_rx) = watch::channel(initial);
         let status_tx = Arc::new(status_tx);
-        let tasks = peers
+        let _guard = runtime.enter();
+        let bfd_peers: Vec<BfdPeer> = peers.iter().filter_map(|p| p.3.clone()).collect();
+        let mut bfd_task = None;
+        let mut bfd_status = Vec::new().into_iter();
+        if !bfd_peers.is_empty() {
+            let h = bfd_driver::spawn(bfd_peers, shutdown_tx.subscribe());
+            bfd_task = Some(h.task);
+            bfd_status = h.status.into_iter();
+        }
+        let mut tasks: Vec<JoinHandle<()>> = peers
             .into_iter()
             .enumerate()
-            .map(|(index, (dialer, asn, session))| {
+            .map(|(index, (dialer, asn, session, bfd))| {
                 let task = PeerTask {
                     index,
                     asn,
                     dialer,
                     session: Session::new(session),
-                    routes: routes_tx.subscribe(),
+                    routes: routes.clone(),
+                    wake: wake_tx.subscribe(),
                     shutdown: shutdown_tx.subscribe(),
                     status: status_tx.clone(),
                     flush_timeout: options.flush_timeout,
                     node: node.name.clone(),
+                    bfd: bfd.and_then(|_| bfd_status.next()),
+                    bfd_downs: 0,
                 };
                 runtime.spawn(task.run())
             })
             .collect();
+        tasks.extend(bfd_task);
         Ok(SpeakerHandle {
-            routes: routes_tx,
+            routes,
+            wake: wake_tx,
             shutdown: shutdown_tx,
             status: status_rx,
             tasks,
@@ -263,14 +310,39 @@ impl SpeakerHandle {
     /// on the wire.
     pub fn set_routes(&self, routes: impl Into<RouteSet>) {
         let routes = routes.into();
-        // Callers pass their whole view on every pass; only a change wakes the sessions.
-        self.routes.send_if_modified(|cur| {
-            let changed = **cur != routes;
-            if changed {
-                *cur = Arc::new(routes);
+        {
+            let mut st = lock(&self.routes);
+            // Callers pass their whole view on every pass; only a change wakes the sessions.
+            let changed = st.set.changed_prefixes(&routes);
+            if changed.is_empty() {
+                return;
             }
-            changed
-        });
+            for p in &mut st.pending {
+                p.extend(changed.iter().copied());
+            }
+            st.set = routes;
+        }
+        self.wake.send_modify(|v| *v += 1);
+    }
+
+    /// Changes some prefixes only: each gets the given attribute sets, an empty list
+    /// withdraws it. The cost follows the number of changes, not the table.
+    pub fn update(&self, changes: impl IntoIterator<Item = (IpNet, Vec<RouteAttrs>)>) {
+        {
+            let mut st = lock(&self.routes);
+            let mut touched = Vec::new();
+            for (prefix, attrs) in changes {
+                st.set.set(prefix, attrs);
+                touched.push(prefix);
+            }
+            if touched.is_empty() {
+                return;
+            }
+            for p in &mut st.pending {
+                p.extend(touched.iter().copied());
+            }
+        }
+        self.wake.send_modify(|v| *v += 1);
     }
 
     /// Peers left out because their password is missing or too long: the
@@ -308,11 +380,14 @@ struct PeerTask {
     asn: u32,
     dialer: Dialer,
     session: Session,
-    routes: watch::Receiver<Arc<RouteSet>>,
+    routes: Arc<Mutex<RouteState>>,
+    wake: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
     status: Arc<watch::Sender<Vec<PeerStatus>>>,
     flush_timeout: Duration,
     node: String,
+    bfd: Option<watch::Receiver<BfdStatus>>,
+    bfd_downs: u64,
 }
 
 /// The open connection, split so reads and writes proceed independently.
@@ -361,6 +436,18 @@ async fn write(w: Option<&mut OwnedWriteHalf>, buf: &[u8]) -> io::Result<usize> 
     }
 }
 
+/// How often the BFD session has gone down from Up, at its next change; `None` once the
+/// BFD task is gone.
+async fn bfd_changed(rx: Option<&mut watch::Receiver<BfdStatus>>) -> Option<u64> {
+    match rx {
+        Some(rx) => {
+            rx.changed().await.ok()?;
+            Some(rx.borrow_and_update().downs)
+        }
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -395,11 +482,29 @@ async fn dial(d: Dialer) -> io::Result<TcpStream> {
 }
 
 impl PeerTask {
-    /// The routes of the latest set that this peer gets.
+    /// All the routes of the current set that this peer gets.
     fn desired(&mut self) -> Routes {
         let ip = self.dialer.remote.ip();
-        let routes = Arc::clone(&self.routes.borrow_and_update());
-        routes.for_peer(ip)
+        let mut st = lock(&self.routes);
+        if let Some(p) = st.pending.get_mut(self.index) {
+            p.clear();
+        }
+        st.set.for_peer(ip)
+    }
+
+    /// The prefixes changed since the last look, as this peer gets them now.
+    fn changes(&mut self) -> Vec<(IpNet, Option<RouteAttrs>)> {
+        let ip = self.dialer.remote.ip();
+        let mut st = lock(&self.routes);
+        let touched = st
+            .pending
+            .get_mut(self.index)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        touched
+            .into_iter()
+            .map(|p| (p, st.set.for_peer_one(&p, ip)))
+            .collect()
     }
 
     fn publish(&self) {
@@ -408,6 +513,7 @@ impl PeerTask {
             asn: self.asn,
             state: self.session.state(),
             stats: self.session.stats().clone(),
+            bfd: self.bfd.as_ref().map(|b| b.borrow().clone()),
         };
         self.status.send_if_modified(|all| match all.get_mut(self.index) {
             Some(slot) if *slot != new => {
@@ -477,13 +583,24 @@ impl PeerTask {
                     }
                 },
                 () = sleep_until(deadline) => self.session.handle_timeout(Instant::now().into_std()),
-                res = self.routes.changed() => {
+                res = self.wake.changed() => {
                     if res.is_err() {
                         break;
                     }
-                    let desired = self.desired();
-                    self.session.set_routes(Instant::now().into_std(), desired);
+                    let changes = self.changes();
+                    self.session.update_routes(Instant::now().into_std(), changes);
                 }
+                res = bfd_changed(self.bfd.as_mut()) => match res {
+                    // Counted, not compared state to state: a Down and Up again between two
+                    // looks is still a failure the BGP session must not outlive.
+                    Some(downs) if downs > self.bfd_downs => {
+                        self.bfd_downs = downs;
+                        // The router stopped hearing us, or we it: the BGP session is dead too.
+                        self.session.handle_bfd_down(Instant::now().into_std());
+                    }
+                    Some(_) => {}
+                    None => self.bfd = None,
+                },
                 _ = self.shutdown.changed() => break,
             }
         }

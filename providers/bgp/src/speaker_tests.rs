@@ -53,6 +53,9 @@ fn config(port: u16) -> BgpConfig {
             ebgp_multihop: 1,
             node_selector: BTreeMap::new(),
             password_secret: None,
+            graceful_restart: false,
+            graceful_restart_time: Duration::from_secs(120),
+            bfd: None,
         }],
         advertisements: vec![],
     }
@@ -100,6 +103,14 @@ async fn advertises_over_tcp_and_ceases_on_shutdown() {
         st.stats.families,
         vec![crate::Family::Ipv4, crate::Family::Ipv6]
     );
+    // A change of one prefix: one more UPDATE, then its withdrawal, one more again.
+    let fourth = IpNet::from(IpAddr::from([203, 0, 113, 4]));
+    h.update([(fourth, vec![RouteAttrs::default()])]);
+    let st = wait_status(&h, "4 prefixes", |s| s.stats.prefixes_advertised == 4).await;
+    assert_eq!(st.stats.updates_sent, 4, "{st:?}");
+    h.update([(fourth, vec![])]);
+    let st = wait_status(&h, "3 prefixes again", |s| s.stats.prefixes_advertised == 3).await;
+    assert_eq!(st.stats.updates_sent, 5, "{st:?}");
     h.shutdown().await;
     let r = tokio::time::timeout(Duration::from_secs(5), router)
         .await
@@ -233,4 +244,50 @@ async fn ebgp_hop_limit_is_set_for_both_families_before_connect() {
         assert_eq!(hops, 3, "hop limit towards {remote}");
         let _ = accept.await;
     }
+}
+
+/// The first message a speaker sends to a raw listener: its OPEN.
+async fn first_open(config: &BgpConfig, listener: TcpListener) -> crate::wire::PeerOpen {
+    let node = NodeInfo {
+        name: "n1".into(),
+        ..NodeInfo::default()
+    };
+    let h = Speaker::spawn(config, &node, |_| None).expect("spawn");
+    let (mut stream, _) = listener.accept().await.expect("accept");
+    let mut buf = Vec::new();
+    let open = loop {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed before the OPEN");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some((msg, _)) = crate::wire::decode(&buf).expect("well-formed") {
+            break msg;
+        }
+    };
+    drop(stream);
+    h.shutdown().await;
+    match open {
+        crate::wire::Message::Open(o) => o,
+        other => panic!("expected OPEN, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn graceful_restart_is_announced_only_when_the_peer_asks_for_it() {
+    // Default: no capability, so a router drops our routes when the session drops.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let open = first_open(&config(port), listener).await;
+    assert!(
+        !open.graceful_restart,
+        "graceful restart must be off by default"
+    );
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let mut cfg = config(port);
+    cfg.peers[0].graceful_restart = true;
+    cfg.peers[0].graceful_restart_time = Duration::from_secs(30);
+    let open = first_open(&cfg, listener).await;
+    assert!(open.graceful_restart);
 }

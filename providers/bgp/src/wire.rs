@@ -52,6 +52,8 @@ pub mod cease {
     pub const ADMINISTRATIVE_SHUTDOWN: u8 = 2;
     /// The peer chose another connection over ours (RFC 4271 §6.8).
     pub const CONNECTION_COLLISION: u8 = 7;
+    /// The BFD session went down (RFC 9384).
+    pub const BFD_DOWN: u8 = 10;
 }
 
 impl Notification {

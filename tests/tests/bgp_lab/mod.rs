@@ -1,6 +1,7 @@
 //! A network-namespace lab for BGP interop: one router namespace running
-//! gobgpd and up to three node namespaces running `bgp-test-speaker`, all
-//! on one bridge (in a switch namespace, so the host is never touched).
+//! gobgpd, FRR (zebra, bfdd, bgpd; [`frr`]) or BIRD 2 ([`bird`]), and up to three node
+//! namespaces running `bgp-test-speaker`, all on one bridge (in a switch namespace, so
+//! the host is never touched). Every daemon listens on the lab's addresses only.
 //!
 //! ```text
 //!   <p>-r  198.51.100.1  2001:db8:1::1   gobgpd AS 64512, gRPC 127.0.0.1:50051
@@ -14,6 +15,9 @@
 //! test panicked (then it prints the tails of the logs first).
 
 #![allow(dead_code)]
+
+pub mod bird;
+pub mod frr;
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
@@ -50,16 +54,19 @@ fn run(args: &[&str]) {
     );
 }
 
+/// The programs of gobgpd, the lab's default router.
+pub const GOBGP: &[&str] = &["/usr/bin/gobgpd", "/usr/bin/gobgp"];
+
 /// Why the lab cannot run here, if it cannot.
-fn missing_prerequisite() -> Option<String> {
+fn missing_prerequisite(tools: &[&str]) -> Option<String> {
     let uid = Command::new("id").arg("-u").output().ok()?;
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
         return Some("needs root for network namespaces".into());
     }
-    for tool in ["/usr/bin/gobgpd", "/usr/bin/gobgp"] {
+    for tool in tools {
         if !std::path::Path::new(tool).exists() {
             return Some(format!(
-                "{tool} missing (scripts/install-test-deps installs gobgpd)"
+                "{tool} missing (scripts/install-test-deps installs gobgpd, frr and bird2)"
             ));
         }
     }
@@ -108,10 +115,18 @@ impl Lab {
     /// Builds the topology, or returns `None` (after printing why) when the
     /// machine cannot run it and PORTWAY_REQUIRE_PRIVILEGED is not set.
     pub fn new(tag: &str, nodes: usize) -> Option<Lab> {
-        portway_tests::privileged(&format!("bgp lab {tag}"), missing_prerequisite()).ok()?;
+        Self::with_router(tag, nodes, GOBGP)
+    }
+
+    /// [`Lab::new`] for a router whose programs are `tools`.
+    pub fn with_router(tag: &str, nodes: usize, tools: &[&str]) -> Option<Lab> {
+        portway_tests::privileged(&format!("bgp lab {tag}"), missing_prerequisite(tools)).ok()?;
         let prefix = format!("pwb{}{tag}", std::process::id());
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir).expect("lab dir");
+        // FRR's daemons drop to the `frr` user and write their sockets and logs here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
         let lab = Lab {
             prefix,
             nodes,
@@ -306,6 +321,48 @@ impl Lab {
         )
     }
 
+    /// Cuts node `i`'s cable at the switch: the router's own link stays up, as behind a
+    /// real switch, so only BFD or the hold timer can tell.
+    pub fn cut_cable(&self, i: usize) {
+        run(&[
+            "ip",
+            "-n",
+            &self.ns("sw"),
+            "link",
+            "set",
+            &format!("p-n{}", i + 1),
+            "down",
+        ]);
+    }
+
+    /// Starts a logged daemon in the router namespace; Drop kills it with the namespace.
+    pub fn spawn_in_router(&self, log: &str, args: &[&str]) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(log))
+            .expect("log");
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns("r")])
+            .args(args)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"))
+    }
+
+    /// Runs a command in the router namespace; its stdout, or `None` if it failed.
+    pub fn in_router(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns("r")])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     fn tail(&self, file: &str) {
         if let Ok(s) = std::fs::read_to_string(self.dir.join(file)) {
             let lines: Vec<&str> = s.lines().collect();
@@ -320,7 +377,9 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.tail("gobgpd.log");
+            for f in ["gobgpd.log", "bgpd.log", "bfdd.log", "bird.log"] {
+                self.tail(f);
+            }
             for i in 0..self.nodes {
                 self.tail(&format!("speaker-n{}.log", i + 1));
             }
@@ -345,6 +404,14 @@ impl Drop for Lab {
     }
 }
 
+/// The `bgp-test-speaker` to run: cargo's, or `PORTWAY_BGP_TEST_SPEAKER` when set (a
+/// copy taken right after the build, for a target directory shared between worktrees,
+/// where another checkout's build replaces the one cargo names).
+fn speaker_binary() -> std::ffi::OsString {
+    std::env::var_os("PORTWAY_BGP_TEST_SPEAKER")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_bgp-test-speaker").into())
+}
+
 /// A `bgp-test-speaker` process in a node namespace.
 pub struct SpeakerProc {
     child: Child,
@@ -356,7 +423,8 @@ impl SpeakerProc {
     fn spawn(ns: &str, log: &std::path::Path, init: Value) -> SpeakerProc {
         let log = std::fs::File::create(log).expect("speaker log");
         let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_bgp-test-speaker")])
+            .args(["netns", "exec", ns])
+            .arg(speaker_binary())
             .env("RUST_LOG", "portway_bgp=debug,info")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -414,6 +482,17 @@ impl SpeakerProc {
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// A hung node agent: SIGSTOP. The kernel keeps its TCP connection alive, so only BFD
+    /// (or the hold timer) notices. Drop still kills it.
+    pub fn freeze(&self) {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "SIGSTOP {pid}");
     }
 }
 

@@ -224,6 +224,22 @@ impl Session {
         self.rx.drain(..consumed);
     }
 
+    /// The BFD session with this peer went down: the path is gone, so is the BGP session
+    /// (RFC 5882 §4.3). Cease "BFD Down" (RFC 9384) goes out in case the peer still
+    /// hears; reconnecting follows the usual backoff.
+    pub fn handle_bfd_down(&mut self, now: Instant) {
+        if matches!(
+            self.state,
+            State::OpenSent | State::OpenConfirm | State::Established
+        ) {
+            self.fail(
+                now,
+                Some(Notification::cease(cease::BFD_DOWN)),
+                "BFD session went down".to_string(),
+            );
+        }
+    }
+
     /// A deadline from [`Session::poll_timeout`] passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(t) = self.timers.pop_expired(now) {

@@ -3,9 +3,12 @@
 
 use super::{Output, Session, State};
 use crate::rib_out;
-use crate::route::{Family, Routes};
+use crate::route::{Family, RouteAttrs, Routes};
 use crate::update::end_of_rib;
+use crate::update::is_advertisable;
 use crate::wire;
+use ipnet::IpNet;
+use std::time::Instant;
 
 impl Session {
     pub(super) fn establish(&mut self) {
@@ -48,6 +51,59 @@ impl Session {
             self.send_updates(batch);
         }
         self.advertised = target;
+        self.stats.prefixes_advertised = self.advertised.len();
+    }
+
+    /// Applies changes to the desired routes: `Some` adds or replaces a prefix, `None`
+    /// removes it. When Established only these prefixes are compared with what the peer
+    /// has and sent, so one changed Service costs the same with ten routes or ten
+    /// thousand; [`Session::set_routes`] compares the whole table.
+    pub fn update_routes(
+        &mut self,
+        _now: Instant,
+        changes: impl IntoIterator<Item = (IpNet, Option<RouteAttrs>)>,
+    ) {
+        let mut touched = Vec::new();
+        for (prefix, attrs) in changes {
+            let prefix = prefix.trunc();
+            if !is_advertisable(&prefix) {
+                continue;
+            }
+            match attrs {
+                Some(a) => self.desired.insert(prefix, a),
+                None => self.desired.remove(&prefix),
+            };
+            touched.push(prefix);
+        }
+        if self.state != State::Established || touched.is_empty() {
+            return;
+        }
+        let Some(n) = self.negotiated.clone() else {
+            return;
+        };
+        let mut before = Routes::new();
+        let mut after = Routes::new();
+        for p in touched {
+            if let Some(a) = self.advertised.get(&p) {
+                before.insert(p, a.clone());
+            }
+            match self
+                .desired
+                .get(&p)
+                .filter(|_| self.sendable(Family::of(&p)))
+            {
+                Some(a) => {
+                    after.insert(p, a.clone());
+                    self.advertised.insert(p, a.clone());
+                }
+                None => {
+                    self.advertised.remove(&p);
+                }
+            }
+        }
+        for batch in rib_out::diff(&n.builder, &before, &after) {
+            self.send_updates(batch);
+        }
         self.stats.prefixes_advertised = self.advertised.len();
     }
 

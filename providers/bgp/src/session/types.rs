@@ -42,7 +42,8 @@ pub struct SessionConfig {
     pub hold_time: u16,
     /// Keepalive interval we use at most (seconds).
     pub keepalive_time: u16,
-    /// Graceful restart time announced (RFC 4724); `None` omits the capability.
+    /// Graceful restart time announced (RFC 4724); `None` (the default) omits the
+    /// capability, so a router drops our routes as soon as the session does.
     pub graceful_restart_time: Option<u16>,
     /// IPv4 next hop when the session runs over IPv6.
     pub node_ipv4: Option<Ipv4Addr>,
@@ -67,7 +68,7 @@ impl SessionConfig {
             router_id,
             hold_time: 90,
             keepalive_time: 30,
-            graceful_restart_time: Some(120),
+            graceful_restart_time: None,
             node_ipv4: None,
             node_ipv6: None,
             connect_timeout: Duration::from_secs(10),
