@@ -136,9 +136,10 @@ struct Series {
 /// Lanes of the publisher: one object's events share a lane, so they are recorded in the
 /// order they were said; different objects' go out side by side.
 const LANES: usize = 4;
-/// Events waiting per lane before new ones are dropped (client-go's broadcaster keeps 1000
-/// in all and drops too): a burst of ten thousand Services is two events each.
-const LANE_CAPACITY: usize = 8192;
+/// Events waiting per lane before new ones are dropped, with a warning (client-go's
+/// broadcaster keeps 1000 in all and drops too). 4 x 1024 waiting events are about 2 MiB;
+/// 4 x 8192 held 13 MiB at the peak of a burst of ten thousand Services.
+const LANE_CAPACITY: usize = 1024;
 
 /// One event to record.
 struct Job {

@@ -531,7 +531,9 @@ impl RealCluster {
                 .or_else(|| ev["user"]["username"].as_str())
                 .unwrap_or_default()
                 .to_string();
-            let at = ev["stageTimestamp"]
+            // When the server received it: a write sent while the lease was held may complete after
+            // a slow commit, and is still the sender's decision of that moment.
+            let at = ev["requestReceivedTimestamp"]
                 .as_str()
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                 .and_then(|t| (now_wall - t.with_timezone(&chrono::Utc)).to_std().ok())

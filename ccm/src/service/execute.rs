@@ -13,7 +13,7 @@ use super::dispatch::{Handle, Reply, Request};
 use super::queue::Action;
 use super::status::{current_ingress, desired_ingress, ingress_equal, ingress_patch};
 use super::view::service_view;
-use super::writes::{self, add_finalizer, remove_finalizer, served_class};
+use super::writes::{self, Finalized, add_finalizer, remove_finalizer, served_class};
 use crate::events::Reason;
 use crate::k8s::{ObjectRef, Service};
 use portway_provider::{LbService, LbStatus, ProviderError};
@@ -124,7 +124,11 @@ async fn ensure(job: &Job<'_>, quiet: bool) -> Result<Action, Error> {
         view.current_ips.clear();
     }
     let resource_version = match add_finalizer(job.ctx, job.svc, class).await {
-        Ok(rv) => rv,
+        Ok(Finalized::Current(rv)) => rv,
+        Ok(Finalized::Changed) => {
+            debug!("changed since the cached read; reconciling the new copy");
+            return Ok(Action::requeue(std::time::Duration::ZERO));
+        }
         Err(e) => {
             job.publish(
                 Reason::SyncLoadBalancerFailed,

@@ -38,15 +38,28 @@ pub fn remove_finalizer_patch(svc: &Service) -> Option<Value> {
     })
 }
 
-/// Adds the cleanup finalizer and records the serving class if needed; returns the
-/// Service's resourceVersion after the write (its old one when nothing was written).
+/// What the finalizer write found of the Service.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Finalized {
+    /// The Service is still the one the reconcile decided on: this resourceVersion (after
+    /// the write, or the old one when nothing was written) is the status write's
+    /// precondition.
+    Current(Option<String>),
+    /// The user changed the Service between the cached read and this write: an address
+    /// computed from the older copy must not be published under the newer one (the status
+    /// write's precondition would accept it, being taken from this answer). Reconcile the
+    /// new copy instead.
+    Changed,
+}
+
+/// Adds the cleanup finalizer and records the serving class if needed.
 pub(super) async fn add_finalizer(
     ctx: &Context,
     svc: &Service,
     class: &str,
-) -> Result<Option<String>, kube::Error> {
+) -> Result<Finalized, kube::Error> {
     let Some(patch) = add_finalizer_patch(svc, class) else {
-        return Ok(svc.metadata.resource_version.clone());
+        return Ok(Finalized::Current(svc.metadata.resource_version.clone()));
     };
     let written = ctx
         .services(svc)
@@ -57,10 +70,18 @@ pub(super) async fn add_finalizer(
         )
         .await;
     match written {
-        Ok(s) => Ok(s.metadata.resource_version),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Ok(now) if now_differs(svc, &now, class) => Ok(Finalized::Changed),
+        Ok(now) => Ok(Finalized::Current(now.metadata.resource_version)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Finalized::Current(None)),
         Err(e) => Err(e),
     }
+}
+
+/// Whether the copy a write returned differs from the one decided on in what the
+/// provider reads (Portway's own annotations and the finalizer aside).
+fn now_differs(decided: &Service, now: &Service, class: &str) -> bool {
+    super::rules::lb_fingerprint(decided, class) != super::rules::lb_fingerprint(now, class)
+        || super::rules::is_deleting(now)
 }
 
 /// Removes the cleanup finalizer and the serving class if present.
@@ -156,5 +177,39 @@ mod tests {
                 k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
             ));
         assert!(add_finalizer_patch(&deleting, c).is_none());
+    }
+}
+
+#[cfg(test)]
+mod finalized_tests {
+    use super::*;
+
+    fn svc(annotations: serde_json::Value) -> Service {
+        serde_json::from_value(json!({
+            "metadata": { "name": "web", "namespace": "default", "uid": "u1",
+                "annotations": annotations },
+            "spec": { "type": "LoadBalancer", "ports": [{ "port": 80 }] }
+        }))
+        .expect("a Service")
+    }
+
+    /// Found by the long chaos run: a requested address added between the cached read and
+    /// the finalizer write was published over with the pool's address, then moved.
+    #[test]
+    fn a_user_change_seen_in_the_finalizer_answer_is_not_published_over() {
+        let class = "portway.dev/l2";
+        let decided = svc(json!({}));
+        let ours = svc(json!({ SERVED_CLASS: class }));
+        assert!(
+            !now_differs(&decided, &ours, class),
+            "our own writes are no change"
+        );
+        let requested = svc(json!({ "portway.dev/load-balancer-ips": "192.168.78.8" }));
+        assert!(now_differs(&decided, &requested, class));
+        let mut deleting = ours.clone();
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+        );
+        assert!(now_differs(&decided, &deleting, class));
     }
 }

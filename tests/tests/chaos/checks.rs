@@ -54,8 +54,9 @@ fn spec_mark(s: &Service) -> Mark {
 
 /// The spec under which a Service's addresses appeared (see [`spec_mark`]).
 type Mark = (String, Option<String>);
-/// Lease polls: when, and which controller held it.
-type Polls = Arc<Mutex<Vec<(Instant, Option<usize>)>>>;
+/// Lease polls: sent and answered when, and which controller held it at some moment
+/// between the two (on a loaded machine a GET can take longer than the tolerance).
+type Polls = Arc<Mutex<Vec<(Instant, Instant, Option<usize>)>>>;
 
 /// Watches the Services during the churn for VIPs that move without a spec change.
 pub struct Observer {
@@ -139,6 +140,7 @@ impl LeaseLog {
         let out = log.clone();
         let task = tokio::spawn(async move {
             loop {
+                let sent = Instant::now();
                 let holder = api
                     .get_opt("portway-controller")
                     .await
@@ -149,7 +151,7 @@ impl LeaseLog {
                     let who = USERS.iter().position(|u| h.starts_with(&format!("{u}_")));
                     out.lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push((Instant::now(), who));
+                        .push((sent, Instant::now(), who));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -157,8 +159,8 @@ impl LeaseLog {
         LeaseLog { task, log }
     }
 
-    /// Service writes by a controller at a moment (± 300 ms) when the polls never saw it
-    /// hold the Lease.
+    /// Service writes by a controller received at a moment (± 300 ms around a poll's
+    /// flight) when the polls never saw it hold the Lease.
     pub async fn stop(self, w: &World) -> Vec<String> {
         self.task.abort();
         let log = self.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -171,15 +173,15 @@ impl LeaseLog {
             if write.resource != "services" {
                 continue;
             }
-            let held = log.iter().any(|(t, h)| {
-                *h == Some(who)
-                    && (t.saturating_duration_since(write.at) <= tolerance
-                        && write.at.saturating_duration_since(*t) <= tolerance)
-            });
-            let polled = log.iter().any(|(t, _)| {
-                t.saturating_duration_since(write.at) <= tolerance
-                    && write.at.saturating_duration_since(*t) <= tolerance
-            });
+            // A poll covers [sent - tolerance, answered + tolerance].
+            let near = |sent: &Instant, answered: &Instant| {
+                sent.saturating_duration_since(write.at) <= tolerance
+                    && write.at.saturating_duration_since(*answered) <= tolerance
+            };
+            let held = log
+                .iter()
+                .any(|(sent, answered, h)| *h == Some(who) && near(sent, answered));
+            let polled = log.iter().any(|(sent, answered, _)| near(sent, answered));
             if polled && !held {
                 out.push(format!("{write:?}"));
             }
