@@ -12,9 +12,17 @@ use serde_json::{Value, json};
 pub const AGGREGATED_MEDIA: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
-/// Whether a request asks for aggregated discovery.
+/// Whether a request asks for aggregated discovery in the one version served: some media
+/// range of `Accept` names `g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList`. kubectl
+/// 1.26-1.29 ask for `v=v2beta1`, which kube-apiserver no longer serves (removed in 1.33):
+/// they get the legacy documents, as from the real server.
 pub fn wants_aggregated(accept: &str) -> bool {
-    accept.contains("as=APIGroupDiscoveryList") && accept.contains("v=v2")
+    accept.split(',').any(|range| {
+        let params: Vec<&str> = range.split(';').skip(1).map(str::trim).collect();
+        params.contains(&"g=apidiscovery.k8s.io")
+            && params.contains(&"v=v2")
+            && params.contains(&"as=APIGroupDiscoveryList")
+    })
 }
 
 /// The verbs of a kind.
@@ -160,4 +168,20 @@ pub fn resource_list(store: &Store, group: &str, version: &str) -> Option<Value>
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
         "resources": resources}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_v2_is_aggregated() {
+        assert!(wants_aggregated(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+        ));
+        assert!(!wants_aggregated(
+            "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json"
+        ));
+        assert!(!wants_aggregated("application/json"));
+    }
 }

@@ -114,13 +114,35 @@ fn cell<'a>(table: &'a str, name: &str, column: &str) -> &'a str {
 }
 
 fn kubectl_bin() -> Option<PathBuf> {
-    let missing = match std::env::var("PORTWAY_KUBECTL") {
+    kubectl_from("PORTWAY_KUBECTL", "kubectl 1.33 on portway sandbox")
+}
+
+fn kubectl_from(var: &str, what: &str) -> Option<PathBuf> {
+    let missing = match std::env::var(var) {
         Ok(p) if Path::new(&p).exists() => return Some(PathBuf::from(p)),
-        Ok(p) => format!("PORTWAY_KUBECTL={p} does not exist"),
-        Err(_) => "PORTWAY_KUBECTL is not set (run `eval \"$(scripts/install-test-deps)\"`)".into(),
+        Ok(p) => format!("{var}={p} does not exist"),
+        Err(_) => format!("{var} is not set (run `eval \"$(scripts/install-test-deps)\"`)"),
     };
-    privileged("kubectl 1.33 on portway sandbox", Some(missing)).ok();
+    privileged(what, Some(missing)).ok();
     None
+}
+
+/// Starts `portway sandbox` and waits for its kubeconfig.
+fn sandbox(dir: &Path) -> (Sandbox, PathBuf) {
+    let kubeconfig = dir.join("sandbox.kubeconfig");
+    let sandbox = Sandbox(
+        Command::new(portway_tests::portway_bin())
+            .args(["sandbox", "--demo-timeout", "90s"])
+            .arg("--kubeconfig-out")
+            .arg(&kubeconfig)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("portway sandbox starts"),
+    );
+    eventually("the sandbox's kubeconfig", || kubeconfig.exists());
+    (sandbox, kubeconfig)
 }
 
 struct Sandbox(Child);
@@ -149,19 +171,7 @@ fn kubectl_works_on_the_sandbox() {
         return;
     };
     let dir = tempfile::tempdir().expect("tmp");
-    let kubeconfig = dir.path().join("sandbox.kubeconfig");
-    let _sandbox = Sandbox(
-        Command::new(portway_tests::portway_bin())
-            .args(["sandbox", "--demo-timeout", "90s"])
-            .arg("--kubeconfig-out")
-            .arg(&kubeconfig)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("portway sandbox starts"),
-    );
-    eventually("the sandbox's kubeconfig", || kubeconfig.exists());
+    let (_sandbox, kubeconfig) = sandbox(dir.path());
     let k = Kubectl {
         bin,
         kubeconfig,
@@ -441,4 +451,52 @@ fn kubectl_works_on_the_sandbox() {
         explain.contains("loadBalancerClass") && explain.contains("string"),
         "{explain}"
     );
+}
+
+/// The oldest kubectl the machines carry (`PORTWAY_KUBECTL_OLDEST`, 1.27) still does what
+/// a user does first: lists with the server's columns, creates a LoadBalancer Service (a
+/// protobuf body), applies YAML and deletes.
+#[test]
+fn the_oldest_kubectl_still_works_on_the_sandbox() {
+    let Some(bin) = kubectl_from(
+        "PORTWAY_KUBECTL_OLDEST",
+        "the oldest kubectl on portway sandbox",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let (_sandbox, kubeconfig) = sandbox(dir.path());
+    let k = Kubectl {
+        bin,
+        kubeconfig,
+        home: tempfile::tempdir().expect("home"),
+    };
+    eventually("the demo l2 Service's address", || {
+        let (ok, out, _) = k.run(&["get", "svc"]);
+        ok && out.lines().any(|l| l.starts_with("demo-l2"))
+            && cell(&out, "demo-l2", "EXTERNAL-IP").starts_with("192.168.100.")
+    });
+    let svcs = k.ok(&["get", "svc"]);
+    assert_eq!(cell(&svcs, "demo-l2", "TYPE"), "LoadBalancer", "{svcs}");
+    let all = k.ok(&["get", "svc", "-A"]);
+    assert!(
+        all.starts_with("NAMESPACE") && all.contains("EXTERNAL-IP"),
+        "{all}"
+    );
+    k.ok(&["create", "service", "loadbalancer", "old", "--tcp=80:8080"]);
+    k.ok_in(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: old-cm\ndata:\n  a: b\n",
+    );
+    assert_eq!(
+        k.ok(&["get", "cm", "old-cm", "-o", "jsonpath={.data.a}"]),
+        "b"
+    );
+    eventually("the new Service's address", || {
+        let (ok, out, _) = k.run(&["get", "svc", "old"]);
+        ok && cell(&out, "old", "EXTERNAL-IP").starts_with("10.0.0.")
+    });
+    k.ok(&["delete", "svc", "old", "--wait=true"]);
+    let (ok, _, err) = k.run(&["get", "svc", "old"]);
+    assert!(!ok && err.contains("NotFound"), "{err}");
 }

@@ -26,6 +26,10 @@ pub const TOLERATIONS_ANNOTATION: &str = "svccontroller.k3s.cattle.io/toleration
 pub(crate) const SPEC_HASH: &str = "portway.dev/spec-hash";
 const EXCLUDE: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
+/// The spellings Go's `strconv.ParseBool` reads as false: the exclusion label with one of
+/// these keeps a node in, as in the controller's node set (upstream `ParseBool`).
+const PARSE_BOOL_FALSE: [&str; 6] = ["0", "f", "F", "false", "FALSE", "False"];
+
 /// `svclb-<name cut to 48, trailing '-' trimmed>-<first 8 chars of the uid>` (k3s).
 pub fn daemonset_name(name: &str, uid: &str) -> String {
     let cut: String = name.chars().take(48).collect();
@@ -196,11 +200,12 @@ pub fn build_daemonset(
         "containers": containers,
         "tolerations": tolerations(svc)?,
         // Upstream CCM rule (not k3s): nodes excluded from load balancers carry no svclb
-        // pod. The label's value `false` includes the node (terms are ORed), as upstream.
+        // pod. A value Go's strconv.ParseBool reads as false includes the node (terms are
+        // ORed), as the controller's node set does; anything else excludes it.
         "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": [
                 {"matchExpressions": [{"key": EXCLUDE, "operator": "DoesNotExist"}]},
-                {"matchExpressions": [{"key": EXCLUDE, "operator": "In", "values": ["false", "False", "FALSE"]}]},
+                {"matchExpressions": [{"key": EXCLUDE, "operator": "In", "values": PARSE_BOOL_FALSE}]},
             ]}}},
     });
     if !sysctls.is_empty() {
@@ -283,6 +288,27 @@ mod tests {
             1
         );
         assert_eq!(spec["tolerations"].as_array().map(Vec::len), Some(3));
+    }
+
+    /// Found reviewing issue 16 #7: a node labelled `0`, `f` or `F` counted as eligible
+    /// in the controller's node set but could never run the svclb pod.
+    #[test]
+    fn excluded_nodes_follow_parse_bool_like_the_node_set() {
+        let ds = build_daemonset(&svc("web"), &HostportConfig::default(), false).expect("ds");
+        let v = serde_json::to_value(&ds).expect("json");
+        let terms = &v["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"];
+        let included: Vec<&str> = terms[1]["matchExpressions"][0]["values"]
+            .as_array()
+            .expect("values")
+            .iter()
+            .filter_map(|x| x.as_str())
+            .collect();
+        for value in ["0", "f", "F", "false", "FALSE", "False"] {
+            assert!(included.contains(&value), "{value} must include the node");
+        }
+        assert!(!included.contains(&"true") && !included.contains(&"no"));
+        assert_eq!(terms[0]["matchExpressions"][0]["operator"], "DoesNotExist");
     }
 
     #[test]
