@@ -62,7 +62,10 @@ impl From<TxError> for ProviderError {
 /// partitions). Only what Portway itself sent (the monitor's path, the node's address) is
 /// quoted back.
 fn needs_a_fix(message: &str) -> Option<ProviderError> {
-    if let Some(rest) = message.split_once("The requested monitor (").map(|(_, r)| r) {
+    if let Some(rest) = message
+        .split_once("The requested monitor (")
+        .map(|(_, r)| r)
+    {
         let path = rest.split_once(')').map_or("", |(p, _)| p);
         return Some(ProviderError::invalid(
             "f5.monitor",

@@ -379,7 +379,10 @@ mod tests {
             assert!(!e[0].message.contains("hunter2"), "{e:?}");
         }
         assert!(cfg("https://bigip.example.net:8443").is_ok());
-        assert!(cfg("http://10.0.0.5").is_ok(), "plain http: a warning at start");
+        assert!(
+            cfg("http://10.0.0.5").is_ok(),
+            "plain http: a warning at start"
+        );
         assert!(cfg("https://").is_err());
     }
 

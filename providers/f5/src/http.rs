@@ -63,7 +63,10 @@ impl Unreached {
 pub(crate) async fn read_text(mut r: reqwest::Response, limit: usize) -> Result<String, Unreached> {
     let too_large = || Unreached {
         short: "reply too large",
-        detail: format!("the reply is larger than {} MiB and was not read", limit >> 20),
+        detail: format!(
+            "the reply is larger than {} MiB and was not read",
+            limit >> 20
+        ),
     };
     if r.content_length()
         .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > limit))

@@ -104,7 +104,10 @@ async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, script: Script) 
         return;
     };
     let (status, body, sized) = if line.starts_with("POST /mgmt/shared/authn/login") {
-        let body = format!(r#"{{"token":{{"token":"{}","timeout":1200}}}}"#, script.token);
+        let body = format!(
+            r#"{{"token":{{"token":"{}","timeout":1200}}}}"#,
+            script.token
+        );
         (200, body, true)
     } else if line.contains("/mgmt/shared/authz/tokens/") {
         if script.drop_token_calls {
@@ -115,7 +118,11 @@ async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, script: Script) 
         let body = r#"{"items":[{"name":"portway","defaultRouteDomain":0}]}"#.to_string();
         (200, body, true)
     } else {
-        (script.answer.0, script.answer.1.clone(), !script.unsized_answer)
+        (
+            script.answer.0,
+            script.answer.1.clone(),
+            !script.unsized_answer,
+        )
     };
     let mut head = format!("HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n");
     if sized {
@@ -277,11 +284,10 @@ async fn tls_device(script: Script) -> String {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(tls_file("bigip.pem"))
-            .expect("bigip.pem")
-            .collect::<Result<_, _>>()
-            .expect("certificates");
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(tls_file("bigip.pem"))
+        .expect("bigip.pem")
+        .collect::<Result<_, _>>()
+        .expect("certificates");
     let key = PrivateKeyDer::from_pem_file(tls_file("bigip.key")).expect("bigip.key");
     let config = rustls::ServerConfig::builder()
         .with_no_client_auth()
