@@ -266,6 +266,17 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// The command prefix that runs a speaker with the capabilities its container gets and no
+/// more: root with a bounding set of `NET_RAW` alone (the DaemonSet drops ALL and adds
+/// NET_RAW), so an interop test fails if a code path needs another capability (issue 20:
+/// NET_ADMIN was granted and is not needed). `setpriv` is util-linux's, in every Debian.
+pub const SPEAKER_CAPS: [&str; 4] = [
+    "setpriv",
+    "--bounding-set=-all,+net_raw",
+    "--inh-caps=-all",
+    "--",
+];
+
 /// Builds the `portway` binary (in the profile of this test binary) and
 /// returns its path; once per test binary.
 pub fn portway_bin() -> PathBuf {
