@@ -24,8 +24,8 @@ pub mod kinds;
 pub mod managed;
 pub mod openapi;
 pub mod patch;
-pub mod protobuf;
 mod private_file;
+pub mod protobuf;
 pub mod rbac;
 pub mod registry;
 pub mod schema;
@@ -41,8 +41,8 @@ mod workloads;
 
 pub use deletion::{DeleteOptions, Deleted};
 pub use faults::{Faults, WriteLog, WriteRecord};
-pub use registry::WriteOptions;
 pub use private_file::write_private_file;
+pub use registry::WriteOptions;
 pub use store::Store;
 
 use anyhow::Context as _;
