@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Event, Namespace, Secret, Service};
 use kube::api::{Api, ListParams, PostParams};
 use portway_sim::bigip::BigIpSim;
 use portway_tests::process::{free_port, get};
-use portway_tests::{BGP, F5, SimNode, TestCluster, eventually, svc};
+use portway_tests::{BGP, F5, SimNode, TestCluster, eventually, ingress_ip, svc};
 use serde_json::json;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -64,18 +64,6 @@ async fn secret(c: &TestCluster, name: &str, data: serde_json::Value) {
         .create(&PostParams::default(), &s)
         .await
         .expect("secret");
-}
-
-fn ingress(s: &Service) -> Option<String> {
-    s.status
-        .as_ref()?
-        .load_balancer
-        .as_ref()?
-        .ingress
-        .as_ref()?
-        .first()?
-        .ip
-        .clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,7 +158,7 @@ async fn at_trace_level_no_password_or_token_reaches_logs_events_or_metrics() {
     }
     for name in ["web-f5", "web-bgp"] {
         eventually(&format!("{name} served"), T, || async {
-            ingress(&svcs.get(name).await.ok()?)
+            ingress_ip(&svcs.get(name).await.ok()?)
         })
         .await;
     }
