@@ -51,6 +51,9 @@ const T: Duration = Duration::from_secs(60);
 const SPEAKER_POLICY: &str = "portway-speaker-announced-by-only";
 const SVCLB_POLICY: &str = "portway-controller-svclb-only";
 
+/// A forbidden DaemonSet: its name, the edit that makes it, the words of the refusal.
+type Case = (&'static str, fn(&mut Value), &'static str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_speaker_may_change_only_the_announced_by_annotation() {
     let Some(kubectl) = kubectl("admission policies on a real API server") else {
@@ -235,7 +238,7 @@ async fn the_controller_may_write_only_svclb_daemonsets_and_its_own_are_admitted
         .await;
 
         // Every way out of the svclb shape that RBAC alone would let through.
-        let cases: Vec<(&str, fn(&mut Value), &str)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "hostpath",
                 |ds| {
