@@ -62,8 +62,11 @@ pub struct ControllerArgs {
     /// The Lease's namespace (default: the pod's namespace, else kube-system).
     #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
     pub leader_elect_resource_namespace: String,
-    /// Address of the health and metrics server.
-    #[arg(long, default_value = "0.0.0.0")]
+    /// Address of the health and metrics server (plain HTTP, no authentication): loopback
+    /// unless told otherwise, so that nothing off the host reads `/metrics` by default. The
+    /// manifests bind the pod's IP (the node's: host network), which the kubelet's probes
+    /// reach; SECURITY.md says how to restrict it.
+    #[arg(long, default_value = "127.0.0.1")]
     pub bind_address: std::net::IpAddr,
     /// Port of the health and metrics server (plain HTTP); 0 disables it.
     #[arg(long, default_value_t = 10258)]
@@ -220,5 +223,37 @@ async fn close_providers(providers: &[Arc<dyn LoadBalancerProvider>]) {
         .is_err()
     {
         warn!("a provider did not shut down within 5 s");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Controller {
+        #[command(flatten)]
+        args: ControllerArgs,
+    }
+
+    #[derive(Parser)]
+    struct Speaker {
+        #[command(flatten)]
+        args: crate::speaker::SpeakerArgs,
+    }
+
+    /// Unauthenticated HTTP is not offered to every network the host is on unless asked
+    /// for (issue 20, defect 6).
+    #[test]
+    fn health_and_metrics_listen_on_loopback_by_default() {
+        let c = Controller::parse_from(["portway"]);
+        assert!(c.args.bind_address.is_loopback(), "{}", c.args.bind_address);
+        let s = Speaker::parse_from(["portway", "--node-name", "n1"]);
+        assert!(
+            s.args.metrics_bind_address.ip().is_loopback(),
+            "{}",
+            s.args.metrics_bind_address
+        );
     }
 }

@@ -132,3 +132,28 @@ fn the_tables_name_only_documented_keys() {
         }
     }
 }
+
+/// A YAML alias bomb (nine levels of ten aliases: 10⁹ values once expanded, 600 bytes on
+/// disk) is refused by its expanded size before it is loaded, with an error that says why,
+/// instead of exhausting memory (issue 20, defect 6). The run's time is printed, not
+/// asserted.
+#[test]
+fn a_billion_laughs_file_is_refused_with_a_clear_error() {
+    let mut bomb = String::from("a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol,lol]\n");
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    for w in names.windows(2) {
+        let refs = vec![format!("*{}", w[0]); 10].join(",");
+        bomb.push_str(&format!("{}: &{} [{refs}]\n", w[1], w[1]));
+    }
+    let started = std::time::Instant::now();
+    let (ok, _, stderr) = check(&bomb);
+    eprintln!(
+        "check-config refused the alias bomb in {:?}",
+        started.elapsed()
+    );
+    assert!(!ok, "an alias bomb must not pass");
+    assert!(
+        stderr.contains("aliases") && stderr.contains("100000 values"),
+        "the error says why:\n{stderr}"
+    );
+}

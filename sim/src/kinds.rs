@@ -344,6 +344,35 @@ pub fn builtin_kinds() -> Vec<ResourceKind> {
             true,
             "rolebindings",
         ),
+        // Stored so that `kubectl apply` of Portway's manifests works; not enforced: the
+        // sim evaluates no CEL, so the policies are tested on the real control plane
+        // (tests/tests/admission_real.rs). generation/observedGeneration as upstream.
+        row(
+            "admissionregistration.k8s.io",
+            "v1",
+            "validatingadmissionpolicies",
+            "validatingadmissionpolicy",
+            "ValidatingAdmissionPolicy",
+            false,
+            &[],
+            true,
+            true,
+            false,
+            "validatingadmissionpolicies",
+        ),
+        row(
+            "admissionregistration.k8s.io",
+            "v1",
+            "validatingadmissionpolicybindings",
+            "validatingadmissionpolicybinding",
+            "ValidatingAdmissionPolicyBinding",
+            false,
+            &[],
+            false,
+            true,
+            false,
+            "validatingadmissionpolicybindings",
+        ),
     ];
     for k in &mut kinds {
         if matches!(k.plural, "services" | "pods" | "daemonsets" | "deployments") {

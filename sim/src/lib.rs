@@ -24,6 +24,7 @@ pub mod kinds;
 pub mod managed;
 pub mod openapi;
 pub mod patch;
+mod private_file;
 pub mod protobuf;
 pub mod rbac;
 pub mod registry;
@@ -40,6 +41,7 @@ mod workloads;
 
 pub use deletion::{DeleteOptions, Deleted};
 pub use faults::{Faults, WriteLog, WriteRecord};
+pub use private_file::write_private_file;
 pub use registry::WriteOptions;
 pub use store::Store;
 
@@ -403,12 +405,10 @@ impl SimCluster {
         kubeconfig_yaml(&self.url, user)
     }
 
-    /// Writes a kubeconfig for `user` (for child processes, kubectl, Python).
+    /// Writes a kubeconfig for `user` (for child processes, kubectl, Python): mode 0600,
+    /// atomically, through no symbolic link ([`write_private_file`]).
     pub fn write_kubeconfig(&self, path: &Path, user: &str) -> anyhow::Result<()> {
-        // Written beside it and renamed, so a client polling for the file never reads half.
-        let tmp = path.with_extension("kubeconfig.partial");
-        std::fs::write(&tmp, self.kubeconfig_yaml(user))
-            .and_then(|()| std::fs::rename(&tmp, path))
+        write_private_file(path, self.kubeconfig_yaml(user).as_bytes())
             .with_context(|| format!("writing kubeconfig {}", path.display()))
     }
 

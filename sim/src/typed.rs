@@ -22,7 +22,9 @@ pub struct Schemas {
 }
 
 fn build() -> Schemas {
-    use k8s_openapi::api::{apps, coordination, core, discovery, events, rbac};
+    use k8s_openapi::api::{
+        admissionregistration, apps, coordination, core, discovery, events, rbac,
+    };
     let mut generator: SchemaGenerator = SchemaSettings::openapi3().into_generator();
     let mut roots = HashMap::new();
     macro_rules! root {
@@ -55,6 +57,14 @@ fn build() -> Schemas {
     root!("clusterrolebindings", rbac::v1::ClusterRoleBinding);
     root!("roles", rbac::v1::Role);
     root!("rolebindings", rbac::v1::RoleBinding);
+    root!(
+        "validatingadmissionpolicies",
+        admissionregistration::v1::ValidatingAdmissionPolicy
+    );
+    root!(
+        "validatingadmissionpolicybindings",
+        admissionregistration::v1::ValidatingAdmissionPolicyBinding
+    );
     let components = generator.take_definitions(true);
     Schemas { components, roots }
 }

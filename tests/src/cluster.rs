@@ -243,12 +243,11 @@ impl TestCluster {
         }
     }
 
-    /// Writes the kubeconfig for `user` atomically (a reader never sees half of it).
+    /// Writes the kubeconfig for `user` atomically (a reader never sees half of it), mode
+    /// 0600, through no symbolic link.
     pub async fn write_kubeconfig(&self, path: &Path, user: &str) -> anyhow::Result<()> {
         let text = self.kubeconfig_yaml(user).await?;
-        let tmp = path.with_extension("kubeconfig.partial");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, path)?;
+        portway_sim::write_private_file(path, text.as_bytes())?;
         Ok(())
     }
 

@@ -137,6 +137,19 @@ impl SvcBuilder {
     }
 }
 
+/// The first ingress address of a Service's status, if it has one.
+pub fn ingress_ip(s: &Service) -> Option<String> {
+    s.status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .first()?
+        .ip
+        .clone()
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
@@ -265,6 +278,17 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// The command prefix that runs a speaker with the capabilities its container gets and no
+/// more: root with a bounding set of `NET_RAW` alone (the DaemonSet drops ALL and adds
+/// NET_RAW), so an interop test fails if a code path needs another capability (issue 20:
+/// NET_ADMIN was granted and is not needed). `setpriv` is util-linux's, in every Debian.
+pub const SPEAKER_CAPS: [&str; 4] = [
+    "setpriv",
+    "--bounding-set=-all,+net_raw",
+    "--inh-caps=-all",
+    "--",
+];
 
 /// Builds the `portway` binary (in the profile of this test binary) and
 /// returns its path; once per test binary.

@@ -136,3 +136,28 @@ async fn endpoints_follow_the_nodes_asked_for() {
     })
     .await;
 }
+
+/// A kubeconfig holds a token: the harness writes it 0600 and never through a symbolic link
+/// planted at its path or beside it (issue 20, defect 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubeconfigs_are_written_private_and_through_no_link() {
+    use std::os::unix::fs::{MetadataExt as _, symlink};
+    let c = TestCluster::start().await.expect("cluster");
+    let dir = tempfile::tempdir().expect("tmp");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "untouched").expect("victim");
+    let path = dir.path().join("admin.kubeconfig");
+    symlink(&victim, &path).expect("link");
+    symlink(&victim, dir.path().join("admin.kubeconfig.partial")).expect("link");
+    c.write_kubeconfig(&path, "admin")
+        .await
+        .expect("kubeconfig");
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "untouched"
+    );
+    let meta = std::fs::symlink_metadata(&path).expect("written");
+    assert!(meta.file_type().is_file());
+    assert_eq!(meta.mode() & 0o777, 0o600, "{:o}", meta.mode());
+    c.shutdown().await;
+}

@@ -257,6 +257,20 @@ fn the_chart_and_the_overlays_render_the_same_rbac_configuration_and_workloads()
                 "{name}: the {kind} {wname} differs"
             );
         }
+        // The admission policies are the same policies, rule for rule.
+        for kind in [
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+        ] {
+            for o in k.of_kind(kind) {
+                let n = s(o, "/metadata/name");
+                assert_eq!(
+                    c.get(kind, "", n).get("spec"),
+                    o.get("spec"),
+                    "{name}: the {kind} {n} differs"
+                );
+            }
+        }
         // Same objects, but for what each way of installing does on its own: the overlay
         // makes the namespace, the chart the metrics Services.
         let mut chart_objects = inventory(&c);
@@ -366,6 +380,8 @@ fn the_service_monitor_needs_its_crd_and_scrapes_both_components() {
         dir.to_str().expect("UTF-8"),
         "--set",
         "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.service.enabled=true",
     ];
     let out = helm.run(None, &args);
     assert!(!out.status.success());
@@ -380,6 +396,8 @@ fn the_service_monitor_needs_its_crd_and_scrapes_both_components() {
         &[
             "--set",
             "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "metrics.service.enabled=true",
             "--api-versions",
             "monitoring.coreos.com/v1/ServiceMonitor",
         ],

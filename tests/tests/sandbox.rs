@@ -19,6 +19,10 @@ fn sandbox_serves_all_four_classes() {
         .output()
         .expect("running portway sandbox");
     check_demo(&out);
+    // It holds the admin's credentials: readable by its owner only (issue 20).
+    use std::os::unix::fs::MetadataExt as _;
+    let mode = std::fs::metadata(&kubeconfig).expect("kubeconfig").mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

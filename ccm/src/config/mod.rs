@@ -17,6 +17,7 @@
 //! It is parsed once: the controller, the node agent and `check-config` all receive the
 //! typed [`Config`].
 
+mod guard;
 mod model;
 mod raw;
 mod sections;
@@ -52,21 +53,15 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
         let mut file = serde_json::Value::Object(serde_json::Map::new());
         if let Some(path) = path {
-            if !path.exists() {
-                return Err(ConfigErrors(vec![ConfigError::new(
-                    "",
-                    format!("configuration file {} does not exist", path.display()),
-                )]));
-            }
-            file = config::Config::builder()
-                .add_source(
-                    config::File::from(path)
-                        .format(config::FileFormat::Yaml)
-                        .required(true),
-                )
-                .build()
-                .and_then(|c| c.try_deserialize())
-                .map_err(|e| ConfigErrors(vec![ConfigError::new("", e.to_string())]))?;
+            let text = read_bounded(path)?;
+            file = parse_yaml(&text).map_err(|mut es| {
+                for e in &mut es.0 {
+                    if e.path.is_empty() {
+                        e.message = format!("{}: {}", path.display(), e.message);
+                    }
+                }
+                es
+            })?;
         }
         let env: serde_json::Value = config::Config::builder()
             .add_source(
@@ -87,12 +82,7 @@ impl Config {
 
     /// Parses a YAML document (used by tests and `check-config` on stdin).
     pub fn from_yaml(text: &str) -> Result<Config, ConfigErrors> {
-        let merged: serde_json::Value = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Yaml))
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|e| ConfigErrors(vec![ConfigError::new("", e.to_string())]))?;
-        Self::from_value(merged)
+        Self::from_value(parse_yaml(text)?)
     }
 
     /// Deserializes with key paths in errors, then parses every section: the one place
@@ -113,6 +103,34 @@ impl Config {
             }
         }
     }
+}
+
+/// Reads at most [`guard::MAX_BYTES`] (and one byte more, to tell a larger file).
+fn read_bounded(path: &Path) -> Result<String, ConfigErrors> {
+    use std::io::Read as _;
+    let fail = |m: String| ConfigErrors(vec![ConfigError::new("", m)]);
+    let file = std::fs::File::open(path).map_err(|e| {
+        fail(if e.kind() == std::io::ErrorKind::NotFound {
+            format!("configuration file {} does not exist", path.display())
+        } else {
+            format!("reading {}: {e}", path.display())
+        })
+    })?;
+    let mut bytes = Vec::new();
+    file.take(guard::MAX_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(format!("reading {}: {e}", path.display())))?;
+    String::from_utf8(bytes).map_err(|_| fail(format!("{} is not UTF-8 text", path.display())))
+}
+
+/// The YAML text as data, after [`guard::check`] refused what would not fit in memory.
+fn parse_yaml(text: &str) -> Result<serde_json::Value, ConfigErrors> {
+    guard::check(text).map_err(|e| ConfigErrors(vec![e]))?;
+    config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Yaml))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| ConfigErrors(vec![ConfigError::new("", e.to_string())]))
 }
 
 /// Checks values serde cannot: names a class we serve, sane delays.

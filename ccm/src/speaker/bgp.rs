@@ -28,12 +28,29 @@ const RETRY: Duration = Duration::from_secs(10);
 type SecretKey = (String, String, String);
 
 /// What a running speaker was started from; a difference means a restart.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 struct Started {
     peers: Vec<usize>,
     ipv4: Option<std::net::Ipv4Addr>,
     ipv6: Option<std::net::Ipv6Addr>,
     passwords: Vec<Option<String>>,
+}
+
+/// Says which peers have a password, never what it is.
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let passwords: Vec<Option<&str>> = self
+            .passwords
+            .iter()
+            .map(|p| p.as_ref().map(|_| "<redacted>"))
+            .collect();
+        f.debug_struct("Started")
+            .field("peers", &self.peers)
+            .field("ipv4", &self.ipv4)
+            .field("ipv6", &self.ipv6)
+            .field("passwords", &passwords)
+            .finish()
+    }
 }
 
 /// The BGP side of the node agent.
@@ -238,5 +255,23 @@ async fn read_passwords(
                 warn!(secret = %r.name, namespace = %r.namespace, %e, "reading a BGP password Secret")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_holds_no_password() {
+        let s = Started {
+            peers: vec![0, 1],
+            ipv4: None,
+            ipv6: None,
+            passwords: vec![Some("md5-secret-value".into()), None],
+        };
+        let text = format!("{s:?}");
+        assert!(!text.contains("md5-secret-value"), "{text}");
+        assert!(text.contains("<redacted>"), "{text}");
     }
 }

@@ -48,9 +48,12 @@ pub struct SpeakerArgs {
     /// Portway's configuration file (the same as the controller's).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Where to serve `/metrics` and `/healthz` (port 0 disables). 7473, not MetalLB's 7472,
-    /// so both can run side by side during a migration.
-    #[arg(long, default_value = "0.0.0.0:7473")]
+    /// Where to serve `/metrics` and `/healthz` (plain HTTP, no authentication; port 0
+    /// disables). Loopback by default: the speaker runs in the host's network, so any other
+    /// address is reachable from the node's networks; `$(POD_IP):7473` exposes it to a
+    /// scraper (SECURITY.md). 7473, not MetalLB's 7472, so both can run side by side during a
+    /// migration.
+    #[arg(long, default_value = "127.0.0.1:7473")]
     pub metrics_bind_address: std::net::SocketAddr,
 }
 

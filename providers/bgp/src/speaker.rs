@@ -146,12 +146,25 @@ fn lock(m: &Mutex<RouteState>) -> std::sync::MutexGuard<'_, RouteState> {
 }
 
 /// Everything one peer task needs to open connections.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Dialer {
     remote: SocketAddr,
     source: Option<IpAddr>,
     password: Option<Arc<[u8]>>,
     ttl: Option<u8>,
+}
+
+/// Says whether a TCP MD5 password is set, never what it is: a `{:?}` in a log line or a
+/// panic message must not print it.
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialer")
+            .field("remote", &self.remote)
+            .field("source", &self.source)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ttl", &self.ttl)
+            .finish()
+    }
 }
 
 impl Speaker {

@@ -291,3 +291,18 @@ async fn graceful_restart_is_announced_only_when_the_peer_asks_for_it() {
     let open = first_open(&cfg, listener).await;
     assert!(open.graceful_restart);
 }
+
+#[test]
+fn a_dialers_debug_output_holds_no_password() {
+    let d = Dialer {
+        remote: "192.0.2.1:179".parse().expect("addr"),
+        source: None,
+        password: Some(Arc::from(&b"md5-secret-value"[..])),
+        ttl: None,
+    };
+    let text = format!("{d:?}");
+    assert!(!text.contains("md5"), "{text}");
+    // Not as bytes either (a derived Debug prints [109, 100, 53, ...]).
+    assert!(!text.contains("109, 100, 53"), "{text}");
+    assert!(text.contains("<redacted>"), "{text}");
+}

@@ -56,23 +56,33 @@ impl From<TxError> for ProviderError {
     }
 }
 
-/// A refusal that names what to fix rather than the bare device message: a monitor named in
-/// `f5.monitor` that does not exist, or a node address held by a partition Portway cannot
-/// read (one IP is a node once per route domain, across partitions).
+/// A refusal that names what to fix rather than the bare device message (which stays in
+/// the log): a monitor named in `f5.monitor` that does not exist, or a node address held by
+/// a partition Portway cannot read (one IP is a node once per route domain, across
+/// partitions). Only what Portway itself sent (the monitor's path, the node's address) is
+/// quoted back.
 fn needs_a_fix(message: &str) -> Option<ProviderError> {
-    if message.contains("The requested monitor (") {
+    if let Some(rest) = message
+        .split_once("The requested monitor (")
+        .map(|(_, r)| r)
+    {
+        let path = rest.split_once(')').map_or("", |(p, _)| p);
         return Some(ProviderError::invalid(
             "f5.monitor",
             format!(
-                "{message}: the monitor f5.monitor names does not exist on the BIG-IP; create it or correct the path"
+                "the monitor {path} that f5.monitor names does not exist on the BIG-IP; create it or correct the path"
             ),
         ));
     }
     if message.contains("Invalid Node") {
+        let address = message
+            .split_once("IP address ")
+            .and_then(|(_, r)| r.split_whitespace().next())
+            .unwrap_or("");
         return Some(ProviderError::invalid(
             "f5.partition",
             format!(
-                "{message}: that address is a node in a partition this account cannot read; share the node through /Common, or let the account read its partition"
+                "the node address {address} is held in a partition this account cannot read; share the node through /Common, or let the account read its partition"
             ),
         ));
     }
@@ -87,18 +97,36 @@ fn not_found_path(message: &str) -> Option<&str> {
 }
 
 impl BigIp {
-    /// A client for `base` (https with the system roots or `ca_bundle`; http for tests).
+    /// A client for `base`: https verified with the system roots, or with `ca_bundle` alone
+    /// when it is set; plain http (tests, labs) is allowed with a warning.
+    ///
+    /// A configured `ca_bundle` *replaces* the system roots rather than adding to them: it
+    /// pins the management interface to the organisation's CA (or the device's own
+    /// certificate), so that no public CA can vouch for a man in the middle that would then
+    /// receive the admin password. client-go treats a kubeconfig's certificate-authority the
+    /// same way.
     pub fn new(base: &str, ca_bundle: &str, insecure: bool) -> Result<BigIp, ProviderError> {
         // reqwest is built without a bundled crypto provider; use ring like kube does.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        if base.starts_with("http://") {
+            warn!(
+                "f5.url uses plain http: the BIG-IP password and auth token cross the network unencrypted; use https"
+            );
+        }
         let mut b = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .danger_accept_invalid_certs(insecure);
         if !ca_bundle.trim().is_empty() {
-            let cert = reqwest::Certificate::from_pem(ca_bundle.as_bytes()).map_err(|e| {
-                ProviderError::invalid("f5.caBundle", format!("not a PEM certificate: {e}"))
-            })?;
-            b = b.add_root_certificate(cert);
+            let certs = reqwest::Certificate::from_pem_bundle(ca_bundle.as_bytes())
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    ProviderError::invalid(
+                        "f5.caBundle",
+                        "holds no PEM certificate; paste the CA certificate(s) that signed the BIG-IP's management certificate (-----BEGIN CERTIFICATE----- ...)",
+                    )
+                })?;
+            b = b.tls_certs_only(certs);
         }
         let http = b.build().map_err(|e| {
             ProviderError::invalid("f5.url", format!("cannot build an HTTP client: {e}"))
@@ -194,8 +222,7 @@ impl BigIp {
                     return Err(ProviderError::invalid(
                         "f5.partition",
                         format!(
-                            "partition {partition} does not exist and this account may not create it ({}); create it on the BIG-IP or give the account the Administrator role",
-                            f.message
+                            "partition {partition} does not exist and this account may not create it; create it on the BIG-IP or give the account the Administrator role"
                         ),
                     ));
                 }
@@ -314,8 +341,7 @@ impl BigIp {
         let expired = |id: u64, f: Failure| {
             if f.is(StatusCode::NOT_FOUND) && f.message.contains("ransaction") {
                 TxError::Failed(ProviderError::transient(format!(
-                    "BIG-IP transaction {id} expired before it was committed: {}",
-                    f.message
+                    "BIG-IP transaction {id} expired before it was committed"
                 )))
             } else {
                 TxError::Failed(f.error)
@@ -355,9 +381,10 @@ impl BigIp {
             Err(f) => return Err(Self::commit_failure(id, commands, f, expired)),
         };
         if done["state"] != "COMPLETED" {
+            let state = done["state"].as_str().unwrap_or("without a state");
+            warn!(id, state, failure_reason = %done["failureReason"], "BIG-IP transaction not completed");
             return Err(TxError::Failed(ProviderError::transient(format!(
-                "BIG-IP transaction {id} ended {}: {}",
-                done["state"], done["failureReason"]
+                "BIG-IP transaction {id} ended {state}; the controller's log has the device's reason"
             ))));
         }
         Ok(())
@@ -373,19 +400,25 @@ impl BigIp {
         if let Some(e) = needs_a_fix(&f.message) {
             return TxError::Failed(e);
         }
-        let ProviderError::Invalid { field, reason } = &f.error else {
+        let ProviderError::Invalid { field, .. } = &f.error else {
             return expired(id, f);
         };
         // A create met an object made after our read (01020066 "already exists"; 409,
-        // some versions 400). Nothing was applied.
+        // some versions 400). Nothing was applied. The name quoted is one Portway chose.
         if f.is(StatusCode::CONFLICT)
-            || reason.contains("01020066")
-            || reason.contains("already exists")
+            || f.message.contains("01020066")
+            || f.message.contains("already exists")
         {
+            let name = commands
+                .iter()
+                .filter(|c| c.method == "POST")
+                .filter_map(|c| c.body["name"].as_str())
+                .find(|n| f.message.contains(n))
+                .unwrap_or("");
             return TxError::Stale(ProviderError::Invalid {
                 field: field.clone(),
                 reason: format!(
-                    "{reason}; an object of that name is in the partition but not tagged as this Service's (portway-uid): delete or rename it on the BIG-IP"
+                    "an object named {name} is in the partition but not tagged as this Service's (portway-uid): delete or rename it on the BIG-IP"
                 ),
             });
         }
@@ -399,7 +432,7 @@ impl BigIp {
                 .any(|c| c.method != "POST" && c.path.ends_with(&tail));
             if ours {
                 return TxError::Stale(ProviderError::transient(format!(
-                    "BIG-IP transaction {id} raced with a change: {reason}"
+                    "BIG-IP transaction {id} raced with a change of the partition"
                 )));
             }
         }

@@ -65,6 +65,25 @@ fn default_resync() -> Duration {
     Duration::from_secs(300)
 }
 
+/// What is wrong with `f5.url`, if anything. A user or password in it (`https://admin:pw@…`)
+/// is refused: it would sit in a ConfigMap that many may read and in every log line that
+/// quotes the URL, and the credentials belong in `f5.credentialsSecret`. (Plain `http://`
+/// is allowed for labs and warned about when the provider starts.)
+fn url_problem(url: &str) -> Option<&'static str> {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Some("must be an http(s) URL such as https://bigip.example.net");
+    }
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return Some("is not a valid URL; write it as https://bigip.example.net[:port]");
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Some(
+            "must not hold a user or password (user:password@); put them in the Secret that f5.credentialsSecret names",
+        );
+    }
+    None
+}
+
 fn issue(path: &str, message: impl Into<String>) -> ConfigIssue {
     ConfigIssue::new(path, message)
 }
@@ -269,11 +288,8 @@ impl F5Config {
     ) -> Result<F5Config, Vec<ConfigIssue>> {
         let cfg: F5Config = portway_provider::parse_section("f5", value).map_err(|e| vec![e])?;
         let mut issues = Vec::new();
-        if !(cfg.url.starts_with("https://") || cfg.url.starts_with("http://")) {
-            issues.push(issue(
-                "f5.url",
-                "must be an http(s) URL such as https://bigip.example.net",
-            ));
+        if let Some(problem) = url_problem(&cfg.url) {
+            issues.push(issue("f5.url", problem));
         }
         let p = &cfg.partition;
         if p.eq_ignore_ascii_case("common") {
@@ -343,6 +359,31 @@ mod tests {
         );
         let e = F5Config::from_value(&json!({"url": "https://b"}), None).expect_err("missing");
         assert!(e[0].message.contains("credentialsSecret"), "{e:?}");
+    }
+
+    #[test]
+    fn a_url_with_credentials_is_refused() {
+        let cfg = |url: &str| {
+            F5Config::from_value(
+                &json!({"url": url, "credentialsSecret": {"namespace": "n", "name": "s"}}),
+                None,
+            )
+        };
+        for url in [
+            "https://admin:hunter2@bigip.example.net",
+            "https://admin@bigip.example.net:8443/",
+        ] {
+            let e = cfg(url).expect_err("userinfo");
+            assert_eq!(e[0].path, "f5.url", "{e:?}");
+            assert!(e[0].message.contains("f5.credentialsSecret"), "{e:?}");
+            assert!(!e[0].message.contains("hunter2"), "{e:?}");
+        }
+        assert!(cfg("https://bigip.example.net:8443").is_ok());
+        assert!(
+            cfg("http://10.0.0.5").is_ok(),
+            "plain http: a warning at start"
+        );
+        assert!(cfg("https://").is_err());
     }
 
     #[test]

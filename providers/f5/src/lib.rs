@@ -13,6 +13,7 @@ mod client;
 mod config;
 pub mod current;
 mod desired;
+mod http;
 mod names;
 mod nodes;
 mod plan;

@@ -12,8 +12,16 @@
 //!   expired.", recorded in f5devcentral/f5-cli issue #8) and for a permission denial
 //!   ("Authorization failed: user=… resource=… verb=…", F5Networks/f5-appsvcs-extension
 //!   issue #420). Only the first is cured by logging in again; the second is a role the
-//!   account lacks, reported with the device's message as needs-a-fix.
+//!   account lacks, reported as needs-a-fix.
+//!
+//! What the device says stays in the controller's log: a Service's event (which its
+//! owner, a tenant, reads) gets a short reason and the fix, never the device's message
+//! (user names, partitions, software versions, HTML error pages) nor the management URL.
+//! Each refusal is logged once, here, with the call and the device's message; transport
+//! errors are logged without their URL ([`crate::http`]), since the token-extension and
+//! token-deletion calls carry the token in their path.
 
+use crate::http::{MAX_BODY, Unreached, read_text};
 use portway_provider::ProviderError;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -43,9 +51,10 @@ impl std::fmt::Debug for Credentials {
 pub(crate) struct Failure {
     /// The HTTP status it answered; `None` when it was not reached or kept answering 401.
     pub(crate) status: Option<StatusCode>,
-    /// The device's message (`message` of the error body, or the start of the body).
+    /// The device's message (`message` of the error body, or the start of the body): for
+    /// deciding what the refusal means, and for the log; never for an event.
     pub(crate) message: String,
-    /// The provider's error class for it, with the device's message.
+    /// The provider's error class for it, with a short reason for the Service's event.
     pub(crate) error: ProviderError,
 }
 
@@ -90,9 +99,9 @@ fn token_refused(message: &str) -> bool {
         .any(|w| m.contains(w))
 }
 
-/// Turns a BIG-IP answer other than 401 into the provider's error classes.
-pub(crate) fn classify(status: StatusCode, body: &str) -> ProviderError {
-    let message = message(body);
+/// Turns a BIG-IP answer other than 401 into the provider's error classes, with a short
+/// reason: the device's `message` (already logged) is used to classify only.
+pub(crate) fn classify(status: StatusCode, message: &str) -> ProviderError {
     let code = status.as_u16();
     let transient = match code {
         503 | 502 | 504 | 500 => true,
@@ -100,22 +109,24 @@ pub(crate) fn classify(status: StatusCode, body: &str) -> ProviderError {
         _ => false,
     };
     if transient {
-        ProviderError::transient(format!("BIG-IP answered {code}: {message}"))
+        ProviderError::transient(format!(
+            "the BIG-IP answered {code} (busy or restarting); retrying"
+        ))
     } else {
         ProviderError::invalid(
             "f5",
-            format!("BIG-IP refused the change ({code}): {message}"),
+            format!(
+                "the BIG-IP refused the change ({code}); the controller's log has the device's message"
+            ),
         )
     }
 }
 
 /// A 401 that is not about the token: the account lacks a permission.
-fn denied(message: &str) -> ProviderError {
+fn denied() -> ProviderError {
     ProviderError::invalid(
         "f5.credentialsSecret",
-        format!(
-            "the BIG-IP account may not do this (401 {message}); give it the Administrator role, or the Manager role on the partition (see docs/f5.md)"
-        ),
+        "the BIG-IP account may not do this (401); give it the Administrator role, or the Manager role on the partition (see docs/f5.md)",
     )
 }
 
@@ -168,6 +179,7 @@ impl Session {
         self.calls.load(Ordering::Relaxed)
     }
 
+    /// Deletes a token. Its path holds the token: an error is logged without the URL.
     async fn delete_token(&self, t: &str) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let r = self
@@ -176,7 +188,13 @@ impl Session {
             .header("X-F5-Auth-Token", t)
             .send()
             .await;
-        debug!(status = ?r.map(|r| r.status()), "BIG-IP token deleted");
+        match r {
+            Ok(r) => debug!(status = %r.status(), "BIG-IP token deleted"),
+            Err(e) => {
+                let u = Unreached::from_reqwest(e);
+                debug!(error = %u.detail, "BIG-IP token not deleted; it expires on its own");
+            }
+        }
     }
 
     async fn login(&self) -> Result<String, ProviderError> {
@@ -187,15 +205,19 @@ impl Session {
             .clone()
             .ok_or_else(|| ProviderError::transient("BIG-IP credentials not loaded yet"))?;
         self.calls.fetch_add(1, Ordering::Relaxed);
+        let unreached = |u: Unreached| {
+            warn!(error = %u.detail, "BIG-IP login failed");
+            u.error("BIG-IP login")
+        };
         let r = self
             .http
             .post(format!("{}/mgmt/shared/authn/login", self.base))
             .json(&json!({"username": creds.username, "password": creds.password, "loginProviderName": "tmos"}))
             .send()
             .await
-            .map_err(|e| ProviderError::transient(format!("BIG-IP login: {e}")))?;
+            .map_err(|e| unreached(Unreached::from_reqwest(e)))?;
         let status = r.status();
-        let text = r.text().await.unwrap_or_default();
+        let text = read_text(r, MAX_BODY).await.map_err(unreached)?;
         if status == StatusCode::UNAUTHORIZED {
             self.refused.store(true, Ordering::Relaxed);
             return Err(ProviderError::invalid(
@@ -205,43 +227,53 @@ impl Session {
         }
         if !status.is_success() {
             let m = message(&text);
+            warn!(%status, device_message = %m, "BIG-IP login refused");
             if m.contains("maximum active login tokens") {
                 // Tokens of this user expire within their lifetime: worth retrying.
-                return Err(ProviderError::transient(format!(
-                    "BIG-IP login refused: {m} (another client holds this user's tokens; they expire, or delete them)"
-                )));
+                return Err(ProviderError::transient(
+                    "BIG-IP login refused: this user holds the most tokens the device allows (another client holds them; they expire, or delete them)",
+                ));
             }
-            return Err(classify(status, &text));
+            return Err(classify(status, &m));
         }
         let v: Value = serde_json::from_str(&text).unwrap_or_default();
         let token = v["token"]["token"]
             .as_str()
             .ok_or_else(|| ProviderError::transient("BIG-IP login reply without token.token"))?
             .to_string();
-        // Extend the lifetime and read back what the device granted.
+        self.extend(&token).await;
+        Ok(token)
+    }
+
+    /// Extends the token's lifetime and reads back what the device granted. The token is in
+    /// the path, so a failure is logged without the URL; the token still works until it
+    /// expires, and a 401 then logs in again.
+    async fn extend(&self, token: &str) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let ext = self
             .http
             .patch(format!("{}/mgmt/shared/authz/tokens/{token}", self.base))
-            .header("X-F5-Auth-Token", &token)
+            .header("X-F5-Auth-Token", token)
             .json(&json!({"timeout": 3600}))
             .send()
             .await;
         match ext {
             Ok(r) if r.status().is_success() => {
-                let granted = r
-                    .json::<Value>()
+                let granted = read_text(r, MAX_BODY)
                     .await
                     .ok()
+                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
                     .and_then(|v| v["timeout"].as_u64());
                 debug!(?granted, "BIG-IP token lifetime");
             }
             Ok(r) => {
                 warn!(status = %r.status(), "BIG-IP token lifetime not extended; re-login on expiry")
             }
-            Err(e) => warn!(%e, "BIG-IP token lifetime not extended"),
+            Err(e) => {
+                let u = Unreached::from_reqwest(e);
+                warn!(error = %u.detail, "BIG-IP token lifetime not extended; re-login on expiry");
+            }
         }
-        Ok(token)
     }
 
     /// The token, logging in (once, under the lock) when there is none.
@@ -285,36 +317,41 @@ impl Session {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            let r = req.send().await.map_err(|e| {
-                Failure::unanswered(ProviderError::transient(format!(
-                    "BIG-IP {method} {path}: {e}"
-                )))
-            })?;
+            let unreached = |u: Unreached| {
+                warn!(%method, %path, error = %u.detail, "BIG-IP call failed");
+                Failure::unanswered(u.error(&format!("BIG-IP {method}")))
+            };
+            let r = req
+                .send()
+                .await
+                .map_err(|e| unreached(Unreached::from_reqwest(e)))?;
             let status = r.status();
-            let text = r.text().await.unwrap_or_default();
+            let text = read_text(r, MAX_BODY).await.map_err(unreached)?;
             if status.is_success() {
                 return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
             }
             let msg = message(&text);
+            if status == StatusCode::UNAUTHORIZED && token_refused(&msg) && attempt == 0 {
+                debug!(%method, %path, device_message = %msg, "BIG-IP token no longer valid; logging in again");
+                self.invalidate(&token).await;
+                continue;
+            }
+            warn!(%method, %path, %status, device_message = %msg, "BIG-IP refused a call");
             if status == StatusCode::UNAUTHORIZED {
                 if !token_refused(&msg) {
                     return Err(Failure {
                         status: Some(status),
-                        error: denied(&msg),
+                        error: denied(),
                         message: msg,
                     });
                 }
-                if attempt == 0 {
-                    self.invalidate(&token).await;
-                    continue;
-                }
-                return Err(Failure::unanswered(ProviderError::transient(format!(
-                    "BIG-IP refused a fresh token: {msg}"
-                ))));
+                return Err(Failure::unanswered(ProviderError::transient(
+                    "the BIG-IP refused a fresh token; retrying",
+                )));
             }
             return Err(Failure {
                 status: Some(status),
-                error: classify(status, &text),
+                error: classify(status, &msg),
                 message: msg,
             });
         }

@@ -422,8 +422,10 @@ pub struct SpeakerProc {
 impl SpeakerProc {
     fn spawn(ns: &str, log: &std::path::Path, init: Value) -> SpeakerProc {
         let log = std::fs::File::create(log).expect("speaker log");
+        // With the speaker container's capabilities only (NET_RAW): TCP MD5 must not need more.
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns])
+            .args(portway_tests::SPEAKER_CAPS)
             .arg(speaker_binary())
             .env("RUST_LOG", "portway_bgp=debug,info")
             .stdin(Stdio::piped())

@@ -4,7 +4,7 @@ use super::rbac::{
     Wiring, assert_same_perms, controller_allow_list, effective, speaker_allow_list,
 };
 use super::workloads::{
-    caps, container, controller_args, mounted_config, pod_spec, speaker_args, tolerates,
+    POD_IP, caps, container, controller_args, mounted_config, pod_spec, speaker_args, tolerates,
     validate_config, wiring,
 };
 use super::{CONTROLLER_SA, NS, Rendered, SPEAKER_SA, s};
@@ -19,7 +19,7 @@ pub(crate) fn check_overlay(r: &Rendered) -> Wiring {
     assert_eq!(
         s(ns, "/metadata/labels/pod-security.kubernetes.io~1enforce"),
         "privileged",
-        "{}: host network and NET_ADMIN need the privileged Pod Security level",
+        "{}: host network and NET_RAW need the privileged Pod Security level",
         r.overlay
     );
     check_objects(r)
@@ -116,6 +116,10 @@ pub(crate) fn check_objects(r: &Rendered) -> Wiring {
         caps(c, "add").is_empty(),
         "{o}: the controller needs no capability"
     );
+    assert!(
+        !args.bind_address.is_unspecified(),
+        "{o}: the unauthenticated health and metrics server listens on every address"
+    );
     assert_eq!(
         c.pointer("/securityContext/allowPrivilegeEscalation"),
         Some(&Value::Bool(false)),
@@ -165,8 +169,10 @@ pub(crate) fn check_objects(r: &Rendered) -> Wiring {
         check_speaker(r, ds, text, &config);
     }
 
-    // RBAC: exactly what the code calls, for this wiring.
+    // RBAC: exactly what the code calls, for this wiring; the admission policies that
+    // narrow two of its grants.
     let w = wiring(&args, &config);
+    check_admission(r, &w, &config);
     if w.hostport {
         r.get("Role", &w.hostport_namespace, "portway-hostport");
     }
@@ -204,8 +210,9 @@ pub(crate) fn check_objects(r: &Rendered) -> Wiring {
     w
 }
 
-/// The speaker DaemonSet: host network, NET_RAW and NET_ADMIN only, its node from
-/// `spec.nodeName`, the controller's configuration, the gossip port it uses.
+/// The speaker DaemonSet: host network, NET_RAW only, its node from `spec.nodeName`, the
+/// controller's configuration, the gossip port it uses, metrics on loopback unless a
+/// metrics port is declared (then on the pod's address, never every address).
 fn check_speaker(r: &Rendered, ds: &Value, text: &str, config: &portway::config::Config) {
     let o = r.overlay.as_str();
     r.get("ServiceAccount", NS, SPEAKER_SA);
@@ -215,8 +222,8 @@ fn check_speaker(r: &Rendered, ds: &Value, text: &str, config: &portway::config:
     let sc = container(ds, "speaker");
     assert_eq!(
         caps(sc, "add"),
-        BTreeSet::from(["NET_ADMIN".to_string(), "NET_RAW".to_string()]),
-        "{o}: the speaker gets NET_RAW and NET_ADMIN and nothing else"
+        BTreeSet::from(["NET_RAW".to_string()]),
+        "{o}: the speaker gets NET_RAW and nothing else (no code path needs NET_ADMIN)"
     );
     assert_eq!(caps(sc, "drop"), BTreeSet::from(["ALL".to_string()]), "{o}");
     assert_ne!(
@@ -235,6 +242,16 @@ fn check_speaker(r: &Rendered, ds: &Value, text: &str, config: &portway::config:
         "{o}: the speaker learns its node from spec.nodeName"
     );
     assert!(sargs.kubeconfig.is_none(), "{o}: in-cluster configuration");
+    let metrics = sargs.metrics_bind_address;
+    let declared = sc
+        .get("ports")
+        .and_then(Value::as_array)
+        .is_some_and(|ps| ps.iter().any(|p| s(p, "/name") == "metrics"));
+    assert!(
+        metrics.ip().is_loopback() || (declared && metrics.ip().to_string() == POD_IP),
+        "{o}: the speaker's unauthenticated /metrics on {metrics} (declared port: {declared}): \
+         loopback, or the pod's address when it is exposed on purpose"
+    );
     let speaker_config = sargs
         .config
         .as_ref()
@@ -259,5 +276,64 @@ fn check_speaker(r: &Rendered, ds: &Value, text: &str, config: &portway::config:
             "{o}: l2.gossipPort and the speaker's declared port differ"
         );
         assert_eq!(s(gossip, "/protocol"), "UDP", "{o}");
+    }
+}
+
+/// The admission policies (deploy/base/admission.yaml, the chart's admission.yaml): where
+/// the speaker runs, the policy that lets it change only `portway.dev/announced-by`; where
+/// the controller may create svclb DaemonSets, the policy that admits only their shape,
+/// with the image the configuration names. Each bound with `Deny` and matched to the
+/// ServiceAccount's user name. What they refuse is tested on a real API server
+/// (admission_real.rs): the sim does not evaluate CEL.
+fn check_admission(r: &Rendered, w: &Wiring, config: &portway::config::Config) {
+    let o = r.overlay.as_str();
+    let policy = |name: &str, sa: &str, wanted: bool| -> Option<&Value> {
+        let vap = r.find("ValidatingAdmissionPolicy", "", name);
+        assert_eq!(
+            vap.is_some(),
+            wanted,
+            "{o}: ValidatingAdmissionPolicy {name}"
+        );
+        let vap = vap?;
+        let user = format!("system:serviceaccount:{NS}:{sa}");
+        let conditions = vap
+            .pointer("/spec/matchConditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            conditions
+                .iter()
+                .any(|c| s(c, "/expression") == format!("request.userInfo.username == '{user}'")),
+            "{o}: {name} must match {user}: {conditions:?}"
+        );
+        assert_eq!(s(vap, "/spec/failurePolicy"), "Fail", "{o}: {name}");
+        let binding = r.get("ValidatingAdmissionPolicyBinding", "", name);
+        assert_eq!(s(binding, "/spec/policyName"), name, "{o}");
+        assert_eq!(
+            binding.pointer("/spec/validationActions"),
+            Some(&serde_json::json!(["Deny"])),
+            "{o}: {name} must deny, not only warn or audit"
+        );
+        assert!(
+            binding.pointer("/spec/matchResources").is_none()
+                && binding.pointer("/spec/paramRef").is_none(),
+            "{o}: {name}'s binding applies everywhere"
+        );
+        Some(vap)
+    };
+    policy("portway-speaker-announced-by-only", SPEAKER_SA, w.speaker);
+    if let Some(vap) = policy("portway-controller-svclb-only", CONTROLLER_SA, w.hostport) {
+        let image = vap
+            .pointer("/spec/variables")
+            .and_then(Value::as_array)
+            .and_then(|vs| vs.iter().find(|v| s(v, "/name") == "image"))
+            .map(|v| s(v, "/expression"))
+            .unwrap_or_else(|| panic!("{o}: the svclb policy has no image variable"));
+        assert_eq!(
+            image,
+            format!("'{}'", config.hostport.image),
+            "{o}: the svclb policy must admit the image hostport.image names"
+        );
     }
 }

@@ -115,7 +115,7 @@ async fn rendered_objects_load_into_the_sim_and_rbac_holds() {
             .and_then(|sc| sc.capabilities)
             .and_then(|c| c.add)
             .unwrap_or_default();
-        assert_eq!(added.len(), 2, "{overlay}: {added:?}");
+        assert_eq!(added, ["NET_RAW"], "{overlay}: {added:?}");
         let _: Namespace = Api::all(admin.clone()).get(NS).await.expect("namespace");
         let _: ServiceAccount = Api::namespaced(admin.clone(), NS)
             .get(CONTROLLER_SA)
@@ -261,19 +261,23 @@ async fn rendered_objects_load_into_the_sim_and_rbac_holds() {
             hp_ds.list(&lp).await.is_ok(),
             "{overlay}: list svclb daemonsets"
         );
-        let svclb_ds: DaemonSet = serde_json::from_value(serde_json::json!({
-            "apiVersion": "apps/v1", "kind": "DaemonSet",
-            "metadata": {"name": "svclb-web-12345678", "namespace": w.hostport_namespace,
-                         "labels": {"svccontroller.k3s.cattle.io/svcname": "web"}},
-            "spec": {
-                "selector": {"matchLabels": {"app": "svclb-web-12345678"}},
-                "template": {
-                    "metadata": {"labels": {"app": "svclb-web-12345678"}},
-                    "spec": {"containers": [{"name": "lb-tcp-80", "image": "rancher/klipper-lb:v0.4.17"}]}
-                }
-            }
-        }))
-        .expect("daemonset");
+        // The DaemonSet the hostport provider builds (on the real server, the rendered
+        // admission policy admits only that shape).
+        let svclb_ds: DaemonSet = {
+            use portway_provider::testkit::SvcExt as _;
+            let view = portway_provider::testkit::svc("default", "web")
+                .uid("12345678-0000-0000-0000-000000000000")
+                .named_ports(&[("http", portway_provider::Protocol::Tcp, 80, 30080)]);
+            let cfg = portway_hostport::HostportConfig {
+                namespace: w.hostport_namespace.clone(),
+                ..Default::default()
+            };
+            portway_hostport::build_daemonset(&view, &cfg, false).expect("daemonset")
+        };
+        assert_eq!(
+            svclb_ds.metadata.name.as_deref(),
+            Some("svclb-web-12345678")
+        );
         assert!(
             hp_ds
                 .create(&PostParams::default(), &svclb_ds)

@@ -24,6 +24,9 @@ pub(crate) fn container<'a>(workload: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no container {name}"))
 }
 
+/// What `status.podIP` stands for in the rendered args.
+pub(crate) const POD_IP: &str = "192.0.2.10";
+
 /// The container's args with every `$(VAR)` replaced by a sample value; a
 /// reference to a variable the container does not define is an error,
 /// because kubelet would pass it on literally.
@@ -35,7 +38,7 @@ pub(crate) fn expanded_args(c: &Value) -> Vec<String> {
             env.iter()
                 .map(|e| {
                     let sample = match s(e, "/valueFrom/fieldRef/fieldPath") {
-                        "status.podIP" => "192.0.2.10".to_string(),
+                        "status.podIP" => POD_IP.to_string(),
                         "metadata.namespace" => NS.to_string(),
                         "spec.nodeName" => "node-1".to_string(),
                         "" => s(e, "/value").to_string(),

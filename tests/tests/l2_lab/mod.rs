@@ -250,7 +250,9 @@ impl Lab {
     /// and `config`; its logs go to the test's stderr.
     pub fn start_portway_speaker(&mut self, k: usize, kubeconfig: &Path, config: &Path) {
         let mut cmd = Command::new("ip");
+        // With the speaker container's capabilities only (NET_RAW).
         cmd.args(["netns", "exec", &self.ns(&Lab::name(k))])
+            .args(portway_tests::SPEAKER_CAPS)
             .arg(portway_bin())
             .arg("speaker")
             .args(["--node-name", &Lab::name(k)])
@@ -426,7 +428,9 @@ impl Lab {
     /// Starts (or restarts) node `k`'s speaker.
     pub fn start_speaker(&mut self, k: usize) {
         let mut cmd = Command::new("ip");
+        // With the speaker container's capabilities only (NET_RAW).
         cmd.args(["netns", "exec", &self.ns(&Lab::name(k))])
+            .args(portway_tests::SPEAKER_CAPS)
             .arg(&self.bin);
         cmd.args([
             "--name",

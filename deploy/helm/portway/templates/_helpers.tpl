@@ -44,16 +44,32 @@ app.kubernetes.io/component: {{ .component }}
 {{- if or (not (hasKey $hp "enabled")) $hp.enabled }}true{{ end -}}
 {{- end }}
 
-{{/* The namespace of the svclb DaemonSets: the configured one, else the flavour's. */}}
+{{/*
+The namespace of the svclb DaemonSets: the configured one, else the release's, for
+every flavour (kube-system's ServiceAccounts are powerful; SECURITY.md).
+*/}}
 {{- define "portway.hostportNamespace" -}}
 {{- $hp := .Values.config.hostport | default dict -}}
 {{- if $hp.namespace -}}
 {{ $hp.namespace }}
-{{- else if eq (include "portway.cluster" .) "k3s-full" -}}
-kube-system
 {{- else -}}
 {{ .Release.Namespace }}
 {{- end -}}
+{{- end }}
+
+{{/* The svclb image (hostport.image, else the provider's default), for the admission policy. */}}
+{{- define "portway.hostportImage" -}}
+{{- $hp := .Values.config.hostport | default dict -}}
+{{- $image := $hp.image | default "rancher/klipper-lb:v0.4.17" -}}
+{{- if or (contains "'" $image) (contains "\\" $image) -}}
+{{- fail (printf "config.hostport.image: %q holds a quote or backslash; give an image reference such as rancher/klipper-lb:v0.4.17" $image) -}}
+{{- end -}}
+{{ $image }}
+{{- end }}
+
+{{/* The user name of one of Portway's ServiceAccounts, for the admission policies. */}}
+{{- define "portway.saUser" -}}
+system:serviceaccount:{{ .root.Release.Namespace }}:{{ .sa }}
 {{- end }}
 
 {{/*
