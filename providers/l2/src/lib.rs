@@ -37,6 +37,7 @@ pub mod owner;
 pub mod responder;
 pub mod speaker;
 pub mod sys;
+pub mod wire;
 
 #[cfg(test)]
 mod fixtures;
@@ -50,5 +51,7 @@ pub use membership::{Departure, MembershipCore, MembershipEvent, MembershipTunin
 pub use owner::{Quorum, QuorumReason, owner, quorum};
 pub use responder::{AnnounceTiming, ArpNdpResponder, InterfaceInfo, InterfaceStats, Transmit};
 pub use speaker::{
-    L2Speaker, NodeInput, SpeakerConfig, SpeakerError, SpeakerEvent, SpeakerStatus, Takeover,
+    DEFAULT_HANDOVER_WAIT, L2Speaker, NodeInput, SpeakerConfig, SpeakerError, SpeakerEvent,
+    SpeakerStatus, Takeover,
 };
+pub use wire::{GossipKeys, Refused};

@@ -21,6 +21,8 @@ pub const VIP4: &str = "198.51.100.100";
 pub const VIP6: &str = "2001:db8:1::100";
 const NODES: [usize; 3] = [1, 2, 3];
 const PORT: u16 = 8080;
+/// The gossip key every lab speaker holds (the gossip is signed, as in a cluster).
+const GOSSIP_KEY: &str = "lab-gossip-key";
 
 /// Wall-clock milliseconds, the clock `l2-test-speaker` stamps lines with.
 pub fn now_ms() -> i64 {
@@ -153,6 +155,9 @@ fn speaker_bin() -> PathBuf {
 /// One lab: namespaces, speakers, servers.
 pub struct Lab {
     prefix: String,
+    /// Speakers gossip over a second network (`eth1`, 10.78.0.1k), so cutting the
+    /// data link (`eth0`) leaves the node alive in the gossip.
+    mgmt: bool,
     bin: PathBuf,
     speakers: [Option<Proc>; 4],
     servers: [Option<Proc>; 4],
@@ -164,7 +169,18 @@ impl Lab {
     /// printing why) when the machine cannot, unless
     /// PORTWAY_REQUIRE_PRIVILEGED=1 makes that a failure.
     pub fn start(tag: &str) -> Option<Lab> {
+        Lab::start_speakers(Lab::start_bare(tag)?)
+    }
+
+    /// [`Lab::start`] with a management network for the gossip: a node whose data link
+    /// dies is still alive to its peers, the case the failure detector cannot see.
+    pub fn start_with_mgmt(tag: &str) -> Option<Lab> {
         let mut lab = Lab::start_bare(tag)?;
+        lab.add_mgmt_network();
+        Lab::start_speakers(lab)
+    }
+
+    fn start_speakers(mut lab: Lab) -> Option<Lab> {
         for k in NODES {
             lab.start_speaker(k);
         }
@@ -199,6 +215,7 @@ impl Lab {
         );
         let mut lab = Lab {
             prefix,
+            mgmt: false,
             bin,
             speakers: Default::default(),
             servers: Default::default(),
@@ -423,6 +440,54 @@ impl Lab {
         }
     }
 
+    /// A second bridge `br1` with each node's `eth1` (10.78.0.1k/24) on it.
+    fn add_mgmt_network(&mut self) {
+        let sw = self.ns("sw");
+        self.must(&["ip", "-n", &sw, "link", "add", "br1", "type", "bridge"]);
+        self.must(&["ip", "-n", &sw, "link", "set", "br1", "up"]);
+        for k in NODES {
+            let ns = self.ns(&Lab::name(k));
+            let port = format!("m-n{k}");
+            self.must(&[
+                "ip", "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth1",
+                "netns", &ns,
+            ]);
+            self.must(&["ip", "-n", &sw, "link", "set", &port, "master", "br1"]);
+            self.must(&["ip", "-n", &sw, "link", "set", &port, "up"]);
+            self.must(&[
+                "ip",
+                "-n",
+                &ns,
+                "link",
+                "set",
+                "eth1",
+                "address",
+                &format!("02:00:00:00:01:1{k}"),
+            ]);
+            self.must(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("10.78.0.1{k}/24"),
+                "dev",
+                "eth1",
+            ]);
+            self.must(&["ip", "-n", &ns, "link", "set", "eth1", "up"]);
+        }
+        self.mgmt = true;
+    }
+
+    /// Node `k`'s gossip address.
+    fn gossip_addr(&self, k: usize) -> String {
+        if self.mgmt {
+            format!("10.78.0.1{k}")
+        } else {
+            format!("198.51.100.1{k}")
+        }
+    }
+
     /// Starts (or restarts) node `k`'s speaker.
     pub fn start_speaker(&mut self, k: usize) {
         let mut cmd = Command::new("ip");
@@ -432,12 +497,14 @@ impl Lab {
             "--name",
             &Lab::name(k),
             "--addr",
-            &format!("198.51.100.1{k}"),
+            &self.gossip_addr(k),
             "--grace-ms",
             "1000",
+            "--gossip-key",
+            GOSSIP_KEY,
         ]);
         for j in NODES.iter().filter(|j| **j != k) {
-            cmd.args(["--peer", &format!("n{j}=198.51.100.1{j}")]);
+            cmd.args(["--peer", &format!("n{j}={}", self.gossip_addr(*j))]);
         }
         cmd.args(["--vip", VIP4, "--vip", VIP6]);
         self.speakers[k] = Some(Proc::spawn(cmd));
@@ -490,6 +557,15 @@ impl Lab {
         }
         if let Some(p) = self.servers[k].as_mut() {
             p.kill();
+        }
+    }
+
+    /// Sends a stdin command (`exclude …`, `vips …`) to node `k`'s speaker only: the
+    /// nodes of a cluster see an API change at different times.
+    pub fn command(&mut self, k: usize, command: &str) {
+        if let Some(stdin) = self.speakers[k].as_mut().and_then(|p| p.stdin.as_mut()) {
+            let _ = writeln!(stdin, "{command}");
+            let _ = stdin.flush();
         }
     }
 
