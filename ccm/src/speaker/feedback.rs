@@ -31,6 +31,10 @@ const ANNOUNCED_BY_RESYNC: Duration = Duration::from_secs(2);
 /// an event is a courtesy and the route is already out.
 const NOTICE_QUEUE: usize = 4096;
 
+/// Services one cluster-wide Warning is recorded on (the log line and the metric cover
+/// every one): a trap that concerns ten thousand Services is not ten thousand Events.
+pub(crate) const WARN_AT_MOST: usize = 100;
+
 /// Shared by the feedback tasks.
 #[derive(Clone)]
 pub(crate) struct Feedback {
@@ -176,7 +180,19 @@ impl Feedback {
         (tx, task)
     }
 
-    fn services_with(&self, ip: IpAddr) -> Vec<Arc<Service>> {
+    /// Publishes one Warning on each of `services` (at most [`WARN_AT_MOST`]) in the
+    /// background, so the announcement loop never waits for the API server.
+    pub(crate) fn warn_services(&self, reason: Reason, note: String, services: Vec<Arc<Service>>) {
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            for svc in services.iter().take(WARN_AT_MOST) {
+                events.publish(&svc.object_ref(&()), reason, &note).await;
+            }
+        });
+    }
+
+    /// The l2 Services whose status holds `ip`.
+    pub(crate) fn services_with(&self, ip: IpAddr) -> Vec<Arc<Service>> {
         self.services
             .state()
             .into_iter()
