@@ -124,7 +124,13 @@ struct Driver {
     mcast: Option<UdpSocket>,
     status_tx: watch::Sender<AnnouncerStatus>,
     status: AnnouncerStatus,
+    /// What is answered changed since the status was last published.
+    dirty: bool,
+    published: Instant,
 }
+
+/// How often the counters alone are published.
+const STATS_EVERY: Duration = Duration::from_secs(1);
 
 impl Driver {
     fn new(config: AnnouncerConfig, status_tx: watch::Sender<AnnouncerStatus>) -> Self {
@@ -140,6 +146,8 @@ impl Driver {
             mcast: None,
             status_tx,
             status: AnnouncerStatus::default(),
+            dirty: true,
+            published: Instant::now(),
         }
     }
 
@@ -186,6 +194,7 @@ impl Driver {
     /// Places the desired IPs on interfaces and brings sockets, multicast
     /// groups and the core in line; sends due announcements at once.
     fn reconcile(&mut self) {
+        self.dirty = true;
         let now = std::time::Instant::now();
         let ifaces = match iface::scan() {
             Ok(i) => i,
@@ -328,19 +337,31 @@ impl Driver {
     }
 
     /// Sends what the core queued and publishes the status if it changed.
+    ///
+    /// The status is published when what is answered changed ([`Self::dirty`]), after a
+    /// send error, or at most every [`STATS_EVERY`] for the counters alone: a takeover of a
+    /// thousand addresses wakes this loop for every burst round, and copying the whole
+    /// status on every wake made the cost grow with the square of the addresses.
     fn flush(&mut self) {
-        let mut errors = Vec::new();
+        let mut failed: BTreeMap<String, (u64, String)> = BTreeMap::new();
         while let Some(t) = self.core.poll_transmit() {
             let Some(s) = self.sockets.get(&t.iface) else {
                 continue;
             };
             if let Err(e) = s.sock.get_ref().send(&t.frame) {
-                errors.push(format!("sending on {}: {e}", t.iface));
+                let entry = failed.entry(t.iface.clone()).or_insert((0, e.to_string()));
+                entry.0 += 1;
             }
         }
-        for e in errors {
-            self.error(e);
+        let any_error = !failed.is_empty();
+        for (iface, (n, e)) in failed {
+            self.error(format!("sending {n} frame(s) on {iface}: {e}"));
         }
+        if !self.dirty && !any_error && self.published.elapsed() < STATS_EVERY {
+            return;
+        }
+        self.dirty = false;
+        self.published = Instant::now();
         self.status.owned = self.core.owned().clone();
         self.status.interfaces = self.core.stats().clone();
         let status = self.status.clone();
@@ -355,6 +376,7 @@ impl Driver {
     }
 
     fn close_all(&mut self) {
+        self.dirty = true;
         self.core
             .set_owned(std::time::Instant::now(), BTreeMap::new());
         for (_, s) in std::mem::take(&mut self.sockets) {

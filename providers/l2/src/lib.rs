@@ -44,7 +44,9 @@ mod fixtures;
 
 pub use announcer::{Announcer, AnnouncerConfig, AnnouncerStatus};
 pub use config::{L2Config, L2ConfigError};
-pub use election::{Election, ElectionInput, Ineligible, VipInput, elect};
+pub use election::{
+    Election, ElectionInput, Ineligible, ScoreCache, VipInput, elect, elect_cached,
+};
 pub use gossip::{Membership, MembershipConfig, MembershipView};
 pub use iface::InterfaceChoice;
 pub use membership::{Departure, MembershipCore, MembershipEvent, MembershipTuning, SpeakerId};

@@ -158,6 +158,8 @@ pub struct Lab {
     /// Speakers gossip over a second network (`eth1`, 10.78.0.1k), so cutting the
     /// data link (`eth0`) leaves the node alive in the gossip.
     mgmt: bool,
+    /// More VIPs every speaker places (10.80.x.y, in a /20 every node's eth0 holds).
+    bulk_vips: Vec<String>,
     bin: PathBuf,
     speakers: [Option<Proc>; 4],
     servers: [Option<Proc>; 4],
@@ -178,6 +180,33 @@ impl Lab {
         let mut lab = Lab::start_bare(tag)?;
         lab.add_mgmt_network();
         Lab::start_speakers(lab)
+    }
+
+    /// [`Lab::start`] with `n` more VIPs (10.80.1.0 up) for load: about a third of them
+    /// land on each node.
+    pub fn start_with_bulk(tag: &str, n: usize) -> Option<Lab> {
+        let mut lab = Lab::start_bare(tag)?;
+        for k in NODES {
+            lab.must(&[
+                "ip",
+                "-n",
+                &lab.ns(&Lab::name(k)),
+                "addr",
+                "add",
+                &format!("10.80.0.1{k}/20"),
+                "dev",
+                "eth0",
+            ]);
+        }
+        lab.bulk_vips = (0..n)
+            .map(|i| format!("10.80.{}.{}", 1 + i / 250, 1 + i % 250))
+            .collect();
+        Lab::start_speakers(lab)
+    }
+
+    /// The bulk VIPs.
+    pub fn bulk_vips(&self) -> &[String] {
+        &self.bulk_vips
     }
 
     fn start_speakers(mut lab: Lab) -> Option<Lab> {
@@ -216,6 +245,7 @@ impl Lab {
         let mut lab = Lab {
             prefix,
             mgmt: false,
+            bulk_vips: Vec::new(),
             bin,
             speakers: Default::default(),
             servers: Default::default(),
@@ -507,6 +537,9 @@ impl Lab {
             cmd.args(["--peer", &format!("n{j}={}", self.gossip_addr(*j))]);
         }
         cmd.args(["--vip", VIP4, "--vip", VIP6]);
+        for v in &self.bulk_vips {
+            cmd.args(["--vip", v]);
+        }
         self.speakers[k] = Some(Proc::spawn(cmd));
     }
 

@@ -88,7 +88,8 @@ impl L2Speaker {
             starting: true,
             ..SpeakerStatus::default()
         });
-        let (events, _) = broadcast::channel(1024);
+        // A takeover is one event per address: room for a node's share of 10,000.
+        let (events, _) = broadcast::channel(16_384);
         let task = Task {
             started: Instant::now(),
             view: membership.view(),
@@ -104,6 +105,7 @@ impl L2Speaker {
             nets,
             local_addrs,
             handover: Handover::new(config.handover_wait),
+            scores: crate::election::ScoreCache::default(),
             owned: BTreeSet::new(),
             trusted_view: false,
             status: SpeakerStatus {

@@ -7,7 +7,7 @@
 use super::handover::Handover;
 use super::types::*;
 use crate::announcer::{Announcer, AnnouncerStatus};
-use crate::election::{ElectionInput, VipInput, elect};
+use crate::election::{ElectionInput, ScoreCache, VipInput, elect_cached};
 use crate::gossip::{Membership, MembershipView};
 use crate::iface::{self, InterfaceChoice};
 use crate::membership::{Allowed, MembershipEvent};
@@ -46,6 +46,7 @@ pub(super) struct Task {
     pub(super) local_addrs: BTreeSet<IpAddr>,
     pub(super) refused: watch::Receiver<BTreeMap<Refused, u64>>,
     pub(super) handover: Handover,
+    pub(super) scores: ScoreCache,
     /// What the last election gave this node (before the handover waits).
     pub(super) owned: BTreeSet<IpAddr>,
     /// The last election let this node announce (past the startup grace, with quorum).
@@ -253,7 +254,7 @@ impl Task {
             api_reachable: self.api_reachable,
             vips: &self.vips,
         };
-        let election = elect(&input);
+        let election = elect_cached(&input, &mut self.scores);
         let starting = view.live.is_empty() && self.started.elapsed() < self.config.startup_grace;
         let mut owned = if starting {
             BTreeSet::new()
@@ -274,10 +275,13 @@ impl Task {
         let without_me = (may_announce && !self.trusted_view).then(|| {
             let mut others = live.clone();
             others.remove(&me);
-            elect(&ElectionInput {
-                live: &others,
-                ..input
-            })
+            elect_cached(
+                &ElectionInput {
+                    live: &others,
+                    ..input
+                },
+                &mut self.scores,
+            )
             .owners
         });
         self.trusted_view = may_announce;
