@@ -124,12 +124,19 @@ fn a_cut_link_fails_over_and_the_cut_node_goes_quiet() {
     let t0 = l2_lab::now_ms();
     lab.set_link(owner, false);
     let new = assert_moved_away_from(&lab, owner);
-    // The cut node sees itself alone among three: a minority, it releases.
+    // The cut node releases at once (its link lost carrier), and then sees itself alone
+    // among three: a minority.
     assert!(
         lab.wait(Duration::from_secs(3), || lab
             .first_line_after(owner, t0, &format!("release ip={VIP4}"))
             .is_some()),
         "the isolated owner released the VIP"
+    );
+    assert!(
+        lab.wait(Duration::from_secs(3), || lab
+            .first_line_after(owner, t0, "quorum may_announce=false")
+            .is_some()),
+        "the isolated owner lost its quorum"
     );
     let q = lab
         .first_line_after(owner, t0, "quorum may_announce=false")

@@ -219,6 +219,11 @@ pub struct MembershipCore {
     left: bool,
     sealer: Sealer,
     allowed: Option<Allowed>,
+    /// Since our identity changed (new networks) and no member has acknowledged it yet.
+    /// foca stops probing until one does, so a speaker cut off right then would keep
+    /// its stale view forever; past [`MembershipCore::isolation_after`] it drops every
+    /// member instead, and takes foca's members back when one answers.
+    disconnected_since: Option<Instant>,
     /// Wall clock at `clock_base.0`: timestamps of signed datagrams are derived from the
     /// monotonic `now` handed in, so a virtual clock drives them in tests.
     clock_base: (Instant, u64),
@@ -279,6 +284,7 @@ impl MembershipCore {
             left: false,
             sealer: Sealer::new(&GossipKeys::default()),
             allowed: None,
+            disconnected_since: None,
             clock_base: (
                 Instant::now(),
                 SystemTime::now()
@@ -373,6 +379,11 @@ impl MembershipCore {
 
     fn apply_note(&mut self, now: Instant, note: OwnedNotification<SpeakerId>) {
         match note {
+            OwnedNotification::Active => {
+                if self.disconnected_since.take().is_some() {
+                    self.resync_live(now);
+                }
+            }
             OwnedNotification::MemberUp(id) | OwnedNotification::Rename(_, id)
                 if self.foca.iter_members().any(|m| m.id() == &id)
                     && self.may_be_member(&id.name) =>
@@ -390,6 +401,41 @@ impl MembershipCore {
             }
             _ => {}
         }
+    }
+
+    /// Makes the live view foca's active members again (after an isolation).
+    fn resync_live(&mut self, now: Instant) {
+        let active: Vec<SpeakerId> = self
+            .foca
+            .iter_members()
+            .map(|m| m.id().clone())
+            .filter(|id| self.may_be_member(&id.name))
+            .collect();
+        let names: BTreeSet<String> = active.iter().map(|id| id.name.clone()).collect();
+        let gone: Vec<String> = self
+            .live
+            .keys()
+            .filter(|n| !names.contains(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.depart(now, &name, false);
+        }
+        for id in active {
+            if self.live.get(&id.name) != Some(&id) {
+                self.departed.remove(&id.name);
+                self.known.insert(id.name.clone());
+                self.last_heard.insert(id.name.clone(), now);
+                self.live.insert(id.name.clone(), id.clone());
+                self.events.push_back(MembershipEvent::Up(id));
+            }
+        }
+    }
+
+    /// How long a changed identity may go unacknowledged before this speaker counts itself
+    /// cut off: as long as a probe and the suspicion of a dead member take.
+    fn isolation_after(&self) -> Duration {
+        self.tuning.probe_period * 2 + self.tuning.suspect_to_down_after
     }
 
     fn depart(&mut self, now: Instant, name: &str, graceful: bool) {
@@ -444,6 +490,12 @@ impl MembershipCore {
         id.bump = id.bump.wrapping_add(1);
         id.nets = nets;
         self.run(now, |foca, rt| foca.change_identity(id, rt));
+        // Ask every live member directly, so a reachable one acknowledges at once.
+        self.disconnected_since = Some(now);
+        let members: Vec<SpeakerId> = self.live.values().cloned().collect();
+        for m in members {
+            self.run(now, |foca, rt| foca.announce(m, rt));
+        }
     }
 
     /// Handles one datagram received from `from`.
@@ -533,6 +585,15 @@ impl MembershipCore {
         if self.next_rejoin.is_some_and(|t| t <= now) {
             self.rejoin(now);
         }
+        if let Some(since) = self.disconnected_since
+            && now.saturating_duration_since(since) >= self.isolation_after()
+            && !self.live.is_empty()
+        {
+            let names: Vec<String> = self.live.keys().cloned().collect();
+            for name in names {
+                self.depart(now, &name, false);
+            }
+        }
     }
 
     /// Leaves the group: goodbye to every live member, then foca's own leave
@@ -567,10 +628,14 @@ impl MembershipCore {
     /// When [`Self::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timer = self.timers.keys().next().map(|(t, _)| *t);
-        match (timer, self.next_rejoin) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let isolation = self
+            .disconnected_since
+            .filter(|_| !self.live.is_empty())
+            .map(|t| t + self.isolation_after());
+        [timer, self.next_rejoin, isolation]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Live members other than this speaker, by name.

@@ -486,3 +486,35 @@ fn a_release_reaches_the_live_members() {
         .collect();
     assert_eq!(got, ["n2", "n3"]);
 }
+
+/// A speaker whose networks change while it is cut off (its cable is cut: the carrier
+/// goes and with it the subnet) must still find itself alone, so the split-brain rule
+/// silences it; foca alone stops probing after an identity change until a member
+/// acknowledges it. When the cut heals, it sees the others again.
+#[test]
+fn a_speaker_cut_off_while_its_networks_change_finds_itself_alone() {
+    let mut net = Net::new(3, 15);
+    net.run_for(Duration::from_secs(1));
+    assert!(net.all_see_each_other());
+    for other in ["n2", "n3"] {
+        net.cut.insert(("n1".into(), other.into()));
+    }
+    let now = net.now;
+    net.cores
+        .get_mut("n1")
+        .expect("n1")
+        .set_nets(now, vec!["10.9.0.0/24".parse().expect("net")]);
+    net.run_for(Duration::from_secs(2));
+    assert!(
+        net.live_names("n1").is_empty(),
+        "{:?}",
+        net.live_names("n1")
+    );
+    net.cut.clear();
+    net.run_for(Duration::from_secs(3));
+    assert!(net.all_see_each_other());
+    assert_eq!(
+        net.cores["n2"].live()["n1"].nets,
+        vec!["10.9.0.0/24".parse::<IpNet>().expect("net")]
+    );
+}
