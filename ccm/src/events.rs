@@ -115,6 +115,8 @@ reasons! {
     NoAnnouncingNode: Warning, "Announce";
     /// kube-proxy runs IPVS without strictARP: every node answers ARP for the address.
     KubeProxyAnswersArp: Warning, "Announce";
+    /// Another host (its MAC named) uses the Service's address: quarantined, not announced.
+    AddressInUse: Warning, "Announce";
     /// The speaker advertises an address over BGP.
     AdvertisingIP: Normal, "Advertise";
     /// A node was initialized (upstream's cloud node controller).

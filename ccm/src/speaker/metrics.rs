@@ -60,6 +60,8 @@ pub struct SpeakerMetrics {
     l2_waiting_release: Gauge,
     l2_pool_overlaps: Gauge,
     l2_trap: Family<TrapLabels, Gauge>,
+    l2_conflicts: Gauge,
+    l2_quarantined: Gauge,
     /// Refusals by the guard (set by the loop) and by the L2 crate (local addresses).
     refused_by_guard: Mutex<BTreeMap<String, i64>>,
     bgp_established: Family<PeerLabels, Gauge>,
@@ -95,6 +97,8 @@ impl SpeakerMetrics {
             l2_waiting_release: Gauge::default(),
             l2_pool_overlaps: Gauge::default(),
             l2_trap: Family::default(),
+            l2_conflicts: Gauge::default(),
+            l2_quarantined: Gauge::default(),
             refused_by_guard: Mutex::new(BTreeMap::new()),
             bgp_established: Family::default(),
             bgp_updates: Family::default(),
@@ -173,6 +177,16 @@ impl SpeakerMetrics {
             m.l2_trap.clone(),
         );
         registry.register(
+            "l2_address_conflicts",
+            "times since start that another host (its MAC) was seen using an address this node owns",
+            m.l2_conflicts.clone(),
+        );
+        registry.register(
+            "l2_quarantined_ips",
+            "addresses this node owns but does not announce because another host uses them",
+            m.l2_quarantined.clone(),
+        );
+        registry.register(
             "bgp_session_established",
             "1 while the session is Established",
             m.bgp_established.clone(),
@@ -213,6 +227,9 @@ impl SpeakerMetrics {
     pub fn set_l2(&self, st: &SpeakerStatus) {
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.l2_unplaced.set(count(st.announcer.unplaced.len()));
+        self.l2_conflicts
+            .set(i64::try_from(st.announcer.conflicts_total).unwrap_or(i64::MAX));
+        self.l2_quarantined.set(count(st.announcer.conflicts.len()));
         self.l2_quorum.clear();
         if let Some(q) = &st.quorum {
             self.l2_live.set(count(q.live));

@@ -27,6 +27,7 @@
 
 mod actor;
 pub mod announcer;
+pub mod claim;
 pub mod config;
 pub mod election;
 pub mod frame;
@@ -42,7 +43,7 @@ pub mod wire;
 #[cfg(test)]
 mod fixtures;
 
-pub use announcer::{Announcer, AnnouncerConfig, AnnouncerStatus};
+pub use announcer::{Announcer, AnnouncerConfig, AnnouncerStatus, ConflictSeen, mac_text};
 pub use config::{L2Config, L2ConfigError};
 pub use election::{
     Election, ElectionInput, Ineligible, ScoreCache, VipInput, elect, elect_cached,

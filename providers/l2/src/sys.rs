@@ -1,7 +1,7 @@
 //! The only FFI of the crate: AF_PACKET sockets and the interface list.
 //!
-//! One packet socket per interface receives ARP requests and ICMPv6
-//! neighbour solicitations (a classic BPF filter drops everything else in the
+//! One packet socket per interface receives ARP frames and ICMPv6
+//! neighbour solicitations and advertisements (a classic BPF filter drops everything else in the
 //! kernel, and `PACKET_IGNORE_OUTGOING` drops our own frames) and sends
 //! complete Ethernet frames. The socket is created with protocol 0 (receives
 //! nothing), gets its filter, and only then is bound to `ETH_P_ALL` on the
@@ -150,9 +150,11 @@ fn filter_all_arp() -> [libc::sock_filter; 4] {
     ]
 }
 
-/// Classic BPF: accept ARP requests and ICMPv6 neighbour solicitations that
-/// follow the IPv6 header directly; drop everything else.
-fn filter() -> [libc::sock_filter; 11] {
+/// Classic BPF: accept every ARP frame (requests to answer; replies and announcements
+/// that reveal another host using an owned address, see [`crate::claim`]) and ICMPv6
+/// neighbour solicitations and advertisements that follow the IPv6 header directly;
+/// drop everything else.
+fn filter() -> [libc::sock_filter; 10] {
     const LDH_ABS: u16 = 0x28; // BPF_LD | BPF_H | BPF_ABS
     const LDB_ABS: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
     const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
@@ -160,16 +162,15 @@ fn filter() -> [libc::sock_filter; 11] {
     let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
     [
         op(LDH_ABS, 0, 0, 12),   // 0: ethertype
-        op(JEQ_K, 0, 2, 0x0806), // 1: ARP? else 4
-        op(LDH_ABS, 0, 0, 20),   // 2: ARP opcode
-        op(JEQ_K, 5, 6, 1),      // 3: request -> 9 accept, else 10 drop
-        op(JEQ_K, 0, 5, 0x86dd), // 4: IPv6? else 10 drop
-        op(LDB_ABS, 0, 0, 20),   // 5: next header
-        op(JEQ_K, 0, 3, 58),     // 6: ICMPv6? else 10 drop
-        op(LDB_ABS, 0, 0, 54),   // 7: ICMPv6 type
-        op(JEQ_K, 0, 1, 135),    // 8: neighbour solicitation? else 10 drop
-        op(RET_K, 0, 0, 0xffff), // 9: accept
-        op(RET_K, 0, 0, 0),      // 10: drop
+        op(JEQ_K, 6, 0, 0x0806), // 1: ARP? -> 8 accept, else 2
+        op(JEQ_K, 0, 6, 0x86dd), // 2: IPv6? else 9 drop
+        op(LDB_ABS, 0, 0, 20),   // 3: next header
+        op(JEQ_K, 0, 4, 58),     // 4: ICMPv6? else 9 drop
+        op(LDB_ABS, 0, 0, 54),   // 5: ICMPv6 type
+        op(JEQ_K, 1, 0, 135),    // 6: neighbour solicitation? -> 8 accept, else 7
+        op(JEQ_K, 0, 1, 136),    // 7: neighbour advertisement? -> 8 accept, else 9 drop
+        op(RET_K, 0, 0, 0xffff), // 8: accept
+        op(RET_K, 0, 0, 0),      // 9: drop
     ]
 }
 
@@ -396,7 +397,7 @@ mod tests {
 
     /// The filter's jumps land where the comments say: run it on fixtures.
     #[test]
-    fn filter_accepts_only_requests() {
+    fn filter_accepts_arp_and_neighbour_discovery_only() {
         use crate::fixtures::*;
         fn run(prog: &[libc::sock_filter], pkt: &[u8]) -> u32 {
             let (mut acc, mut pc) = (0u32, 0usize);
@@ -428,15 +429,14 @@ mod tests {
             &KERNEL_NS,
             &NDISC6_NS,
             &ARPING_GARP_REQUEST,
+            // Replies and advertisements: another host using an address (conflicts).
+            &KERNEL_ARP_REPLY,
+            &ARPING_GARP_REPLY,
+            &KERNEL_NA,
         ] {
             assert_ne!(run(&prog, accepted), 0);
         }
-        for dropped in [
-            &KERNEL_ARP_REPLY[..],
-            &ARPING_GARP_REPLY,
-            &KERNEL_NA,
-            &ICMPV6_PORT_UNREACHABLE,
-        ] {
+        for dropped in [&ICMPV6_PORT_UNREACHABLE[..]] {
             assert_eq!(run(&prog, dropped), 0);
         }
     }

@@ -20,6 +20,8 @@ pub const VIP4: &str = "198.51.100.100";
 /// The IPv6 VIP every node carries on `lo`.
 pub const VIP6: &str = "2001:db8:1::100";
 const NODES: [usize; 3] = [1, 2, 3];
+/// MAC of the foreign host's eth0 (see [`Lab::foreign`]).
+pub const FOREIGN_MAC: &str = "02:00:00:00:00:99";
 const PORT: u16 = 8080;
 /// The gossip key every lab speaker holds (the gossip is signed, as in a cluster).
 const GOSSIP_KEY: &str = "lab-gossip-key";
@@ -160,6 +162,8 @@ pub struct Lab {
     mgmt: bool,
     /// More VIPs every speaker places (10.80.x.y, in a /20 every node's eth0 holds).
     bulk_vips: Vec<String>,
+    /// `--garp-refresh-ms` for the speakers (their default when `None`).
+    garp_refresh_ms: Option<u64>,
     bin: PathBuf,
     speakers: [Option<Proc>; 4],
     servers: [Option<Proc>; 4],
@@ -204,6 +208,68 @@ impl Lab {
         Lab::start_speakers(lab)
     }
 
+    /// [`Lab::start`] with the speakers' refresh (and so their conflict re-probe) every
+    /// `ms`, and a foreign host (see [`Lab::foreign`]) on the switch.
+    pub fn start_with_refresh(tag: &str, ms: u64) -> Option<Lab> {
+        let mut lab = Lab::start_bare(tag)?;
+        lab.garp_refresh_ms = Some(ms);
+        lab.add_foreign_host();
+        Lab::start_speakers(lab)
+    }
+
+    /// Runs `args` in the foreign host's namespace (`x`: a host on the LAN that is no
+    /// node, MAC [`FOREIGN_MAC`], 198.51.100.9/24 and 2001:db8:1::9/64 on its eth0).
+    pub fn foreign(&self, args: &[&str]) {
+        let ns = self.ns("x");
+        let mut all = vec!["ip", "netns", "exec", ns.as_str()];
+        all.extend_from_slice(args);
+        self.must(&all);
+    }
+
+    fn add_foreign_host(&mut self) {
+        let (sw, x) = (self.ns("sw"), self.ns("x"));
+        self.must(&["ip", "netns", "add", &x]);
+        self.must(&[
+            "ip", "-n", &sw, "link", "add", "p-x", "type", "veth", "peer", "name", "eth0", "netns",
+            &x,
+        ]);
+        self.must(&["ip", "-n", &sw, "link", "set", "p-x", "master", "br0"]);
+        self.must(&["ip", "-n", &sw, "link", "set", "p-x", "up"]);
+        self.must(&["ip", "-n", &x, "link", "set", "lo", "up"]);
+        self.must(&[
+            "ip",
+            "-n",
+            &x,
+            "link",
+            "set",
+            "eth0",
+            "address",
+            FOREIGN_MAC,
+        ]);
+        self.must(&[
+            "ip",
+            "-n",
+            &x,
+            "addr",
+            "add",
+            "198.51.100.9/24",
+            "dev",
+            "eth0",
+        ]);
+        self.must(&[
+            "ip",
+            "-n",
+            &x,
+            "addr",
+            "add",
+            "2001:db8:1::9/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        self.must(&["ip", "-n", &x, "link", "set", "eth0", "up"]);
+    }
+
     /// The bulk VIPs.
     pub fn bulk_vips(&self) -> &[String] {
         &self.bulk_vips
@@ -246,6 +312,7 @@ impl Lab {
             prefix,
             mgmt: false,
             bulk_vips: Vec::new(),
+            garp_refresh_ms: None,
             bin,
             speakers: Default::default(),
             servers: Default::default(),
@@ -540,6 +607,9 @@ impl Lab {
         for v in &self.bulk_vips {
             cmd.args(["--vip", v]);
         }
+        if let Some(ms) = self.garp_refresh_ms {
+            cmd.args(["--garp-refresh-ms", &ms.to_string()]);
+        }
         self.speakers[k] = Some(Proc::spawn(cmd));
     }
 
@@ -676,7 +746,7 @@ impl Drop for Lab {
         {
             p.kill();
         }
-        for role in ["r", "n1", "n2", "n3", "sw"] {
+        for role in ["r", "n1", "n2", "n3", "x", "sw"] {
             let ns = self.ns(role);
             // Anything else left in the namespace (a prober) goes too.
             if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {

@@ -127,6 +127,12 @@ impl Handover {
         self.resolved.remove(ip)
     }
 
+    /// Whether the wait for `ip`'s previous owner ended since the last call (a handover
+    /// from a peer, not a new address).
+    pub(super) fn is_resolved(&self, ip: &IpAddr) -> bool {
+        self.resolved.contains_key(ip)
+    }
+
     /// Forgets resolutions that produced no takeover (the address moved on meanwhile).
     pub(super) fn clear_resolved(&mut self) {
         self.resolved.clear();

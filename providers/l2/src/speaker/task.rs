@@ -172,7 +172,9 @@ impl Task {
                 }
                 res = self.announcer_status.changed(), if announcer_alive => {
                     if res.is_ok() {
-                        self.status.announcer = self.announcer_status.borrow_and_update().clone();
+                        let announcer = self.announcer_status.borrow_and_update().clone();
+                        self.conflict_events(&announcer);
+                        self.status.announcer = announcer;
                         self.publish();
                     } else {
                         tracing::error!("l2 announcer task ended; nothing is answered any more");
@@ -318,12 +320,21 @@ impl Task {
         );
         self.status.waiting_release = self.handover.waiting();
         if announce != self.status.announcing {
+            // An address nobody in the cluster announced before may be held by a host
+            // outside it: probed first (a handover from a peer is not).
+            let probe: BTreeSet<IpAddr> = announce
+                .difference(&self.status.announcing)
+                .filter(|ip| previous.get(*ip).cloned().flatten().is_none())
+                .filter(|ip| !self.handover.is_resolved(ip))
+                .copied()
+                .collect();
             if let Some(a) = &self.announcer {
-                a.set_owned(
+                a.set_owned_probing(
                     announce
                         .iter()
                         .map(|ip| (*ip, InterfaceChoice::Auto))
                         .collect(),
+                    probe,
                 )
                 .await;
             }
@@ -364,6 +375,23 @@ impl Task {
         self.handover.clear_resolved();
         self.status.announcing = announce;
         self.publish();
+    }
+
+    /// Conflicts that started or ended since the last announcer status, as events.
+    fn conflict_events(&self, new: &AnnouncerStatus) {
+        let old = &self.status.announcer.conflicts;
+        for (ip, c) in &new.conflicts {
+            if old.get(ip) != Some(c) {
+                let _ = self.events.send(SpeakerEvent::Conflict {
+                    ip: *ip,
+                    mac: c.mac,
+                    iface: c.iface.clone(),
+                });
+            }
+        }
+        for ip in old.keys().filter(|ip| !new.conflicts.contains_key(ip)) {
+            let _ = self.events.send(SpeakerEvent::ConflictCleared { ip: *ip });
+        }
     }
 
     fn publish(&self) {

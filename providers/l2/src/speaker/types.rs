@@ -118,6 +118,21 @@ pub enum SpeakerEvent {
     },
     /// The split-brain verdict changed.
     Quorum(Quorum),
+    /// Another host uses an address this node owns: it is quarantined (neither answered
+    /// nor announced) until a probe finds it free again.
+    Conflict {
+        /// The address.
+        ip: IpAddr,
+        /// The other host's MAC.
+        mac: crate::frame::Mac,
+        /// The interface of this node it was seen on.
+        iface: String,
+    },
+    /// A quarantined address was found free and is announced again.
+    ConflictCleared {
+        /// The address.
+        ip: IpAddr,
+    },
 }
 
 /// The speaker's current state, for metrics, status and the

@@ -51,6 +51,7 @@ struct Args {
     api_reachable: bool,
     keys: Vec<Vec<u8>>,
     handover_wait: Option<Duration>,
+    garp_refresh: Option<Duration>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -66,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
         api_reachable: false,
         keys: Vec::new(),
         handover_wait: None,
+        garp_refresh: None,
     };
     let mut have_addr = false;
     while let Some(flag) = it.next() {
@@ -98,6 +100,13 @@ fn parse_args() -> Result<Args, String> {
                     value()?
                         .parse()
                         .map_err(|e| format!("--handover-wait-ms: {e}"))?,
+                ))
+            }
+            "--garp-refresh-ms" => {
+                args.garp_refresh = Some(Duration::from_millis(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--garp-refresh-ms: {e}"))?,
                 ))
             }
             other => return Err(format!("unknown argument {other}")),
@@ -267,6 +276,9 @@ async fn speaker() -> ExitCode {
     let l2 = L2Config {
         interfaces: args.interfaces.clone(),
         gossip_port: args.port,
+        garp_refresh: args
+            .garp_refresh
+            .unwrap_or(portway_l2::config::DEFAULT_GARP_REFRESH),
         ..L2Config::default()
     };
     let mut config = SpeakerConfig::new(args.name.clone(), args.addr, l2);
@@ -325,6 +337,11 @@ async fn speaker() -> ExitCode {
                 Ok(SpeakerEvent::Released { ip, new_owner }) => {
                     emit(format_args!("release ip={ip} new_owner={}", new_owner.as_deref().unwrap_or("-")))
                 }
+                Ok(SpeakerEvent::Conflict { ip, mac, iface }) => emit(format_args!(
+                    "conflict ip={ip} mac={} iface={iface}",
+                    portway_l2::mac_text(&mac)
+                )),
+                Ok(SpeakerEvent::ConflictCleared { ip }) => emit(format_args!("conflict_cleared ip={ip}")),
                 Ok(SpeakerEvent::MemberUp { name }) => emit(format_args!("member_up name={name}")),
                 Ok(SpeakerEvent::MemberDown { name, graceful, silent_for }) => emit(format_args!(
                     "member_down name={name} graceful={graceful} silent_ms={}",
