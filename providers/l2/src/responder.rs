@@ -247,15 +247,18 @@ impl ArpNdpResponder {
                 q.checked_at = Some(now);
             }
         }
-        let lift: Vec<IpAddr> = self
-            .quarantined
-            .iter()
-            .filter(|(_, q)| {
-                q.checked_at
-                    .is_some_and(|c| now >= c + PROBE_WAIT && q.last_seen < c)
-            })
-            .map(|(ip, _)| *ip)
-            .collect();
+        // A re-probe's wait ended: nobody used the address since it went out, lift;
+        // otherwise the holder is still there, wait for the next re-probe.
+        let mut lift = Vec::new();
+        for (ip, q) in self.quarantined.iter_mut() {
+            if let Some(c) = q.checked_at.filter(|c| now >= *c + PROBE_WAIT) {
+                if q.last_seen < c {
+                    lift.push(*ip);
+                } else {
+                    q.checked_at = None;
+                }
+            }
+        }
         for ip in lift {
             self.quarantined.remove(&ip);
             self.recheck.remove(&ip);

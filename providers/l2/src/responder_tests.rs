@@ -287,8 +287,16 @@ fn a_new_address_is_probed_before_it_is_announced() {
     r.set_owned(t0, owned(&[("198.51.100.2", &["eth0"])]));
     r.handle_timeout(t0);
     drain(&mut r);
-    r.handle_frame(t0, "eth0", &KERNEL_ARP_REPLY_TO_ARPING);
-    assert!(r.poll_conflict().is_some());
+    // Host …0a holds .2 and answers our probe (a reply to our MAC, target 0.0.0.0).
+    let answer = frame::arp_reply(
+        [2, 0, 0, 0, 0, 0x0a],
+        "198.51.100.2".parse().expect("ip"),
+        MAC_B,
+        std::net::Ipv4Addr::UNSPECIFIED,
+    );
+    r.handle_frame(t0, "eth0", &answer);
+    let (_, c) = r.poll_conflict().expect("the holder's answer is a conflict");
+    assert_eq!(c.mac, [2, 0, 0, 0, 0, 0x0a]);
     r.handle_timeout(t0 + PROBE_WAIT);
     assert!(drain(&mut r).is_empty(), "never announced");
 }
