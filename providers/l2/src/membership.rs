@@ -379,10 +379,8 @@ impl MembershipCore {
 
     fn apply_note(&mut self, now: Instant, note: OwnedNotification<SpeakerId>) {
         match note {
-            OwnedNotification::Active => {
-                if self.disconnected_since.take().is_some() {
-                    self.resync_live(now);
-                }
+            OwnedNotification::Active if self.disconnected_since.take().is_some() => {
+                self.resync_live(now);
             }
             OwnedNotification::MemberUp(id) | OwnedNotification::Rename(_, id)
                 if self.foca.iter_members().any(|m| m.id() == &id)
