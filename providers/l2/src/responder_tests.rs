@@ -295,7 +295,9 @@ fn a_new_address_is_probed_before_it_is_announced() {
         std::net::Ipv4Addr::UNSPECIFIED,
     );
     r.handle_frame(t0, "eth0", &answer);
-    let (_, c) = r.poll_conflict().expect("the holder's answer is a conflict");
+    let (_, c) = r
+        .poll_conflict()
+        .expect("the holder's answer is a conflict");
     assert_eq!(c.mac, [2, 0, 0, 0, 0, 0x0a]);
     r.handle_timeout(t0 + PROBE_WAIT);
     assert!(drain(&mut r).is_empty(), "never announced");
