@@ -109,6 +109,14 @@ reasons! {
     AnnouncingFromNode: Normal, "Announce";
     /// The speaker owns an address but cannot answer for it.
     AnnounceFailed: Warning, "Announce";
+    /// The speaker refuses to announce an address: outside the l2 pools, or a node's own.
+    AnnounceRefused: Warning, "Announce";
+    /// No node may announce the Service's address: every node is excluded by label.
+    NoAnnouncingNode: Warning, "Announce";
+    /// kube-proxy runs IPVS without strictARP: every node answers ARP for the address.
+    KubeProxyAnswersArp: Warning, "Announce";
+    /// Another host (its MAC named) uses the Service's address: quarantined, not announced.
+    AddressInUse: Warning, "Announce";
     /// The speaker advertises an address over BGP.
     AdvertisingIP: Normal, "Advertise";
     /// A node was initialized (upstream's cloud node controller).

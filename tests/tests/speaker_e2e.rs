@@ -167,6 +167,115 @@ async fn speaker_announces_and_says_so_on_the_service() {
     sim.shutdown().await;
 }
 
+/// Issue 20, defect 5: the speaker announces only addresses inside the l2 pools that are
+/// no Node's own. A status naming an address outside the pools, or the node's InternalIP,
+/// gets an `AnnounceRefused` Warning and no announcement; before the fix both were
+/// announced (and annotated) like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speaker_refuses_addresses_outside_its_pools_and_node_addresses() {
+    let name = format!("pwr{}", std::process::id() % 100_000);
+    let _veth = match Veth::create(&name, "10.199.78.1/24") {
+        Ok(v) => v,
+        Err(e) => {
+            if portway_tests::privileged("speaker e2e (needs root for a veth pair)", Some(e))
+                .is_err()
+            {
+                return;
+            }
+            unreachable!("privileged() panics when required");
+        }
+    };
+    let sim = TestCluster::start().await.expect("cluster");
+    sim.add_node(SimNode::new("n1").ipv4("10.199.78.5"))
+        .await
+        .expect("node");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    // The pool holds the node's address too: the speaker must still refuse it.
+    let config = Config::from_yaml(&format!(
+        "pools:\n- name: lan\n  addresses: [10.199.78.0/25]\nl2:\n  pools: [lan]\n  gossipPort: {port}\n"
+    ))
+    .expect("config");
+    let api: Api<Service> = Api::namespaced(sim.client(), "default");
+    for (svc_name, ip) in [
+        ("good", "10.199.78.70"),
+        ("outside", "10.199.78.200"),
+        ("nodeip", "10.199.78.5"),
+    ] {
+        api.create(&PostParams::default(), &svc(svc_name).class(L2).build())
+            .await
+            .expect("create");
+        let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
+        api.patch_status(svc_name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("status");
+        sim.set_endpoints("default", svc_name, &["n1"])
+            .await
+            .expect("endpoints");
+    }
+    portway_tests::init_tracing();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let client = sim
+        .client_as("system:serviceaccount:portway-system:portway-speaker")
+        .await
+        .expect("speaker client");
+    let speaker = tokio::spawn(portway::speaker::run_with(
+        client,
+        config,
+        "n1".into(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let annotation = |svc: Service| {
+        svc.metadata
+            .annotations
+            .and_then(|a| a.get("portway.dev/announced-by").cloned())
+    };
+    let by = eventually("good is announced", Duration::from_secs(20), || async {
+        annotation(api.get("good").await.ok()?)
+    })
+    .await;
+    assert_eq!(by, "n1");
+    let events: Api<Event> = Api::namespaced(sim.client(), "default");
+    for (svc_name, ip, why) in [
+        ("outside", "10.199.78.200", "no pool listed in l2.pools"),
+        ("nodeip", "10.199.78.5", "an address of node n1"),
+    ] {
+        eventually(
+            &format!("an AnnounceRefused Warning on {svc_name}"),
+            Duration::from_secs(10),
+            || async {
+                let list = events.list(&ListParams::default()).await.ok()?;
+                list.items
+                    .iter()
+                    .any(|e| {
+                        e.reason.as_deref() == Some("AnnounceRefused")
+                            && e.type_.as_deref() == Some("Warning")
+                            && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                                == Some(svc_name)
+                            && e.note
+                                .as_deref()
+                                .is_some_and(|n| n.contains(ip) && n.contains(why))
+                    })
+                    .then_some(())
+            },
+        )
+        .await;
+        let current = api.get(svc_name).await.expect("get");
+        assert_eq!(
+            annotation(current),
+            None,
+            "{svc_name} must not be announced"
+        );
+    }
+    let _ = stop_tx.send(());
+    speaker.await.expect("join").expect("speaker ran cleanly");
+    sim.shutdown().await;
+}
+
 /// Runs a command, failing with its stderr.
 fn sh(args: &[&str]) -> Result<(), String> {
     let out = Command::new(args[0])

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
-use portway_l2::{L2Speaker, SpeakerEvent, SpeakerStatus};
+use portway_l2::{L2Speaker, SpeakerEvent, SpeakerStatus, mac_text};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -30,6 +30,10 @@ const ANNOUNCED_BY_RESYNC: Duration = Duration::from_secs(2);
 /// Pending "first advertised" notices; beyond this they are dropped (and logged), since
 /// an event is a courtesy and the route is already out.
 const NOTICE_QUEUE: usize = 4096;
+
+/// Services one cluster-wide Warning is recorded on (the log line and the metric cover
+/// every one): a trap that concerns ten thousand Services is not ten thousand Events.
+pub(crate) const WARN_AT_MOST: usize = 100;
 
 /// Shared by the feedback tasks.
 #[derive(Clone)]
@@ -55,6 +59,7 @@ impl Feedback {
     /// quorum changes into the log. The annotation is kept by [`Self::keep_announced_by`].
     pub(crate) fn follow_l2(&self, speaker: &L2Speaker, m: Arc<SpeakerMetrics>) -> JoinHandle<()> {
         let mut rx = speaker.events();
+        let this = self.clone();
         tokio::spawn(async move {
             loop {
                 match rx.recv().await {
@@ -69,6 +74,12 @@ impl Feedback {
                         silent_for,
                     }) => info!(peer = %name, graceful, ?silent_for, "l2 speaker down"),
                     Ok(SpeakerEvent::Quorum(q)) => info!(quorum = ?q, "l2 split-brain verdict"),
+                    Ok(SpeakerEvent::Conflict { ip, mac, iface }) => {
+                        this.address_in_use(ip, &mac_text(&mac), &iface);
+                    }
+                    Ok(SpeakerEvent::ConflictCleared { ip }) => {
+                        info!(%ip, "l2 address free again (no answer to a probe); announced")
+                    }
                     Ok(other) => debug!(event = ?other, "l2"),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         warn!(missed = n, "l2 events dropped")
@@ -156,6 +167,14 @@ impl Feedback {
         }
     }
 
+    /// Says on the Services holding `ip` that another host uses it (issue 24): the
+    /// speaker quarantined it, so nothing of this cluster answers for it now.
+    fn address_in_use(&self, ip: IpAddr, mac: &str, iface: &str) {
+        let note = address_in_use_note(ip, mac, iface, &self.node);
+        warn!(%ip, %mac, %iface, "{note}");
+        self.warn_services(Reason::AddressInUse, note, self.services_with(ip));
+    }
+
     /// A queue of addresses first advertised over BGP, each reported as an event.
     pub(crate) fn advertised_queue(&self) -> (mpsc::Sender<IpAddr>, JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<IpAddr>(NOTICE_QUEUE);
@@ -176,7 +195,19 @@ impl Feedback {
         (tx, task)
     }
 
-    fn services_with(&self, ip: IpAddr) -> Vec<Arc<Service>> {
+    /// Publishes one Warning on each of `services` (at most [`WARN_AT_MOST`]) in the
+    /// background, so the announcement loop never waits for the API server.
+    pub(crate) fn warn_services(&self, reason: Reason, note: String, services: Vec<Arc<Service>>) {
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            for svc in services.iter().take(WARN_AT_MOST) {
+                events.publish(&svc.object_ref(&()), reason, &note).await;
+            }
+        });
+    }
+
+    /// The l2 Services whose status holds `ip`.
+    pub(crate) fn services_with(&self, ip: IpAddr) -> Vec<Arc<Service>> {
         self.services
             .state()
             .into_iter()
@@ -234,6 +265,18 @@ fn announced_by_wanted<'a>(
     }
 }
 
+/// The Warning for an address another host uses: who (MAC), where (node, interface),
+/// what Portway does, and the fixes.
+fn address_in_use_note(ip: IpAddr, mac: &str, iface: &str, node: &str) -> String {
+    format!(
+        "another host (MAC {mac}) uses {ip}: node {node} saw it answer or announce the \
+         address on {iface}. The address is quarantined: no node announces it while that \
+         host holds it (re-probed every l2.garpRefresh). Find the host by its MAC, then \
+         remove the address from it, or remove {ip} from the l2 pool and recreate the \
+         Service for a new address"
+    )
+}
+
 /// The addresses in `now` that were not unplaced at the last look, each
 /// reported once per episode; `seen` becomes `now`.
 fn newly_unplaced(seen: &mut BTreeSet<IpAddr>, now: &BTreeSet<IpAddr>) -> Vec<IpAddr> {
@@ -246,6 +289,22 @@ fn newly_unplaced(seen: &mut BTreeSet<IpAddr>, now: &BTreeSet<IpAddr>) -> Vec<Ip
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_address_in_use_warning_names_the_mac_the_interface_and_the_fix() {
+        let ip: IpAddr = "192.0.2.7".parse().expect("ip");
+        let note = address_in_use_note(ip, "02:00:00:00:00:0a", "eth0", "n1");
+        for part in [
+            "02:00:00:00:00:0a",
+            "192.0.2.7",
+            "eth0",
+            "n1",
+            "quarantined",
+            "l2 pool",
+        ] {
+            assert!(note.contains(part), "{part} in {note}");
+        }
+    }
 
     #[test]
     fn an_unplaced_address_is_reported_once_per_episode() {

@@ -12,6 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +34,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrapLabels {
+    trap: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PeerLabels {
     peer: String,
 }
@@ -48,6 +54,16 @@ pub struct SpeakerMetrics {
     l2_known: Gauge,
     l2_unplaced: Gauge,
     l2_quorum: Family<ReasonLabels, Gauge>,
+    l2_refused: Family<ReasonLabels, Gauge>,
+    l2_gossip_refused: Family<ReasonLabels, Gauge>,
+    l2_gossip_signed: Gauge,
+    l2_waiting_release: Gauge,
+    l2_pool_overlaps: Gauge,
+    l2_trap: Family<TrapLabels, Gauge>,
+    l2_conflicts: Gauge,
+    l2_quarantined: Gauge,
+    /// Refusals by the guard (set by the loop) and by the L2 crate (local addresses).
+    refused_by_guard: Mutex<BTreeMap<String, i64>>,
     bgp_established: Family<PeerLabels, Gauge>,
     bgp_updates: Family<PeerLabels, Gauge>,
     bgp_prefixes: Family<PeerLabels, Gauge>,
@@ -75,6 +91,15 @@ impl SpeakerMetrics {
             l2_known: Gauge::default(),
             l2_unplaced: Gauge::default(),
             l2_quorum: Family::default(),
+            l2_refused: Family::default(),
+            l2_gossip_refused: Family::default(),
+            l2_gossip_signed: Gauge::default(),
+            l2_waiting_release: Gauge::default(),
+            l2_pool_overlaps: Gauge::default(),
+            l2_trap: Family::default(),
+            l2_conflicts: Gauge::default(),
+            l2_quarantined: Gauge::default(),
+            refused_by_guard: Mutex::new(BTreeMap::new()),
             bgp_established: Family::default(),
             bgp_updates: Family::default(),
             bgp_prefixes: Family::default(),
@@ -122,6 +147,46 @@ impl SpeakerMetrics {
             m.l2_quorum.clone(),
         );
         registry.register(
+            "l2_refused_ips",
+            "l2 Service addresses not announced, by reason: outside_pools, node_address (a Node's address), local_address (this node's interface)",
+            m.l2_refused.clone(),
+        );
+        registry.register(
+            "l2_gossip_refused",
+            "gossip datagrams refused since start, by reason (unsigned, bad_signature, stale, unknown_sender, full, malformed)",
+            m.l2_gossip_refused.clone(),
+        );
+        registry.register(
+            "l2_gossip_signed",
+            "1 when the gossip is signed with a key from the gossip Secret",
+            m.l2_gossip_signed.clone(),
+        );
+        registry.register(
+            "l2_waiting_release",
+            "addresses this node won from a live owner and waits to announce until it releases them",
+            m.l2_waiting_release.clone(),
+        );
+        registry.register(
+            "l2_pool_node_overlaps",
+            "Node addresses inside an l2 pool (remove them from the pool)",
+            m.l2_pool_overlaps.clone(),
+        );
+        registry.register(
+            "l2_trap",
+            "1 while a known trap holds: all_nodes_excluded, kube_proxy_ipvs_without_strict_arp",
+            m.l2_trap.clone(),
+        );
+        registry.register(
+            "l2_address_conflicts",
+            "times since start that another host (its MAC) was seen using an address this node owns",
+            m.l2_conflicts.clone(),
+        );
+        registry.register(
+            "l2_quarantined_ips",
+            "addresses this node owns but does not announce because another host uses them",
+            m.l2_quarantined.clone(),
+        );
+        registry.register(
             "bgp_session_established",
             "1 while the session is Established",
             m.bgp_established.clone(),
@@ -162,6 +227,9 @@ impl SpeakerMetrics {
     pub fn set_l2(&self, st: &SpeakerStatus) {
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.l2_unplaced.set(count(st.announcer.unplaced.len()));
+        self.l2_conflicts
+            .set(i64::try_from(st.announcer.conflicts_total).unwrap_or(i64::MAX));
+        self.l2_quarantined.set(count(st.announcer.conflicts.len()));
         self.l2_quorum.clear();
         if let Some(q) = &st.quorum {
             self.l2_live.set(count(q.live));
@@ -191,6 +259,57 @@ impl SpeakerMetrics {
             set("arp", s.arp_answered);
             set("ndp", s.ns_answered);
         }
+        self.l2_waiting_release.set(count(st.waiting_release.len()));
+        self.l2_gossip_refused.clear();
+        for (why, n) in &st.gossip_refused {
+            self.l2_gossip_refused
+                .get_or_create(&ReasonLabels {
+                    reason: why.as_str().into(),
+                })
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        let mut refused = self
+            .refused_by_guard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        refused.insert("local_address".into(), count(st.refused_local.len()));
+        self.l2_refused.clear();
+        for (reason, n) in refused {
+            self.l2_refused
+                .get_or_create(&ReasonLabels { reason })
+                .set(n);
+        }
+    }
+
+    /// The addresses the guard refused, by reason.
+    pub fn set_refused(&self, refused: &BTreeMap<std::net::IpAddr, super::guard::Refusal>) {
+        let mut by = BTreeMap::new();
+        for why in refused.values() {
+            *by.entry(why.label().to_string()).or_insert(0) += 1;
+        }
+        *self
+            .refused_by_guard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = by;
+    }
+
+    /// Whether the gossip is signed.
+    pub fn set_gossip_signed(&self, signed: bool) {
+        self.l2_gossip_signed.set(i64::from(signed));
+    }
+
+    /// Node addresses inside l2 pools.
+    pub fn set_pool_overlaps(&self, n: usize) {
+        self.l2_pool_overlaps
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Whether `trap` holds now.
+    pub fn set_trap(&self, trap: &str, holds: bool) {
+        self.l2_trap
+            .get_or_create(&TrapLabels { trap: trap.into() })
+            .set(i64::from(holds));
     }
 
     /// Refreshes the BGP gauges from the peers' status; a peer no longer configured (or

@@ -9,22 +9,25 @@
 mod bgp;
 pub mod desired;
 mod feedback;
+pub mod gossip_key;
+pub mod guard;
 pub mod metrics;
 mod probe;
+mod reports;
 
 use crate::config::Config;
 use crate::k8s::wait_until_ready;
 use anyhow::Context as _;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use portway_bgp::State as BgpState;
-use portway_l2::{L2Speaker, SpeakerConfig};
-use std::collections::BTreeSet;
+use portway_l2::{GossipKeys, L2Speaker, SpeakerConfig};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,12 +58,31 @@ pub struct SpeakerArgs {
     /// migration.
     #[arg(long, default_value = "127.0.0.1:7473")]
     pub metrics_bind_address: std::net::SocketAddr,
+    /// `NAMESPACE/NAME` of the Secret whose `secretkey` signs the L2 gossip (MetalLB's
+    /// memberlist secret); unset: unsigned gossip, limited to Nodes' addresses.
+    #[arg(long, env = "PORTWAY_GOSSIP_SECRET")]
+    pub gossip_secret: Option<String>,
+}
+
+/// Settings of the speaker loop beyond the configuration file.
+#[derive(Clone, Debug, Default)]
+pub struct SpeakerOptions {
+    /// `--gossip-secret`, parsed.
+    pub gossip_secret: Option<(String, String)>,
 }
 
 /// Runs the speaker until SIGTERM/Ctrl-C, then withdraws (BGP Cease) and stops announcing.
 pub async fn run(args: SpeakerArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref())
         .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+    let opts = SpeakerOptions {
+        gossip_secret: args
+            .gossip_secret
+            .as_deref()
+            .map(gossip_key::parse_ref)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+    };
     let client = crate::process::client(args.kubeconfig.as_deref()).await?;
     let m = Arc::new(metrics::SpeakerMetrics::new());
     if args.metrics_bind_address.port() != 0 {
@@ -69,11 +91,12 @@ pub async fn run(args: SpeakerArgs) -> anyhow::Result<()> {
             .with_context(|| format!("serving metrics on {}", args.metrics_bind_address))?;
         info!(%bound, "serving /metrics and /healthz");
     }
-    run_with_metrics(
+    run_with_options(
         client,
         config,
         args.node_name,
         m,
+        opts,
         crate::process::shutdown_signal(),
     )
     .await
@@ -108,6 +131,18 @@ pub async fn run_with_metrics(
     config: Config,
     node: String,
     m: Arc<metrics::SpeakerMetrics>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    run_with_options(client, config, node, m, SpeakerOptions::default(), shutdown).await
+}
+
+/// [`run_with_metrics`] with [`SpeakerOptions`].
+pub async fn run_with_options(
+    client: Client,
+    config: Config,
+    node: String,
+    m: Arc<metrics::SpeakerMetrics>,
+    opts: SpeakerOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let sections = &config;
@@ -146,6 +181,23 @@ pub async fn run_with_metrics(
         .map(|cfg| bgp::BgpRunner::new(client.clone(), cfg, node.clone()));
     let mut advertised: BTreeSet<IpAddr> = BTreeSet::new();
     let mut reported = Reported::default();
+    let mut l2_reports = reports::L2Reports::default();
+    let mut gossip_keys = match (&sections.l2, opts.gossip_secret.clone()) {
+        (Some(_), Some((ns, name))) => Some(gossip_key::follow(client.clone(), ns, name).await),
+        (Some(_), None) => {
+            warn!(
+                "no --gossip-secret: the L2 gossip is not signed (senders are still limited to Nodes' addresses)"
+            );
+            None
+        }
+        _ => None,
+    };
+    let mut keys_applied = GossipKeys::default();
+    let kube_proxy = sections
+        .l2
+        .is_some()
+        .then(|| follow_kube_proxy(client.clone()));
+    let mut allowed_applied: Option<BTreeMap<String, BTreeSet<IpAddr>>> = None;
 
     tokio::pin!(shutdown);
     loop {
@@ -165,10 +217,15 @@ pub async fn run_with_metrics(
             // yet (kubelet still starting) is retried on the next pass.
             match desired::node_addrs(me).first() {
                 Some(addr) => {
-                    let speaker =
-                        L2Speaker::start(SpeakerConfig::new(node.clone(), *addr, l2cfg.clone()))
-                            .await
-                            .context("starting the L2 speaker")?;
+                    let mut speaker_config = SpeakerConfig::new(node.clone(), *addr, l2cfg.clone());
+                    if let Some(k) = &gossip_keys {
+                        keys_applied = k.borrow().clone();
+                        speaker_config.gossip_keys = keys_applied.clone();
+                    }
+                    m.set_gossip_signed(!keys_applied.is_empty());
+                    let speaker = L2Speaker::start(speaker_config)
+                        .await
+                        .context("starting the L2 speaker")?;
                     info!(node, %addr, port = l2cfg.gossip_port, "L2 speaker started");
                     let tasks = [
                         feedback.follow_l2(&speaker, m.clone()),
@@ -181,9 +238,47 @@ pub async fn run_with_metrics(
                 }),
             }
         }
-        if let Some((speaker, _)) = &l2 {
+        if let (Some((speaker, _)), Some(l2cfg)) = (&l2, &sections.l2) {
+            // Only addresses of the l2 pools that are no Node's own reach the election.
+            let guard = guard::L2Guard::new(&sections.pools, l2cfg, &all_nodes);
+            let (vips, refused) =
+                guard.split(desired::vip_inputs(&svcs, &ready, &config.default_class));
+            l2_reports.refused(refused, &feedback, &m);
+            l2_reports.overlaps(guard.pool_overlaps(), &m);
+            // Every Node may gossip (an excluded one still hands its addresses over).
+            let allowed: BTreeMap<String, BTreeSet<IpAddr>> = all_nodes
+                .iter()
+                .map(|n| (n.name_any(), desired::node_addrs(n).into_iter().collect()))
+                .collect();
+            if allowed_applied.as_ref() != Some(&allowed) {
+                speaker.set_allowed(Some(allowed.clone()));
+                allowed_applied = Some(allowed);
+            }
+            if let Some(k) = &mut gossip_keys {
+                let keys = k.borrow_and_update().clone();
+                if keys != keys_applied {
+                    info!(keys = keys.len(), "new L2 gossip keys");
+                    m.set_gossip_signed(!keys.is_empty());
+                    speaker.set_gossip_keys(keys.clone());
+                    keys_applied = keys;
+                }
+            }
+            if guard::reports_traps(&node, &all_nodes) {
+                let ipvs = kube_proxy.as_ref().is_some_and(|r| *r.borrow());
+                let of_l2 = || {
+                    svcs.iter()
+                        .filter(|s| {
+                            desired::status_ips(s)
+                                .iter()
+                                .any(|ip| guard.check(*ip).is_ok())
+                        })
+                        .cloned()
+                        .collect()
+                };
+                l2_reports.traps(guard::all_excluded(&all_nodes), ipvs, of_l2, &feedback, &m);
+            }
             speaker.set_nodes(desired::node_inputs(&all_nodes));
-            speaker.set_vips(desired::vip_inputs(&svcs, &ready, &config.default_class));
+            speaker.set_vips(vips);
             speaker.set_api_reachable(api_ok);
             let st = speaker.status().borrow().clone();
             m.set_l2(&st);
@@ -258,6 +353,38 @@ pub async fn run_with_metrics(
     nodes.task.abort();
     slices.task.abort();
     Ok(())
+}
+
+/// How often kube-proxy's ConfigMap is read for the IPVS trap.
+const KUBE_PROXY_EVERY: Duration = Duration::from_secs(60);
+
+/// Reads `kube-system/kube-proxy` now and every [`KUBE_PROXY_EVERY`]: whether kube-proxy
+/// runs IPVS without strictARP ([`guard::ipvs_without_strict_arp`]). Absent (k3s, other
+/// proxies) or not readable (RBAC): false.
+fn follow_kube_proxy(client: Client) -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let api: Api<ConfigMap> = Api::namespaced(client, "kube-system");
+    tokio::spawn(async move {
+        let mut told = false;
+        loop {
+            let trap = match api.get_opt("kube-proxy").await {
+                Ok(cm) => cm.as_ref().is_some_and(guard::ipvs_without_strict_arp),
+                Err(e) => {
+                    if !told {
+                        debug!(error = %e, "reading kube-system/kube-proxy (the IPVS strictARP check)");
+                        told = true;
+                    }
+                    false
+                }
+            };
+            tx.send_if_modified(|v| std::mem::replace(v, trap) != trap);
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(KUBE_PROXY_EVERY).await;
+        }
+    });
+    rx
 }
 
 /// Whether an address lies in one of `routes`: one map lookup per prefix length in use

@@ -17,6 +17,7 @@
 //! before received frames, so a request for an IP that was just given away
 //! is never answered.
 
+use crate::frame::Mac;
 use crate::iface::{self, InterfaceChoice, LocalInterface};
 use crate::responder::{AnnounceTiming, ArpNdpResponder, InterfaceStats};
 use crate::sys::PacketSocket;
@@ -64,10 +65,36 @@ pub struct AnnouncerStatus {
     pub errors: u64,
     /// The latest of those errors.
     pub last_error: Option<String>,
+    /// Owned addresses another host uses (quarantined: neither answered nor announced,
+    /// see [`crate::claim`]), with that host's MAC and the interface it was seen on.
+    pub conflicts: BTreeMap<IpAddr, ConflictSeen>,
+    /// Conflicts found so far (each counted when it starts).
+    pub conflicts_total: u64,
+}
+
+/// Another host seen using an owned address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConflictSeen {
+    /// Its MAC (ARP sender or advertised link-layer address).
+    pub mac: Mac,
+    /// The interface of this node it was seen on.
+    pub iface: String,
+}
+
+/// A MAC as `02:00:00:00:00:0a`, for logs and events.
+pub fn mac_text(m: &Mac) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 enum Cmd {
-    SetOwned(BTreeMap<IpAddr, InterfaceChoice>, oneshot::Sender<()>),
+    SetOwned(
+        BTreeMap<IpAddr, InterfaceChoice>,
+        BTreeSet<IpAddr>,
+        oneshot::Sender<()>,
+    ),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -93,7 +120,18 @@ impl Announcer {
     /// removed IPs are no longer answered and new ones have had their first
     /// gratuitous announcement sent.
     pub async fn set_owned(&self, owned: BTreeMap<IpAddr, InterfaceChoice>) {
-        crate::actor::ask(&self.cmd, |tx| Cmd::SetOwned(owned, tx)).await;
+        self.set_owned_probing(owned, BTreeSet::new()).await;
+    }
+
+    /// As [`Self::set_owned`]; the new addresses in `probe` are probed first (RFC 5227 /
+    /// DAD) and answered only if nobody else holds them: addresses nobody in the cluster
+    /// announced before, which a host outside it may already use.
+    pub async fn set_owned_probing(
+        &self,
+        owned: BTreeMap<IpAddr, InterfaceChoice>,
+        probe: BTreeSet<IpAddr>,
+    ) {
+        crate::actor::ask(&self.cmd, |tx| Cmd::SetOwned(owned, probe, tx)).await;
     }
 
     /// A live view of the announcer's status.
@@ -124,7 +162,13 @@ struct Driver {
     mcast: Option<UdpSocket>,
     status_tx: watch::Sender<AnnouncerStatus>,
     status: AnnouncerStatus,
+    /// What is answered changed since the status was last published.
+    dirty: bool,
+    published: Instant,
 }
+
+/// How often the counters alone are published.
+const STATS_EVERY: Duration = Duration::from_secs(1);
 
 impl Driver {
     fn new(config: AnnouncerConfig, status_tx: watch::Sender<AnnouncerStatus>) -> Self {
@@ -140,6 +184,8 @@ impl Driver {
             mcast: None,
             status_tx,
             status: AnnouncerStatus::default(),
+            dirty: true,
+            published: Instant::now(),
         }
     }
 
@@ -152,8 +198,9 @@ impl Driver {
             tokio::select! {
                 biased;
                 cmd = cmds.recv() => match cmd {
-                    Some(Cmd::SetOwned(owned, done)) => {
+                    Some(Cmd::SetOwned(owned, probe, done)) => {
                         self.desired = owned;
+                        self.core.probe_before_announcing(probe);
                         self.reconcile();
                         self.flush();
                         let _ = done.send(());
@@ -186,6 +233,7 @@ impl Driver {
     /// Places the desired IPs on interfaces and brings sockets, multicast
     /// groups and the core in line; sends due announcements at once.
     fn reconcile(&mut self) {
+        self.dirty = true;
         let now = std::time::Instant::now();
         let ifaces = match iface::scan() {
             Ok(i) => i,
@@ -328,19 +376,55 @@ impl Driver {
     }
 
     /// Sends what the core queued and publishes the status if it changed.
+    ///
+    /// The status is published when what is answered changed ([`Self::dirty`]), after a
+    /// send error, or at most every [`STATS_EVERY`] for the counters alone: a takeover of a
+    /// thousand addresses wakes this loop for every burst round, and copying the whole
+    /// status on every wake made the cost grow with the square of the addresses.
     fn flush(&mut self) {
-        let mut errors = Vec::new();
+        let mut failed: BTreeMap<String, (u64, String)> = BTreeMap::new();
         while let Some(t) = self.core.poll_transmit() {
             let Some(s) = self.sockets.get(&t.iface) else {
                 continue;
             };
             if let Err(e) = s.sock.get_ref().send(&t.frame) {
-                errors.push(format!("sending on {}: {e}", t.iface));
+                let entry = failed.entry(t.iface.clone()).or_insert((0, e.to_string()));
+                entry.0 += 1;
             }
         }
-        for e in errors {
-            self.error(e);
+        let any_error = !failed.is_empty();
+        for (iface, (n, e)) in failed {
+            self.error(format!("sending {n} frame(s) on {iface}: {e}"));
         }
+        while let Some((ip, c)) = self.core.poll_conflict() {
+            tracing::warn!(%ip, mac = %mac_text(&c.mac), iface = %c.iface, "l2 address conflict: another host uses this address; quarantined (not announced)");
+            self.status.conflicts_total += 1;
+            self.dirty = true;
+        }
+        // Usually empty (no allocation); compared to see conflicts lift.
+        let conflicts: BTreeMap<IpAddr, ConflictSeen> = self
+            .core
+            .conflicts()
+            .iter()
+            .map(|(ip, c)| {
+                (
+                    *ip,
+                    ConflictSeen {
+                        mac: c.mac,
+                        iface: c.iface.clone(),
+                    },
+                )
+            })
+            .collect();
+        if conflicts != self.status.conflicts {
+            self.status.conflicts = conflicts;
+            self.dirty = true;
+        }
+        if !self.dirty && !any_error && self.published.elapsed() < STATS_EVERY {
+            return;
+        }
+        self.dirty = false;
+        self.published = Instant::now();
         self.status.owned = self.core.owned().clone();
         self.status.interfaces = self.core.stats().clone();
         let status = self.status.clone();
@@ -355,6 +439,7 @@ impl Driver {
     }
 
     fn close_all(&mut self) {
+        self.dirty = true;
         self.core
             .set_owned(std::time::Instant::now(), BTreeMap::new());
         for (_, s) in std::mem::take(&mut self.sockets) {

@@ -200,6 +200,51 @@ pub fn arp_reply(our_mac: Mac, vip: Ipv4Addr, to_mac: Mac, to_ip: Ipv4Addr) -> V
     )
 }
 
+/// A broadcast ARP request `who-has target tell sender_ip` (sender 0.0.0.0 makes it an
+/// RFC 5227 probe; the lab's prober tags each request with its sender address).
+pub fn arp_request(our_mac: Mac, sender_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    arp(
+        our_mac,
+        BROADCAST,
+        ArpEthIpv4Packet {
+            operation: ArpOperation::REQUEST,
+            sender_mac: our_mac,
+            sender_ipv4: sender_ip.octets(),
+            target_mac: [0; 6],
+            target_ipv4: target.octets(),
+        },
+    )
+}
+
+/// An ARP reply as seen on the wire: `sender_ip is-at sender_mac`, sent to `target_ip`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArpReply {
+    /// Who answers.
+    pub sender_mac: Mac,
+    /// The address it claims.
+    pub sender_ip: Ipv4Addr,
+    /// The address of whoever asked.
+    pub target_ip: Ipv4Addr,
+}
+
+/// Reads an ARP reply (any destination); `None` for anything else.
+pub fn parse_arp_reply(frame: &[u8]) -> Option<ArpReply> {
+    let eth = Ethernet2Slice::from_slice_without_fcs(frame).ok()?;
+    if eth.ether_type() != EtherType::ARP {
+        return None;
+    }
+    let arp = ArpPacketSlice::from_slice(eth.payload_slice())
+        .ok()?
+        .to_packet()
+        .try_eth_ipv4()
+        .ok()?;
+    (arp.operation == ArpOperation::REPLY).then(|| ArpReply {
+        sender_mac: arp.sender_mac,
+        sender_ip: arp.sender_ipv4_addr(),
+        target_ip: arp.target_ipv4_addr(),
+    })
+}
+
 /// Gratuitous ARP request: broadcast `who-has vip tell vip`, target MAC zero.
 pub fn garp_request(our_mac: Mac, vip: Ipv4Addr) -> Vec<u8> {
     arp(

@@ -228,3 +228,33 @@ proptest! {
         }
     }
 }
+
+/// The lab's tagged probe: our request parses as the responder sees it, and a kernel's
+/// reply yields who answered whom.
+#[test]
+fn tagged_requests_and_replies_for_the_double_answer_probe() {
+    let tag = v4("169.254.1.2");
+    let req = arp_request(MAC_A, tag, v4("198.51.100.2"));
+    assert_eq!(
+        parse(&req, MAC_B),
+        Some(Solicitation::Arp {
+            sender_mac: MAC_A,
+            sender_ip: tag,
+            target: v4("198.51.100.2"),
+        })
+    );
+    let reply = parse_arp_reply(&KERNEL_ARP_REPLY_TO_ARPING).expect("a reply");
+    assert_eq!(reply.sender_mac, MAC_B);
+    assert_eq!(reply.sender_ip, v4("198.51.100.2"));
+    assert_eq!(parse_arp_reply(&ARPING_REQUEST), None);
+    assert_eq!(parse_arp_reply(&KERNEL_NA), None);
+    let ours = arp_reply(MAC_B, v4("198.51.100.100"), MAC_A, tag);
+    assert_eq!(
+        parse_arp_reply(&ours),
+        Some(ArpReply {
+            sender_mac: MAC_B,
+            sender_ip: v4("198.51.100.100"),
+            target_ip: tag
+        })
+    );
+}

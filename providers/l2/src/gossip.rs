@@ -2,10 +2,14 @@
 //! loops over handle / poll / sleep, publishing the live view on a `watch`
 //! channel and every change on a `broadcast` channel.
 
-use crate::membership::{Departure, MembershipCore, MembershipEvent, MembershipTuning, SpeakerId};
+use crate::membership::{
+    Allowed, Departure, MembershipCore, MembershipEvent, MembershipTuning, SpeakerId,
+};
+use crate::wire::{GossipKeys, Refused};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
@@ -25,6 +29,8 @@ pub struct MembershipConfig {
     pub nets: Vec<IpNet>,
     /// Failure-detector timing.
     pub tuning: MembershipTuning,
+    /// Keys that sign and verify every datagram (empty: unsigned).
+    pub keys: GossipKeys,
 }
 
 /// The membership as one speaker sees it.
@@ -42,6 +48,9 @@ pub struct MembershipView {
 
 enum Cmd {
     Join(Vec<(String, SocketAddr)>),
+    Allow(Option<Allowed>),
+    Keys(GossipKeys),
+    Release(Vec<IpAddr>),
     SetNets(Vec<IpNet>),
     Forget(String),
     Leave(oneshot::Sender<()>),
@@ -57,6 +66,7 @@ pub struct Membership {
     events: broadcast::Sender<MembershipEvent>,
     task: JoinHandle<()>,
     local: SocketAddr,
+    refused: watch::Receiver<BTreeMap<Refused, u64>>,
 }
 
 impl Membership {
@@ -76,17 +86,25 @@ impl Membership {
             bump,
             nets: config.nets,
         };
-        let core = MembershipCore::new(me, config.tuning, random_seed());
+        let mut core = MembershipCore::new(me, config.tuning, random_seed());
+        core.set_keys(&config.keys);
         let (cmd, rx) = mpsc::unbounded_channel();
         let (view_tx, view) = watch::channel(snapshot(&core));
-        let (events, _) = broadcast::channel(256);
-        let task = tokio::spawn(run(core, sock, rx, view_tx, events.clone()));
+        let (refused_tx, refused) = watch::channel(BTreeMap::new());
+        let (events, _) = broadcast::channel(1024);
+        let out = Outputs {
+            view: view_tx,
+            events: events.clone(),
+            refused: refused_tx,
+        };
+        let task = tokio::spawn(run(core, sock, rx, out));
         Ok(Self {
             cmd,
             view,
             events,
             task,
             local,
+            refused,
         })
     }
 
@@ -99,6 +117,27 @@ impl Membership {
     /// those not live; call again whenever the Node list changes.
     pub fn join(&self, seeds: Vec<(String, SocketAddr)>) {
         let _ = self.cmd.send(Cmd::Join(seeds));
+    }
+
+    /// Restricts the membership to these Nodes and the addresses they may send from;
+    /// call with every Node (eligible or not) whenever the Node list changes.
+    pub fn allow(&self, allowed: Option<Allowed>) {
+        let _ = self.cmd.send(Cmd::Allow(allowed));
+    }
+
+    /// Replaces the gossip keys (rotation).
+    pub fn set_keys(&self, keys: GossipKeys) {
+        let _ = self.cmd.send(Cmd::Keys(keys));
+    }
+
+    /// Tells the live members that this node stopped answering for `ips`.
+    pub fn release(&self, ips: Vec<IpAddr>) {
+        let _ = self.cmd.send(Cmd::Release(ips));
+    }
+
+    /// Datagrams refused so far, by reason (published at most once a second).
+    pub fn refused(&self) -> watch::Receiver<BTreeMap<Refused, u64>> {
+        self.refused.clone()
     }
 
     /// Publishes new networks (interfaces changed).
@@ -151,16 +190,36 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// Where the driver publishes.
+struct Outputs {
+    view: watch::Sender<MembershipView>,
+    events: broadcast::Sender<MembershipEvent>,
+    refused: watch::Sender<BTreeMap<Refused, u64>>,
+}
+
+/// How often refused-datagram counts are published: a flood of garbage must not become
+/// a flood of status updates.
+const REFUSED_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn run(
     mut core: MembershipCore,
     sock: UdpSocket,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
-    view: watch::Sender<MembershipView>,
-    events: broadcast::Sender<MembershipEvent>,
+    out: Outputs,
 ) {
+    let Outputs {
+        view,
+        events,
+        refused,
+    } = out;
     let mut buf = vec![0u8; 2048];
     let mut leaving: Option<oneshot::Sender<()>> = None;
+    let mut refused_at = Instant::now();
     loop {
+        if refused_at.elapsed() >= REFUSED_EVERY && *refused.borrow() != *core.refused() {
+            refused.send_replace(core.refused().clone());
+            refused_at = Instant::now();
+        }
         while let Some((to, data)) = core.poll_transmit() {
             if let Err(e) = sock.send_to(&data, to).await {
                 tracing::debug!(%to, error = %e, "gossip send");
@@ -179,6 +238,9 @@ async fn run(
                     silent_for_ms = d.last_heard.map(|h| d.at.saturating_duration_since(h).as_millis() as u64),
                     "speaker down"
                 ),
+                MembershipEvent::Released { from, ips } => {
+                    tracing::debug!(member = %from, count = ips.len(), "released by peer")
+                }
             }
             let _ = events.send(ev);
         }
@@ -196,6 +258,9 @@ async fn run(
                 let now = Instant::now();
                 match cmd {
                     Some(Cmd::Join(seeds)) => core.join(now, seeds),
+                    Some(Cmd::Allow(allowed)) => core.set_allowed(now, allowed),
+                    Some(Cmd::Keys(keys)) => core.set_keys(&keys),
+                    Some(Cmd::Release(ips)) => core.release(now, &ips),
                     Some(Cmd::SetNets(nets)) => core.set_nets(now, nets),
                     Some(Cmd::Forget(name)) => core.forget(&name),
                     Some(Cmd::Leave(done)) => {
@@ -238,6 +303,7 @@ mod tests {
             advertise: SocketAddr::from(([127, 0, 0, 1], port)),
             nets: vec![],
             tuning: MembershipTuning::default(),
+            keys: GossipKeys::default(),
         };
         let (p1, p2) = (free_port(), free_port());
         let a = Membership::start(mk("a", p1)).await.expect("a");

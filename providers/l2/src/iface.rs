@@ -37,7 +37,8 @@ impl LocalInterface {
     /// Whether ARP/NDP can be answered here.
     pub fn usable(&self) -> bool {
         let s = &self.sys;
-        s.up && !s.loopback
+        s.up && s.running
+            && !s.loopback
             && s.broadcast
             && !s.noarp
             && s.mac.is_some()
@@ -86,6 +87,17 @@ fn is_link_local(net: &IpNet) -> bool {
         IpAddr::V4(v4) => v4.is_link_local(),
         IpAddr::V6(v6) => v6.is_unicast_link_local(),
     }
+}
+
+/// The addresses of the usable interfaces: never announced as VIPs, since answering ARP
+/// for a node's own address would steal it (issue 20, defect 5). Addresses on loopback
+/// or ARP-less interfaces (kube-ipvs0, or a VIP bound to `lo` on purpose) do not count.
+pub fn local_addrs(ifaces: &[LocalInterface]) -> BTreeSet<IpAddr> {
+    ifaces
+        .iter()
+        .filter(|i| i.usable())
+        .flat_map(|i| i.sys.addrs.iter().map(IpNet::addr))
+        .collect()
 }
 
 /// The networks this node can announce into, published in its gossip
@@ -138,6 +150,7 @@ mod tests {
                 index: 2,
                 mac: Some([2, 0, 0, 0, 0, 1]),
                 up: true,
+                running: true,
                 loopback: false,
                 broadcast: true,
                 noarp: false,
@@ -188,6 +201,25 @@ mod tests {
             .map(|n| n.to_string())
             .collect();
         assert_eq!(nets, ["10.1.0.0/16", "198.51.100.0/24", "2001:db8:1::/64"]);
+    }
+
+    /// A cut cable (or a bridge port taken down) leaves the interface up without carrier:
+    /// it must stop carrying VIPs and its subnet must leave the published networks, so
+    /// the peers elect another owner (issue 24, item 3).
+    #[test]
+    fn an_interface_without_carrier_carries_nothing() {
+        let mut eth0 = iface("eth0", &["198.51.100.11/24"]);
+        eth0.sys.running = false;
+        let ifaces = vec![eth0, iface("eth1", &["10.1.0.2/16"])];
+        assert!(
+            interfaces_for(ip("198.51.100.100"), &InterfaceChoice::Auto, &[], &ifaces).is_empty()
+        );
+        let nets: Vec<String> = announce_nets(&[], &ifaces)
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["10.1.0.0/16"]);
+        assert_eq!(local_addrs(&ifaces), [ip("10.1.0.2")].into());
     }
 
     #[test]

@@ -27,6 +27,7 @@
 
 mod actor;
 pub mod announcer;
+pub mod claim;
 pub mod config;
 pub mod election;
 pub mod frame;
@@ -37,18 +38,23 @@ pub mod owner;
 pub mod responder;
 pub mod speaker;
 pub mod sys;
+pub mod wire;
 
 #[cfg(test)]
 mod fixtures;
 
-pub use announcer::{Announcer, AnnouncerConfig, AnnouncerStatus};
+pub use announcer::{Announcer, AnnouncerConfig, AnnouncerStatus, ConflictSeen, mac_text};
 pub use config::{L2Config, L2ConfigError};
-pub use election::{Election, ElectionInput, Ineligible, VipInput, elect};
+pub use election::{
+    Election, ElectionInput, Ineligible, ScoreCache, VipInput, elect, elect_cached,
+};
 pub use gossip::{Membership, MembershipConfig, MembershipView};
 pub use iface::InterfaceChoice;
 pub use membership::{Departure, MembershipCore, MembershipEvent, MembershipTuning, SpeakerId};
 pub use owner::{Quorum, QuorumReason, owner, quorum};
 pub use responder::{AnnounceTiming, ArpNdpResponder, InterfaceInfo, InterfaceStats, Transmit};
 pub use speaker::{
-    L2Speaker, NodeInput, SpeakerConfig, SpeakerError, SpeakerEvent, SpeakerStatus, Takeover,
+    DEFAULT_HANDOVER_WAIT, L2Speaker, NodeInput, SpeakerConfig, SpeakerError, SpeakerEvent,
+    SpeakerStatus, Takeover,
 };
+pub use wire::{GossipKeys, Refused};

@@ -11,7 +11,16 @@
 //! Datagrams carry one tag byte: `1` = a foca message, `2` = goodbye
 //! (`bump` u64 BE + node name), which marks the departure as graceful: a
 //! planned leave also removes the node from the known set of the
-//! split-brain rule, where a crash does not.
+//! split-brain rule, where a crash does not; `3` = release (a node stopped
+//! answering for some addresses, so their new owner may start: make before
+//! break). With a gossip key every datagram is signed and timestamped
+//! ([`crate::wire`]).
+//!
+//! Who may talk: once the caller hands in the Nodes ([`MembershipCore::set_allowed`]),
+//! a datagram is accepted only from an address of a Node, and only when the
+//! member it speaks for (the foca sender, the goodbye's or release's name) is
+//! that Node; members that are no Node never become live. The membership is
+//! capped at [`MAX_MEMBERS`] whatever the senders say.
 //!
 //! Timing (defaults of [`MembershipTuning`]): a probe every 150 ms, 50 ms to
 //! answer before 3 indirect probes, 250 ms of suspicion. A dead member is
@@ -31,8 +40,14 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::time::{Duration, Instant};
 
-const TAG_FOCA: u8 = 1;
-const TAG_GOODBYE: u8 = 2;
+use crate::wire::{self, GossipKeys, Refused, Sealer, TAG_FOCA, TAG_GOODBYE, TAG_RELEASE};
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The most members one speaker tracks: past it, datagrams from members not yet known
+/// are refused (a cluster of Portway's size has a few hundred nodes).
+pub const MAX_MEMBERS: usize = 5000;
+
 const RENEW_JUMP: u64 = 1 << 20;
 
 /// A speaker's identity in the gossip group.
@@ -173,7 +188,17 @@ pub enum MembershipEvent {
     Up(SpeakerId),
     /// A member left the live set.
     Down(SpeakerId, Departure),
+    /// A live member stopped answering for these addresses.
+    Released {
+        /// Its node name.
+        from: String,
+        /// The addresses.
+        ips: Vec<IpAddr>,
+    },
 }
+
+/// Node name -> the addresses its speaker may send from (the Node's addresses).
+pub type Allowed = BTreeMap<String, BTreeSet<IpAddr>>;
 
 /// The sans-IO membership state machine.
 pub struct MembershipCore {
@@ -190,11 +215,24 @@ pub struct MembershipCore {
     seeds: Vec<(String, SocketAddr)>,
     next_rejoin: Option<Instant>,
     errors: u64,
+    refused: BTreeMap<Refused, u64>,
     left: bool,
+    sealer: Sealer,
+    allowed: Option<Allowed>,
+    /// Since our identity changed (new networks) and no member has acknowledged it yet.
+    /// foca stops probing until one does, so a speaker cut off right then would keep
+    /// its stale view forever; past [`MembershipCore::isolation_after`] it drops every
+    /// member instead, and takes foca's members back when one answers.
+    disconnected_since: Option<Instant>,
+    /// Wall clock at `clock_base.0`: timestamps of signed datagrams are derived from the
+    /// monotonic `now` handed in, so a virtual clock drives them in tests.
+    clock_base: (Instant, u64),
 }
 
 struct Rt<'a> {
     now: Instant,
+    unix_ms: u64,
+    sealer: &'a Sealer,
     timers: &'a mut BTreeMap<(Instant, u64), Timer<SpeakerId>>,
     timer_seq: &'a mut u64,
     outbox: &'a mut VecDeque<(SocketAddr, Vec<u8>)>,
@@ -207,9 +245,7 @@ impl foca::Runtime<SpeakerId> for Rt<'_> {
     }
 
     fn send_to(&mut self, to: SpeakerId, data: &[u8]) {
-        let mut datagram = Vec::with_capacity(data.len() + 1);
-        datagram.push(TAG_FOCA);
-        datagram.extend_from_slice(data);
+        let datagram = self.sealer.seal(self.unix_ms, TAG_FOCA, data);
         self.outbox.push_back((to.addr, datagram));
     }
 
@@ -244,8 +280,69 @@ impl MembershipCore {
             seeds: Vec::new(),
             next_rejoin: None,
             errors: 0,
+            refused: BTreeMap::new(),
             left: false,
+            sealer: Sealer::new(&GossipKeys::default()),
+            allowed: None,
+            disconnected_since: None,
+            clock_base: (
+                Instant::now(),
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+            ),
         }
+    }
+
+    /// Sets the gossip keys (first signs, all verify); empty: unsigned datagrams.
+    pub fn set_keys(&mut self, keys: &GossipKeys) {
+        self.sealer = Sealer::new(keys);
+    }
+
+    /// Restricts the membership to these Nodes and their addresses (from the API);
+    /// `None` accepts anyone who holds the key. Live members that are no longer allowed
+    /// are dropped as if they had crashed.
+    pub fn set_allowed(&mut self, now: Instant, allowed: Option<Allowed>) {
+        self.allowed = allowed;
+        let gone: Vec<String> = self
+            .live
+            .keys()
+            .filter(|n| !self.may_be_member(n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.depart(now, &name, false);
+        }
+    }
+
+    fn may_be_member(&self, name: &str) -> bool {
+        self.allowed.as_ref().is_none_or(|a| a.contains_key(name))
+    }
+
+    /// Whether `name` may speak from `from`.
+    fn sender_ok(&self, name: &str, from: IpAddr) -> bool {
+        let from = match from {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(from),
+            v4 => v4,
+        };
+        match &self.allowed {
+            None => true,
+            Some(a) => a.get(name).is_some_and(|addrs| addrs.contains(&from)),
+        }
+    }
+
+    fn unix_ms(&self, now: Instant) -> u64 {
+        let (base, ms) = self.clock_base;
+        match now.checked_duration_since(base) {
+            Some(d) => ms.saturating_add(d.as_millis() as u64),
+            None => ms.saturating_sub(base.duration_since(now).as_millis() as u64),
+        }
+    }
+
+    fn refuse(&mut self, why: Refused) {
+        *self.refused.entry(why).or_default() += 1;
+        tracing::debug!(reason = why.as_str(), "gossip datagram refused");
     }
 
     /// This speaker's current identity.
@@ -264,6 +361,8 @@ impl MembershipCore {
         let mut notes = Vec::new();
         let mut rt = Rt {
             now,
+            unix_ms: self.unix_ms(now),
+            sealer: &self.sealer,
             timers: &mut self.timers,
             timer_seq: &mut self.timer_seq,
             outbox: &mut self.outbox,
@@ -280,8 +379,12 @@ impl MembershipCore {
 
     fn apply_note(&mut self, now: Instant, note: OwnedNotification<SpeakerId>) {
         match note {
+            OwnedNotification::Active if self.disconnected_since.take().is_some() => {
+                self.resync_live(now);
+            }
             OwnedNotification::MemberUp(id) | OwnedNotification::Rename(_, id)
-                if self.foca.iter_members().any(|m| m.id() == &id) =>
+                if self.foca.iter_members().any(|m| m.id() == &id)
+                    && self.may_be_member(&id.name) =>
             {
                 self.departed.remove(&id.name);
                 self.known.insert(id.name.clone());
@@ -296,6 +399,41 @@ impl MembershipCore {
             }
             _ => {}
         }
+    }
+
+    /// Makes the live view foca's active members again (after an isolation).
+    fn resync_live(&mut self, now: Instant) {
+        let active: Vec<SpeakerId> = self
+            .foca
+            .iter_members()
+            .map(|m| m.id().clone())
+            .filter(|id| self.may_be_member(&id.name))
+            .collect();
+        let names: BTreeSet<String> = active.iter().map(|id| id.name.clone()).collect();
+        let gone: Vec<String> = self
+            .live
+            .keys()
+            .filter(|n| !names.contains(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.depart(now, &name, false);
+        }
+        for id in active {
+            if self.live.get(&id.name) != Some(&id) {
+                self.departed.remove(&id.name);
+                self.known.insert(id.name.clone());
+                self.last_heard.insert(id.name.clone(), now);
+                self.live.insert(id.name.clone(), id.clone());
+                self.events.push_back(MembershipEvent::Up(id));
+            }
+        }
+    }
+
+    /// How long a changed identity may go unacknowledged before this speaker counts itself
+    /// cut off: as long as a probe and the suspicion of a dead member take.
+    fn isolation_after(&self) -> Duration {
+        self.tuning.probe_period * 2 + self.tuning.suspect_to_down_after
     }
 
     fn depart(&mut self, now: Instant, name: &str, graceful: bool) {
@@ -350,34 +488,86 @@ impl MembershipCore {
         id.bump = id.bump.wrapping_add(1);
         id.nets = nets;
         self.run(now, |foca, rt| foca.change_identity(id, rt));
+        // Ask every live member directly, so a reachable one acknowledges at once.
+        self.disconnected_since = Some(now);
+        let members: Vec<SpeakerId> = self.live.values().cloned().collect();
+        for m in members {
+            self.run(now, |foca, rt| foca.announce(m, rt));
+        }
     }
 
     /// Handles one datagram received from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
-        let _ = from; // identities carry their own address
-        match data.split_first() {
-            Some((&TAG_FOCA, payload)) => {
-                // Peek at the sender for last-heard bookkeeping; foca itself
-                // validates the whole message below.
-                if let Ok(header) = Codec::<SpeakerId>::decode_header(&mut PostcardCodec, payload)
-                    && self.live.get(&header.src.name) == Some(&header.src)
+        let unix_ms = self.unix_ms(now);
+        let (tag, body) = match self.sealer.open(unix_ms, data) {
+            Ok(v) => v,
+            Err(why) => return self.refuse(why),
+        };
+        match tag {
+            TAG_FOCA => {
+                let header = match Codec::<SpeakerId>::decode_header(&mut PostcardCodec, body) {
+                    Ok(h) => h,
+                    Err(_) => return self.refuse(Refused::Malformed),
+                };
+                if !self.sender_ok(&header.src.name, from.ip()) {
+                    return self.refuse(Refused::UnknownSender);
+                }
+                if !self.live.contains_key(&header.src.name)
+                    && self.foca.num_members() >= MAX_MEMBERS
                 {
+                    return self.refuse(Refused::Full);
+                }
+                if self.live.get(&header.src.name) == Some(&header.src) {
                     self.last_heard.insert(header.src.name.clone(), now);
                 }
-                self.run(now, |foca, rt| foca.handle_data(payload, rt));
+                self.run(now, |foca, rt| foca.handle_data(body, rt));
             }
-            Some((&TAG_GOODBYE, rest)) if rest.len() > 8 => {
-                let (bump, name) = rest.split_at(8);
-                let bump = u64::from_be_bytes(bump.try_into().unwrap_or([0; 8]));
+            TAG_GOODBYE if body.len() > 8 => {
+                let (bump, name) = body.split_at(8);
+                let mut b = [0u8; 8];
+                b.copy_from_slice(bump);
+                let bump = u64::from_be_bytes(b);
                 let Ok(name) = std::str::from_utf8(name) else {
-                    self.errors += 1;
-                    return;
+                    return self.refuse(Refused::Malformed);
                 };
+                if !self.sender_ok(name, from.ip()) {
+                    return self.refuse(Refused::UnknownSender);
+                }
                 if self.live.get(name).is_some_and(|m| m.bump == bump) {
                     self.depart(now, name, true);
                 }
             }
-            _ => self.errors += 1,
+            TAG_RELEASE => {
+                let Some((name, ips)) = wire::parse_release(body) else {
+                    return self.refuse(Refused::Malformed);
+                };
+                if !self.sender_ok(&name, from.ip()) {
+                    return self.refuse(Refused::UnknownSender);
+                }
+                if self.live.contains_key(&name) {
+                    self.events
+                        .push_back(MembershipEvent::Released { from: name, ips });
+                }
+            }
+            _ => self.refuse(Refused::Malformed),
+        }
+    }
+
+    /// Tells every live member that this speaker stopped answering for `ips`, so the new
+    /// owner announces at once instead of waiting out its bound (make before break).
+    pub fn release(&mut self, now: Instant, ips: &[IpAddr]) {
+        if self.left || ips.is_empty() {
+            return;
+        }
+        let unix_ms = self.unix_ms(now);
+        let me = self.me().name.clone();
+        for chunk in ips.chunks(wire::RELEASE_CHUNK) {
+            let datagram = self
+                .sealer
+                .seal(unix_ms, TAG_RELEASE, &wire::release_body(&me, chunk));
+            for member in self.live.values() {
+                self.outbox.push_back((member.addr, datagram.clone()));
+            }
         }
     }
 
@@ -393,6 +583,15 @@ impl MembershipCore {
         if self.next_rejoin.is_some_and(|t| t <= now) {
             self.rejoin(now);
         }
+        if let Some(since) = self.disconnected_since
+            && now.saturating_duration_since(since) >= self.isolation_after()
+            && !self.live.is_empty()
+        {
+            let names: Vec<String> = self.live.keys().cloned().collect();
+            for name in names {
+                self.depart(now, &name, false);
+            }
+        }
     }
 
     /// Leaves the group: goodbye to every live member, then foca's own leave
@@ -403,9 +602,9 @@ impl MembershipCore {
             return;
         }
         let me = self.me().clone();
-        let mut goodbye = vec![TAG_GOODBYE];
-        goodbye.extend_from_slice(&me.bump.to_be_bytes());
-        goodbye.extend_from_slice(me.name.as_bytes());
+        let mut body = me.bump.to_be_bytes().to_vec();
+        body.extend_from_slice(me.name.as_bytes());
+        let goodbye = self.sealer.seal(self.unix_ms(now), TAG_GOODBYE, &body);
         for member in self.live.values() {
             self.outbox.push_back((member.addr, goodbye.clone()));
         }
@@ -427,10 +626,14 @@ impl MembershipCore {
     /// When [`Self::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timer = self.timers.keys().next().map(|(t, _)| *t);
-        match (timer, self.next_rejoin) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let isolation = self
+            .disconnected_since
+            .filter(|_| !self.live.is_empty())
+            .map(|t| t + self.isolation_after());
+        [timer, self.next_rejoin, isolation]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Live members other than this speaker, by name.
@@ -457,6 +660,13 @@ impl MembershipCore {
     /// Datagrams or timers foca refused (malformed, from a down member…).
     pub fn errors(&self) -> u64 {
         self.errors
+    }
+
+    /// Datagrams refused before foca saw them, by reason (unsigned, bad signature,
+    /// unknown sender…): a non-zero count means something on the network speaks the
+    /// gossip without being a speaker of this cluster, or a node's key is wrong.
+    pub fn refused(&self) -> &BTreeMap<Refused, u64> {
+        &self.refused
     }
 }
 

@@ -15,6 +15,7 @@ struct Net {
     cut: BTreeSet<(String, String)>,
     in_flight: Vec<(Instant, String, SocketAddr, Vec<u8>)>,
     events: Vec<(Instant, String, MembershipEvent)>,
+    keys: GossipKeys,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -32,6 +33,11 @@ fn id(i: usize, bump: u64) -> SpeakerId {
 
 impl Net {
     fn new(n: usize, seed: u64) -> Net {
+        Net::keyed(n, seed, GossipKeys::default())
+    }
+
+    /// Every speaker holds `keys`.
+    fn keyed(n: usize, seed: u64, keys: GossipKeys) -> Net {
         let now = Instant::now();
         let mut net = Net {
             now,
@@ -41,6 +47,7 @@ impl Net {
             cut: BTreeSet::new(),
             in_flight: Vec::new(),
             events: Vec::new(),
+            keys,
         };
         for i in 1..=n {
             net.add(i, 1, seed);
@@ -54,6 +61,7 @@ impl Net {
             MembershipTuning::default(),
             seed * 100 + i as u64,
         );
+        core.set_keys(&self.keys);
         // Every node is handed every node's address, as the speaker does
         // from the API's Node list; only the first one would be enough.
         core.join(
@@ -358,6 +366,155 @@ fn garbage_is_counted_not_fatal() {
             .collect();
         core.handle_datagram(now, from, &data);
     }
-    assert!(core.errors() > 0);
+    assert!(core.errors() + core.refused().values().sum::<u64>() > 0);
     assert!(core.live().is_empty());
+}
+
+fn key(k: &str) -> GossipKeys {
+    GossipKeys::new(vec![k.as_bytes().to_vec()])
+}
+
+/// The goodbye the unauthenticated gossip accepted from anyone: `2`, bump, name.
+fn forged_goodbye(bump: u64, name: &str) -> Vec<u8> {
+    let mut d = vec![TAG_GOODBYE];
+    d.extend_from_slice(&bump.to_be_bytes());
+    d.extend_from_slice(name.as_bytes());
+    d
+}
+
+/// Issue 20, defect 4: anything that reached UDP 7947 could say goodbye for a live node
+/// and force a failover (two nodes answering one VIP). With a key, only a holder can.
+#[test]
+fn a_forged_goodbye_without_the_key_is_refused() {
+    let mut net = Net::keyed(3, 11, key("cluster-secret"));
+    net.run_for(Duration::from_secs(1));
+    assert!(net.all_see_each_other());
+    let bump = net.cores["n3"].me().bump;
+    let now = net.now;
+    // From n3's own address, even: the key is what counts.
+    let core = net.cores.get_mut("n1").expect("n1");
+    core.handle_datagram(now, addr(3), &forged_goodbye(bump, "n3"));
+    // Signed with another key.
+    let other = crate::wire::Sealer::new(&key("guess"));
+    let body = &forged_goodbye(bump, "n3")[1..];
+    core.handle_datagram(now, addr(3), &other.seal(0, TAG_GOODBYE, body));
+    assert!(core.live().contains_key("n3"), "n3 still live");
+    assert_eq!(core.refused().get(&Refused::Unsigned), Some(&1));
+    assert_eq!(core.refused().get(&Refused::BadSignature), Some(&1));
+    net.run_for(Duration::from_secs(1));
+    assert!(net.all_see_each_other());
+}
+
+/// A speaker without the key cannot join a keyed cluster; with it, it can.
+#[test]
+fn a_speaker_without_the_key_never_becomes_a_member() {
+    let mut net = Net::keyed(2, 12, key("k1"));
+    net.keys = key("wrong");
+    net.add(3, 1, 12);
+    net.run_for(Duration::from_secs(3));
+    assert_eq!(net.live_names("n1"), ["n2"]);
+    assert!(net.live_names("n3").is_empty());
+    assert!(
+        net.cores["n1"]
+            .refused()
+            .get(&Refused::BadSignature)
+            .is_some()
+    );
+}
+
+/// Only Nodes known from the API, sending from one of their addresses, are members; the
+/// key alone is not enough (a pod on the host network of a node that holds it).
+#[test]
+fn only_nodes_known_from_the_api_gossip() {
+    let mut net = Net::keyed(4, 13, key("k"));
+    let allowed: Allowed = (1..=3)
+        .map(|i| (format!("n{i}"), [addr(i).ip()].into()))
+        .collect();
+    let now = net.now;
+    for n in ["n1", "n2", "n3"] {
+        net.cores
+            .get_mut(n)
+            .expect("core")
+            .set_allowed(now, Some(allowed.clone()));
+    }
+    net.run_for(Duration::from_secs(3));
+    for n in ["n1", "n2", "n3"] {
+        assert!(
+            !net.live_names(n).contains(&"n4".to_string()),
+            "{n} took n4"
+        );
+        assert_eq!(net.live_names(n).len(), 2, "{n}");
+    }
+    assert!(
+        net.cores["n1"]
+            .refused()
+            .get(&Refused::UnknownSender)
+            .is_some()
+    );
+    // n2 speaking for n3 from its own address is refused too.
+    let bump = net.cores["n3"].me().bump;
+    let sealer = crate::wire::Sealer::new(&key("k"));
+    let body = &forged_goodbye(bump, "n3")[1..];
+    let ms = net.cores["n1"].unix_ms(net.now);
+    let now = net.now;
+    let core = net.cores.get_mut("n1").expect("n1");
+    core.handle_datagram(now, addr(2), &sealer.seal(ms, TAG_GOODBYE, body));
+    assert!(core.live().contains_key("n3"));
+    // A Node removed from the API leaves the membership.
+    let fewer: Allowed = allowed.into_iter().filter(|(n, _)| n != "n3").collect();
+    core.set_allowed(now, Some(fewer));
+    assert!(!core.live().contains_key("n3"));
+}
+
+/// The release of make-before-break reaches every live member, signed.
+#[test]
+fn a_release_reaches_the_live_members() {
+    let mut net = Net::keyed(3, 14, key("k"));
+    net.run_for(Duration::from_secs(1));
+    let t = net.now;
+    let ip: std::net::IpAddr = "198.51.100.100".parse().expect("ip");
+    net.cores.get_mut("n1").expect("n1").release(t, &[ip]);
+    net.run_for(Duration::from_millis(10));
+    let got: Vec<&String> = net
+        .events
+        .iter()
+        .filter(|(at, _, _)| *at >= t)
+        .filter_map(|(_, who, ev)| match ev {
+            MembershipEvent::Released { from, ips } if from == "n1" && ips == &[ip] => Some(who),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, ["n2", "n3"]);
+}
+
+/// A speaker whose networks change while it is cut off (its cable is cut: the carrier
+/// goes and with it the subnet) must still find itself alone, so the split-brain rule
+/// silences it; foca alone stops probing after an identity change until a member
+/// acknowledges it. When the cut heals, it sees the others again.
+#[test]
+fn a_speaker_cut_off_while_its_networks_change_finds_itself_alone() {
+    let mut net = Net::new(3, 15);
+    net.run_for(Duration::from_secs(1));
+    assert!(net.all_see_each_other());
+    for other in ["n2", "n3"] {
+        net.cut.insert(("n1".into(), other.into()));
+    }
+    let now = net.now;
+    net.cores
+        .get_mut("n1")
+        .expect("n1")
+        .set_nets(now, vec!["10.9.0.0/24".parse().expect("net")]);
+    net.run_for(Duration::from_secs(2));
+    assert!(
+        net.live_names("n1").is_empty(),
+        "{:?}",
+        net.live_names("n1")
+    );
+    net.cut.clear();
+    net.run_for(Duration::from_secs(3));
+    assert!(net.all_see_each_other());
+    assert_eq!(
+        net.cores["n2"].live()["n1"].nets,
+        vec!["10.9.0.0/24".parse::<IpNet>().expect("net")]
+    );
 }

@@ -13,7 +13,15 @@
 //! On takeover of an (IP, interface) pair it announces at once, then
 //! `burst - 1` more times `burst_interval` apart, then every `refresh`.
 //! Losing an IP removes it at once: the next request for it is ignored.
+//!
+//! Conflicts ([`crate::claim`]): an address first announced by this cluster (no previous
+//! owner) is probed before it is answered ([`PROBE_COUNT`] probes, a decision after
+//! [`PROBE_WAIT`]); every owned address is probed again with each `refresh`; and any frame
+//! in which another MAC uses an owned address counts. A conflict quarantines the address:
+//! it is not answered nor announced, and [`ArpNdpResponder::poll_conflict`] reports it.
+//! The quarantine lifts after a re-probe (every `refresh`) that nobody answers.
 
+use crate::claim::{self, Claim};
 use crate::frame::{self, Mac, Solicitation};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
@@ -77,6 +85,35 @@ pub struct InterfaceStats {
     pub not_ours: u64,
 }
 
+/// Probes sent before a new address is first announced.
+pub const PROBE_COUNT: u32 = 2;
+/// Spacing of those probes.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+/// From the first probe to the decision. RFC 5227 waits seconds (it is written for
+/// DHCP clients on any link); a holder on a LAN answers within a millisecond, and a new
+/// Service should not wait long for its address.
+pub const PROBE_WAIT: Duration = Duration::from_millis(50);
+
+/// Another host uses an owned address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    /// Its MAC.
+    pub mac: Mac,
+    /// The interface it was seen on.
+    pub iface: String,
+    /// When it was first seen.
+    pub since: Instant,
+    last_seen: Instant,
+    checked_at: Option<Instant>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Probing {
+    sent: u32,
+    next: Instant,
+    decide: Instant,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Schedule {
     next: Instant,
@@ -94,6 +131,11 @@ pub struct ArpNdpResponder {
     /// lost before they went out are dropped.
     queue: VecDeque<(IpAddr, Transmit)>,
     stats: BTreeMap<String, InterfaceStats>,
+    probe_first: BTreeSet<IpAddr>,
+    probing: BTreeMap<IpAddr, Probing>,
+    quarantined: BTreeMap<IpAddr, Conflict>,
+    recheck: BTreeMap<IpAddr, Instant>,
+    new_conflicts: VecDeque<(IpAddr, Conflict)>,
 }
 
 impl ArpNdpResponder {
@@ -106,6 +148,133 @@ impl ArpNdpResponder {
             schedule: BTreeMap::new(),
             queue: VecDeque::new(),
             stats: BTreeMap::new(),
+            probe_first: BTreeSet::new(),
+            probing: BTreeMap::new(),
+            quarantined: BTreeMap::new(),
+            recheck: BTreeMap::new(),
+            new_conflicts: VecDeque::new(),
+        }
+    }
+
+    /// Addresses to probe before they are first answered, if the next
+    /// [`Self::set_owned`] adds them (addresses nobody in the cluster announced before).
+    pub fn probe_before_announcing(&mut self, ips: BTreeSet<IpAddr>) {
+        self.probe_first = ips;
+    }
+
+    fn silenced(&self, ip: &IpAddr) -> bool {
+        self.probing.contains_key(ip) || self.quarantined.contains_key(ip)
+    }
+
+    /// Addresses quarantined now, with who holds them.
+    pub fn conflicts(&self) -> &BTreeMap<IpAddr, Conflict> {
+        &self.quarantined
+    }
+
+    /// The next conflict found (each once, when it starts).
+    pub fn poll_conflict(&mut self) -> Option<(IpAddr, Conflict)> {
+        self.new_conflicts.pop_front()
+    }
+
+    fn conflict(&mut self, now: Instant, c: Claim, iface: &str) {
+        if let Some(q) = self.quarantined.get_mut(&c.ip) {
+            q.last_seen = now;
+            return;
+        }
+        let conflict = Conflict {
+            mac: c.mac,
+            iface: iface.to_string(),
+            since: now,
+            last_seen: now,
+            checked_at: None,
+        };
+        self.probing.remove(&c.ip);
+        self.recheck.insert(c.ip, now + self.timing.refresh);
+        self.queue.retain(|(ip, _)| *ip != c.ip);
+        self.quarantined.insert(c.ip, conflict.clone());
+        self.new_conflicts.push_back((c.ip, conflict));
+    }
+
+    fn send_probe(&mut self, ip: IpAddr) {
+        let ifaces: Vec<String> = self.owned.get(&ip).into_iter().flatten().cloned().collect();
+        for iface in ifaces {
+            if let Some(info) = self.interfaces.get(&iface) {
+                let frame = claim::probe(info.mac, ip);
+                self.queue.push_back((ip, Transmit { iface, frame }));
+            }
+        }
+    }
+
+    /// Probes, re-checks and lifts; restarts the announcements of an address that may be
+    /// answered again.
+    fn conflict_timers(&mut self, now: Instant) {
+        let due: Vec<IpAddr> = self
+            .probing
+            .iter()
+            .filter(|(_, p)| p.next <= now || p.decide <= now)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in due {
+            let Some(mut p) = self.probing.get(&ip).copied() else {
+                continue;
+            };
+            if p.decide <= now {
+                self.probing.remove(&ip);
+                self.restart_announcing(now, ip);
+                continue;
+            }
+            if p.sent < PROBE_COUNT {
+                self.send_probe(ip);
+                p.sent += 1;
+            }
+            p.next = if p.sent < PROBE_COUNT {
+                now + PROBE_INTERVAL
+            } else {
+                p.decide
+            };
+            self.probing.insert(ip, p);
+        }
+        let recheck: Vec<IpAddr> = self
+            .recheck
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in recheck {
+            self.send_probe(ip);
+            self.recheck.insert(ip, now + self.timing.refresh);
+            if let Some(q) = self.quarantined.get_mut(&ip) {
+                q.checked_at = Some(now);
+            }
+        }
+        // A re-probe's wait ended: nobody used the address since it went out, lift;
+        // otherwise the holder is still there, wait for the next re-probe.
+        let mut lift = Vec::new();
+        for (ip, q) in self.quarantined.iter_mut() {
+            if let Some(c) = q.checked_at.filter(|c| now >= *c + PROBE_WAIT) {
+                if q.last_seen < c {
+                    lift.push(*ip);
+                } else {
+                    q.checked_at = None;
+                }
+            }
+        }
+        for ip in lift {
+            self.quarantined.remove(&ip);
+            self.recheck.remove(&ip);
+            self.restart_announcing(now, ip);
+        }
+    }
+
+    fn restart_announcing(&mut self, now: Instant, ip: IpAddr) {
+        let burst = self.timing.burst;
+        for ((i, _), s) in self.schedule.iter_mut() {
+            if *i == ip {
+                *s = Schedule {
+                    next: now,
+                    burst_left: burst,
+                };
+            }
         }
     }
 
@@ -141,6 +310,22 @@ impl ArpNdpResponder {
             .flat_map(|(ip, ifaces)| ifaces.iter().map(move |i| (*ip, i.clone())))
             .collect();
         self.schedule.retain(|k, _| pairs.contains(k));
+        let first = std::mem::take(&mut self.probe_first);
+        for ip in owned.keys() {
+            if !self.owned.contains_key(ip) && first.contains(ip) {
+                self.probing.insert(
+                    *ip,
+                    Probing {
+                        sent: 0,
+                        next: now,
+                        decide: now + PROBE_WAIT,
+                    },
+                );
+            }
+        }
+        self.probing.retain(|ip, _| owned.contains_key(ip));
+        self.quarantined.retain(|ip, _| owned.contains_key(ip));
+        self.recheck.retain(|ip, _| owned.contains_key(ip));
         for pair in pairs {
             self.schedule.entry(pair).or_insert(Schedule {
                 next: now,
@@ -162,18 +347,29 @@ impl ArpNdpResponder {
     /// Handles one frame received on `iface`; queues an answer if it asks
     /// for an IP owned on that interface.
     pub fn handle_frame(&mut self, now: Instant, iface: &str, bytes: &[u8]) {
-        let _ = now; // answers are immediate; kept for a uniform core API
         let Some(info) = self.interfaces.get(iface) else {
             return;
         };
-        let Some(question) = frame::parse(bytes, info.mac) else {
+        let mac = info.mac;
+        if let Some(c) = claim::parse_claim(bytes, mac)
+            && self.owned.get(&c.ip).is_some_and(|i| i.contains(iface))
+        {
+            self.conflict(now, c, iface);
+            return;
+        }
+        let Some(question) = frame::parse(bytes, mac) else {
+            return;
+        };
+        let silenced = self.silenced(&question.target());
+        let Some(info) = self.interfaces.get(iface) else {
             return;
         };
         let stats = self.stats.entry(iface.to_string()).or_default();
-        let answered_here = self
-            .owned
-            .get(&question.target())
-            .is_some_and(|ifaces| ifaces.contains(iface));
+        let answered_here = !silenced
+            && self
+                .owned
+                .get(&question.target())
+                .is_some_and(|ifaces| ifaces.contains(iface));
         if !answered_here {
             stats.not_ours += 1;
             return;
@@ -208,11 +404,26 @@ impl ArpNdpResponder {
 
     /// Sends the announcements that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.conflict_timers(now);
         let timing = self.timing;
+        let silenced: BTreeSet<IpAddr> = self
+            .probing
+            .keys()
+            .chain(self.quarantined.keys())
+            .copied()
+            .collect();
         for ((ip, iface), s) in self.schedule.iter_mut() {
             if s.next > now {
                 continue;
             }
+            if silenced.contains(ip) {
+                // Announced again from the start once it may be answered.
+                s.next = now + timing.refresh;
+                continue;
+            }
+            // After the burst, each refresh also probes: a host that took the address
+            // meanwhile and only answers (never announces) is found within `refresh`.
+            let refresh_round = s.burst_left == 0;
             s.burst_left = s.burst_left.saturating_sub(1);
             s.next = now
                 + if s.burst_left > 0 {
@@ -223,6 +434,16 @@ impl ArpNdpResponder {
             let Some(info) = self.interfaces.get(iface) else {
                 continue; // the interface is gone; announce when it returns
             };
+            if refresh_round {
+                let frame = claim::probe(info.mac, *ip);
+                self.queue.push_back((
+                    *ip,
+                    Transmit {
+                        iface: iface.clone(),
+                        frame,
+                    },
+                ));
+            }
             let stats = self.stats.entry(iface.clone()).or_default();
             match ip {
                 IpAddr::V4(v4) => {
@@ -262,7 +483,17 @@ impl ArpNdpResponder {
 
     /// When [`Self::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.schedule.values().map(|s| s.next).min()
+        let lifts = self
+            .quarantined
+            .values()
+            .filter_map(|q| q.checked_at.map(|c| c + PROBE_WAIT));
+        self.schedule
+            .values()
+            .map(|s| s.next)
+            .chain(self.probing.values().map(|p| p.next.min(p.decide)))
+            .chain(self.recheck.values().copied())
+            .chain(lifts)
+            .min()
     }
 
     /// Counters per interface.

@@ -100,7 +100,17 @@ fn takeover_burst_then_refresh_on_a_virtual_clock() {
     }
     let offsets: Vec<u128> = times.iter().map(|(d, _)| d.as_millis()).collect();
     assert_eq!(offsets, [0, 500, 1000, 11000, 21000]);
-    for (_, sent) in &times {
+    for (at, sent) in &times {
+        // Each refresh also probes every address on every interface (conflicts).
+        let is_probe = |t: &Transmit| {
+            let v4 = t.frame[12..14] == [0x08, 0x06] && t.frame[28..32] == [0, 0, 0, 0];
+            let v6 = t.frame[12..14] == [0x86, 0xdd] && t.frame[22..38] == [0; 16];
+            v4 || v6
+        };
+        let probes = sent.iter().filter(|t| is_probe(t)).count();
+        let refresh = at.as_millis() >= 11000;
+        assert_eq!(probes, if refresh { 3 } else { 0 }, "{at:?}");
+        let sent: Vec<Transmit> = sent.iter().filter(|t| !is_probe(t)).cloned().collect();
         // IPv4: GARP request + reply on eth0; IPv6: one NA on eth0 and eth1.
         assert_eq!(sent.len(), 4);
         let arp: Vec<ArpOperation> = sent
@@ -189,4 +199,106 @@ fn mac_change_restarts_announcements() {
     r.handle_timeout(t1);
     let sent = drain(&mut r);
     assert_eq!(&sent[0].frame[6..12], &[2, 0, 0, 0, 0, 0xee]);
+}
+
+/// Issue 24, item 1: another MAC using an owned address quarantines it: no answer, no
+/// announcement, one conflict reported; a re-probe nobody answers lifts it.
+#[test]
+fn a_foreign_claim_quarantines_the_address_until_a_probe_finds_it_gone() {
+    let t0 = Instant::now();
+    let mut r = responder(t0);
+    // .2 is owned here; the kernel of host …0a announces it (arping -U from .1 claims .1,
+    // so rewrite: a reply from …0a saying .2 is-at …0a).
+    r.set_owned(t0, owned(&[("198.51.100.2", &["eth0"])]));
+    drain(&mut r);
+    let foreign = frame::arp_reply(
+        [2, 0, 0, 0, 0, 0x0a],
+        "198.51.100.2".parse().expect("ip"),
+        [0xff; 6],
+        "198.51.100.1".parse().expect("ip"),
+    );
+    r.handle_frame(t0, "eth0", &foreign);
+    let (ip_c, c) = r.poll_conflict().expect("a conflict");
+    assert_eq!(ip_c, ip("198.51.100.2"));
+    assert_eq!((c.mac, c.iface.as_str()), ([2, 0, 0, 0, 0, 0x0a], "eth0"));
+    assert_eq!(r.poll_conflict(), None, "reported once");
+    r.handle_frame(t0, "eth0", &ARPING_REQUEST);
+    assert!(
+        drain(&mut r).is_empty(),
+        "a quarantined address is not answered"
+    );
+    // Still there at the first re-check: the holder answers the probe.
+    let mut now = t0;
+    while now < t0 + Duration::from_secs(10) {
+        now = r.poll_timeout().expect("scheduled");
+        r.handle_timeout(now);
+        let sent = drain(&mut r);
+        assert!(
+            sent.iter().all(|t| t.frame[28..32] == [0, 0, 0, 0]),
+            "only probes while quarantined"
+        );
+    }
+    r.handle_frame(now, "eth0", &foreign);
+    // Then gone: the next re-probe goes unanswered and the address is announced again.
+    while r.conflicts().contains_key(&ip("198.51.100.2")) {
+        now = r.poll_timeout().expect("scheduled");
+        r.handle_timeout(now);
+        drain(&mut r);
+        assert!(now < t0 + Duration::from_secs(25), "lifted in time");
+    }
+    assert!(now >= t0 + Duration::from_secs(20));
+    r.handle_frame(now, "eth0", &ARPING_REQUEST);
+    assert_eq!(drain(&mut r).len(), 1, "answered again");
+}
+
+/// A new address is probed before it is first answered or announced, and a holder
+/// answering the probe keeps it silent.
+#[test]
+fn a_new_address_is_probed_before_it_is_announced() {
+    let t0 = Instant::now();
+    let mut r = responder(t0);
+    r.probe_before_announcing([ip("198.51.100.2")].into());
+    r.set_owned(t0, owned(&[("198.51.100.2", &["eth0"])]));
+    r.handle_timeout(t0);
+    let first = drain(&mut r);
+    assert_eq!(first.len(), 1, "one probe, no announcement");
+    assert_eq!(first[0].frame[28..32], [0, 0, 0, 0]);
+    r.handle_frame(t0, "eth0", &ARPING_REQUEST);
+    assert!(drain(&mut r).is_empty(), "not answered while probing");
+    let mut now = t0;
+    let mut probes = 1;
+    while now < t0 + PROBE_WAIT {
+        now = r.poll_timeout().expect("scheduled");
+        r.handle_timeout(now);
+        for t in drain(&mut r) {
+            if t.frame[28..32] == [0, 0, 0, 0] {
+                probes += 1;
+            } else {
+                assert!(now >= t0 + PROBE_WAIT, "announced only after the wait");
+            }
+        }
+    }
+    assert_eq!(probes, PROBE_COUNT);
+    r.handle_frame(now, "eth0", &ARPING_REQUEST);
+    assert_eq!(drain(&mut r).len(), 1, "answered after an unanswered probe");
+    // The same, with a holder answering the probe: silent, one conflict.
+    let mut r = responder(t0);
+    r.probe_before_announcing([ip("198.51.100.2")].into());
+    r.set_owned(t0, owned(&[("198.51.100.2", &["eth0"])]));
+    r.handle_timeout(t0);
+    drain(&mut r);
+    // Host …0a holds .2 and answers our probe (a reply to our MAC, target 0.0.0.0).
+    let answer = frame::arp_reply(
+        [2, 0, 0, 0, 0, 0x0a],
+        "198.51.100.2".parse().expect("ip"),
+        MAC_B,
+        std::net::Ipv4Addr::UNSPECIFIED,
+    );
+    r.handle_frame(t0, "eth0", &answer);
+    let (_, c) = r
+        .poll_conflict()
+        .expect("the holder's answer is a conflict");
+    assert_eq!(c.mac, [2, 0, 0, 0, 0, 0x0a]);
+    r.handle_timeout(t0 + PROBE_WAIT);
+    assert!(drain(&mut r).is_empty(), "never announced");
 }

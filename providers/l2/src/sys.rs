@@ -1,7 +1,7 @@
 //! The only FFI of the crate: AF_PACKET sockets and the interface list.
 //!
-//! One packet socket per interface receives ARP requests and ICMPv6
-//! neighbour solicitations (a classic BPF filter drops everything else in the
+//! One packet socket per interface receives ARP frames and ICMPv6
+//! neighbour solicitations and advertisements (a classic BPF filter drops everything else in the
 //! kernel, and `PACKET_IGNORE_OUTGOING` drops our own frames) and sends
 //! complete Ethernet frames. The socket is created with protocol 0 (receives
 //! nothing), gets its filter, and only then is bound to `ETH_P_ALL` on the
@@ -31,6 +31,9 @@ pub struct SysInterface {
     pub mac: Option<Mac>,
     /// `IFF_UP`.
     pub up: bool,
+    /// `IFF_RUNNING`: the link has carrier (operstate up). An interface that is up but
+    /// lost its cable, or whose bridge port went down, has `up` without `running`.
+    pub running: bool,
     /// `IFF_LOOPBACK`.
     pub loopback: bool,
     /// `IFF_BROADCAST`: ARP is possible.
@@ -68,6 +71,7 @@ pub fn interfaces() -> io::Result<Vec<SysInterface>> {
         });
         let flags = ifa.ifa_flags;
         entry.up = flags & libc::IFF_UP as u32 != 0;
+        entry.running = flags & libc::IFF_RUNNING as u32 != 0;
         entry.loopback = flags & libc::IFF_LOOPBACK as u32 != 0;
         entry.broadcast = flags & libc::IFF_BROADCAST as u32 != 0;
         entry.noarp = flags & libc::IFF_NOARP as u32 != 0;
@@ -126,9 +130,31 @@ pub fn interfaces() -> io::Result<Vec<SysInterface>> {
     Ok(by_name.into_values().collect())
 }
 
-/// Classic BPF: accept ARP requests and ICMPv6 neighbour solicitations that
-/// follow the IPv6 header directly; drop everything else.
-fn filter() -> [libc::sock_filter; 11] {
+/// What a packet socket receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Receive {
+    /// ARP requests and ICMPv6 neighbour solicitations: what the responder answers.
+    Requests,
+    /// Every ARP frame (requests and replies): for probes that count answers.
+    AllArp,
+}
+
+/// Classic BPF: every ARP frame.
+fn filter_all_arp() -> [libc::sock_filter; 4] {
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    [
+        op(0x28, 0, 0, 12),     // ethertype
+        op(0x15, 0, 1, 0x0806), // ARP? else drop
+        op(0x06, 0, 0, 0xffff), // accept
+        op(0x06, 0, 0, 0),      // drop
+    ]
+}
+
+/// Classic BPF: accept every ARP frame (requests to answer; replies and announcements
+/// that reveal another host using an owned address, see [`crate::claim`]) and ICMPv6
+/// neighbour solicitations and advertisements that follow the IPv6 header directly;
+/// drop everything else.
+fn filter() -> [libc::sock_filter; 10] {
     const LDH_ABS: u16 = 0x28; // BPF_LD | BPF_H | BPF_ABS
     const LDB_ABS: u16 = 0x30; // BPF_LD | BPF_B | BPF_ABS
     const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
@@ -136,16 +162,15 @@ fn filter() -> [libc::sock_filter; 11] {
     let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
     [
         op(LDH_ABS, 0, 0, 12),   // 0: ethertype
-        op(JEQ_K, 0, 2, 0x0806), // 1: ARP? else 4
-        op(LDH_ABS, 0, 0, 20),   // 2: ARP opcode
-        op(JEQ_K, 5, 6, 1),      // 3: request -> 9 accept, else 10 drop
-        op(JEQ_K, 0, 5, 0x86dd), // 4: IPv6? else 10 drop
-        op(LDB_ABS, 0, 0, 20),   // 5: next header
-        op(JEQ_K, 0, 3, 58),     // 6: ICMPv6? else 10 drop
-        op(LDB_ABS, 0, 0, 54),   // 7: ICMPv6 type
-        op(JEQ_K, 0, 1, 135),    // 8: neighbour solicitation? else 10 drop
-        op(RET_K, 0, 0, 0xffff), // 9: accept
-        op(RET_K, 0, 0, 0),      // 10: drop
+        op(JEQ_K, 6, 0, 0x0806), // 1: ARP? -> 8 accept, else 2
+        op(JEQ_K, 0, 6, 0x86dd), // 2: IPv6? else 9 drop
+        op(LDB_ABS, 0, 0, 20),   // 3: next header
+        op(JEQ_K, 0, 4, 58),     // 4: ICMPv6? else 9 drop
+        op(LDB_ABS, 0, 0, 54),   // 5: ICMPv6 type
+        op(JEQ_K, 1, 0, 135),    // 6: neighbour solicitation? -> 8 accept, else 7
+        op(JEQ_K, 0, 1, 136),    // 7: neighbour advertisement? -> 8 accept, else 9 drop
+        op(RET_K, 0, 0, 0xffff), // 8: accept
+        op(RET_K, 0, 0, 0),      // 9: drop
     ]
 }
 
@@ -164,8 +189,13 @@ pub struct PacketSocket {
 }
 
 impl PacketSocket {
-    /// Opens the socket on interface `index` (needs CAP_NET_RAW).
+    /// Opens the socket on interface `index` (needs CAP_NET_RAW), receiving requests.
     pub fn open(index: u32) -> io::Result<Self> {
+        Self::open_for(index, Receive::Requests)
+    }
+
+    /// Opens the socket on interface `index`, receiving `what`.
+    pub fn open_for(index: u32, what: Receive) -> io::Result<Self> {
         // SAFETY: plain syscall; the returned fd is owned right away.
         let raw = check(unsafe {
             libc::socket(
@@ -176,7 +206,11 @@ impl PacketSocket {
         })?;
         // SAFETY: `raw` is a fresh, valid fd that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let prog = filter();
+        let (requests, all_arp) = (filter(), filter_all_arp());
+        let prog: &[libc::sock_filter] = match what {
+            Receive::Requests => &requests,
+            Receive::AllArp => &all_arp,
+        };
         let fprog = libc::sock_fprog {
             len: prog.len() as u16,
             filter: prog.as_ptr() as *mut libc::sock_filter,
@@ -260,6 +294,92 @@ impl AsRawFd for PacketSocket {
     }
 }
 
+/// A rtnetlink socket subscribed to link and address changes: it wakes the speaker the
+/// moment a cable is cut or an address goes, instead of at the next periodic scan. The
+/// messages themselves are not parsed (the interfaces are listed again with
+/// `getifaddrs`), so no netlink codec is needed.
+#[derive(Debug)]
+pub struct LinkWatch {
+    fd: OwnedFd,
+}
+
+impl LinkWatch {
+    /// Opens the socket and joins the link, IPv4 and IPv6 address groups (no privilege
+    /// needed), registered with the tokio reactor.
+    pub fn open_async() -> io::Result<tokio::io::unix::AsyncFd<Self>> {
+        // SAFETY: plain syscall; the returned fd is owned right away.
+        let raw = check(unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        })?;
+        // SAFETY: `raw` is a fresh, valid fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: an all-zero sockaddr_nl is valid (pid 0: the kernel assigns one); we set
+        // the family and groups and pass its exact size.
+        let mut nl: libc::sockaddr_nl = unsafe { zeroed() };
+        nl.nl_family = libc::AF_NETLINK as u16;
+        nl.nl_groups =
+            (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
+        // SAFETY: see above.
+        check(unsafe {
+            libc::bind(
+                raw,
+                (&nl as *const libc::sockaddr_nl).cast(),
+                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        })?;
+        // SAFETY: `LinkWatch` owns its fd for as long as the AsyncFd holds it (as for
+        // `PacketSocket::open_async`).
+        unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(
+                Self { fd },
+                tokio::io::Interest::READABLE,
+            )
+        }
+        .map_err(|e| e.into_parts().1)
+    }
+
+    /// Reads and discards every queued message; `Ok(true)` if there was any. An
+    /// overflow (`ENOBUFS`: changes were lost) also counts as a change.
+    pub fn drain(&self) -> io::Result<bool> {
+        let mut buf = [0u8; 8192];
+        let mut any = false;
+        loop {
+            // SAFETY: `buf` is valid for writes of its length.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n >= 0 {
+                any = true;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) => Ok(any),
+                Some(libc::ENOBUFS) | Some(libc::EINTR) => {
+                    any = true;
+                    continue;
+                }
+                _ => Err(e),
+            };
+        }
+    }
+}
+
+impl AsRawFd for LinkWatch {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,7 +397,7 @@ mod tests {
 
     /// The filter's jumps land where the comments say: run it on fixtures.
     #[test]
-    fn filter_accepts_only_requests() {
+    fn filter_accepts_arp_and_neighbour_discovery_only() {
         use crate::fixtures::*;
         fn run(prog: &[libc::sock_filter], pkt: &[u8]) -> u32 {
             let (mut acc, mut pc) = (0u32, 0usize);
@@ -309,16 +429,13 @@ mod tests {
             &KERNEL_NS,
             &NDISC6_NS,
             &ARPING_GARP_REQUEST,
+            // Replies and advertisements: another host using an address (conflicts).
+            &KERNEL_ARP_REPLY,
+            &ARPING_GARP_REPLY,
+            &KERNEL_NA,
         ] {
             assert_ne!(run(&prog, accepted), 0);
         }
-        for dropped in [
-            &KERNEL_ARP_REPLY[..],
-            &ARPING_GARP_REPLY,
-            &KERNEL_NA,
-            &ICMPV6_PORT_UNREACHABLE,
-        ] {
-            assert_eq!(run(&prog, dropped), 0);
-        }
+        assert_eq!(run(&prog, &ICMPV6_PORT_UNREACHABLE), 0);
     }
 }

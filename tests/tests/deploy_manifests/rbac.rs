@@ -177,6 +177,24 @@ pub(crate) fn speaker_allow_list(w: &Wiring) -> BTreeSet<Perm> {
     for (ns, name) in &w.bgp_secrets {
         out.extend(perms("", "secrets", &["get"], Some(ns), Some(name)));
     }
+    // ccm/src/speaker/gossip_key.rs `follow`: `Api::<Secret>::get_opt` of the
+    // --gossip-secret the DaemonSet passes (the L2 gossip key).
+    out.extend(perms(
+        "",
+        "secrets",
+        &["get"],
+        Some(NS),
+        Some("portway-gossip"),
+    ));
+    // ccm/src/speaker/mod.rs `follow_kube_proxy`: `Api::<ConfigMap>::get_opt` of
+    // kube-system/kube-proxy (the IPVS strictARP trap).
+    out.extend(perms(
+        "",
+        "configmaps",
+        &["get"],
+        Some("kube-system"),
+        Some("kube-proxy"),
+    ));
     out.into_iter().collect()
 }
 

@@ -104,6 +104,20 @@ impl Lab {
             .cloned()
     }
 
+    /// The addresses node `k`'s speaker announces now, from its takeover and release lines.
+    pub fn owned_now(&self, k: usize) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for (_, l) in self.lines_after(k, 0) {
+            let ip = |rest: &str| rest.split_whitespace().next().map(str::to_string);
+            if let Some(ip) = l.strip_prefix("takeover ip=").and_then(ip) {
+                out.insert(ip);
+            } else if let Some(ip) = l.strip_prefix("release ip=").and_then(ip) {
+                out.remove(&ip);
+            }
+        }
+        out
+    }
+
     /// All of node `k`'s speaker lines at or after `t0`.
     pub fn lines_after(&self, k: usize, t0: i64) -> Vec<(i64, String)> {
         self.speakers[k]

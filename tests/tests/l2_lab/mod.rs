@@ -20,7 +20,11 @@ pub const VIP4: &str = "198.51.100.100";
 /// The IPv6 VIP every node carries on `lo`.
 pub const VIP6: &str = "2001:db8:1::100";
 const NODES: [usize; 3] = [1, 2, 3];
+/// MAC of the foreign host's eth0 (see [`Lab::foreign`]).
+pub const FOREIGN_MAC: &str = "02:00:00:00:00:99";
 const PORT: u16 = 8080;
+/// The gossip key every lab speaker holds (the gossip is signed, as in a cluster).
+const GOSSIP_KEY: &str = "lab-gossip-key";
 
 /// Wall-clock milliseconds, the clock `l2-test-speaker` stamps lines with.
 pub fn now_ms() -> i64 {
@@ -153,6 +157,13 @@ fn speaker_bin() -> PathBuf {
 /// One lab: namespaces, speakers, servers.
 pub struct Lab {
     prefix: String,
+    /// Speakers gossip over a second network (`eth1`, 10.78.0.1k), so cutting the
+    /// data link (`eth0`) leaves the node alive in the gossip.
+    mgmt: bool,
+    /// More VIPs every speaker places (10.80.x.y, in a /20 every node's eth0 holds).
+    bulk_vips: Vec<String>,
+    /// `--garp-refresh-ms` for the speakers (their default when `None`).
+    garp_refresh_ms: Option<u64>,
     bin: PathBuf,
     speakers: [Option<Proc>; 4],
     servers: [Option<Proc>; 4],
@@ -164,7 +175,107 @@ impl Lab {
     /// printing why) when the machine cannot, unless
     /// PORTWAY_REQUIRE_PRIVILEGED=1 makes that a failure.
     pub fn start(tag: &str) -> Option<Lab> {
+        Lab::start_speakers(Lab::start_bare(tag)?)
+    }
+
+    /// [`Lab::start`] with a management network for the gossip: a node whose data link
+    /// dies is still alive to its peers, the case the failure detector cannot see.
+    pub fn start_with_mgmt(tag: &str) -> Option<Lab> {
         let mut lab = Lab::start_bare(tag)?;
+        lab.add_mgmt_network();
+        Lab::start_speakers(lab)
+    }
+
+    /// [`Lab::start`] with `n` more VIPs (10.80.1.0 up) for load: about a third of them
+    /// land on each node.
+    pub fn start_with_bulk(tag: &str, n: usize) -> Option<Lab> {
+        let mut lab = Lab::start_bare(tag)?;
+        for k in NODES {
+            lab.must(&[
+                "ip",
+                "-n",
+                &lab.ns(&Lab::name(k)),
+                "addr",
+                "add",
+                &format!("10.80.0.1{k}/20"),
+                "dev",
+                "eth0",
+            ]);
+        }
+        lab.bulk_vips = (0..n)
+            .map(|i| format!("10.80.{}.{}", 1 + i / 250, 1 + i % 250))
+            .collect();
+        Lab::start_speakers(lab)
+    }
+
+    /// [`Lab::start`] with the speakers' refresh (and so their conflict re-probe) every
+    /// `ms`, and a foreign host (see [`Lab::foreign`]) on the switch.
+    pub fn start_with_refresh(tag: &str, ms: u64) -> Option<Lab> {
+        let mut lab = Lab::start_bare(tag)?;
+        lab.garp_refresh_ms = Some(ms);
+        lab.add_foreign_host();
+        Lab::start_speakers(lab)
+    }
+
+    /// Runs `args` in the foreign host's namespace (`x`: a host on the LAN that is no
+    /// node, MAC [`FOREIGN_MAC`], 198.51.100.9/24 and 2001:db8:1::9/64 on its eth0).
+    pub fn foreign(&self, args: &[&str]) {
+        let ns = self.ns("x");
+        let mut all = vec!["ip", "netns", "exec", ns.as_str()];
+        all.extend_from_slice(args);
+        self.must(&all);
+    }
+
+    fn add_foreign_host(&mut self) {
+        let (sw, x) = (self.ns("sw"), self.ns("x"));
+        self.must(&["ip", "netns", "add", &x]);
+        self.must(&[
+            "ip", "-n", &sw, "link", "add", "p-x", "type", "veth", "peer", "name", "eth0", "netns",
+            &x,
+        ]);
+        self.must(&["ip", "-n", &sw, "link", "set", "p-x", "master", "br0"]);
+        self.must(&["ip", "-n", &sw, "link", "set", "p-x", "up"]);
+        self.must(&["ip", "-n", &x, "link", "set", "lo", "up"]);
+        self.must(&[
+            "ip",
+            "-n",
+            &x,
+            "link",
+            "set",
+            "eth0",
+            "address",
+            FOREIGN_MAC,
+        ]);
+        self.must(&[
+            "ip",
+            "-n",
+            &x,
+            "addr",
+            "add",
+            "198.51.100.9/24",
+            "dev",
+            "eth0",
+        ]);
+        self.must(&[
+            "ip",
+            "-n",
+            &x,
+            "addr",
+            "add",
+            "2001:db8:1::9/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        self.must(&["ip", "-n", &x, "link", "set", "eth0", "up"]);
+    }
+
+    /// The bulk VIPs.
+    pub fn bulk_vips(&self) -> &[String] {
+        &self.bulk_vips
+    }
+
+    fn start_speakers(mut lab: Lab) -> Option<Lab> {
         for k in NODES {
             lab.start_speaker(k);
         }
@@ -199,6 +310,9 @@ impl Lab {
         );
         let mut lab = Lab {
             prefix,
+            mgmt: false,
+            bulk_vips: Vec::new(),
+            garp_refresh_ms: None,
             bin,
             speakers: Default::default(),
             servers: Default::default(),
@@ -425,6 +539,54 @@ impl Lab {
         }
     }
 
+    /// A second bridge `br1` with each node's `eth1` (10.78.0.1k/24) on it.
+    fn add_mgmt_network(&mut self) {
+        let sw = self.ns("sw");
+        self.must(&["ip", "-n", &sw, "link", "add", "br1", "type", "bridge"]);
+        self.must(&["ip", "-n", &sw, "link", "set", "br1", "up"]);
+        for k in NODES {
+            let ns = self.ns(&Lab::name(k));
+            let port = format!("m-n{k}");
+            self.must(&[
+                "ip", "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth1",
+                "netns", &ns,
+            ]);
+            self.must(&["ip", "-n", &sw, "link", "set", &port, "master", "br1"]);
+            self.must(&["ip", "-n", &sw, "link", "set", &port, "up"]);
+            self.must(&[
+                "ip",
+                "-n",
+                &ns,
+                "link",
+                "set",
+                "eth1",
+                "address",
+                &format!("02:00:00:00:01:1{k}"),
+            ]);
+            self.must(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("10.78.0.1{k}/24"),
+                "dev",
+                "eth1",
+            ]);
+            self.must(&["ip", "-n", &ns, "link", "set", "eth1", "up"]);
+        }
+        self.mgmt = true;
+    }
+
+    /// Node `k`'s gossip address.
+    fn gossip_addr(&self, k: usize) -> String {
+        if self.mgmt {
+            format!("10.78.0.1{k}")
+        } else {
+            format!("198.51.100.1{k}")
+        }
+    }
+
     /// Starts (or restarts) node `k`'s speaker.
     pub fn start_speaker(&mut self, k: usize) {
         let mut cmd = Command::new("ip");
@@ -436,14 +598,22 @@ impl Lab {
             "--name",
             &Lab::name(k),
             "--addr",
-            &format!("198.51.100.1{k}"),
+            &self.gossip_addr(k),
             "--grace-ms",
             "1000",
+            "--gossip-key",
+            GOSSIP_KEY,
         ]);
         for j in NODES.iter().filter(|j| **j != k) {
-            cmd.args(["--peer", &format!("n{j}=198.51.100.1{j}")]);
+            cmd.args(["--peer", &format!("n{j}={}", self.gossip_addr(*j))]);
         }
         cmd.args(["--vip", VIP4, "--vip", VIP6]);
+        for v in &self.bulk_vips {
+            cmd.args(["--vip", v]);
+        }
+        if let Some(ms) = self.garp_refresh_ms {
+            cmd.args(["--garp-refresh-ms", &ms.to_string()]);
+        }
         self.speakers[k] = Some(Proc::spawn(cmd));
     }
 
@@ -494,6 +664,15 @@ impl Lab {
         }
         if let Some(p) = self.servers[k].as_mut() {
             p.kill();
+        }
+    }
+
+    /// Sends a stdin command (`exclude …`, `vips …`) to node `k`'s speaker only: the
+    /// nodes of a cluster see an API change at different times.
+    pub fn command(&mut self, k: usize, command: &str) {
+        if let Some(stdin) = self.speakers[k].as_mut().and_then(|p| p.stdin.as_mut()) {
+            let _ = writeln!(stdin, "{command}");
+            let _ = stdin.flush();
         }
     }
 
@@ -571,7 +750,7 @@ impl Drop for Lab {
         {
             p.kill();
         }
-        for role in ["r", "n1", "n2", "n3", "sw"] {
+        for role in ["r", "n1", "n2", "n3", "x", "sw"] {
             let ns = self.ns(role);
             // Anything else left in the namespace (a prober) goes too.
             if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {

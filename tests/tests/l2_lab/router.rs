@@ -102,6 +102,83 @@ impl Lab {
     }
 }
 
+/// What `l2-test-speaker arp-probe` saw.
+#[derive(Debug, Default)]
+pub struct ArpProbeSummary {
+    /// Tagged requests sent.
+    pub probes: usize,
+    /// Requests answered at least once.
+    pub answered: usize,
+    /// Requests answered by two MACs or more.
+    pub double: usize,
+    /// Every MAC that answered.
+    pub macs: Vec<String>,
+    /// Longest run of unanswered requests.
+    pub longest_gap_ms: i64,
+    /// The `double …` lines.
+    pub doubles: Vec<String>,
+}
+
+/// A running tagged ARP probe in the router.
+pub struct ArpProbe(Proc);
+
+impl ArpProbe {
+    /// Waits for the probe to finish and reads its summary.
+    pub fn finish(mut self) -> ArpProbeSummary {
+        let _ = self.0.child.wait();
+        // The reader thread may still be copying the last lines.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut out = ArpProbeSummary::default();
+        for (_, line) in self.0.lines().iter() {
+            let field = |k: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .map(str::to_string)
+            };
+            let num = |k: &str| field(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+            if line.starts_with("arp-probe ") {
+                out.probes = num("probes=") as usize;
+                out.answered = num("answered=") as usize;
+                out.double = num("double=") as usize;
+                out.macs = field("macs=")
+                    .map(|m| {
+                        m.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+            } else if line.starts_with("gap ") {
+                out.longest_gap_ms = num("longest_ms=");
+            } else if line.starts_with("double ") {
+                out.doubles.push(line.clone());
+            }
+        }
+        out
+    }
+}
+
+impl Lab {
+    /// Starts a tagged ARP probe for `ip` in the router: a request every 2 ms for
+    /// `duration`, each answer matched to its request (see `arp_probe.rs`).
+    pub fn arp_probe(&self, ip: &str, duration: std::time::Duration) -> ArpProbe {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns("r")]).arg(&self.bin);
+        cmd.args([
+            "arp-probe",
+            "--iface",
+            "eth0",
+            "--target",
+            ip,
+            "--interval-ms",
+            "2",
+            "--duration-ms",
+            &duration.as_millis().to_string(),
+        ]);
+        ArpProbe(Proc::spawn(cmd))
+    }
+}
+
 /// A running TCP prober in the router.
 pub struct Prober(Proc);
 

@@ -115,6 +115,7 @@ release namespace when none is named.
 {{- if not $out -}}
 {{- $out = list (printf "%s/bgp-auth" $.Release.Namespace) -}}
 {{- end -}}
+{{- $out = append $out (printf "%s/portway-gossip" $.Release.Namespace) -}}
 {{ $out | uniq | sortAlpha | join "\n" }}
 {{- end }}
 

@@ -12,13 +12,16 @@
 //!
 //! Startup: a new speaker sees only itself and would claim every IP, so it
 //! announces nothing until it has heard from a peer or `startup_grace` has
-//! passed (a lone speaker, or the first of a cluster). Shutdown stops
+//! passed (a lone speaker, or the first of a cluster); then it takes over
+//! from live owners make-before-break ([`handover`]). Shutdown stops
 //! answering first, then says goodbye, so peers take over within
 //! milliseconds.
 
+mod handover;
 mod task;
 mod types;
 
+use handover::Handover;
 use task::{Cmd, Task};
 
 pub use types::*;
@@ -27,8 +30,10 @@ use crate::announcer::{Announcer, AnnouncerConfig};
 use crate::election::VipInput;
 use crate::gossip::{Membership, MembershipConfig};
 use crate::iface::{self};
+use crate::membership::Allowed;
 use crate::responder::AnnounceTiming;
-use std::collections::BTreeMap;
+use crate::wire::GossipKeys;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -49,6 +54,7 @@ impl L2Speaker {
     pub async fn start(config: SpeakerConfig) -> Result<Self, SpeakerError> {
         let ifaces = iface::scan().map_err(SpeakerError::Interfaces)?;
         let nets = iface::announce_nets(&config.l2.interfaces, &ifaces);
+        let local_addrs = iface::local_addrs(&ifaces);
         let port = config.l2.gossip_port;
         let bind = config.gossip_bind.unwrap_or_else(|| {
             let any: IpAddr = if config.node_addr.is_ipv6() {
@@ -64,6 +70,7 @@ impl L2Speaker {
             advertise: SocketAddr::new(config.node_addr, port),
             nets: nets.clone(),
             tuning: config.membership,
+            keys: config.gossip_keys.clone(),
         })
         .await
         .map_err(|source| SpeakerError::Gossip { addr: bind, source })?;
@@ -81,11 +88,13 @@ impl L2Speaker {
             starting: true,
             ..SpeakerStatus::default()
         });
-        let (events, _) = broadcast::channel(1024);
+        // A takeover is one event per address: room for a node's share of 10,000.
+        let (events, _) = broadcast::channel(16_384);
         let task = Task {
             started: Instant::now(),
             view: membership.view(),
             member_events: membership.events(),
+            refused: membership.refused(),
             announcer_status: announcer.status(),
             membership: Some(membership),
             announcer: Some(announcer),
@@ -94,6 +103,11 @@ impl L2Speaker {
             vips: Vec::new(),
             api_reachable: false,
             nets,
+            local_addrs,
+            handover: Handover::new(config.handover_wait),
+            scores: crate::election::ScoreCache::default(),
+            owned: BTreeSet::new(),
+            trusted_view: false,
             status: SpeakerStatus {
                 starting: true,
                 ..SpeakerStatus::default()
@@ -120,6 +134,18 @@ impl L2Speaker {
     /// Replaces the VIPs to place.
     pub fn set_vips(&self, vips: Vec<VipInput>) {
         let _ = self.cmd.send(Cmd::Vips(vips));
+    }
+
+    /// The Nodes whose speakers may gossip with this one, each with the addresses it may
+    /// send from: every Node from the API, eligible or not (an excluded node still hands
+    /// its addresses over). `None` accepts any sender that holds the key.
+    pub fn set_allowed(&self, allowed: Option<BTreeMap<String, BTreeSet<IpAddr>>>) {
+        let _ = self.cmd.send(Cmd::Allowed(allowed.map(|a| a as Allowed)));
+    }
+
+    /// Replaces the gossip keys (rotation: the first signs, all verify).
+    pub fn set_gossip_keys(&self, keys: GossipKeys) {
+        let _ = self.cmd.send(Cmd::Keys(keys));
     }
 
     /// Whether the API server answered recently (the split-brain rule lets a

@@ -1,22 +1,31 @@
 //! The task that owns one node's membership and announcer: it re-elects on every change
-//! and tells the announcer what to answer for.
+//! and tells the announcer what to answer for, handing addresses over from live owners
+//! make-before-break ([`super::handover`]). A netlink watch re-reads the interfaces the
+//! moment a link or an address changes, so a dead link moves its addresses within the
+//! gossip's propagation time rather than at the next periodic scan.
 
+use super::handover::Handover;
 use super::types::*;
 use crate::announcer::{Announcer, AnnouncerStatus};
-use crate::election::{ElectionInput, VipInput, elect};
+use crate::election::{ElectionInput, ScoreCache, VipInput, elect_cached};
 use crate::gossip::{Membership, MembershipView};
 use crate::iface::{self, InterfaceChoice};
-use crate::membership::MembershipEvent;
+use crate::membership::{Allowed, MembershipEvent};
+use crate::sys::LinkWatch;
+use crate::wire::{GossipKeys, Refused};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::time::Instant;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use tokio::io::unix::AsyncFd;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 /// What the handle asks of the task.
 pub(super) enum Cmd {
     Nodes(BTreeMap<String, NodeInput>),
     Vips(Vec<VipInput>),
+    Allowed(Option<Allowed>),
+    Keys(GossipKeys),
     Api(bool),
     Shutdown(oneshot::Sender<()>),
 }
@@ -34,6 +43,17 @@ pub(super) struct Task {
     pub(super) vips: Vec<VipInput>,
     pub(super) api_reachable: bool,
     pub(super) nets: Vec<IpNet>,
+    pub(super) local_addrs: BTreeSet<IpAddr>,
+    pub(super) refused: watch::Receiver<BTreeMap<Refused, u64>>,
+    pub(super) handover: Handover,
+    pub(super) scores: ScoreCache,
+    /// What the last election gave this node (before the handover waits).
+    pub(super) owned: BTreeSet<IpAddr>,
+    /// The last election let this node announce (past the startup grace, with quorum).
+    /// Until one did, this node's own record of owners is no record of who answered (it
+    /// just came back, or it sat in a minority): the previous owner of an address is then
+    /// whoever owns it without this node.
+    pub(super) trusted_view: bool,
     pub(super) status: SpeakerStatus,
     pub(super) status_tx: watch::Sender<SpeakerStatus>,
     pub(super) events: broadcast::Sender<SpeakerEvent>,
@@ -46,7 +66,16 @@ impl Task {
         let grace_end = tokio::time::Instant::from_std(self.started + self.config.startup_grace);
         let mut grace_pending = true;
         let mut announcer_alive = true;
+        let links = match LinkWatch::open_async() {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, every = ?self.config.rescan, "no netlink link watch; interfaces are only read periodically");
+                None
+            }
+        };
+        let mut refused_alive = true;
         loop {
+            let deadline = self.handover.deadline().map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
                 cmd = cmds.recv() => match cmd {
@@ -63,6 +92,16 @@ impl Task {
                         if vips != self.vips {
                             self.vips = vips;
                             self.elect().await;
+                        }
+                    }
+                    Some(Cmd::Allowed(allowed)) => {
+                        if let Some(m) = &self.membership {
+                            m.allow(allowed);
+                        }
+                    }
+                    Some(Cmd::Keys(keys)) => {
+                        if let Some(m) = &self.membership {
+                            m.set_keys(keys);
                         }
                     }
                     Some(Cmd::Api(up)) => {
@@ -95,7 +134,35 @@ impl Task {
                             graceful: d.graceful,
                             silent_for: d.last_heard.map(|h| d.at.saturating_duration_since(h)),
                         },
+                        MembershipEvent::Released { from, ips } => {
+                            if self.handover.released(Instant::now(), &from, &ips) {
+                                self.apply(&BTreeMap::new(), None).await;
+                            }
+                            continue;
+                        }
                     });
+                }
+                _ = sleep_until(deadline) => self.apply(&BTreeMap::new(), None).await,
+                res = self.refused.changed(), if refused_alive => {
+                    if res.is_ok() {
+                        self.status.gossip_refused = self.refused.borrow_and_update().clone();
+                        self.publish();
+                    } else {
+                        refused_alive = false;
+                    }
+                }
+                ready = readable(links.as_ref()) => {
+                    // Wait a moment for the rest of a burst (a link going down removes
+                    // its routes and addresses too), then read the interfaces once.
+                    if let Some(mut guard) = ready {
+                        let _ = guard.get_inner().drain();
+                        guard.clear_ready();
+                    }
+                    tokio::time::sleep(LINK_SETTLE).await;
+                    if let Some(l) = &links {
+                        let _ = l.get_ref().drain();
+                    }
+                    self.rescan().await;
                 }
                 res = self.view.changed() => {
                     if res.is_err() {
@@ -105,7 +172,9 @@ impl Task {
                 }
                 res = self.announcer_status.changed(), if announcer_alive => {
                     if res.is_ok() {
-                        self.status.announcer = self.announcer_status.borrow_and_update().clone();
+                        let announcer = self.announcer_status.borrow_and_update().clone();
+                        self.conflict_events(&announcer);
+                        self.status.announcer = announcer;
                         self.publish();
                     } else {
                         tracing::error!("l2 announcer task ended; nothing is answered any more");
@@ -145,7 +214,9 @@ impl Task {
         match iface::scan() {
             Ok(ifaces) => {
                 let nets = iface::announce_nets(&self.config.l2.interfaces, &ifaces);
-                if nets != self.nets {
+                let local = iface::local_addrs(&ifaces);
+                if nets != self.nets || local != self.local_addrs {
+                    self.local_addrs = local;
                     self.nets = nets.clone();
                     if let Some(m) = &self.membership {
                         m.set_nets(nets);
@@ -176,7 +247,7 @@ impl Task {
             .iter()
             .map(|(n, i)| (n.clone(), i.labels.clone()))
             .collect();
-        let election = elect(&ElectionInput {
+        let input = ElectionInput {
             me: &me,
             config: &self.config.l2,
             nodes: &labels,
@@ -184,36 +255,104 @@ impl Task {
             known: &known,
             api_reachable: self.api_reachable,
             vips: &self.vips,
-        });
+        };
+        let election = elect_cached(&input, &mut self.scores);
         let starting = view.live.is_empty() && self.started.elapsed() < self.config.startup_grace;
-        let owned = if starting {
+        let mut owned = if starting {
             BTreeSet::new()
         } else {
             election.owned_by(&me)
         };
+        // Never this node's own address (a VIP equal to an interface address would
+        // steal it from the kernel that already answers for it).
+        let refused: BTreeSet<IpAddr> = owned.intersection(&self.local_addrs).copied().collect();
+        for ip in refused.difference(&self.status.refused_local) {
+            tracing::warn!(%ip, "l2 address is this node's own; not announced");
+        }
+        owned.retain(|ip| !refused.contains(ip));
+        self.status.refused_local = refused;
+        // Right after (re)start, or back from a minority, this node has no record of who
+        // answered: the owner without it is the one to hand over from.
+        let may_announce = !starting && election.quorum.may_announce;
+        let without_me = (may_announce && !self.trusted_view).then(|| {
+            let mut others = live.clone();
+            others.remove(&me);
+            elect_cached(
+                &ElectionInput {
+                    live: &others,
+                    ..input
+                },
+                &mut self.scores,
+            )
+            .owners
+        });
+        self.trusted_view = may_announce;
         if self.status.quorum != Some(election.quorum) {
             let _ = self.events.send(SpeakerEvent::Quorum(election.quorum));
         }
-        if owned != self.status.announcing {
+        let previous = std::mem::replace(&mut self.status.owners, election.owners);
+        let previous = without_me.unwrap_or(previous);
+        self.owned = owned;
+        self.status.quorum = Some(election.quorum);
+        self.status.live = live.keys().cloned().collect();
+        self.status.known = known;
+        self.status.starting = starting;
+        self.apply(&previous, Some(&view)).await;
+    }
+
+    /// Announces what this node owns, less the addresses still waiting for their live
+    /// previous owner's release; releases what it lost and tells the peers.
+    async fn apply(
+        &mut self,
+        previous: &BTreeMap<IpAddr, Option<String>>,
+        view: Option<&MembershipView>,
+    ) {
+        let me = self.config.node_name.clone();
+        let live = self.status.live.clone();
+        let now = Instant::now();
+        let prev_of = |ip: &IpAddr| previous.get(ip).cloned().flatten().filter(|p| *p != me);
+        let announce = self.handover.plan(
+            now,
+            &self.owned,
+            &self.status.announcing,
+            prev_of,
+            |n: &str| n != me && live.contains(n),
+        );
+        self.status.waiting_release = self.handover.waiting();
+        if announce != self.status.announcing {
+            // An address nobody in the cluster announced before may be held by a host
+            // outside it: probed first (a handover from a peer is not).
+            let probe: BTreeSet<IpAddr> = announce
+                .difference(&self.status.announcing)
+                .filter(|ip| previous.get(*ip).cloned().flatten().is_none())
+                .filter(|ip| !self.handover.is_resolved(ip))
+                .copied()
+                .collect();
             if let Some(a) = &self.announcer {
-                a.set_owned(
-                    owned
+                a.set_owned_probing(
+                    announce
                         .iter()
                         .map(|ip| (*ip, InterfaceChoice::Auto))
                         .collect(),
+                    probe,
                 )
                 .await;
             }
-            let now = Instant::now();
-            for ip in owned.difference(&self.status.announcing) {
-                let previous_owner = self
-                    .status
-                    .owners
-                    .get(ip)
-                    .cloned()
-                    .flatten()
-                    .filter(|p| *p != me);
-                let departure = previous_owner.as_ref().and_then(|p| view.departed.get(p));
+            let released: Vec<IpAddr> = self
+                .status
+                .announcing
+                .difference(&announce)
+                .copied()
+                .collect();
+            // Only now that the announcer stopped answering may the new owner start.
+            if let Some(m) = &self.membership {
+                m.release(released.clone());
+            }
+            for ip in announce.difference(&self.status.announcing) {
+                let previous_owner = self.handover.take_resolved(ip).or_else(|| prev_of(ip));
+                let departure = previous_owner
+                    .as_ref()
+                    .and_then(|p| view.and_then(|v| v.departed.get(p)));
                 let t = Takeover {
                     ip: *ip,
                     previous_owner,
@@ -227,21 +366,32 @@ impl Task {
                 self.status.last_takeover = Some(t.clone());
                 let _ = self.events.send(SpeakerEvent::Takeover(t));
             }
-            for ip in self.status.announcing.difference(&owned) {
-                let new_owner = election.owners.get(ip).cloned().flatten();
+            for ip in released {
+                let new_owner = self.status.owners.get(&ip).cloned().flatten();
                 tracing::info!(%ip, new_owner = ?new_owner, "l2 release");
-                let _ = self
-                    .events
-                    .send(SpeakerEvent::Released { ip: *ip, new_owner });
+                let _ = self.events.send(SpeakerEvent::Released { ip, new_owner });
             }
         }
-        self.status.owners = election.owners;
-        self.status.announcing = owned;
-        self.status.quorum = Some(election.quorum);
-        self.status.live = live.keys().cloned().collect();
-        self.status.known = known;
-        self.status.starting = starting;
+        self.handover.clear_resolved();
+        self.status.announcing = announce;
         self.publish();
+    }
+
+    /// Conflicts that started or ended since the last announcer status, as events.
+    fn conflict_events(&self, new: &AnnouncerStatus) {
+        let old = &self.status.announcer.conflicts;
+        for (ip, c) in &new.conflicts {
+            if old.get(ip) != Some(c) {
+                let _ = self.events.send(SpeakerEvent::Conflict {
+                    ip: *ip,
+                    mac: c.mac,
+                    iface: c.iface.clone(),
+                });
+            }
+        }
+        for ip in old.keys().filter(|ip| !new.conflicts.contains_key(ip)) {
+            let _ = self.events.send(SpeakerEvent::ConflictCleared { ip: *ip });
+        }
     }
 
     fn publish(&self) {
@@ -266,5 +416,25 @@ impl Task {
             a.shutdown().await;
         }
         self.publish();
+    }
+}
+
+/// How long a burst of link and address notifications is gathered before the interfaces
+/// are read again.
+const LINK_SETTLE: Duration = Duration::from_millis(5);
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn readable(
+    links: Option<&AsyncFd<LinkWatch>>,
+) -> Option<tokio::io::unix::AsyncFdReadyGuard<'_, LinkWatch>> {
+    match links {
+        Some(l) => l.readable().await.ok(),
+        None => std::future::pending().await,
     }
 }

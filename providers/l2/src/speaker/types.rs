@@ -5,6 +5,7 @@ use crate::config::L2Config;
 use crate::membership::MembershipTuning;
 use crate::owner::Quorum;
 use crate::responder::AnnounceTiming;
+use crate::wire::{GossipKeys, Refused};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -29,9 +30,20 @@ pub struct SpeakerConfig {
     pub burst_interval: Duration,
     /// How long a new speaker that has heard from no peer stays silent.
     pub startup_grace: Duration,
-    /// How often interfaces are listed again.
+    /// How often interfaces are listed again (a netlink watch also triggers it on every
+    /// link or address change).
     pub rescan: Duration,
+    /// Keys of the gossip (from the gossip Secret); empty: unsigned gossip.
+    pub gossip_keys: GossipKeys,
+    /// How long a new owner waits for a live previous owner's release before it answers
+    /// anyway (make before break; a dead owner is not waited for).
+    pub handover_wait: Duration,
 }
+
+/// Default bound of the make-before-break wait: well above a release's round trip
+/// (milliseconds) and an API watch's usual lag between nodes, well below what a user
+/// notices in a planned move.
+pub const DEFAULT_HANDOVER_WAIT: Duration = Duration::from_secs(1);
 
 impl SpeakerConfig {
     /// Defaults for a node; only name, address and the l2 section vary.
@@ -47,6 +59,8 @@ impl SpeakerConfig {
             burst_interval: timing.burst_interval,
             startup_grace: Duration::from_secs(2),
             rescan: Duration::from_secs(10),
+            gossip_keys: GossipKeys::default(),
+            handover_wait: DEFAULT_HANDOVER_WAIT,
         }
     }
 }
@@ -104,6 +118,21 @@ pub enum SpeakerEvent {
     },
     /// The split-brain verdict changed.
     Quorum(Quorum),
+    /// Another host uses an address this node owns: it is quarantined (neither answered
+    /// nor announced) until a probe finds it free again.
+    Conflict {
+        /// The address.
+        ip: IpAddr,
+        /// The other host's MAC.
+        mac: crate::frame::Mac,
+        /// The interface of this node it was seen on.
+        iface: String,
+    },
+    /// A quarantined address was found free and is announced again.
+    ConflictCleared {
+        /// The address.
+        ip: IpAddr,
+    },
 }
 
 /// The speaker's current state, for metrics, status and the
@@ -128,6 +157,12 @@ pub struct SpeakerStatus {
     pub last_takeover: Option<Takeover>,
     /// The announcer's sockets and counters.
     pub announcer: AnnouncerStatus,
+    /// Owned addresses that are this node's own interface addresses: never announced.
+    pub refused_local: BTreeSet<IpAddr>,
+    /// Owned addresses waiting for their live previous owner's release.
+    pub waiting_release: BTreeSet<IpAddr>,
+    /// Gossip datagrams refused, by reason (unsigned, bad signature, unknown sender…).
+    pub gossip_refused: BTreeMap<Refused, u64>,
 }
 
 /// Why the speaker could not start.

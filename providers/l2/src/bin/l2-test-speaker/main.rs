@@ -6,24 +6,33 @@
 //!                 --peer n2=198.51.100.12 --peer n3=198.51.100.13
 //!                 --vip 198.51.100.100 --vip 2001:db8:1::100@local=n2,n3
 //!                 [--interface eth0] [--grace-ms 2000] [--api-reachable]
+//!                 [--gossip-key KEY]... [--handover-wait-ms 1000]
 //! ```
 //!
 //! Every node listed (itself and its peers) is a Node with no labels; a VIP
 //! without `@local=` has Cluster policy with endpoints everywhere. Events go
 //! to stdout, one line each: `<unix ms> <event> key=value…`, flushed at
 //! once so a test can time them. Stdin takes `vips <spec>…` to replace the
-//! VIPs and `quit` for a graceful shutdown; SIGTERM and SIGINT also shut
-//! down gracefully, SIGKILL is a crash.
+//! VIPs, `exclude n1,n2` to drop those nodes from the Node view (as the
+//! exclusion label does; `exclude` alone restores every node) and `quit` for
+//! a graceful shutdown; SIGTERM and SIGINT also shut down gracefully, SIGKILL
+//! is a crash. Gossip is accepted only from the listed nodes' addresses.
 //!
 //! Two helper modes make the same binary the data path of the tests:
 //! - `l2-test-speaker serve --name n1 --port 8080`: a TCP server on
 //!   `[::]:8080` (IPv4 too) that answers every connection with `n1\n`;
 //! - `l2-test-speaker probe --target 198.51.100.100:8080 [--timeout-ms 50]
 //!   [--interval-ms 10] [--once]`: connects again and again and prints
-//!   `<unix ms> ok <name>` or `<unix ms> fail <error kind>` per attempt.
+//!   `<unix ms> ok <name>` or `<unix ms> fail <error kind>` per attempt;
+//! - `l2-test-speaker arp-probe …`: tagged ARP requests that count double
+//!   answers (see `arp_probe.rs`).
 #![forbid(unsafe_code)]
 
-use portway_l2::{L2Config, L2Speaker, NodeInput, SpeakerConfig, SpeakerEvent, VipInput};
+mod arp_probe;
+
+use portway_l2::{
+    GossipKeys, L2Config, L2Speaker, NodeInput, SpeakerConfig, SpeakerEvent, VipInput,
+};
 use portway_provider::TrafficPolicy;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -40,6 +49,9 @@ struct Args {
     interfaces: Vec<String>,
     grace: Duration,
     api_reachable: bool,
+    keys: Vec<Vec<u8>>,
+    handover_wait: Option<Duration>,
+    garp_refresh: Option<Duration>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -53,6 +65,9 @@ fn parse_args() -> Result<Args, String> {
         interfaces: Vec::new(),
         grace: Duration::from_secs(2),
         api_reachable: false,
+        keys: Vec::new(),
+        handover_wait: None,
+        garp_refresh: None,
     };
     let mut have_addr = false;
     while let Some(flag) = it.next() {
@@ -79,6 +94,21 @@ fn parse_args() -> Result<Args, String> {
                     Duration::from_millis(value()?.parse().map_err(|e| format!("--grace-ms: {e}"))?)
             }
             "--api-reachable" => args.api_reachable = true,
+            "--gossip-key" => args.keys.push(value()?.into_bytes()),
+            "--handover-wait-ms" => {
+                args.handover_wait = Some(Duration::from_millis(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--handover-wait-ms: {e}"))?,
+                ))
+            }
+            "--garp-refresh-ms" => {
+                args.garp_refresh = Some(Duration::from_millis(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--garp-refresh-ms: {e}"))?,
+                ))
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -133,6 +163,13 @@ fn main() -> ExitCode {
     match mode.as_deref() {
         Some("serve") => serve(),
         Some("probe") => probe(),
+        Some("arp-probe") => match arp_probe::run(emit, flag) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("l2-test-speaker arp-probe: {e}");
+                ExitCode::FAILURE
+            }
+        },
         _ => speaker(),
     }
 }
@@ -239,10 +276,17 @@ async fn speaker() -> ExitCode {
     let l2 = L2Config {
         interfaces: args.interfaces.clone(),
         gossip_port: args.port,
+        garp_refresh: args
+            .garp_refresh
+            .unwrap_or(portway_l2::config::DEFAULT_GARP_REFRESH),
         ..L2Config::default()
     };
     let mut config = SpeakerConfig::new(args.name.clone(), args.addr, l2);
     config.startup_grace = args.grace;
+    config.gossip_keys = GossipKeys::new(args.keys.clone());
+    if let Some(w) = args.handover_wait {
+        config.handover_wait = w;
+    }
     let speaker = match L2Speaker::start(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -251,7 +295,13 @@ async fn speaker() -> ExitCode {
         }
     };
     let mut events = speaker.events();
-    speaker.set_nodes(nodes);
+    speaker.set_allowed(Some(
+        nodes
+            .iter()
+            .map(|(n, i)| (n.clone(), i.addrs.iter().copied().collect()))
+            .collect(),
+    ));
+    speaker.set_nodes(nodes.clone());
     speaker.set_vips(vips);
     speaker.set_api_reachable(args.api_reachable);
     emit(format_args!("ready name={}", args.name));
@@ -287,6 +337,11 @@ async fn speaker() -> ExitCode {
                 Ok(SpeakerEvent::Released { ip, new_owner }) => {
                     emit(format_args!("release ip={ip} new_owner={}", new_owner.as_deref().unwrap_or("-")))
                 }
+                Ok(SpeakerEvent::Conflict { ip, mac, iface }) => emit(format_args!(
+                    "conflict ip={ip} mac={} iface={iface}",
+                    portway_l2::mac_text(&mac)
+                )),
+                Ok(SpeakerEvent::ConflictCleared { ip }) => emit(format_args!("conflict_cleared ip={ip}")),
                 Ok(SpeakerEvent::MemberUp { name }) => emit(format_args!("member_up name={name}")),
                 Ok(SpeakerEvent::MemberDown { name, graceful, silent_for }) => emit(format_args!(
                     "member_down name={name} graceful={graceful} silent_ms={}",
@@ -305,6 +360,16 @@ async fn speaker() -> ExitCode {
                     let mut words = line.split_whitespace();
                     match words.next() {
                         Some("quit") => break,
+                        Some("exclude") => {
+                            let out: BTreeSet<&str> = words.flat_map(|w| w.split(',')).collect();
+                            let kept = nodes
+                                .iter()
+                                .filter(|(n, _)| !out.contains(n.as_str()))
+                                .map(|(n, i)| (n.clone(), i.clone()))
+                                .collect();
+                            speaker.set_nodes(kept);
+                            emit(format_args!("excluded nodes={}", out.into_iter().collect::<Vec<_>>().join(",")));
+                        }
                         Some("vips") => {
                             let vips: Result<Vec<VipInput>, String> = words.map(|s| parse_vip(s, &all)).collect();
                             match vips {
