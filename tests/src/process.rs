@@ -75,7 +75,10 @@ pub async fn spawn_with_lease(
             &port.to_string(),
         ])
         .env("POD_NAME", user)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("PORTWAY_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
