@@ -10,7 +10,6 @@
 //! every cap (a pool is a handful of values); what exceeds one is refused with the cap and
 //! what to do, in about the time it takes to read the text.
 
-use super::ConfigError;
 use std::collections::HashMap;
 use yaml_rust2::parser::{Event, Parser};
 
@@ -22,25 +21,19 @@ pub(super) const MAX_VALUES: u64 = 100_000;
 /// Collections within collections.
 pub(super) const MAX_DEPTH: usize = 64;
 
-/// Refuses a text over any cap. Syntax errors are left to the parser, which reports them
-/// with their position.
-pub(super) fn check(text: &str) -> Result<(), ConfigError> {
+/// Refuses a text over any cap, saying which and what to do (the whole file is the key
+/// path). Syntax errors are left to the parser, which reports them with their position.
+pub(super) fn check(text: &str) -> Result<(), String> {
     if text.len() > MAX_BYTES {
-        return Err(ConfigError::new(
-            "",
-            format!(
-                "the configuration is {} bytes, more than the {MAX_BYTES} a ConfigMap can hold",
-                text.len()
-            ),
+        return Err(format!(
+            "the configuration is {} bytes, more than the {MAX_BYTES} a ConfigMap can hold",
+            text.len()
         ));
     }
     let too_many = || {
-        ConfigError::new(
-            "",
-            format!(
-                "the configuration expands to more than {MAX_VALUES} values through YAML aliases \
-                 (*name repeating an &name anchor); write the values out, or use fewer aliases"
-            ),
+        format!(
+            "the configuration expands to more than {MAX_VALUES} values through YAML aliases \
+             (*name repeating an &name anchor); write the values out, or use fewer aliases"
         )
     };
     // Sizes of anchored nodes, and the open collections: (anchor id, size so far).
@@ -59,9 +52,8 @@ pub(super) fn check(text: &str) -> Result<(), ConfigError> {
             Event::Alias(id) => Some((0, anchors.get(&id).copied().unwrap_or(1))),
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 if open.len() >= MAX_DEPTH {
-                    return Err(ConfigError::new(
-                        "",
-                        format!("the configuration nests deeper than {MAX_DEPTH} levels"),
+                    return Err(format!(
+                        "the configuration nests deeper than {MAX_DEPTH} levels"
                     ));
                 }
                 open.push((anchor, 1));

@@ -125,7 +125,7 @@ fn read_bounded(path: &Path) -> Result<String, ConfigErrors> {
 
 /// The YAML text as data, after [`guard::check`] refused what would not fit in memory.
 fn parse_yaml(text: &str) -> Result<serde_json::Value, ConfigErrors> {
-    guard::check(text).map_err(|e| ConfigErrors(vec![e]))?;
+    guard::check(text).map_err(|e| ConfigErrors(vec![ConfigError::new("", e)]))?;
     config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Yaml))
         .build()
