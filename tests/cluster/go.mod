@@ -1,7 +1,8 @@
 // The real control plane for Portway's tests: kube-apiserver, kube-controller-manager and
 // kube-scheduler from the Kubernetes Go modules at one pinned release, and a fake kubelet.
-// Test infrastructure, not product. etcd and kwok build in their own modules (etcd/, kwok/)
-// so that their dependency graphs do not move these.
+// Test infrastructure, not product. etcd builds in its own module (etcd/) so that its
+// dependency graph does not move these. The fake kubelet (kubelet/) is ours, not kwok: it
+// also renews node Leases, sets pod IPs and finalizes deletions as the tests need.
 module portway.dev/tests/cluster
 
 go 1.26.0
