@@ -38,15 +38,17 @@ async fn list_items_carry_no_kind_but_gets_do() {
     );
     let one = raw_get(&sim, "/api/v1/namespaces/default/configmaps/one").await;
     assert_eq!(one["kind"], "ConfigMap");
-    // kube-rs (like client-go) reads such lists as every real server sends them.
-    assert_eq!(
-        api.list(&ListParams::default())
-            .await
-            .expect("list")
-            .items
-            .len(),
-        1
-    );
+    // kube-rs (like client-go) reads such lists as every real server sends them (the
+    // namespace's kube-root-ca.crt beside ours).
+    let names: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert_eq!(names, ["kube-root-ca.crt", "one"]);
     sim.shutdown().await;
 }
 

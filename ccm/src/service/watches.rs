@@ -127,24 +127,28 @@ pub(super) async fn queue_services(
         .modify(|s| s.managed_fields_mut().clear())
         .reflect(writer)
         .boxed();
+    // A relist's objects reach the store all at once, at InitDone: queued earlier, a key
+    // would be reconciled against the copy from before the relist (a Service deleted or
+    // created while the watch was down looked settled, and nothing queued it again).
+    let mut relisted: Vec<ObjectRef<Service>> = Vec::new();
     while let Some(ev) = events.next().await {
         match ev {
-            Ok(
-                watcher::Event::Apply(s) | watcher::Event::InitApply(s) | watcher::Event::Delete(s),
-            ) => {
+            Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s)) => {
                 ctx.queue.add(ObjectRef::from_obj(&s));
             }
+            Ok(watcher::Event::Init) => relisted.clear(),
+            Ok(watcher::Event::InitApply(s)) => relisted.push(ObjectRef::from_obj(&s)),
             Ok(watcher::Event::InitDone) => {
                 let lost: Vec<ObjectRef<Service>> = lock(&ctx.state)
                     .keys()
                     .filter(|k| store.get(k).is_none())
                     .cloned()
                     .collect();
-                for key in lost {
+                for key in relisted.drain(..).chain(lost) {
                     ctx.queue.add(key);
                 }
             }
-            Ok(watcher::Event::Init) | Err(_) => {}
+            Err(_) => {}
         }
     }
 }
