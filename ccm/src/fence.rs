@@ -128,34 +128,26 @@ mod tests {
             .expect("request")
     }
 
+    async fn send<S>(svc: &mut S, method: Method) -> Result<S::Response, S::Error>
+    where
+        S: Service<Request<()>>,
+    {
+        svc.ready().await?.call(req(method)).await
+    }
+
     #[tokio::test]
     async fn a_closed_fence_refuses_writes_and_lets_reads_through() {
         let state = Arc::new(LeaderState::default());
         let fence = Fence::lease(state.clone(), Duration::from_secs(10));
         assert!(!fence.open(), "not leading yet");
         let mut svc = tower::Layer::layer(&FenceLayer(fence.clone()), Echo);
-        let read = svc
-            .ready()
-            .await
-            .expect("ready")
-            .call(req(Method::GET))
-            .await;
+        let read = send(&mut svc, Method::GET).await;
         assert_eq!(read.expect("a read passes"), "sent");
-        let write = svc
-            .ready()
-            .await
-            .expect("ready")
-            .call(req(Method::PATCH))
-            .await;
+        let write = send(&mut svc, Method::PATCH).await;
         assert!(write.expect_err("refused").is::<NotLeading>());
         state.set_leading_for_tests();
         assert!(fence.open());
-        let write = svc
-            .ready()
-            .await
-            .expect("ready")
-            .call(req(Method::PATCH))
-            .await;
+        let write = send(&mut svc, Method::PATCH).await;
         assert_eq!(write.expect("a write passes while leading"), "sent");
         assert!(Fence::always().open());
     }

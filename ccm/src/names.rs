@@ -54,10 +54,12 @@ pub const NODE_CONTROLLER: &str = "cloud-node-controller";
 /// Go's `strconv.ParseBool`, which upstream uses for [`EXCLUDE_LABEL`]: `Some(true)` for
 /// `1 t T TRUE true True`, `Some(false)` for `0 f F FALSE false False`, `None` otherwise.
 pub fn parse_go_bool(value: &str) -> Option<bool> {
-    match value {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
+    if portway_provider::GO_BOOL_TRUE.contains(&value) {
+        Some(true)
+    } else if portway_provider::GO_BOOL_FALSE.contains(&value) {
+        Some(false)
+    } else {
+        None
     }
 }
 

@@ -26,6 +26,13 @@ pub mod testkit;
 /// controller): every provider and the speaker find a Service's endpoints by it.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// The spellings Go's `strconv.ParseBool` reads as true and as false. Upstream parses the
+/// node exclusion label with it; the controller's node set and the svclb pods' node
+/// affinity must agree on them, so both read them here.
+pub const GO_BOOL_TRUE: [&str; 6] = ["1", "t", "T", "TRUE", "true", "True"];
+/// See [`GO_BOOL_TRUE`].
+pub const GO_BOOL_FALSE: [&str; 6] = ["0", "f", "F", "FALSE", "false", "False"];
+
 pub use service::{
     IpFamily, IpFamilyPolicy, LbEndpoint, LbEndpointPort, LbIngress, LbNode, LbPort, LbService,
     LbStatus, Protocol, ServiceKey, TrafficPolicy,

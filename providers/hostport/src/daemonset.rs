@@ -26,10 +26,6 @@ pub const TOLERATIONS_ANNOTATION: &str = "svccontroller.k3s.cattle.io/toleration
 pub(crate) const SPEC_HASH: &str = "portway.dev/spec-hash";
 const EXCLUDE: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
-/// The spellings Go's `strconv.ParseBool` reads as false: the exclusion label with one of
-/// these keeps a node in, as in the controller's node set (upstream `ParseBool`).
-const PARSE_BOOL_FALSE: [&str; 6] = ["0", "f", "F", "false", "FALSE", "False"];
-
 /// `svclb-<name cut to 48, trailing '-' trimmed>-<first 8 chars of the uid>` (k3s).
 pub fn daemonset_name(name: &str, uid: &str) -> String {
     let cut: String = name.chars().take(48).collect();
@@ -205,7 +201,7 @@ pub fn build_daemonset(
         "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": [
                 {"matchExpressions": [{"key": EXCLUDE, "operator": "DoesNotExist"}]},
-                {"matchExpressions": [{"key": EXCLUDE, "operator": "In", "values": PARSE_BOOL_FALSE}]},
+                {"matchExpressions": [{"key": EXCLUDE, "operator": "In", "values": portway_provider::GO_BOOL_FALSE}]},
             ]}}},
     });
     if !sysctls.is_empty() {
