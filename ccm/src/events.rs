@@ -19,7 +19,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 /// Identical events within this window are one event with a count.
@@ -149,11 +149,16 @@ const LANES: usize = 4;
 /// 4 x 8192 held 13 MiB at the peak of a burst of ten thousand Services.
 const LANE_CAPACITY: usize = 1024;
 
-/// One event to record.
-struct Job {
-    regarding: ObjectReference,
-    reason: Reason,
-    note: String,
+/// What a lane's worker is given.
+enum Job {
+    /// One event to record.
+    Record {
+        regarding: ObjectReference,
+        reason: Reason,
+        note: String,
+    },
+    /// Answered once every job queued before it is done: how [`Events::flush`] knows.
+    Barrier(oneshot::Sender<()>),
 }
 
 /// What the lanes' workers share.
@@ -204,14 +209,25 @@ impl Events {
             let recorder = self.recorder.clone();
             tokio::spawn(async move {
                 while let Some(job) = rx.recv().await {
-                    if let Err(e) = recorder.record(&job.regarding, job.reason, &job.note).await {
-                        warn!(%e, reason = job.reason.as_str(), "could not record event");
+                    match job {
+                        Job::Record {
+                            regarding,
+                            reason,
+                            note,
+                        } => {
+                            if let Err(e) = recorder.record(&regarding, reason, &note).await {
+                                warn!(%e, reason = reason.as_str(), "could not record event");
+                            }
+                        }
+                        Job::Barrier(done) => {
+                            let _ = done.send(());
+                        }
                     }
                 }
             });
             tx
         });
-        let job = Job {
+        let job = Job::Record {
             regarding: regarding.clone(),
             reason,
             note: note.to_string(),
@@ -219,6 +235,33 @@ impl Events {
         if let Err(e) = sender.try_send(job) {
             warn!(reason = reason.as_str(), "event dropped: {e}");
         }
+    }
+
+    /// Waits, at most `limit`, until every event queued so far is recorded (or failed).
+    ///
+    /// A stopping process calls it after its last reconcile: the events that explain what
+    /// it did are written by it, not lost with it, and a successor starting right after
+    /// does not see the old leader's writes arrive under its own watch. Returns whether
+    /// everything was written in time; what was not is logged.
+    pub async fn flush(&self, limit: Duration) -> bool {
+        let mut waits = Vec::new();
+        for sender in self.lanes.iter().filter_map(OnceLock::get) {
+            let (tx, rx) = oneshot::channel();
+            // A full lane takes the barrier once there is room: `send`, not `try_send`.
+            let send = sender.send(Job::Barrier(tx));
+            waits.push(async move {
+                if send.await.is_ok() {
+                    let _ = rx.await;
+                }
+            });
+        }
+        let done = tokio::time::timeout(limit, futures::future::join_all(waits))
+            .await
+            .is_ok();
+        if !done {
+            warn!(?limit, "events still queued at shutdown were not recorded");
+        }
+        done
     }
 }
 

@@ -276,12 +276,17 @@ async fn a_provider_trigger_re_ensures_quietly_and_publishes_what_changed() {
         })
     };
     assert_eq!(ensures(), 1);
-    let ensuring_before = w
-        .reasons("web")
-        .await
-        .iter()
-        .filter(|r| *r == "EnsuringLoadBalancer")
-        .count();
+    // Events are written off the reconcile's path: wait for the create's own.
+    let ensuring_before = eventually("the create's Ensuring event", T, || async {
+        let n = w
+            .reasons("web")
+            .await
+            .iter()
+            .filter(|r| *r == "EnsuringLoadBalancer")
+            .count();
+        (n > 0).then_some(n)
+    })
+    .await;
     let moved: std::net::IpAddr = "198.51.100.7".parse().expect("ip");
     w.l2.set_status(key("web"), portway_provider::LbStatus::vips([moved]));
     w.l2.trigger(key("web"));
@@ -392,13 +397,24 @@ async fn transient_failures_are_retried_until_success() {
         matches!(c, Call::Ensure(..))
     });
     assert_eq!(ensures, 3);
-    let warnings: Vec<Event> = w
-        .events("web")
-        .await
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("SyncLoadBalancerFailed"))
-        .collect();
+    // Events are written off the reconcile's path: wait for the second failure's count.
+    let warnings: Vec<Event> = eventually("the series counts both failures", T, || async {
+        let warnings: Vec<Event> = w
+            .events("web")
+            .await
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("SyncLoadBalancerFailed"))
+            .collect();
+        (warnings
+            .iter()
+            .map(|e| e.deprecated_count.unwrap_or(1))
+            .sum::<i32>()
+            >= 2)
+            .then_some(warnings)
+    })
+    .await;
     assert_eq!(warnings.len(), 1, "identical warnings are one series");
+    assert_eq!(warnings[0].deprecated_count, Some(2));
     assert_eq!(warnings[0].type_.as_deref(), Some("Warning"));
     assert!(
         warnings[0]
@@ -668,13 +684,22 @@ async fn a_default_class_that_is_not_configured_parks_classless_services() {
         "the address must stay"
     );
     assert!(w.bgp.calls_for(&key("plain")).is_empty());
-    let warnings = w
+    let warnings: Vec<(Option<String>, Option<String>, Option<i32>)> = w
         .events("plain")
         .await
         .into_iter()
-        .filter(|e| e.type_.as_deref() == Some("Warning"))
-        .count();
-    assert_eq!(warnings, 1, "one Warning, not one per resync");
+        // Ours only: the real endpoints controller may warn about the same Service.
+        .filter(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.reporting_controller.as_deref() == Some("service-controller")
+        })
+        .map(|e| (e.reason, e.note, e.deprecated_count))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one Warning, not one per resync: {warnings:?}"
+    );
 }
 
 /// Issue 16 #4: a requested address held by another Service is retried as soon as the
@@ -848,4 +873,30 @@ async fn events_are_recorded_as_the_upstream_service_controller_records_them() {
     assert_eq!(e.involved_object.name.as_deref(), Some("web"));
     assert_eq!(e.involved_object.kind.as_deref(), Some("Service"));
     assert_eq!(e.type_.as_deref(), Some("Normal"));
+}
+
+/// A stopping controller writes the events it queued before it goes (`Events::flush`):
+/// its successor must not see them arrive later, and what it said is not lost.
+#[tokio::test]
+async fn flush_waits_until_every_queued_event_is_written() {
+    use kube::Resource as _;
+    use portway::events::{Events, Reason};
+    let w = World::new(1).await;
+    w.create(svc("web").class(L2).build()).await;
+    let s = w.get("web").await.expect("exists");
+    let events = Events::new(w.cluster.client(), "service-controller", "test");
+    for i in 0..40 {
+        let note = format!("note {i}");
+        events
+            .publish(&s.object_ref(&()), Reason::SyncLoadBalancerWarning, &note)
+            .await;
+    }
+    assert!(events.flush(T).await, "flushed within the limit");
+    let notes: Vec<String> = w
+        .events("web")
+        .await
+        .into_iter()
+        .filter_map(|e| e.note)
+        .collect();
+    assert_eq!(notes.len(), 40, "{notes:?}");
 }

@@ -72,9 +72,11 @@ impl NodeController {
         Controller::new(Api::<Node>::all(self.client), watcher::Config::default())
             .with_config(kube::runtime::controller::Config::default().concurrency(self.workers))
             .graceful_shutdown_on(shutdown)
-            .run(reconcile, error_policy, ctx)
+            .run(reconcile, error_policy, ctx.clone())
             .for_each(|_| futures::future::ready(()))
             .await;
+        // What the last reconciles said is written before the process goes.
+        ctx.events.flush(std::time::Duration::from_secs(5)).await;
     }
 }
 

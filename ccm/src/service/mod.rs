@@ -272,9 +272,15 @@ impl ServiceController {
         // The reconciles in flight finish; nothing new starts.
         queue.close();
         while workers.join_next().await.is_some() {}
+        // What the last reconciles said is written before the process goes.
+        ctx.events.flush(EVENTS_FLUSH_LIMIT).await;
         tasks.abort_all();
     }
 }
+
+/// How long a stopping controller waits for its queued events (a leader that lost its
+/// Lease has them refused at once by the fence; this bounds a slow server).
+const EVENTS_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
 /// One reconcile of a Service the cache holds: what it sees, the step the table decides,
 /// the step performed.
