@@ -135,6 +135,7 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let retired = built.retired;
     info!(classes = ?providers.iter().map(|p| p.class().to_string()).collect::<Vec<_>>(), "providers ready");
     let metrics = Arc::new(Metrics::new());
+    let allocator = built.vips.handle();
     let pool_metrics = tokio::spawn(providers::export_pool_metrics(
         built.vips,
         metrics.clone(),
@@ -178,6 +179,7 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         .workers(args.concurrent_service_syncs)
         .retired(retired.clone())
         .fence(fence.clone())
+        .allocator(allocator)
         .metrics(metrics.clone());
         running.push(tokio::spawn(service.run(shutdown.clone())));
     }

@@ -119,6 +119,9 @@ reasons! {
     AddressInUse: Warning, "Announce";
     /// The speaker advertises an address over BGP.
     AdvertisingIP: Normal, "Advertise";
+    /// A pool contains a node's own address: it is never handed out (on the Node), or a
+    /// Service holds one anyway (on the Service).
+    PoolOverlapsNode: Warning, "CheckPools";
     /// A node was initialized (upstream's cloud node controller).
     Synced: Normal, "InitializeNode";
     /// A node cannot be initialized yet, and why.

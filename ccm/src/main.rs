@@ -29,10 +29,14 @@ enum Command {
     Sandbox(portway::sandbox::SandboxArgs),
     /// Run the node agent: L2 announcements and BGP sessions of this node.
     Speaker(portway::speaker::SpeakerArgs),
-    /// Validate a configuration file without a cluster.
+    /// Validate a configuration file (without a cluster unless `--cluster`).
     CheckConfig {
         /// The YAML file to check.
         file: PathBuf,
+        /// Also read the cluster's Nodes (through `KUBECONFIG` or in-cluster) and refuse
+        /// pools that contain a node's own address.
+        #[arg(long)]
+        cluster: bool,
     },
     /// Say, node by node, why a Service is (or is not) served.
     Explain(portway::explain::ExplainArgs),
@@ -65,7 +69,7 @@ fn main() -> ExitCode {
             Command::Controller(args) => portway::cli::run_controller(args).await,
             Command::Sandbox(args) => portway::sandbox::run(args).await,
             Command::Speaker(args) => portway::speaker::run(args).await,
-            Command::CheckConfig { file } => check_config(&file),
+            Command::CheckConfig { file, cluster } => check_config(&file, cluster).await,
             Command::Explain(args) => portway::explain::run(args).await,
             Command::Sim {
                 listen,
@@ -87,17 +91,38 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
-    match Config::load(Some(file)) {
-        Ok(_) => {
-            println!("{}: ok", file.display());
-            Ok(())
-        }
+async fn check_config(file: &std::path::Path, cluster: bool) -> anyhow::Result<()> {
+    let config = match Config::load(Some(file)) {
+        Ok(config) => config,
         Err(errors) => {
             for e in &errors.0 {
                 eprintln!("{}: {e}", file.display());
             }
             anyhow::bail!("{} problem(s) in {}", errors.0.len(), file.display())
         }
+    };
+    if cluster {
+        let client = portway::process::client(None).await?;
+        let overlaps = portway::providers::node_overlaps(&config, &client).await?;
+        for o in &overlaps {
+            eprintln!(
+                "{}: {}: pool {} contains node {}'s address {}: take it out of the range \
+                 (Portway would never hand it out)",
+                file.display(),
+                o.key_path,
+                o.pool,
+                o.node,
+                o.ip
+            );
+        }
+        if !overlaps.is_empty() {
+            anyhow::bail!(
+                "{} pool address(es) in {} belong to nodes",
+                overlaps.len(),
+                file.display()
+            );
+        }
     }
+    println!("{}: ok", file.display());
+    Ok(())
 }

@@ -61,6 +61,7 @@ pub struct Metrics {
     pool_total: Family<PoolLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pool_in_use: Family<PoolLabels, Gauge>,
     pool_failures: Family<PoolLabels, Gauge>,
+    node_overlaps: Gauge,
 }
 
 impl Default for Metrics {
@@ -129,6 +130,12 @@ impl Metrics {
             "1 while this process holds the controller lease",
             leader.clone(),
         );
+        let node_overlaps = Gauge::default();
+        registry.register(
+            "ipam_node_address_overlaps",
+            "Nodes' own addresses that lie in a pool (never handed out; take them out of the pool)",
+            node_overlaps.clone(),
+        );
         let pool_total = Family::default();
         registry.register(
             "ipam_addresses_total",
@@ -160,6 +167,7 @@ impl Metrics {
             pool_total,
             pool_in_use,
             pool_failures,
+            node_overlaps,
         }
     }
 
@@ -219,6 +227,11 @@ impl Metrics {
     /// Records whether this process leads.
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// Records how many nodes' own addresses lie in pools.
+    pub fn set_node_overlaps(&self, n: usize) {
+        self.node_overlaps.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Records one pool's figures.

@@ -79,3 +79,24 @@ pub async fn export_pool_metrics(vips: VipManager, metrics: Arc<Metrics>, every:
         }
     }
 }
+
+/// The cluster's nodes' own addresses that `config`'s pools contain (what `portway
+/// check-config --cluster` refuses: the controller would never hand them out, and a user
+/// who wrote such a pool meant something else).
+pub async fn node_overlaps(
+    config: &Config,
+    client: &Client,
+) -> anyhow::Result<Vec<portway_provider::ipam::NodeOverlap>> {
+    use anyhow::Context as _;
+    let nodes = kube::Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .list(&kube::api::ListParams::default())
+        .await
+        .context("listing the cluster's nodes")?;
+    let nodes: Vec<Arc<_>> = nodes.items.into_iter().map(Arc::new).collect();
+    let mut allocator =
+        portway_provider::ipam::Allocator::new(&config.pools).map_err(|errors| {
+            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("invalid pools:\n{}", text.join("\n"))
+        })?;
+    Ok(allocator.set_node_addresses(crate::service::rules::node_addresses(&nodes)))
+}

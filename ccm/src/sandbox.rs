@@ -108,7 +108,8 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         "simulated BIG-IP: {} (admin/admin), partition portway",
         bigip.url()
     ));
-    let providers = providers::build(&config, &client).await?.providers;
+    let built = providers::build(&config, &client).await?;
+    let providers = built.providers;
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let stop = stop_rx.map(|_| ()).shared();
@@ -117,7 +118,8 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         providers,
         &config.default_class,
         config.service_controller.clone(),
-    );
+    )
+    .allocator(built.vips);
     let svc_task = tokio::spawn(service.run(stop.clone()));
     let node_task = tokio::spawn(
         NodeController::new(

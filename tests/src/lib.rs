@@ -264,7 +264,8 @@ pub fn start_built(
 ) -> Running {
     run_controller(
         portway::service::ServiceController::new(client, built.providers, default_class, cfg)
-            .retired(built.retired),
+            .retired(built.retired)
+            .allocator(built.vips),
     )
 }
 

@@ -211,3 +211,125 @@ async fn requested_address_taken_or_outside_pools_is_refused_with_an_event() {
     c.stop().await;
     sim.shutdown().await;
 }
+
+/// Issue 24: a pool that contains a node's own address. `check-config --cluster` refuses
+/// it with the key path; the running controller never hands the address out (the next
+/// free one is given), refuses a request for it naming the node, and puts a Warning on the
+/// Node naming the pool and its key path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_overlapping_a_node_address_is_refused_and_never_hands_it_out() {
+    const OVERLAPPING: &str = "pools:\n  - name: lan\n    addresses: [\"10.0.0.10/32\", \"192.168.20.1-192.168.20.3\"]\nl2:\n  pools: [lan]\n";
+    let cluster = TestCluster::builder()
+        .kubelet(false)
+        .daemonsets(false)
+        .start()
+        .await
+        .expect("cluster");
+    cluster
+        .add_node(SimNode::new("n1").ipv4("192.168.20.1"))
+        .await
+        .expect("node");
+    let dir = tempfile::tempdir().expect("tmp");
+    let (kubeconfig, file) = (
+        dir.path().join("kubeconfig"),
+        dir.path().join("config.yaml"),
+    );
+    cluster
+        .write_kubeconfig(&kubeconfig, "admin")
+        .await
+        .expect("kubeconfig");
+    std::fs::write(&file, OVERLAPPING).expect("config");
+    let out = std::process::Command::new(portway_tests::portway_bin())
+        .args(["check-config", "--cluster"])
+        .arg(&file)
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .expect("run portway");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused: {stderr}");
+    assert!(
+        stderr.contains("pools[0].addresses[1]")
+            && stderr.contains("node n1's address 192.168.20.1"),
+        "{stderr}"
+    );
+    // Without --cluster the file alone is fine.
+    let offline = std::process::Command::new(portway_tests::portway_bin())
+        .arg("check-config")
+        .arg(&file)
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("run portway");
+    assert!(offline.status.success());
+
+    let config = Config::from_yaml(OVERLAPPING).expect("config");
+    let built = portway::providers::build(&config, &cluster.client())
+        .await
+        .expect("providers");
+    let c = portway_tests::start_built(
+        cluster.client(),
+        built,
+        "portway.dev/hostport",
+        fast_config(),
+    );
+    let api: Api<Service> = Api::namespaced(cluster.client(), "default");
+    let mut got = Vec::new();
+    for name in ["first", "second"] {
+        api.create(&PostParams::default(), &svc(name).class(L2).build())
+            .await
+            .expect("create");
+        got.extend(
+            eventually("an address", T, || async {
+                let s = api.get_opt(name).await.ok().flatten()?;
+                let ips = ips(&s);
+                (!ips.is_empty()).then_some(ips)
+            })
+            .await,
+        );
+    }
+    assert_eq!(
+        got,
+        ["10.0.0.10", "192.168.20.2"],
+        "the lowest free addresses, the node's skipped"
+    );
+    api.create(
+        &PostParams::default(),
+        &svc("asks")
+            .class(L2)
+            .annotation("portway.dev/load-balancer-ips", "192.168.20.1")
+            .build(),
+    )
+    .await
+    .expect("create");
+    let events: Api<Event> = Api::namespaced(cluster.client(), "default");
+    let warning_on = |kind: &'static str, name: &'static str, needle: &'static str| {
+        let events = events.clone();
+        async move {
+            eventually(&format!("a warning on {kind} {name}"), T, || async {
+                events
+                    .list(&ListParams::default())
+                    .await
+                    .ok()?
+                    .items
+                    .into_iter()
+                    .filter(|e| {
+                        e.regarding.as_ref().is_some_and(|r| {
+                            r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name)
+                        }) && e.type_.as_deref() == Some("Warning")
+                    })
+                    .filter_map(|e| e.note)
+                    .find(|n| n.contains(needle))
+            })
+            .await
+        }
+    };
+    let note = warning_on("Service", "asks", "node n1's own address").await;
+    assert!(note.contains("192.168.20.1"), "{note}");
+    let note = warning_on("Node", "n1", "pools[0].addresses[1]").await;
+    assert!(
+        note.contains("pool lan") && note.contains("192.168.20.1"),
+        "{note}"
+    );
+    assert!(ips(&api.get("asks").await.expect("get")).is_empty());
+    c.stop().await;
+    cluster.shutdown().await;
+}

@@ -25,6 +25,7 @@ mod dispatch;
 mod endpoints;
 mod execute;
 mod nodes;
+mod overlaps;
 mod queue;
 pub mod rules;
 mod status;
@@ -69,6 +70,7 @@ pub struct ServiceController {
     instance: String,
     retired: Vec<String>,
     fence: crate::fence::Fence,
+    allocator: Option<portway_provider::ipam::VipManager>,
 }
 
 impl ServiceController {
@@ -92,7 +94,15 @@ impl ServiceController {
                 .unwrap_or_else(|_| "portway".to_string()),
             retired: Vec::new(),
             fence: crate::fence::Fence::always(),
+            allocator: None,
         }
+    }
+
+    /// The allocator the providers share: every node's own addresses are kept out of it
+    /// (never handed out) and reported where a pool contains one (see `overlaps`).
+    pub fn allocator(mut self, vips: portway_provider::ipam::VipManager) -> Self {
+        self.allocator = Some(vips);
+        self
     }
 
     /// Provider calls only while this process may write (it leads); the API writes are
@@ -125,6 +135,9 @@ impl ServiceController {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
         let client = self.client.clone();
         let mut tasks = JoinSet::new();
+        let guard = self
+            .allocator
+            .map(|v| Arc::new(overlaps::PoolGuard::new(v)));
 
         let ns_store = watches::spawn_cache::<Namespace>(&mut tasks, Api::all(client.clone()));
         let slices = self
@@ -222,6 +235,21 @@ impl ServiceController {
             }
         }
 
+        if let Some(g) = guard.clone() {
+            let (ctx, nodes, services) = (ctx.clone(), node_store.clone(), svc_store.clone());
+            let mut snapshots = ctx.nodes.clone();
+            tasks.spawn(async move {
+                let _ = ctx.ready.clone().wait_for(|r| *r).await;
+                loop {
+                    let addresses = snapshots.borrow_and_update().addresses.clone();
+                    g.apply(&ctx, &addresses, &nodes, &services).await;
+                    if snapshots.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+
         // Start-up: wait for every cache, take the first node snapshot, let providers
         // adopt what exists, then open the gate for reconciles.
         {
@@ -233,9 +261,14 @@ impl ServiceController {
                 crate::k8s::wait_until_ready(&ns_store).await;
                 crate::k8s::wait_until_ready(&node_store).await;
                 let first = NodeSet::compute(&node_store.state(), &NodeSet::default());
+                let addresses = first.addresses.clone();
                 nodes_tx.send_replace(first);
                 adopt::drop_legacy_finalizers(&ctx, &svc_store.state()).await;
                 adopt::adopt_all(&ctx, &providers, &svc_store.state()).await;
+                // Nodes' own addresses leave the pools before anything is handed out.
+                if let Some(g) = &guard {
+                    g.apply(&ctx, &addresses, &node_store, &svc_store).await;
+                }
                 info!("caches synced and providers adopted existing Services; reconciling");
                 ready_tx.send_replace(true);
                 // Keep the sender alive so reconciles never see a closed gate.

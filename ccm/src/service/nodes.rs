@@ -15,7 +15,8 @@ use super::view::node_view;
 use crate::k8s::{Node, ObjectRef, Service, Store};
 use futures::{Stream, StreamExt};
 use portway_provider::LbNode;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -29,6 +30,9 @@ pub struct NodeSet {
     pub ids: BTreeSet<(String, String)>,
     /// Bumped whenever `ids` changes.
     pub generation: u64,
+    /// Every node's own addresses (InternalIP, ExternalIP) -> node name, eligible or
+    /// not: a pool must never hand one out (see [`super::overlaps`]).
+    pub addresses: Arc<BTreeMap<IpAddr, String>>,
 }
 
 impl NodeSet {
@@ -51,10 +55,12 @@ impl NodeSet {
         } else {
             previous.generation + 1
         };
+        let addresses = super::rules::node_addresses(all);
         NodeSet {
             nodes: Arc::new(eligible.into_iter().map(node_view).collect()),
             ids,
             generation,
+            addresses: Arc::new(addresses),
         }
     }
 }

@@ -143,6 +143,25 @@ pub fn node_identity(node: &Node) -> (String, String) {
     )
 }
 
+/// Every node's own addresses (InternalIP and ExternalIP) with the node's name, eligible
+/// or not: what no pool may hand out (the controller's guard and `check-config --cluster`).
+pub fn node_addresses(
+    nodes: &[std::sync::Arc<Node>],
+) -> std::collections::BTreeMap<std::net::IpAddr, String> {
+    nodes
+        .iter()
+        .flat_map(|n| {
+            let name = n.metadata.name.clone().unwrap_or_default();
+            n.status
+                .iter()
+                .flat_map(|s| s.addresses.iter().flatten())
+                .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+                .filter_map(|a| a.address.parse::<std::net::IpAddr>().ok())
+                .map(move |ip| (ip, name.clone()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,6 +92,9 @@ pub struct Allocator {
     pub(super) addrs: HashMap<IpAddr, Holding>,
     pub(super) by_sharing_key: BTreeMap<String, BTreeSet<IpAddr>>,
     pub(super) services: HashMap<Arc<ServiceKey>, Assignment>,
+    /// Every node's own addresses (address -> node name), as the controller last saw them;
+    /// those inside a pool are never handed out (see [`Allocator::set_node_addresses`]).
+    pub(super) node_addrs: BTreeMap<IpAddr, String>,
 }
 
 impl Allocator {
@@ -112,6 +115,7 @@ impl Allocator {
             addrs: HashMap::new(),
             by_sharing_key: BTreeMap::new(),
             services: HashMap::new(),
+            node_addrs: BTreeMap::new(),
         })
     }
 
@@ -321,6 +325,7 @@ impl Allocator {
         self.by_name = b.by_name;
         self.order = b.order;
         self.index = b.index;
+        self.reserve_all();
         Ok(self.orphans())
     }
 
@@ -448,7 +453,12 @@ impl Allocator {
             self.unindex_sharing(h.sharing_key, ip);
             if let Some(p) = h.pool {
                 let (f, v) = to_u128(ip);
-                self.pools[p].give(f, v);
+                if self.node_addrs.contains_key(&ip) {
+                    // A node's own address: out of use, never back in free space.
+                    self.pools[p].give_reserved(f);
+                } else {
+                    self.pools[p].give(f, v);
+                }
             }
         }
     }

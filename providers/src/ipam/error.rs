@@ -112,6 +112,14 @@ pub enum AllocError {
         /// Why (no auto-assign pool, selectors, provider's pool list).
         reason: String,
     },
+    /// The requested address is a node's own (InternalIP or ExternalIP).
+    #[error("address {ip} is node {node}'s own address")]
+    NodeAddress {
+        /// The address.
+        ip: IpAddr,
+        /// The node.
+        node: String,
+    },
     /// Warning only: the Service keeps an address that is in no configured
     /// pool (its pool was removed or shrunk); it is never moved silently.
     #[error("address {ip} is kept but lies in no configured pool")]
@@ -148,6 +156,7 @@ impl AllocError {
             AllocError::OutsidePools { .. }
             | AllocError::AddressNotAllowed { .. }
             | AllocError::AvoidedAddress { .. }
+            | AllocError::NodeAddress { .. }
             | AllocError::BadRequest { .. } => ProviderError::invalid(
                 requested_field(svc),
                 format!(

@@ -52,6 +52,16 @@ impl Allocator {
                 }
             }
         }
+        for (p, ip) in self.reserved_unheld() {
+            // A node's own address is out of free space without a holder.
+            let (f, v) = to_u128(ip);
+            if self.pools[p].is_free(f, v) {
+                return Err(format!("{ip} is a node's address and free"));
+            }
+            if self.pools[p].allocatable(f, v) {
+                held_allocatable[p][fam_idx(f)] += 1;
+            }
+        }
         for (k, a) in &self.services {
             if a.ips.is_empty() {
                 return Err(format!("{k} holds nothing"));

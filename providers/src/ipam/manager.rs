@@ -47,6 +47,15 @@ impl VipManager {
         })
     }
 
+    /// Another unscoped handle on the same allocator (for the controller's node-address
+    /// guard and the metrics exporter, beside the providers' scoped ones).
+    pub fn handle(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            scope: Mutex::new(Scope::all()),
+        }
+    }
+
     /// A handle for one provider sharing this manager's allocator: `owner` is
     /// its class (`portway.dev/l2`), `pools` the names its configuration lists.
     pub fn scoped(&self, owner: &str, pools: &[String]) -> Self {
@@ -139,6 +148,13 @@ impl VipManager {
     /// Addresses held although in no configured pool, as warnings per Service.
     pub fn orphans(&self) -> Vec<(ServiceKey, ProviderError)> {
         orphan_warnings(lock(&self.inner).orphans())
+    }
+
+    /// Tells the shared allocator every node's own addresses (address -> node): those in a
+    /// pool are never handed out. Returns each one in a pool, with the Services holding it,
+    /// for Warning events.
+    pub fn set_node_addresses(&self, addrs: BTreeMap<IpAddr, String>) -> Vec<super::NodeOverlap> {
+        lock(&self.inner).set_node_addresses(addrs)
     }
 
     /// Runs `f` on the allocator under the lock, for inspection in tests and

@@ -35,6 +35,7 @@ mod manager;
 mod plan;
 mod pool;
 mod provider;
+mod reserved;
 mod selector;
 pub use crate::testkit;
 
@@ -51,4 +52,5 @@ pub use error::{
 };
 pub use manager::VipManager;
 pub use provider::VipProvider;
+pub use reserved::NodeOverlap;
 pub use selector::{LabelSelector, LabelSelectorRequirement, OPERATORS};

@@ -291,6 +291,12 @@ impl Allocator {
                         pool: self.pools[p].name().to_string(),
                     });
                 }
+                if let Some(node) = self.node_owning(ip) {
+                    return Err(AllocError::NodeAddress {
+                        ip,
+                        node: node.to_string(),
+                    });
+                }
             }
             self.check_share(ip, claim)?;
             if !already {

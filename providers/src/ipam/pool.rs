@@ -123,8 +123,14 @@ impl PoolState {
     /// Taking the lowest address of an interval only moves its start, so a
     /// pool fill allocates nothing in the free map.
     pub fn take(&mut self, family: IpFamily, v: u128) {
+        self.in_use[fam_idx(family)] += 1;
+        self.remove_free(family, v);
+    }
+
+    /// Takes an address out of free space without counting it in use: a node's own
+    /// address is never handed out, yet no Service holds it. No-op when not free.
+    pub fn remove_free(&mut self, family: IpFamily, v: u128) {
         let f = fam_idx(family);
-        self.in_use[f] += 1;
         let Some((&e, &s)) = self.free[f].range(v..).next() else {
             return;
         };
@@ -158,6 +164,20 @@ impl PoolState {
     pub fn give(&mut self, family: IpFamily, v: u128) {
         let f = fam_idx(family);
         self.in_use[f] = self.in_use[f].saturating_sub(1);
+        self.return_free(family, v);
+    }
+
+    /// Counts an address no longer in use while it stays out of free space (a node's own
+    /// address whose last holder went).
+    pub fn give_reserved(&mut self, family: IpFamily) {
+        let f = fam_idx(family);
+        self.in_use[f] = self.in_use[f].saturating_sub(1);
+    }
+
+    /// Returns an address to free space when the pool may hand it out, merging with
+    /// adjacent free intervals; in-use counts are the caller's.
+    pub fn return_free(&mut self, family: IpFamily, v: u128) {
+        let f = fam_idx(family);
         if !self.allocatable(family, v) || self.is_free(family, v) {
             return;
         }

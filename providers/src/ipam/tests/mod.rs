@@ -5,6 +5,7 @@
 
 mod config;
 mod manager;
+mod nodes;
 mod rebuild;
 mod sharing;
 mod steps;
