@@ -26,6 +26,16 @@ pub mod testkit;
 /// controller): every provider and the speaker find a Service's endpoints by it.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// Set to a true value by a user who lets Portway move the Service to another address when
+/// a speaker finds another host using its address (issue 24): off by default, because the
+/// Service's clients, DNS records and firewall rules know the address.
+pub const REALLOCATE_ANNOTATION: &str = "portway.dev/reallocate-on-conflict";
+
+/// Written by the speaker on a Service that set [`REALLOCATE_ANNOTATION`] when another host
+/// uses one of its addresses: `"<ip> <who>"` (who: MAC, node, interface). The controller
+/// then gives the Service a new address and never hands that one out again.
+pub const CONFLICT_ANNOTATION: &str = "portway.dev/address-conflict";
+
 /// The spellings Go's `strconv.ParseBool` reads as true and as false. Upstream parses the
 /// node exclusion label with it; the controller's node set and the svclb pods' node
 /// affinity must agree on them, so both read them here.

@@ -51,6 +51,12 @@ struct State {
     /// Record calls without their node lists (benchmarks: 10,000 Services x 500 nodes of
     /// recorded names would dwarf the controller being measured).
     lean: bool,
+    /// What `endpoints_use` answers (default: never).
+    endpoints: crate::EndpointsUse,
+    /// How many endpoints each Service's last `ensure` was given.
+    endpoints_seen: HashMap<ServiceKey, usize>,
+    /// How long each `ensure` takes (a slow appliance), before it is answered.
+    ensure_delay: std::time::Duration,
 }
 
 /// A provider for tests that records calls and fails on request.
@@ -86,6 +92,21 @@ impl MockProvider {
     fn state(&self) -> MutexGuard<'_, State> {
         // A poisoned lock means a test already panicked; keep its state readable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the mock ask for endpoints (as f5's cluster mode and hostport's Local do).
+    pub fn follow_endpoints(&self, use_: crate::EndpointsUse) {
+        self.state().endpoints = use_;
+    }
+
+    /// Makes every `ensure` take `delay` (the Service is read before, as a real call).
+    pub fn delay_ensures(&self, delay: std::time::Duration) {
+        self.state().ensure_delay = delay;
+    }
+
+    /// How many endpoints the Service's last `ensure` was given.
+    pub fn last_endpoints(&self, key: &ServiceKey) -> Option<usize> {
+        self.state().endpoints_seen.get(key).copied()
     }
 
     /// Every call so far, in order.
@@ -171,10 +192,24 @@ impl LoadBalancerProvider for MockProvider {
         Vec::new()
     }
 
+    fn endpoints_use(&self) -> crate::EndpointsUse {
+        self.state().endpoints
+    }
+
     async fn ensure(&self, svc: &LbService, nodes: &[LbNode]) -> Result<LbStatus, ProviderError> {
+        let delay = {
+            let mut state = self.state();
+            state
+                .endpoints_seen
+                .insert(svc.key.clone(), svc.endpoints.len());
+            let names = node_list(&state, nodes);
+            state.calls.push(Call::Ensure(svc.key.clone(), names));
+            state.ensure_delay
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let mut state = self.state();
-        let names = node_list(&state, nodes);
-        state.calls.push(Call::Ensure(svc.key.clone(), names));
         if let Some(err) = Self::take_failure(&mut state) {
             return Err(err);
         }

@@ -900,3 +900,27 @@ async fn flush_waits_until_every_queued_event_is_written() {
         .collect();
     assert_eq!(notes.len(), 40, "{notes:?}");
 }
+
+/// Endpoints that change while a Service's first ensure is in flight are ensured again:
+/// that ensure read the endpoints before the change reached the cache, and nothing else
+/// would call the provider again (the f5 cluster-mode test lost its first member so).
+#[tokio::test]
+async fn endpoints_that_change_during_the_first_ensure_are_ensured_again() {
+    let w = World::new(1).await;
+    w.l2.follow_endpoints(portway_provider::EndpointsUse::Always);
+    w.l2.delay_ensures(Duration::from_secs(2));
+    let _c = w.start();
+    w.create(svc("web").class(L2).build()).await;
+    eventually("the first ensure under way", T, || async {
+        (!w.l2.calls_for(&key("web")).is_empty()).then_some(())
+    })
+    .await;
+    w.cluster
+        .set_endpoints("default", "web", &["n0"])
+        .await
+        .expect("endpoints");
+    eventually("an ensure that saw the endpoint", T, || async {
+        (w.l2.last_endpoints(&key("web")) == Some(1)).then_some(())
+    })
+    .await;
+}

@@ -333,3 +333,90 @@ async fn a_pool_overlapping_a_node_address_is_refused_and_never_hands_it_out() {
     c.stop().await;
     cluster.shutdown().await;
 }
+
+/// Issue 24: a Service that lets Portway move it (`portway.dev/reallocate-on-conflict`)
+/// gets a new address once a speaker writes that another host uses its address
+/// (`portway.dev/address-conflict`, as the speaker does on a conflict); that address is not
+/// handed out again, and a Service without the opt-in keeps its address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_allows_it_moves_off_an_address_another_host_uses() {
+    use kube::api::{Patch, PatchParams};
+    use portway_provider::{CONFLICT_ANNOTATION, REALLOCATE_ANNOTATION};
+    const SMALL: &str = "pools:\n  - name: lan\n    addresses: [\"192.168.30.1-192.168.30.4\"]\nl2:\n  pools: [lan]\n";
+    let cluster = TestCluster::builder()
+        .kubelet(false)
+        .daemonsets(false)
+        .start()
+        .await
+        .expect("cluster");
+    cluster
+        .add_node(SimNode::new("n1").ipv4("10.0.0.1"))
+        .await
+        .expect("node");
+    let config = Config::from_yaml(SMALL).expect("config");
+    let built = portway::providers::build(&config, &cluster.client())
+        .await
+        .expect("providers");
+    let c = portway_tests::start_built(
+        cluster.client(),
+        built,
+        "portway.dev/hostport",
+        fast_config(),
+    );
+    let api: Api<Service> = Api::namespaced(cluster.client(), "default");
+    let ip_of = |name: &'static str, not: Option<&'static str>| {
+        let api = api.clone();
+        async move {
+            eventually(&format!("an address for {name}"), T, || async {
+                let got = ips(&api.get_opt(name).await.ok().flatten()?);
+                got.first().filter(|ip| Some(ip.as_str()) != not).cloned()
+            })
+            .await
+        }
+    };
+    api.create(
+        &PostParams::default(),
+        &svc("movable")
+            .class(L2)
+            .annotation(REALLOCATE_ANNOTATION, "true")
+            .build(),
+    )
+    .await
+    .expect("create");
+    assert_eq!(ip_of("movable", None).await, "192.168.30.1");
+    api.create(&PostParams::default(), &svc("stays").class(L2).build())
+        .await
+        .expect("create");
+    assert_eq!(ip_of("stays", None).await, "192.168.30.2");
+
+    let conflict = |ip: &str| {
+        serde_json::json!({"metadata": {"annotations": {
+            CONFLICT_ANNOTATION: format!("{ip} mac=02:00:00:00:00:99 node=n1 iface=eth0")
+        }}})
+    };
+    for (name, ip) in [("movable", "192.168.30.1"), ("stays", "192.168.30.2")] {
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&conflict(ip)))
+            .await
+            .expect("patch");
+    }
+    assert_eq!(
+        ip_of("movable", Some("192.168.30.1")).await,
+        "192.168.30.3",
+        "moved to the next free address"
+    );
+    api.create(&PostParams::default(), &svc("later").class(L2).build())
+        .await
+        .expect("create");
+    assert_eq!(
+        ip_of("later", None).await,
+        "192.168.30.4",
+        "the address another host uses is not handed out again"
+    );
+    assert_eq!(
+        ips(&api.get("stays").await.expect("get")),
+        ["192.168.30.2"],
+        "without the opt-in the address stays"
+    );
+    c.stop().await;
+    cluster.shutdown().await;
+}

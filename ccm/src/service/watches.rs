@@ -101,7 +101,10 @@ pub(super) async fn force_on_endpoints(
         };
         let wanted = provider_of(&ctx, &svc)
             .is_some_and(|p| p.endpoints_use().applies_to(view::traffic_policy(&svc)));
-        if !wanted || ctx.state_of(&key).is_none() {
+        // A Service whose first reconcile is still in flight is forced too: that reconcile
+        // may have read the endpoints before this change reached the cache, and nothing
+        // else would ensure it again (its spec does not change).
+        if !wanted {
             continue;
         }
         let now = endpoints::endpoints_of(&slices, &ns, &name);

@@ -11,6 +11,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use portway_l2::{L2Speaker, SpeakerEvent, SpeakerStatus, mac_text};
+use portway_provider::{CONFLICT_ANNOTATION, GO_BOOL_TRUE, REALLOCATE_ANNOTATION};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -126,7 +127,7 @@ impl Feedback {
 
     /// Writes `want` as the annotation; when it names this node, says so in an event.
     async fn mend(&self, svc: &Service, want: Option<&str>, st: &SpeakerStatus) {
-        if !self.patch_annotation(svc, want).await || want.is_none() {
+        if !self.patch_annotation(svc, ANNOUNCED_BY, want).await || want.is_none() {
             return;
         }
         let ips: Vec<String> = status_ips(svc)
@@ -172,7 +173,24 @@ impl Feedback {
     fn address_in_use(&self, ip: IpAddr, mac: &str, iface: &str) {
         let note = address_in_use_note(ip, mac, iface, &self.node);
         warn!(%ip, %mac, %iface, "{note}");
-        self.warn_services(Reason::AddressInUse, note, self.services_with(ip));
+        let services = self.services_with(ip);
+        // Services that let Portway move them are told on the Service, for the controller.
+        let movable: Vec<Arc<Service>> = services
+            .iter()
+            .filter(|s| allows_moving(s))
+            .cloned()
+            .collect();
+        if !movable.is_empty() {
+            let this = self.clone();
+            let value = conflict_value(ip, mac, iface, &self.node);
+            tokio::spawn(async move {
+                for svc in movable {
+                    this.patch_annotation(&svc, CONFLICT_ANNOTATION, Some(&value))
+                        .await;
+                }
+            });
+        }
+        self.warn_services(Reason::AddressInUse, note, services);
     }
 
     /// A queue of addresses first advertised over BGP, each reported as an event.
@@ -215,10 +233,10 @@ impl Feedback {
             .collect()
     }
 
-    async fn patch_annotation(&self, svc: &Service, value: Option<&str>) -> bool {
+    async fn patch_annotation(&self, svc: &Service, key: &str, value: Option<&str>) -> bool {
         let api: Api<Service> =
             Api::namespaced(self.client.clone(), &svc.namespace().unwrap_or_default());
-        let patch = serde_json::json!({"metadata": {"annotations": {ANNOUNCED_BY: value}}});
+        let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
         match api
             .patch(
                 &svc.name_any(),
@@ -229,7 +247,7 @@ impl Feedback {
         {
             Ok(_) => true,
             Err(e) => {
-                warn!(service = %svc.name_any(), %e, "writing {ANNOUNCED_BY}");
+                warn!(service = %svc.name_any(), %e, "writing {key}");
                 false
             }
         }
@@ -272,9 +290,22 @@ fn address_in_use_note(ip: IpAddr, mac: &str, iface: &str, node: &str) -> String
         "another host (MAC {mac}) uses {ip}: node {node} saw it answer or announce the \
          address on {iface}. The address is quarantined: no node announces it while that \
          host holds it (re-probed every l2.garpRefresh). Find the host by its MAC, then \
-         remove the address from it, or remove {ip} from the l2 pool and recreate the \
-         Service for a new address"
+         remove the address from it, or let Portway give the Service a new address \
+         (annotation portway.dev/reallocate-on-conflict: \"true\")"
     )
+}
+
+/// Whether the Service lets Portway move it off an address another host uses.
+fn allows_moving(svc: &Service) -> bool {
+    svc.annotations()
+        .get(REALLOCATE_ANNOTATION)
+        .is_some_and(|v| GO_BOOL_TRUE.contains(&v.as_str()))
+}
+
+/// What the speaker writes in [`CONFLICT_ANNOTATION`]: the address first (the controller
+/// reads it), then who uses it.
+fn conflict_value(ip: IpAddr, mac: &str, iface: &str, node: &str) -> String {
+    format!("{ip} mac={mac} node={node} iface={iface}")
 }
 
 /// The addresses in `now` that were not unplaced at the last look, each
@@ -300,10 +331,34 @@ mod tests {
             "eth0",
             "n1",
             "quarantined",
-            "l2 pool",
+            "portway.dev/reallocate-on-conflict",
         ] {
             assert!(note.contains(part), "{part} in {note}");
         }
+    }
+
+    #[test]
+    fn a_conflict_is_written_only_for_services_that_allow_moving_and_starts_with_the_address() {
+        let mut svc = Service::default();
+        assert!(!allows_moving(&svc));
+        svc.metadata.annotations = Some(
+            [(REALLOCATE_ANNOTATION.to_string(), "True".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        assert!(allows_moving(&svc));
+        let ip: IpAddr = "192.0.2.7".parse().expect("ip");
+        let value = conflict_value(ip, "02:00:00:00:00:0a", "eth0", "n1");
+        let (first, who) = value.split_once(' ').expect("two parts");
+        assert_eq!(
+            first.parse::<IpAddr>().ok(),
+            Some(ip),
+            "the controller reads it"
+        );
+        assert!(
+            who.contains("02:00:00:00:00:0a") && who.contains("n1"),
+            "{who}"
+        );
     }
 
     #[test]

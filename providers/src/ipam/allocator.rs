@@ -95,6 +95,9 @@ pub struct Allocator {
     /// Every node's own addresses (address -> node name), as the controller last saw them;
     /// those inside a pool are never handed out (see [`Allocator::set_node_addresses`]).
     pub(super) node_addrs: BTreeMap<IpAddr, String>,
+    /// Addresses a speaker found another host using, taken from a Service that asked to
+    /// move (address -> who uses it); never handed out again by this process.
+    pub(super) foreign: BTreeMap<IpAddr, String>,
 }
 
 impl Allocator {
@@ -116,6 +119,7 @@ impl Allocator {
             by_sharing_key: BTreeMap::new(),
             services: HashMap::new(),
             node_addrs: BTreeMap::new(),
+            foreign: BTreeMap::new(),
         })
     }
 
@@ -441,7 +445,7 @@ impl Allocator {
     }
 
     /// Removes one holder; the address goes back to its pool with the last.
-    fn drop_holder(&mut self, ip: IpAddr, key: &ServiceKey) {
+    pub(super) fn drop_holder(&mut self, ip: IpAddr, key: &ServiceKey) {
         let Some(h) = self.addrs.get_mut(&ip) else {
             return;
         };
@@ -453,8 +457,8 @@ impl Allocator {
             self.unindex_sharing(h.sharing_key, ip);
             if let Some(p) = h.pool {
                 let (f, v) = to_u128(ip);
-                if self.node_addrs.contains_key(&ip) {
-                    // A node's own address: out of use, never back in free space.
+                if self.is_reserved(ip) {
+                    // A node's own address, or another host's: never back in free space.
                     self.pools[p].give_reserved(f);
                 } else {
                     self.pools[p].give(f, v);

@@ -120,6 +120,14 @@ pub enum AllocError {
         /// The node.
         node: String,
     },
+    /// The requested address was found in use by another host (a speaker saw it).
+    #[error("address {ip} is used by another host ({who})")]
+    ForeignHost {
+        /// The address.
+        ip: IpAddr,
+        /// Who uses it, as the speaker saw it (MAC, node, interface).
+        who: String,
+    },
     /// Warning only: the Service keeps an address that is in no configured
     /// pool (its pool was removed or shrunk); it is never moved silently.
     #[error("address {ip} is kept but lies in no configured pool")]
@@ -157,6 +165,7 @@ impl AllocError {
             | AllocError::AddressNotAllowed { .. }
             | AllocError::AvoidedAddress { .. }
             | AllocError::NodeAddress { .. }
+            | AllocError::ForeignHost { .. }
             | AllocError::BadRequest { .. } => ProviderError::invalid(
                 requested_field(svc),
                 format!(

@@ -99,7 +99,12 @@ impl VipManager {
     /// `spec.ipFamilies` order.
     pub fn ensure(&self, svc: &LbService) -> Result<LbStatus, ProviderError> {
         let scope = self.scope();
-        lock(&self.inner)
+        let mut allocator = lock(&self.inner);
+        if let Some((ip, who)) = conflict_to_move(svc) {
+            // Taken only from a Service that holds it and did not request it.
+            allocator.move_off(svc, ip, who);
+        }
+        allocator
             .allocate(svc, &scope)
             .map(LbStatus::vips)
             .map_err(|e| e.to_provider_error(svc))
@@ -174,4 +179,20 @@ fn orphan_warnings(orphans: Vec<(ServiceKey, IpAddr)>) -> Vec<(ServiceKey, Provi
             )
         })
         .collect()
+}
+
+/// The address a speaker found another host using, and who, when the Service lets Portway
+/// move it ([`crate::REALLOCATE_ANNOTATION`] true, [`crate::CONFLICT_ANNOTATION`] set). A
+/// malformed conflict annotation (it is the speaker's, not the user's) moves nothing.
+fn conflict_to_move(svc: &LbService) -> Option<(IpAddr, &str)> {
+    let allowed = svc
+        .annotations
+        .get(crate::REALLOCATE_ANNOTATION)
+        .is_some_and(|v| crate::GO_BOOL_TRUE.contains(&v.as_str()));
+    if !allowed {
+        return None;
+    }
+    let text = svc.annotations.get(crate::CONFLICT_ANNOTATION)?.trim();
+    let (ip, who) = text.split_once(' ').unwrap_or((text, "another host"));
+    Some((ip.parse().ok()?, who.trim()))
 }

@@ -291,11 +291,8 @@ impl Allocator {
                         pool: self.pools[p].name().to_string(),
                     });
                 }
-                if let Some(node) = self.node_owning(ip) {
-                    return Err(AllocError::NodeAddress {
-                        ip,
-                        node: node.to_string(),
-                    });
+                if let Some(e) = self.reserved_refusal(ip) {
+                    return Err(e);
                 }
             }
             self.check_share(ip, claim)?;
@@ -356,6 +353,10 @@ impl Allocator {
                 }
             }
             if self.check_share(ip, claim).is_err() {
+                continue;
+            }
+            // A node's or another host's address is kept by its holder, never newly taken.
+            if !known && self.is_reserved(ip) {
                 continue;
             }
             kept.push(ip);

@@ -11,7 +11,8 @@
 
 use super::addr::{AddrRange, to_u128};
 use super::allocator::Allocator;
-use crate::ServiceKey;
+use super::error::AllocError;
+use crate::{LbService, ServiceKey};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -36,11 +37,13 @@ impl Allocator {
     /// one of them that lies in a pool, ordered by address. O(changes x log n).
     pub fn set_node_addresses(&mut self, addrs: BTreeMap<IpAddr, String>) -> Vec<NodeOverlap> {
         let old = std::mem::replace(&mut self.node_addrs, addrs);
-        for ip in old.keys().filter(|ip| !self.node_addrs.contains_key(*ip)) {
-            if let Some(p) = self.locate(*ip)
-                && !self.addrs.contains_key(ip)
-            {
-                let (f, v) = to_u128(*ip);
+        let gone: Vec<IpAddr> = old
+            .into_keys()
+            .filter(|ip| !self.is_reserved(*ip) && !self.addrs.contains_key(ip))
+            .collect();
+        for ip in gone {
+            if let Some(p) = self.locate(ip) {
+                let (f, v) = to_u128(ip);
                 self.pools[p].return_free(f, v);
             }
         }
@@ -51,7 +54,12 @@ impl Allocator {
     /// Takes every node address that lies in a pool and no Service holds out of free
     /// space (idempotent; after new node addresses or a new pool list).
     pub(super) fn reserve_all(&mut self) {
-        let ips: Vec<IpAddr> = self.node_addrs.keys().copied().collect();
+        let ips: Vec<IpAddr> = self
+            .node_addrs
+            .keys()
+            .chain(self.foreign.keys())
+            .copied()
+            .collect();
         for ip in ips {
             if let Some(p) = self.locate(ip)
                 && !self.addrs.contains_key(&ip)
@@ -62,10 +70,50 @@ impl Allocator {
         }
     }
 
-    /// The node whose own address `ip` is, when it lies in a pool.
-    pub(super) fn node_owning(&self, ip: IpAddr) -> Option<&str> {
+    /// Whether `ip` is kept out of free space: a node's own address or another host's.
+    pub(super) fn is_reserved(&self, ip: IpAddr) -> bool {
+        self.node_addrs.contains_key(&ip) || self.foreign.contains_key(&ip)
+    }
+
+    /// Why `ip` may not be requested, when it is a node's or another host's address in a
+    /// pool.
+    pub(super) fn reserved_refusal(&self, ip: IpAddr) -> Option<AllocError> {
         self.locate(ip)?;
-        self.node_addrs.get(&ip).map(String::as_str)
+        if let Some(node) = self.node_addrs.get(&ip) {
+            return Some(AllocError::NodeAddress {
+                ip,
+                node: node.clone(),
+            });
+        }
+        self.foreign.get(&ip).map(|who| AllocError::ForeignHost {
+            ip,
+            who: who.clone(),
+        })
+    }
+
+    /// Takes `ip` from the Service, which asked to move when another host uses one of its
+    /// addresses (`portway.dev/reallocate-on-conflict`), and keeps it out of free space from
+    /// now on; `who` says who uses it. Returns whether it was taken: a requested address
+    /// (`spec.loadBalancerIP`, the ips annotation) is the user's choice and stays, as does
+    /// an address the Service does not hold. The next allocation gives a new address.
+    pub fn move_off(&mut self, svc: &LbService, ip: IpAddr, who: &str) -> bool {
+        if !svc.requested_ips.is_empty() {
+            return false;
+        }
+        let Some(a) = self.services.get_mut(&svc.key) else {
+            return false;
+        };
+        if !a.ips.contains(&ip) {
+            return false;
+        }
+        a.ips.retain(|held| *held != ip);
+        if a.ips.is_empty() {
+            self.services.remove(&svc.key);
+        }
+        self.foreign.insert(ip, who.to_string());
+        self.drop_holder(ip, &svc.key);
+        self.reserve_all();
+        true
     }
 
     /// Every node address inside a pool, with its holders, ordered by address.
@@ -95,6 +143,11 @@ impl Allocator {
     pub(super) fn reserved_unheld(&self) -> Vec<(usize, IpAddr)> {
         self.node_addrs
             .keys()
+            .chain(
+                self.foreign
+                    .keys()
+                    .filter(|ip| !self.node_addrs.contains_key(*ip)),
+            )
             .filter(|ip| !self.addrs.contains_key(*ip))
             .filter_map(|ip| Some((self.locate(*ip)?, *ip)))
             .collect()

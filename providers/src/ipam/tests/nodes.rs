@@ -110,3 +110,60 @@ fn a_node_that_lets_go_of_its_address_frees_it_and_a_new_pool_list_keeps_the_rul
     }
     assert_eq!(a.node_overlaps()[0].key_path, "pools[0].addresses[0]");
 }
+
+/// Issue 24: a Service that lets Portway move it (`portway.dev/reallocate-on-conflict`)
+/// gets a new address when a speaker writes that another host uses its own; the address is
+/// not handed out again. Without the opt-in, or for a requested address, nothing moves.
+#[test]
+fn a_service_that_allows_it_moves_off_an_address_another_host_uses() {
+    use crate::ipam::VipManager;
+    use crate::{CONFLICT_ANNOTATION, REALLOCATE_ANNOTATION};
+    let m = VipManager::new(&[PoolConfig::new("lan", &["10.0.0.1-10.0.0.4"])]).expect("pool");
+    let first = |s: crate::LbStatus| s.ingress[0].ip;
+    let movable = svc("d", "movable").annotate(REALLOCATE_ANNOTATION, "true");
+    let stays = svc("d", "stays");
+    assert_eq!(first(m.ensure(&movable).expect("ip")), ip("10.0.0.1"));
+    assert_eq!(first(m.ensure(&stays).expect("ip")), ip("10.0.0.2"));
+    let conflict = "mac=02:00:00:00:00:99 node=n1 iface=eth0";
+    let movable = movable.annotate(CONFLICT_ANNOTATION, &format!("10.0.0.1 {conflict}"));
+    let stays = stays.annotate(CONFLICT_ANNOTATION, &format!("10.0.0.2 {conflict}"));
+    assert_eq!(
+        first(m.ensure(&movable).expect("ip")),
+        ip("10.0.0.3"),
+        "moved"
+    );
+    assert_eq!(
+        first(m.ensure(&movable).expect("ip")),
+        ip("10.0.0.3"),
+        "stable"
+    );
+    assert_eq!(
+        first(m.ensure(&stays).expect("ip")),
+        ip("10.0.0.2"),
+        "not allowed"
+    );
+    assert_eq!(
+        first(m.ensure(&svc("d", "new")).expect("ip")),
+        ip("10.0.0.4")
+    );
+    let e = m
+        .ensure(&svc("d", "asks").request(&["10.0.0.1"]))
+        .expect_err("refused");
+    assert!(e.to_string().contains("another host"), "{e}");
+    m.with_allocator(|a| a.check_invariants())
+        .expect("invariants");
+    // A requested address is the user's choice: it stays even when allowed to move.
+    let m = VipManager::new(&[PoolConfig::new("lan", &["10.0.0.1-10.0.0.4"])]).expect("pool");
+    let pinned = svc("d", "pinned")
+        .request(&["10.0.0.2"])
+        .annotate(REALLOCATE_ANNOTATION, "true");
+    assert_eq!(first(m.ensure(&pinned).expect("ip")), ip("10.0.0.2"));
+    let pinned = pinned.annotate(CONFLICT_ANNOTATION, "10.0.0.2 mac=02:00:00:00:00:99");
+    assert_eq!(first(m.ensure(&pinned).expect("ip")), ip("10.0.0.2"));
+    // Garbage in the annotation moves nothing and fails nothing.
+    let odd = svc("d", "odd")
+        .annotate(REALLOCATE_ANNOTATION, "true")
+        .annotate(CONFLICT_ANNOTATION, "not-an-ip");
+    assert_eq!(first(m.ensure(&odd).expect("ip")), ip("10.0.0.1"));
+    assert_eq!(first(m.ensure(&odd).expect("ip")), ip("10.0.0.1"));
+}
