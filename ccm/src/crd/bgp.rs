@@ -30,12 +30,12 @@ use serde::{Deserialize, Serialize};
 pub struct BGPPeerSpec {
     /// The speakers' AS number.
     #[serde(rename = "myASN")]
-    #[schemars(range(min = 1, max = 4_294_967_295_u32))]
-    pub my_asn: u32,
+    #[schemars(range(min = 1, max = 4_294_967_295_i64))]
+    pub my_asn: i64,
     /// The neighbour's AS number (equal to `myASN` for iBGP).
     #[serde(rename = "peerASN")]
-    #[schemars(range(min = 1, max = 4_294_967_295_u32))]
-    pub peer_asn: u32,
+    #[schemars(range(min = 1, max = 4_294_967_295_i64))]
+    pub peer_asn: i64,
     /// The neighbour's address.
     #[x_kube(validation = Rule::new(IP_RULE).message(IP_MESSAGE))]
     #[schemars(length(max = 45))]
@@ -43,7 +43,7 @@ pub struct BGPPeerSpec {
     /// The neighbour's TCP port.
     #[serde(default = "bgp_port")]
     #[schemars(range(min = 1, max = 65535), default = "bgp_port")]
-    pub peer_port: u16,
+    pub peer_port: i32,
     /// The local address to connect from; the node's route decides when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(IP_RULE).message(IP_MESSAGE))]
@@ -65,7 +65,7 @@ pub struct BGPPeerSpec {
         skip_serializing_if = "Option::is_none"
     )]
     #[schemars(range(min = 0, max = 255))]
-    pub ebgp_multihop: Option<u8>,
+    pub ebgp_multihop: Option<i32>,
     /// The TCP MD5 password, read from a Secret (never inline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret: Option<SecretKeyRef>,
@@ -78,7 +78,7 @@ pub struct BGPPeerSpec {
     pub graceful_restart: bool,
 }
 
-fn bgp_port() -> u16 {
+fn bgp_port() -> i32 {
     179
 }
 
@@ -108,7 +108,7 @@ fn password_key() -> String {
 pub struct BGPPeerStatus {
     /// Nodes whose session is Established.
     #[serde(default)]
-    pub established: u32,
+    pub established: i32,
     /// One entry per node peering with this neighbour.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sessions: Vec<SessionState>,
@@ -152,11 +152,11 @@ pub struct BGPAdvertisementSpec {
     /// Advertise the covering prefix of this length instead of /32 (0: per address).
     #[serde(default)]
     #[schemars(range(min = 0, max = 32))]
-    pub aggregation_length: u8,
+    pub aggregation_length: i32,
     /// The same for IPv6 (0: per address, /128).
     #[serde(default, rename = "aggregationLengthV6")]
     #[schemars(range(min = 0, max = 128))]
-    pub aggregation_length_v6: u8,
+    pub aggregation_length_v6: i32,
     /// Standard communities, `ASN:value`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(length(max = 11)))]
@@ -169,7 +169,8 @@ pub struct BGPAdvertisementSpec {
     pub large_communities: Vec<String>,
     /// LOCAL_PREF for iBGP peers; 0 leaves it out.
     #[serde(default)]
-    pub local_pref: u32,
+    #[schemars(range(min = 0, max = 4_294_967_295_i64))]
+    pub local_pref: i64,
     /// BGPPeer names to advertise to; empty means every peer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 253)))]

@@ -84,7 +84,7 @@ pub struct ServiceAllocationSpec {
 pub struct AddressPoolStatus {
     /// Addresses of this pool held by at least one Service (both families).
     #[serde(default)]
-    pub in_use: u64,
+    pub in_use: i64,
     /// IPv4 figures; absent when the pool has no IPv4 range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv4: Option<FamilyCounts>,
@@ -114,7 +114,7 @@ pub struct FamilyCounts {
     /// Allocatable addresses (`avoidBuggyIPs` excluded), decimal.
     pub total: String,
     /// Addresses held by at least one Service.
-    pub in_use: u64,
+    pub in_use: i64,
     /// `total - inUse`, decimal.
     pub free: String,
 }

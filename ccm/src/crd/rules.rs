@@ -18,8 +18,8 @@ pub const IP_RULE: &str = "isIP(self)";
 pub const IP_MESSAGE: &str = "must be an IPv4 or IPv6 address, e.g. 10.0.0.254";
 
 /// Keepalive below hold time (RFC 4271 suggests a third), when both are set.
-pub const TIMERS_RULE: &str = "!has(self.holdTime) || !has(self.keepaliveTime) || \
-     duration(self.keepaliveTime) < duration(self.holdTime)";
+pub const TIMERS_RULE: &str = "!has(self.spec.holdTime) || !has(self.spec.keepaliveTime) || \
+     duration(self.spec.keepaliveTime) < duration(self.spec.holdTime)";
 
 /// What `kubectl apply` prints when [`TIMERS_RULE`] fails.
 pub const TIMERS_MESSAGE: &str = "keepaliveTime must be shorter than holdTime (e.g. 30s and 90s)";

@@ -276,24 +276,22 @@ fn advertisement(
         // MetalLB: no pool named means every pool.
         pools = pool_labels.keys().map(|p| dns_name(p, at, notes)).collect();
     }
-    let num = |p: &str| d.pointer(p).and_then(Value::as_u64);
+    let num = |p: &str| d.pointer(p).and_then(Value::as_i64);
     BGPAdvertisement::new(
         &dns_name(name, at, notes),
         BGPAdvertisementSpec {
             pools,
             aggregation_length: num("/spec/aggregationLength")
-                .and_then(|n| u8::try_from(n).ok())
-                .filter(|n| *n < 32)
+                .and_then(|n| i32::try_from(n).ok())
+                .filter(|n| (0..32).contains(n))
                 .unwrap_or(0),
             aggregation_length_v6: num("/spec/aggregationLengthV6")
-                .and_then(|n| u8::try_from(n).ok())
-                .filter(|n| *n < 128)
+                .and_then(|n| i32::try_from(n).ok())
+                .filter(|n| (0..128).contains(n))
                 .unwrap_or(0),
             communities,
             large_communities: large,
-            local_pref: num("/spec/localPref")
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(0),
+            local_pref: num("/spec/localPref").unwrap_or(0),
             peers: strings(d, "/spec/peers")
                 .iter()
                 .map(|p| dns_name(p, &format!("{at}: spec.peers"), notes))
@@ -303,11 +301,7 @@ fn advertisement(
 }
 
 fn peer(d: &Value, name: &str, at: &str, notes: &mut Vec<String>) -> Option<BGPPeer> {
-    let asn = |p: &str| {
-        d.pointer(p)
-            .and_then(Value::as_u64)
-            .and_then(|n| u32::try_from(n).ok())
-    };
+    let asn = |p: &str| d.pointer(p).and_then(Value::as_i64);
     let (Some(my_asn), Some(peer_address)) = (asn("/spec/myASN"), s(d, "/spec/peerAddress")) else {
         notes.push(format!("{at}: no myASN or peerAddress; left out"));
         return None;
@@ -360,8 +354,8 @@ fn peer(d: &Value, name: &str, at: &str, notes: &mut Vec<String>) -> Option<BGPP
             peer_address: peer_address.to_string(),
             peer_port: d
                 .pointer("/spec/peerPort")
-                .and_then(Value::as_u64)
-                .and_then(|n| u16::try_from(n).ok())
+                .and_then(Value::as_i64)
+                .and_then(|n| i32::try_from(n).ok())
                 .unwrap_or(179),
             source_address: s(d, "/spec/sourceAddress").map(str::to_string),
             hold_time: s(d, "/spec/holdTime").map(str::to_string),

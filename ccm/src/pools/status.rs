@@ -27,7 +27,7 @@ pub fn compute(
             let used = s.in_use_by_family[f];
             FamilyCounts {
                 total: s.total_by_family[f].to_string(),
-                in_use: used,
+                in_use: i64::try_from(used).unwrap_or(i64::MAX),
                 free: s.total_by_family[f]
                     .saturating_sub(u128::from(used))
                     .to_string(),
@@ -45,7 +45,7 @@ pub fn compute(
         (None, None) => ("Unknown", "Pending", "not applied yet".to_string()),
     };
     AddressPoolStatus {
-        in_use: mine.map_or(0, |s| s.in_use),
+        in_use: mine.map_or(0, |s| i64::try_from(s.in_use).unwrap_or(i64::MAX)),
         ipv4: family(0),
         ipv6: family(1),
         outside_pools: outside.to_vec(),
@@ -109,15 +109,22 @@ pub async fn write_loop(client: Client, live: &Watched, vips: VipManager, every:
                 b.conditions.first().map(|c| (&c.status, &c.reason))
                     == want.conditions.first().map(|c| (&c.status, &c.reason))
             };
-            let time = match before {
-                Some(b) if same_ready(b) => b.conditions[0].last_transition_time.clone(),
-                _ => Time(k8s_openapi::jiff::Timestamp::now()),
+            let time = match before.and_then(|b| b.conditions.first()) {
+                Some(c) if before.is_some_and(same_ready) => c.last_transition_time.clone(),
+                // Whole seconds, as the server keeps them.
+                _ => Time(
+                    k8s_openapi::jiff::Timestamp::from_second(
+                        k8s_openapi::jiff::Timestamp::now().as_second(),
+                    )
+                    .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+                ),
             };
             // `compute` always makes exactly one condition.
             if let Some(c) = want.conditions.first_mut() {
                 c.last_transition_time = time;
             }
-            if before == Some(&want) && pool.status.as_ref() == Some(&want) {
+            // Written already; a status wiped by someone else is rewritten on the next change.
+            if before == Some(&want) {
                 continue;
             }
             let body = serde_json::json!({

@@ -11,7 +11,7 @@ use super::merge::{Merged, bgp_named, class_pools, l2_named, merge};
 use crate::config::Config;
 use crate::crd::{AddressPool, BGPAdvertisement, L2AnnouncementPolicy};
 use crate::events::{Events, Reason};
-use crate::k8s::{Api, Client, ObjectReference, Store, watcher};
+use crate::k8s::{Api, Client, ListParams, ObjectReference, Store, watcher};
 use futures::StreamExt;
 use kube::runtime::{WatchStreamExt, reflector};
 use portway_provider::ServiceKey;
@@ -150,13 +150,26 @@ pub async fn start(
     let drivers = tokio::spawn(async move {
         futures::join!(p, l, b);
     });
-    let ready = async {
+    // Without the CRDs the lists never complete: do not hold the start-up up for them.
+    let installed = !matches!(
+        Api::<AddressPool>::all(client.clone())
+            .list(&ListParams::default().limit(1))
+            .await,
+        Err(kube::Error::Api(ref e)) if e.code == 404
+    );
+    if !installed {
+        info!("the portway.dev CRDs are not installed; using the file's pools until they are");
+    } else if tokio::time::timeout(settle, async {
         crate::k8s::wait_until_ready(&caches.pools).await;
         crate::k8s::wait_until_ready(&caches.l2).await;
         crate::k8s::wait_until_ready(&caches.bgp).await;
-    };
-    if tokio::time::timeout(settle, ready).await.is_err() {
-        info!("portway.dev resources not listed yet (CRDs not installed?); using the file's pools");
+    })
+    .await
+    .is_err()
+    {
+        warn!(
+            "the portway.dev resources were not listed within {settle:?}; applying them as they come"
+        );
     }
     applier.apply(&caches).await;
     let task_caches = caches.clone();
