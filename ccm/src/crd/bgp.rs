@@ -2,6 +2,9 @@
 //! `bgp.advertisements` entries of the configuration file as resources (MetalLB's `BGPPeer`,
 //! `BGPAdvertisement`), with each node's session state in the peer's status.
 
+// kube's `printcolumn(...)` repeats by design; clippy takes the repeats for duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use super::rules::{
     COMMUNITY_MESSAGE, COMMUNITY_RULE, DURATION_PATTERN, IP_MESSAGE, IP_RULE,
     LARGE_COMMUNITY_MESSAGE, LARGE_COMMUNITY_RULE, TIMERS_MESSAGE, TIMERS_RULE,

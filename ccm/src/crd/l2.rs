@@ -1,6 +1,9 @@
 //! `L2AnnouncementPolicy` (`portway.dev/v1alpha1`): which pools the l2 class answers ARP/NDP
 //! for, from which nodes and interfaces (MetalLB's `L2Advertisement`).
 
+// kube's `printcolumn(...)` repeats by design; clippy takes the repeats for duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};

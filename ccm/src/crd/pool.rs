@@ -2,6 +2,9 @@
 //! cluster-scoped resource, so pools change with `kubectl apply` and show their use with
 //! `kubectl get addresspools`. The object's name is the pool's name.
 
+// kube's `printcolumn(...)` repeats by design; clippy takes the repeats for duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use super::rules::{ADDRESSES_MESSAGE, ADDRESSES_RULE};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
