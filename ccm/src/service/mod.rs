@@ -69,6 +69,7 @@ pub struct ServiceController {
     instance: String,
     retired: Vec<String>,
     fence: crate::fence::Fence,
+    pool_changes: Option<watch::Receiver<u64>>,
 }
 
 impl ServiceController {
@@ -92,7 +93,15 @@ impl ServiceController {
                 .unwrap_or_else(|_| "portway".to_string()),
             retired: Vec::new(),
             fence: crate::fence::Fence::always(),
+            pool_changes: None,
         }
+    }
+
+    /// Services waiting for an address are reconciled again each time this counter moves
+    /// (address pools changed live: [`crate::pools`]), instead of after their backoff.
+    pub fn pool_changes(mut self, changes: watch::Receiver<u64>) -> Self {
+        self.pool_changes = Some(changes);
+        self
     }
 
     /// Provider calls only while this process may write (it leads); the API writes are
@@ -202,6 +211,13 @@ impl ServiceController {
                 store,
                 writer,
                 client.clone(),
+            ));
+        }
+        if let Some(changes) = self.pool_changes.clone() {
+            tasks.spawn(watches::force_on_pool_change(
+                ctx.clone(),
+                svc_store.clone(),
+                changes,
             ));
         }
         tasks.spawn(watches::queue_services(

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 #[derive(Debug)]
 pub struct VipManager {
     inner: Arc<Mutex<Allocator>>,
-    scope: Mutex<Scope>,
+    scope: Arc<Mutex<Scope>>,
 }
 
 /// Locks, recovering from poisoning: allocator methods check before they
@@ -43,7 +43,7 @@ impl VipManager {
     pub fn new(pools: &[PoolConfig]) -> Result<Self, Vec<PoolError>> {
         Ok(Self {
             inner: Arc::new(Mutex::new(Allocator::new(pools)?)),
-            scope: Mutex::new(Scope::all()),
+            scope: Arc::new(Mutex::new(Scope::all())),
         })
     }
 
@@ -52,7 +52,17 @@ impl VipManager {
     pub fn scoped(&self, owner: &str, pools: &[String]) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
-            scope: Mutex::new(Scope::new(owner, pools.iter().cloned())),
+            scope: Arc::new(Mutex::new(Scope::new(owner, pools.iter().cloned()))),
+        }
+    }
+
+    /// Another handle on the same allocator *and* the same scope: the pool watcher keeps
+    /// one of each provider's handles to change the pools it draws from live
+    /// ([`VipManager::set_pools`] on either is seen by both).
+    pub fn share(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            scope: Arc::clone(&self.scope),
         }
     }
 
