@@ -185,15 +185,11 @@ pub(crate) fn kinds_of(crd: &Value) -> Vec<ResourceKind> {
     let plural = intern(s(names, "/plural"));
     let storage = storage_of(group, plural);
     let list = |key: &str| -> &'static [&'static str] {
-        let items: Vec<&'static str> = names[key]
+        let items: Vec<&str> = names[key]
             .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).map(intern).collect())
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        if items.is_empty() {
-            &[]
-        } else {
-            Box::leak(items.into_boxed_slice())
-        }
+        crate::kinds::intern_list(&items)
     };
     let short_names = list("shortNames");
     let categories = list("categories");

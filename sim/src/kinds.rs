@@ -394,6 +394,29 @@ pub fn intern(s: &str) -> &'static str {
     leaked
 }
 
+/// A `&'static` list of interned names (a CRD's short names, a list's map keys), each
+/// distinct list leaked once and reused, as [`intern`] does for names.
+pub fn intern_list(items: &[&str]) -> &'static [&'static str] {
+    static LISTS: std::sync::Mutex<Vec<&'static [&'static str]>> =
+        std::sync::Mutex::new(Vec::new());
+    if items.is_empty() {
+        return &[];
+    }
+    let mut lists = LISTS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(l) = lists.iter().find(|l| **l == items) {
+        return l;
+    }
+    let leaked: &'static [&'static str] = Box::leak(
+        items
+            .iter()
+            .map(|i| intern(i))
+            .collect::<Vec<_>>()
+            .into_boxed_slice(),
+    );
+    lists.push(leaked);
+    leaked
+}
+
 impl Kinds {
     /// A registry over `list` (the first row of a storage is its canonical view).
     pub fn new(list: Vec<ResourceKind>) -> Self {

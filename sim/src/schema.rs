@@ -72,25 +72,13 @@ fn custom_node(storage: &str, path: FieldPath<'_>) -> Option<serde_json::Value> 
     Some(node.clone())
 }
 
-/// A `&'static` list of map keys, each distinct list leaked once.
+/// The `x-kubernetes-list-map-keys` of a schema node.
 fn keys_of(node: &serde_json::Value) -> &'static [&'static str] {
-    static KEYS: std::sync::Mutex<Vec<&'static [&'static str]>> = std::sync::Mutex::new(Vec::new());
-    let want: Vec<&str> = node["x-kubernetes-list-map-keys"]
+    let keys: Vec<&str> = node["x-kubernetes-list-map-keys"]
         .as_array()
         .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
         .unwrap_or_default();
-    let mut all = KEYS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(k) = all.iter().find(|k| **k == want.as_slice()) {
-        return k;
-    }
-    let leaked: &'static [&'static str] = Box::leak(
-        want.iter()
-            .map(|k| crate::kinds::intern(k))
-            .collect::<Vec<_>>()
-            .into_boxed_slice(),
-    );
-    all.push(leaked);
-    leaked
+    crate::kinds::intern_list(&keys)
 }
 
 /// The list type of the list at `path` in an object of resource `storage`.

@@ -143,14 +143,11 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn kubectl_works_on_the_sandbox() {
-    let Some(bin) = kubectl_bin() else {
-        return;
-    };
+/// Starts `portway sandbox` and a kubectl for its kubeconfig (the directory holds it).
+fn sandbox(bin: PathBuf) -> (tempfile::TempDir, Sandbox, Kubectl) {
     let dir = tempfile::tempdir().expect("tmp");
     let kubeconfig = dir.path().join("sandbox.kubeconfig");
-    let _sandbox = Sandbox(
+    let sandbox = Sandbox(
         Command::new(portway_tests::portway_bin())
             .args(["sandbox", "--demo-timeout", "90s"])
             .arg("--kubeconfig-out")
@@ -167,6 +164,15 @@ fn kubectl_works_on_the_sandbox() {
         kubeconfig,
         home: tempfile::tempdir().expect("home"),
     };
+    (dir, sandbox, k)
+}
+
+#[test]
+fn kubectl_works_on_the_sandbox() {
+    let Some(bin) = kubectl_bin() else {
+        return;
+    };
+    let (dir, _sandbox, k) = sandbox(bin);
 
     // get svc: the real server's columns, each demo Service's address in EXTERNAL-IP.
     let demos = [
@@ -487,25 +493,7 @@ fn kubectl_applies_and_gets_custom_resources_on_the_sandbox() {
     let Some(bin) = kubectl_bin() else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tmp");
-    let kubeconfig = dir.path().join("sandbox.kubeconfig");
-    let _sandbox = Sandbox(
-        Command::new(portway_tests::portway_bin())
-            .args(["sandbox", "--demo-timeout", "90s"])
-            .arg("--kubeconfig-out")
-            .arg(&kubeconfig)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("portway sandbox starts"),
-    );
-    eventually("the sandbox's kubeconfig", || kubeconfig.exists());
-    let k = Kubectl {
-        bin,
-        kubeconfig,
-        home: tempfile::tempdir().expect("home"),
-    };
+    let (_dir, _sandbox, k) = sandbox(bin);
 
     let out = k.ok_in(&["apply", "-f", "-"], WIDGET_CRD);
     assert!(
