@@ -2,7 +2,8 @@
 //! maintained `cel` crate (cel-rust), with the part of Kubernetes' CEL library that address
 //! rules use: `isIP`, `ip()`, `isCIDR`, `cidr()` and their methods (`family`,
 //! `containsIP`, `containsCIDR`, `prefixLength`, `ip`, `masked`, `isCanonical`,
-//! `isLoopback`, `isUnspecified`). A rule that does not compile or calls what is missing
+//! `isLoopback`, `isUnspecified`), and cel-go's strings extension as the server declares
+//! it (`split`, `join`, `lowerAscii`, ...). A rule that does not compile or calls what is missing
 //! here is reported as the field's error with the reason, never passed silently.
 
 use cel::extractors::This;
@@ -118,8 +119,26 @@ fn ip_value(ip: IpAddr) -> Value {
     Value::Opaque(Arc::new(Ip(ip)))
 }
 
+/// CEL's standard library with cel-go's strings extension (`split`, `join`, `lowerAscii`,
+/// `indexOf`, `replace`, `trim`, `substring`, ...), which kube-apiserver declares for every
+/// CRD rule (`ext.Strings`): a rule such as `a.split('-').size() == 2` compiles and runs
+/// there, so it must here. Built once; contexts share it.
+fn kubernetes_env() -> Arc<cel::Env> {
+    static ENV: std::sync::OnceLock<Arc<cel::Env>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = cel::Env::stdlib();
+        // The extension's names are distinct from the standard library's (its only
+        // possible error, a duplicate declaration, cannot happen on a fresh stdlib env);
+        // should it fail, rules calling it report the missing function as the field's
+        // error, which the differential tests would show.
+        let _ = env.add_extension(cel::extensions::strings);
+        Arc::new(env)
+    })
+    .clone()
+}
+
 fn context_with_library() -> Context<'static, 'static> {
-    let mut ctx = Context::default();
+    let mut ctx = Context::with_env(kubernetes_env());
     // The names are not the standard library's, so declaring them cannot conflict.
     let _ = ctx.add_function(
         "isIP",
@@ -306,6 +325,27 @@ mod tests {
             .expect("ok")
         );
         assert!(eval("cidr(self)", &json!("nope"), None).is_err());
+        assert!(eval("self.nosuch()", &json!("x"), None).is_err());
         assert!(eval("self +", &json!(1), None).is_err());
+    }
+
+    /// kube-apiserver declares cel-go's strings extension for CRD rules; without it
+    /// `split` was an "Undeclared reference" here and Portway's own AddressPool rule
+    /// (a range `first-last`) refused every pool on the sim while the real server took it.
+    #[test]
+    fn the_strings_extension_is_declared_as_on_the_server() {
+        let ok = |rule: &str, v: Json| eval(rule, &v, None).expect("evaluates");
+        let range = "self.split('-').size() == 2 && isIP(self.split('-')[0]) && \
+                     ip(self.split('-')[0]).family() == ip(self.split('-')[1]).family()";
+        assert!(ok(range, json!("192.168.10.10-192.168.10.20")));
+        assert!(!ok(range, json!("192.168.10.10-fd00::1")));
+        assert!(!ok(range, json!("192.168.10.10")));
+        assert!(ok("self.split(':', 2).size() == 2", json!("1:2:3")));
+        assert!(ok("self.lowerAscii() == 'l2'", json!("L2")));
+        assert!(ok("['a', 'b'].join('-') == self", json!("a-b")));
+        assert!(ok(
+            "self.all(a, isCIDR(a) || isIP(a) || a.split('-').size() == 2)",
+            json!(["10.0.0.0/8", "10.0.0.1", "10.0.0.1-10.0.0.9"])
+        ));
     }
 }

@@ -558,8 +558,14 @@ fn kubectl_applies_and_gets_custom_resources_on_the_sandbox() {
         "--wait=true",
         "--timeout=30s",
     ]);
+    // kubectl caches discovery under $HOME/.kube/cache (up to 6 hours, as it does against
+    // any server): with the cache from before the delete it would still map `widgets` and
+    // print the server's 404 instead. A fresh cache directory per try makes it rediscover,
+    // as a user's kubectl does once its cache expires or after `--cache-dir`.
     eventually("the widget type to go", || {
-        let (ok, _, err) = k.run(&["get", "widgets"]);
+        let cache = tempfile::tempdir().expect("cache dir");
+        let cache = cache.path().to_string_lossy().into_owned();
+        let (ok, _, err) = k.run(&["get", "widgets", "--cache-dir", &cache]);
         !ok && err.contains("the server doesn't have a resource type \"widgets\"")
     });
 }
