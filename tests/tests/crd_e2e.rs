@@ -6,7 +6,8 @@
 //!   is set to a minute, so only the live change can serve it), and a new Service after it;
 //! - a narrowed pool moves no address; a deleted pool leaves its Services their addresses,
 //!   each with an `AddressOrphaned` Warning;
-//! - the pool's status counts match the Services;
+//! - the pool's status counts match the Services, and lists an address two Services claim
+//!   among its conflicts until one of them lets go;
 //! - bad input is refused by `kubectl apply`, naming the field.
 //!
 //! Needs `$PORTWAY_KUBECTL`; skips without it unless `PORTWAY_REQUIRE_PRIVILEGED=1`.
@@ -347,6 +348,74 @@ async fn a_narrowed_or_deleted_pool_moves_no_address_and_warns() {
             }
         }
         Some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_claimed_by_two_services_is_a_conflict_in_the_pool_status() {
+    let Some(w) = World::start().await else {
+        return;
+    };
+    w.apply(&format!(
+        "{}---\n{ALL_POOLS_L2}---\n{}",
+        pool_yaml("lab", &["192.168.70.0/29"]),
+        pool_yaml("other", &["192.168.71.0/29"])
+    ))
+    .await;
+    let (_c, _live) = w.controller("l2: {}\n").await;
+    let api: Api<Service> = Api::namespaced(w.cluster.client(), "default");
+    let wanting = |name: &str| {
+        svc(name)
+            .class(L2)
+            .annotation("portway.dev/load-balancer-ips", "192.168.70.3")
+            .build()
+    };
+    api.create(&PostParams::default(), &wanting("holder"))
+        .await
+        .expect("create");
+    let got = eventually("the holder served", T, || async {
+        ip_of(&api, "holder").await
+    })
+    .await;
+    assert_eq!(got, "192.168.70.3");
+    api.create(&PostParams::default(), &wanting("claimant"))
+        .await
+        .expect("create");
+
+    let pools: Api<AddressPool> = Api::all(w.cluster.client());
+    let conflicts = eventually("the conflict in the pool's status", T, || async {
+        let s = pools.get("lab").await.ok()?.status?;
+        (!s.conflicts.is_empty()).then_some(s.conflicts)
+    })
+    .await;
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert!(
+        conflicts[0].contains("192.168.70.3")
+            && conflicts[0].contains("default/holder holds it")
+            && conflicts[0].contains("default/claimant was refused"),
+        "{conflicts:?}"
+    );
+    assert_eq!(
+        ip_of(&api, "claimant").await,
+        None,
+        "refused, holds nothing"
+    );
+    let other = pools.get("other").await.expect("other").status;
+    assert!(
+        other.is_none_or(|s| s.conflicts.is_empty()),
+        "only the address's pool lists it"
+    );
+    let yaml = w.ok(&["get", "addresspool", "lab", "-o", "yaml"], "").await;
+    assert!(yaml.contains("claimed by two Services"), "{yaml}");
+
+    // The holder is deleted: the address is free, the conflict gone.
+    api.delete("holder", &Default::default())
+        .await
+        .expect("delete");
+    eventually("the conflict cleared", T, || async {
+        let s = pools.get("lab").await.ok()?.status?;
+        s.conflicts.is_empty().then_some(())
     })
     .await;
 }

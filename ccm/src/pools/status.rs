@@ -1,6 +1,7 @@
 //! Each AddressPool's status: addresses total / in use / free per family from the running
 //! allocator, the Services holding addresses outside every pool, the reasons a pool is
-//! left out, and the `Ready` condition. Written with a merge patch of the status
+//! left out and the addresses of it two Services claim (its conflicts), and the `Ready`
+//! condition. Written with a merge patch of the status
 //! subresource, only when it changed, checked every `every`.
 
 use super::merge::Merged;
@@ -8,7 +9,7 @@ use super::watch::Caches;
 use crate::crd::{AddressPool, AddressPoolStatus, FamilyCounts};
 use crate::k8s::{Api, Client, Patch, PatchParams, ResourceExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use portway_provider::ipam::{PoolStats, VipManager};
+use portway_provider::ipam::{Contest, PoolStats, VipManager};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tracing::warn;
@@ -19,8 +20,26 @@ pub fn compute(
     merged: &Merged,
     stats: &[PoolStats],
     outside: &[String],
+    contests: &[Contest],
 ) -> AddressPoolStatus {
     let name = pool.name_any();
+    let mut conflicts = merged
+        .refused
+        .get(&name)
+        .map(|r| r.problems.clone())
+        .unwrap_or_default();
+    conflicts.extend(
+        contests
+            .iter()
+            .filter(|c| c.pool.as_deref() == Some(name.as_str()))
+            .map(|c| {
+                format!(
+                    "address {} claimed by two Services: {} holds it, {} was refused \
+                     (change one Service's requested address or let them share it)",
+                    c.ip, c.holder, c.claimant
+                )
+            }),
+    );
     let mine = stats.iter().find(|s| s.name == name);
     let family = |f: usize| {
         mine.filter(|s| s.total_by_family[f] > 0).map(|s| {
@@ -49,7 +68,7 @@ pub fn compute(
         ipv4: family(0),
         ipv6: family(1),
         outside_pools: outside.to_vec(),
-        conflicts: refusal.map(|r| r.problems.clone()).unwrap_or_default(),
+        conflicts,
         conditions: vec![Condition {
             type_: "Ready".into(),
             status: status.into(),
@@ -100,10 +119,11 @@ pub async fn write_loop(client: Client, live: &Watched, vips: VipManager, every:
                 _ => None,
             })
             .collect();
+        let contests = vips.contests();
         let snapshot = merged.borrow_and_update().clone();
         for pool in live.caches.pools.state() {
             let name = pool.name_any();
-            let mut want = compute(&pool, &snapshot, &stats, &outside);
+            let mut want = compute(&pool, &snapshot, &stats, &outside, &contests);
             let before = written.get(&name);
             let same_ready = |b: &AddressPoolStatus| {
                 b.conditions.first().map(|c| (&c.status, &c.reason))

@@ -94,3 +94,31 @@ fn a_class_draws_from_its_file_pools_and_the_named_ones() {
     // A policy naming no pool covers every pool.
     assert_eq!(class_pools(&[], &[vec![]], &all), ["a", "b"]);
 }
+
+/// Issue 23: an address two Services claim shows among the conflicts of the pool it lies
+/// in, naming both Services, and nowhere else; the pool stays Ready (it still allocates).
+#[test]
+fn an_address_claimed_by_two_services_is_a_conflict_of_its_pool() {
+    use portway_provider::ServiceKey;
+    use portway_provider::ipam::{Contest, VipManager};
+    let lab = res("lab", &["10.0.1.0/24"], 1);
+    let other = res("other", &["10.0.2.0/24"], 2);
+    let m = merge(&[], &[lab.clone(), other.clone()]);
+    let stats = VipManager::new(&m.pools).expect("valid").stats();
+    let contests = [Contest {
+        ip: "10.0.1.7".parse().expect("ip"),
+        pool: Some("lab".into()),
+        holder: ServiceKey::new("a", "first"),
+        claimant: ServiceKey::new("b", "second"),
+    }];
+    let st = super::status::compute(&lab, &m, &stats, &[], &contests);
+    assert_eq!(st.conflicts.len(), 1, "{st:?}");
+    let c = &st.conflicts[0];
+    assert!(
+        c.contains("10.0.1.7") && c.contains("a/first holds it") && c.contains("b/second"),
+        "{c}"
+    );
+    assert_eq!(st.conditions[0].status, "True", "{st:?}");
+    let st = super::status::compute(&other, &m, &stats, &[], &contests);
+    assert!(st.conflicts.is_empty(), "{st:?}");
+}
