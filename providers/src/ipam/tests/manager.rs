@@ -214,8 +214,8 @@ fn an_address_claimed_by_two_services_is_a_contest_until_one_lets_go() {
         claimant: claimant.key.clone(),
     };
     // Every handle sees it; one scoped to other pools does not.
-    assert_eq!(root.contests(), [want.clone()]);
-    assert_eq!(l2.contests(), [want.clone()]);
+    assert_eq!(root.contests(), std::slice::from_ref(&want));
+    assert_eq!(l2.contests(), std::slice::from_ref(&want));
     assert!(
         root.scoped("portway.dev/bgp", &["dc".to_string()])
             .contests()
