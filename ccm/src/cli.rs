@@ -131,6 +131,17 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     };
     let client = crate::process::fenced_client(args.kubeconfig.as_deref(), fence.clone()).await?;
     let built = providers::build(&config, &client).await?;
+    // AddressPools and the classes' pool lists from resources, applied live; listed before
+    // the service controller adopts, so their addresses are not taken for orphans.
+    let live_pools = crate::pools::run(
+        client.clone(),
+        &config,
+        &built,
+        &default_identity(),
+        Duration::from_secs(10),
+        Duration::from_secs(1),
+    )
+    .await;
     let providers = built.providers;
     let retired = built.retired;
     info!(classes = ?providers.iter().map(|p| p.class().to_string()).collect::<Vec<_>>(), "providers ready");
@@ -178,6 +189,7 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         )
         .workers(args.concurrent_service_syncs)
         .retired(retired.clone())
+        .pool_changes(live_pools.pools.changes.clone())
         .fence(fence.clone())
         .allocator(allocator)
         .metrics(metrics.clone());
@@ -212,6 +224,7 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         }
     }
     pool_metrics.abort();
+    drop(live_pools);
     close_providers(&to_close).await;
     Ok(())
 }

@@ -8,15 +8,18 @@
 
 pub mod cli;
 pub mod config;
+pub mod crd;
 pub mod events;
 pub mod explain;
 pub mod fence;
 pub mod health;
+pub mod import;
 pub mod k8s;
 pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod node;
+pub mod pools;
 pub mod process;
 pub mod providers;
 pub mod sandbox;

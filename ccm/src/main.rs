@@ -38,6 +38,11 @@ enum Command {
         #[arg(long)]
         cluster: bool,
     },
+    /// Translate another load balancer's configuration into Portway's resources.
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Print Portway's CustomResourceDefinitions (the YAML committed under deploy/).
+    Crds,
     /// Say, node by node, why a Service is (or is not) served.
     Explain(portway::explain::ExplainArgs),
     /// Serve the simulated Kubernetes API server until killed.
@@ -49,6 +54,13 @@ enum Command {
         #[arg(long, default_value = "portway-sim.kubeconfig")]
         kubeconfig_out: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// MetalLB's IPAddressPools, L2/BGPAdvertisements, BGPPeers and Communities, from a
+    /// YAML file (--file) or the cluster, printed as Portway resources.
+    Metallb(portway::import::MetallbArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +83,12 @@ fn main() -> ExitCode {
             Command::Speaker(args) => portway::speaker::run(args).await,
             Command::CheckConfig { file, cluster } => check_config(&file, cluster).await,
             Command::Explain(args) => portway::explain::run(args).await,
+            Command::Import(ImportCommand::Metallb(args)) => {
+                portway::import::run_metallb(args).await
+            }
+            Command::Crds => portway::crd::yaml()
+                .map(|y| print!("{y}"))
+                .map_err(|e| anyhow::anyhow!("serializing the CRDs: {e}")),
             Command::Sim {
                 listen,
                 kubeconfig_out,

@@ -15,6 +15,9 @@ pub const F5: &str = "portway.dev/f5";
 /// and a Service moving to a class outside this list is cleaned up.
 pub const CLASSES: [&str; 4] = [HOSTPORT, L2, BGP, F5];
 
+/// The classes that draw virtual IPs from address pools (a pool change concerns them).
+pub const POOL_CLASSES: [&str; 3] = [L2, BGP, F5];
+
 /// The upstream CCM's finalizer; Portway uses the same so that a switch from another CCM
 /// keeps working.
 pub const FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";

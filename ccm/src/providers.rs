@@ -24,6 +24,10 @@ pub struct Built {
     pub vips: VipManager,
     /// Classes whose provider only cleans up (hostport switched off).
     pub retired: Vec<String>,
+    /// The l2 provider's allocator handle (shared scope), for live pool changes.
+    pub l2: Option<VipManager>,
+    /// The bgp provider's allocator handle (shared scope), for live pool changes.
+    pub bgp: Option<VipManager>,
 }
 
 /// The providers for `config`.
@@ -41,14 +45,17 @@ pub async fn build(config: &Config, client: &Client) -> anyhow::Result<Built> {
     if !config.hostport.enabled {
         retired.push(HOSTPORT.to_string());
     }
+    let mut l2_handle = None;
     if let Some(l2) = &config.l2 {
-        out.push(Arc::new(VipProvider::new(L2, vips.scoped(L2, &l2.pools))));
+        let h = vips.scoped(L2, &l2.pools);
+        l2_handle = Some(h.share());
+        out.push(Arc::new(VipProvider::new(L2, h)));
     }
+    let mut bgp_handle = None;
     if config.bgp.is_some() {
-        out.push(Arc::new(VipProvider::new(
-            BGP,
-            vips.scoped(BGP, &config.bgp_pools()),
-        )));
+        let h = vips.scoped(BGP, &config.bgp_pools());
+        bgp_handle = Some(h.share());
+        out.push(Arc::new(VipProvider::new(BGP, h)));
     }
     if let Some(f5) = &config.f5 {
         let provider = portway_f5::F5Provider::new(
@@ -63,6 +70,8 @@ pub async fn build(config: &Config, client: &Client) -> anyhow::Result<Built> {
         providers: out,
         vips,
         retired,
+        l2: l2_handle,
+        bgp: bgp_handle,
     })
 }
 

@@ -69,6 +69,9 @@ impl Store {
         wopts: &WriteOptions,
     ) -> Result<Deleted, ApiError> {
         let ns = if kind.namespaced { ns } else { "" };
+        if kind.storage == crate::crd::STORAGE {
+            return self.delete_crd(kind, name, wopts).map(Deleted::Pending);
+        }
         let canonical = self.canonical(kind);
         let mut inner = self.lock();
         let Some(current) = Self::get_stored(&inner, kind, ns, name) else {
@@ -280,7 +283,7 @@ impl Store {
     ) -> Vec<(ResourceKind, String, String, std::sync::Arc<Value>)> {
         let mut out = Vec::new();
         for k in self.kinds().all() {
-            if self.kinds().by_storage(k.storage) != Some(k) {
+            if self.kinds().by_storage(k.storage).as_ref() != Some(&k) {
                 continue;
             }
             if let Some(map) = inner.objects.get(k.storage) {
@@ -312,7 +315,7 @@ impl Store {
             self.kinds()
                 .all()
                 .iter()
-                .filter(|k| self.kinds().by_storage(k.storage) == Some(*k))
+                .filter(|k| self.kinds().by_storage(k.storage).as_ref() == Some(*k))
                 .flat_map(|k| {
                     inner
                         .objects
@@ -395,7 +398,7 @@ impl Store {
         let mut left = 0;
         let mut changed = false;
         for k in self.kinds().all() {
-            if !k.namespaced || self.kinds().by_storage(k.storage) != Some(k) {
+            if !k.namespaced || self.kinds().by_storage(k.storage).as_ref() != Some(&k) {
                 continue;
             }
             let items: Vec<(String, bool)> = {
@@ -423,7 +426,7 @@ impl Store {
                         grace_period: Some(0),
                         ..Default::default()
                     };
-                    changed |= self.delete(k, &ns, &name, &opts, gc).is_ok();
+                    changed |= self.delete(&k, &ns, &name, &opts, gc).is_ok();
                 }
             }
         }

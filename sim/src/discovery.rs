@@ -26,7 +26,20 @@ pub fn wants_aggregated(accept: &str) -> bool {
 }
 
 /// The verbs of a kind.
-fn verbs(_k: &ResourceKind) -> Vec<&'static str> {
+fn verbs(k: &ResourceKind) -> Vec<&'static str> {
+    if k.custom.is_some() {
+        // The CRD handler's order.
+        return vec![
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "create",
+            "update",
+            "watch",
+        ];
+    }
     vec![
         "create",
         "delete",
@@ -135,10 +148,10 @@ pub fn group_list(store: &Store) -> Value {
 
 /// `/api/v1`, `/apis/<group>/<version>` (legacy).
 pub fn resource_list(store: &Store, group: &str, version: &str) -> Option<Value> {
-    let kinds: Vec<&ResourceKind> = store
+    let kinds: Vec<ResourceKind> = store
         .kinds()
         .all()
-        .iter()
+        .into_iter()
         .filter(|k| k.group == group && k.version == version)
         .collect();
     if kinds.is_empty() {
@@ -150,7 +163,7 @@ pub fn resource_list(store: &Store, group: &str, version: &str) -> Option<Value>
         format!("{group}/{version}")
     };
     let mut resources = Vec::new();
-    for k in kinds {
+    for k in &kinds {
         resources.push(json!({
             "name": k.plural, "singularName": k.singular, "namespaced": k.namespaced,
             "kind": k.kind,

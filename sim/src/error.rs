@@ -204,6 +204,15 @@ impl ApiError {
         e
     }
 
+    /// `415` for a strategic merge patch of a custom resource, which has no patch strategies.
+    pub fn unsupported_custom_patch() -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml".into(),
+        )
+    }
+
     /// `415` for a create or update body in a media type the server does not decode.
     pub fn unsupported_body_media() -> Self {
         Self::new(

@@ -33,6 +33,9 @@ pub struct ResourceKind {
     pub create_on_update: bool,
     /// Storage key: two API views of the same objects share one (core and events.k8s.io events).
     pub storage: &'static str,
+    /// The schema, columns and rules of a kind served from a CustomResourceDefinition
+    /// (`None` for the built-in kinds).
+    pub custom: Option<std::sync::Arc<crate::crd::Custom>>,
 }
 
 impl ResourceKind {
@@ -101,6 +104,7 @@ const fn row(
         generation,
         create_on_update,
         storage,
+        custom: None,
     }
 }
 
@@ -373,55 +377,125 @@ pub fn builtin_kinds() -> Vec<ResourceKind> {
             false,
             "validatingadmissionpolicybindings",
         ),
+        row(
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            "customresourcedefinition",
+            "CustomResourceDefinition",
+            false,
+            &["crd", "crds"],
+            true,
+            true,
+            false,
+            "customresourcedefinitions",
+        ),
     ];
     for k in &mut kinds {
         if matches!(k.plural, "services" | "pods" | "daemonsets" | "deployments") {
             k.categories = ALL;
         }
+        if k.plural == "customresourcedefinitions" {
+            k.categories = &["api-extensions"];
+        }
     }
     kinds
 }
 
-/// The registry of kinds of one simulated cluster.
-#[derive(Debug, Clone)]
+/// The registry of kinds of one simulated cluster: the built-in kinds, then those of the
+/// established CustomResourceDefinitions, which come and go while the server runs.
+#[derive(Debug)]
 pub struct Kinds {
-    list: Vec<ResourceKind>,
+    list: std::sync::RwLock<Vec<ResourceKind>>,
+}
+
+/// A `&'static str` for a name that came over the wire (a CRD's group, plural, kind):
+/// kinds are keyed by static strings everywhere in the store, and the set of distinct names a
+/// cluster ever serves is small, so each distinct name is leaked once and reused.
+pub fn intern(s: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = names.iter().find(|n| **n == s) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(s.to_string().into_boxed_str());
+    names.push(leaked);
+    leaked
+}
+
+/// A `&'static` list of interned names (a CRD's short names, a list's map keys), each
+/// distinct list leaked once and reused, as [`intern`] does for names.
+pub fn intern_list(items: &[&str]) -> &'static [&'static str] {
+    static LISTS: std::sync::Mutex<Vec<&'static [&'static str]>> =
+        std::sync::Mutex::new(Vec::new());
+    if items.is_empty() {
+        return &[];
+    }
+    let mut lists = LISTS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(l) = lists.iter().find(|l| **l == items) {
+        return l;
+    }
+    let leaked: &'static [&'static str] = Box::leak(
+        items
+            .iter()
+            .map(|i| intern(i))
+            .collect::<Vec<_>>()
+            .into_boxed_slice(),
+    );
+    lists.push(leaked);
+    leaked
 }
 
 impl Kinds {
     /// A registry over `list` (the first row of a storage is its canonical view).
     pub fn new(list: Vec<ResourceKind>) -> Self {
-        Kinds { list }
+        Kinds {
+            list: std::sync::RwLock::new(list),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<ResourceKind>> {
+        self.list.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every served view, in registration order.
-    pub fn all(&self) -> &[ResourceKind] {
-        &self.list
+    pub fn all(&self) -> Vec<ResourceKind> {
+        self.read().clone()
     }
 
     /// The kind served at `group/version/plural`.
-    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceKind> {
-        self.list
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<ResourceKind> {
+        self.read()
             .iter()
             .find(|k| k.group == group && k.version == version && k.plural == plural)
+            .cloned()
     }
 
     /// The canonical (first registered) view of a storage key.
-    pub fn by_storage(&self, storage: &str) -> Option<&ResourceKind> {
-        self.list.iter().find(|k| k.storage == storage)
+    pub fn by_storage(&self, storage: &str) -> Option<ResourceKind> {
+        self.read().iter().find(|k| k.storage == storage).cloned()
     }
 
     /// The kind of an object from its `apiVersion` and `kind`.
-    pub fn by_api_kind(&self, api_version: &str, kind: &str) -> Option<&ResourceKind> {
-        self.list
+    pub fn by_api_kind(&self, api_version: &str, kind: &str) -> Option<ResourceKind> {
+        self.read()
             .iter()
             .find(|k| k.kind == kind && k.api_version() == api_version)
+            .cloned()
+    }
+
+    /// Replaces the views of `storage` by `views` (the first one canonical): a CRD was
+    /// established or changed. An empty `views` stops serving the storage (CRD deleted).
+    pub fn replace_storage(&self, storage: &str, views: Vec<ResourceKind>) {
+        let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
+        list.retain(|k| k.storage != storage);
+        list.extend(views);
     }
 
     /// Groups in registration order, each with its versions.
     pub fn groups(&self) -> Vec<(&'static str, Vec<&'static str>)> {
         let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
-        for k in &self.list {
+        for k in self.read().iter() {
             if k.group.is_empty() {
                 continue;
             }

@@ -12,7 +12,11 @@
 
 pub mod admission;
 pub mod bigip;
+pub mod cel;
 mod controllers;
+pub mod crd;
+pub mod crd_schema;
+mod crd_table;
 pub mod defaults;
 pub mod deletion;
 pub mod discovery;

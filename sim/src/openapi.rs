@@ -37,7 +37,7 @@ pub fn document(store: &Store, gv_path: &str) -> Option<Value> {
     let kinds: Vec<_> = store
         .kinds()
         .all()
-        .iter()
+        .into_iter()
         .filter(|k| k.group == group && k.version == version)
         .collect();
     if kinds.is_empty() {

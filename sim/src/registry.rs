@@ -77,7 +77,10 @@ fn decode_body(
     } else {
         kind.storage
     };
-    let d = typed::decode(storage, obj);
+    let d = match &kind.custom {
+        Some(c) => crate::crd_schema::prune(&c.schema, obj),
+        None => typed::decode(storage, obj),
+    };
     let handled = |msg: String| {
         ApiError::bad_request(format!(
             "{k} in version \"{v}\" cannot be handled as a {k}: {msg}",
@@ -300,6 +303,19 @@ impl Store {
             ));
         }
         crate::defaults::apply(kind.storage, &mut obj);
+        if let Some(c) = &kind.custom {
+            crate::crd_schema::default(&c.schema, &mut obj);
+            if c.status_subresource
+                && let Some(m) = obj.as_object_mut()
+            {
+                m.remove("status");
+            }
+        }
+        if kind.storage == crate::crd::STORAGE {
+            crate::crd::defaults(&mut obj);
+            crate::crd::validate(&obj)?;
+            crate::crd::initial_status(&mut obj);
+        }
         if matches!(kind.storage, "deployments" | "daemonsets") {
             crate::admission::validate_workload(&kind.qualified_kind(), &name, &obj)?;
         }
@@ -328,6 +344,9 @@ impl Store {
             obj["metadata"]["generation"] = json!(1);
         }
         crate::admission::on_create(kind.storage, &mut obj, &now());
+        if let Some(c) = &kind.custom {
+            crate::crd_schema::admit(kind, c, &name, &obj, None)?;
+        }
         match kind.storage {
             "services" => {
                 if let Some(m) = obj.as_object_mut() {
@@ -372,6 +391,9 @@ impl Store {
         );
         drop(inner);
         self.log(&opts.user, "create", kind, ns, &name, "");
+        if kind.storage == crate::crd::STORAGE {
+            self.crd_written(&name);
+        }
         Ok(Self::to_view(kind, &out))
     }
 
@@ -514,6 +536,13 @@ impl Store {
         decode_body(kind, &mut requested, opts, verb == "patch")?;
         let mut requested = Self::to_storage(kind, requested);
         defaults::apply(kind.storage, &mut requested);
+        if let Some(c) = &kind.custom {
+            crate::crd_schema::default(&c.schema, &mut requested);
+        }
+        if kind.storage == crate::crd::STORAGE && !status {
+            crate::crd::defaults(&mut requested);
+            crate::crd::validate(&requested)?;
+        }
         if !applied {
             managed::update(&writer(kind, opts, status), &current, &mut requested, false);
         }
@@ -626,6 +655,9 @@ impl Store {
         if kind.storage == "secrets" {
             crate::store::fold_string_data(&mut next);
         }
+        if let Some(c) = &kind.custom {
+            crate::crd_schema::admit(kind, c, name, &next, Some(&current))?;
+        }
         if comparable(&next) == comparable(&current) {
             // A no-op write: no new resourceVersion, no event, as on the real server.
             drop(inner);
@@ -680,6 +712,9 @@ impl Store {
             name,
             if status { "status" } else { "" },
         );
+        if kind.storage == crate::crd::STORAGE && !status {
+            self.crd_written(name);
+        }
         Ok(Self::to_view(kind, &out))
     }
 }

@@ -37,8 +37,59 @@ fn in_pod_spec(path: FieldPath<'_>) -> bool {
         || path.first() == Some(&"spec")
 }
 
+/// The OpenAPI schemas of custom resource storages (from their CRDs' storage versions):
+/// their lists and maps merge as the schema's `x-kubernetes-*` extensions say. Keyed by
+/// storage for the whole process, as the rules of a name are the same in every sim a test
+/// starts (two sims with one CRD name and different schemas would share the last one).
+static CUSTOM: std::sync::RwLock<Vec<(&'static str, std::sync::Arc<serde_json::Value>)>> =
+    std::sync::RwLock::new(Vec::new());
+
+/// Registers the schema of a custom resource storage (a CRD was established or changed).
+pub fn register_custom(storage: &'static str, schema: serde_json::Value) {
+    let mut list = CUSTOM.write().unwrap_or_else(|p| p.into_inner());
+    list.retain(|(s, _)| *s != storage);
+    list.push((storage, std::sync::Arc::new(schema)));
+}
+
+/// The schema node at `path` of a custom storage, list items stepped through.
+fn custom_node(storage: &str, path: FieldPath<'_>) -> Option<serde_json::Value> {
+    if path.first() == Some(&"metadata") {
+        return None;
+    }
+    let list = CUSTOM.read().unwrap_or_else(|p| p.into_inner());
+    let root = list.iter().find(|(s, _)| *s == storage)?.1.clone();
+    drop(list);
+    let mut node: &serde_json::Value = &root;
+    for name in path {
+        if node["type"] == "array" {
+            node = &node["items"];
+        }
+        node = match node["properties"].get(*name) {
+            Some(n) => n,
+            None => node.get("additionalProperties").filter(|a| a.is_object())?,
+        };
+    }
+    Some(node.clone())
+}
+
+/// The `x-kubernetes-list-map-keys` of a schema node.
+fn keys_of(node: &serde_json::Value) -> &'static [&'static str] {
+    let keys: Vec<&str> = node["x-kubernetes-list-map-keys"]
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+        .unwrap_or_default();
+    crate::kinds::intern_list(&keys)
+}
+
 /// The list type of the list at `path` in an object of resource `storage`.
 pub fn list_type(storage: &str, path: FieldPath<'_>) -> ListType {
+    if let Some(node) = custom_node(storage, path) {
+        return match node["x-kubernetes-list-type"].as_str() {
+            Some("set") => ListType::Set,
+            Some("map") => ListType::Map(keys_of(&node)),
+            _ => ListType::Atomic,
+        };
+    }
     let (parent, last) = last2(path);
     match (parent, last) {
         ("metadata", "finalizers") => ListType::Set,
@@ -95,6 +146,9 @@ pub fn patch_merge_key(storage: &str, path: FieldPath<'_>) -> Option<&'static st
 /// Whether the object at `path` is atomic (`mapType`/`structType=atomic`): owned and
 /// replaced as a whole.
 pub fn atomic_object(storage: &str, path: FieldPath<'_>) -> bool {
+    if let Some(node) = custom_node(storage, path) {
+        return node["x-kubernetes-map-type"] == "atomic";
+    }
     let (parent, last) = last2(path);
     match last {
         // Service.spec.selector (mapType=atomic); LabelSelector (structType=atomic) in
@@ -116,6 +170,9 @@ pub fn atomic_object(storage: &str, path: FieldPath<'_>) -> bool {
 /// Whether each item of the list at `path` is atomic (OwnerReference, Subject,
 /// LocalObjectReference, discovery EndpointPort items).
 pub fn atomic_items(storage: &str, path: FieldPath<'_>) -> bool {
+    if let Some(node) = custom_node(storage, path) {
+        return node["items"]["x-kubernetes-map-type"] == "atomic";
+    }
     let (parent, last) = last2(path);
     matches!(
         (parent, last),

@@ -255,7 +255,6 @@ fn route<'a>(
     let kind = store
         .kinds()
         .find(group, version, plural)
-        .cloned()
         .ok_or_else(ApiError::no_resource)?;
     if !kind.namespaced && ns.is_some() {
         return Err(ApiError::not_found(plural, name.unwrap_or("")));
@@ -324,10 +323,16 @@ pub(crate) fn include_object(q: &HashMap<String, String>) -> &str {
         .unwrap_or("Metadata")
 }
 
-fn table_response(table: &Value) -> Response {
+fn table_response(kind: &ResourceKind, table: &Value) -> Response {
+    // The CRD handler answers a Table as plain JSON.
+    let media = if kind.custom.is_some() {
+        "application/json"
+    } else {
+        crate::tables::TABLE_MEDIA
+    };
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, crate::tables::TABLE_MEDIA)],
+        [(header::CONTENT_TYPE, media)],
         serde_json::to_vec(table).unwrap_or_default(),
     )
         .into_response()
@@ -371,7 +376,7 @@ async fn serve(
                     json!({"resourceVersion": rv}),
                     include_object(q),
                 );
-                return Ok(table_response(&table));
+                return Ok(table_response(&t.kind, &table));
             }
             Ok(json_response(200, &obj))
         }
@@ -396,10 +401,13 @@ async fn serve(
             // A real server leaves `apiVersion`/`kind` out of list items (the list carries
             // them; kubernetes#3030): code that reads them from items must not pass here.
             let mut items = page.items;
-            for item in &mut items {
-                if let Some(o) = item.as_object_mut() {
-                    o.remove("apiVersion");
-                    o.remove("kind");
+            // Custom resources are unstructured: their items keep both.
+            if t.kind.custom.is_none() {
+                for item in &mut items {
+                    if let Some(o) = item.as_object_mut() {
+                        o.remove("apiVersion");
+                        o.remove("kind");
+                    }
                 }
             }
             let mut meta = json!({"resourceVersion": page.resource_version.to_string()});
@@ -418,7 +426,10 @@ async fn serve(
                     item["kind"] = json!(t.kind.kind);
                 }
                 let table = crate::tables::table(&t.kind, &full, meta, include_object(q));
-                return Ok(table_response(&table));
+                return Ok(table_response(&t.kind, &table));
+            }
+            if t.kind.custom.is_some() && meta.get("continue").is_none() {
+                meta["continue"] = json!("");
             }
             Ok(json_response(
                 200,
@@ -468,6 +479,10 @@ async fn serve(
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("");
             let ty = PatchType::from_content_type(ct).ok_or_else(ApiError::unsupported_media)?;
+            if ty == PatchType::Strategic && t.kind.custom.is_some() {
+                // Custom resources have no patch strategies: the real server refuses.
+                return Err(ApiError::unsupported_custom_patch());
+            }
             let patch = crate::patch::decode(ty, body)?;
             if ty == PatchType::Apply
                 && wopts.manager == "unknown"

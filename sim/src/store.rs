@@ -152,7 +152,7 @@ impl Store {
             tx,
             writes,
         };
-        if let Some(ns) = store.kinds.by_storage("namespaces").cloned() {
+        if let Some(ns) = store.kinds.by_storage("namespaces") {
             for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
                 let obj =
                     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
@@ -283,7 +283,9 @@ impl Store {
 
     /// The canonical view of a kind's storage (core events for events.k8s.io).
     pub(crate) fn canonical(&self, kind: &ResourceKind) -> ResourceKind {
-        self.kinds.by_storage(kind.storage).unwrap_or(kind).clone()
+        self.kinds
+            .by_storage(kind.storage)
+            .unwrap_or_else(|| kind.clone())
     }
 
     /// A namespaced object can be created only in a namespace that exists and is not
@@ -458,7 +460,7 @@ impl Store {
 
     /// The canonical kind of a storage.
     pub fn kind_of(&self, storage: &str) -> Option<ResourceKind> {
-        self.kinds.by_storage(storage).cloned()
+        self.kinds.by_storage(storage)
     }
 }
 

@@ -86,7 +86,7 @@ pub fn human_duration(secs: i64) -> String {
     format!("{}y", hours / 24 / 365)
 }
 
-fn age_of(t: &str) -> String {
+pub(crate) fn age_of(t: &str) -> String {
     match chrono::DateTime::parse_from_rfc3339(t) {
         Ok(t) => human_duration((chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds()),
         Err(_) => "<unknown>".into(),
@@ -146,8 +146,8 @@ fn col(name: &str, ty: &str, priority: u8, description: &str) -> Value {
         "priority": priority})
 }
 
-const NAME_DOC: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
-const AGE_DOC: &str = "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata";
+pub(crate) const NAME_DOC: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
+pub(crate) const AGE_DOC: &str = "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata";
 
 /// The columns of a kind's table.
 pub fn columns(storage: &str) -> Vec<Value> {
@@ -591,7 +591,12 @@ pub fn cells(storage: &str, o: &Value) -> Vec<Value> {
 /// A row: cells and the object (its metadata as PartialObjectMetadata, the default
 /// `includeObject=Metadata`; the whole object for `Object`; none for `None`).
 fn row(storage: &str, o: &Value, include: &str) -> Value {
-    let mut r = json!({"cells": cells(storage, o)});
+    row_of(cells(storage, o), o, include)
+}
+
+/// A row of the given cells, with the object as `include` asks.
+pub(crate) fn row_of(cells: Vec<Value>, o: &Value, include: &str) -> Value {
+    let mut r = json!({"cells": cells});
     match include {
         "None" => {}
         "Object" => r["object"] = o.clone(),
@@ -605,6 +610,9 @@ fn row(storage: &str, o: &Value, include: &str) -> Value {
 
 /// The Table of `items` (view form).
 pub fn table(kind: &ResourceKind, items: &[Value], meta: Value, include: &str) -> Value {
+    if let Some(custom) = &kind.custom {
+        return crate::crd_table::table(custom, items, meta, include);
+    }
     let storage = if kind.is_events_v1() {
         "events"
     } else {

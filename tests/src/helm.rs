@@ -96,11 +96,19 @@ impl Helm {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// `helm template portway CHART -n portway-system EXTRA...`: the rendered manifests.
+    /// `helm template portway CHART -n portway-system --include-crds EXTRA...`: the rendered
+    /// manifests, the chart's crds/ included so they are compared with the overlays' too.
     pub fn template(&self, extra: &[&str]) -> String {
         let chart = chart_dir();
         let chart = chart.to_str().expect("UTF-8 path");
-        let mut args = vec!["template", "portway", chart, "-n", "portway-system"];
+        let mut args = vec![
+            "template",
+            "portway",
+            chart,
+            "-n",
+            "portway-system",
+            "--include-crds",
+        ];
         args.extend_from_slice(extra);
         self.ok(None, &args)
     }

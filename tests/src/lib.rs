@@ -234,7 +234,7 @@ pub fn start_service_controller_with(
     default_class: &str,
     cfg: portway::config::ServiceControllerConfig,
 ) -> Running {
-    run_controller(portway::service::ServiceController::new(
+    start_controller(portway::service::ServiceController::new(
         client,
         providers,
         default_class,
@@ -242,7 +242,9 @@ pub fn start_service_controller_with(
     ))
 }
 
-fn run_controller(controller: portway::service::ServiceController) -> Running {
+/// Runs a service controller configured by the test (e.g. with
+/// [`pool_changes`](portway::service::ServiceController::pool_changes)).
+pub fn start_controller(controller: portway::service::ServiceController) -> Running {
     init_tracing();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(controller.run(async move {
@@ -262,7 +264,7 @@ pub fn start_built(
     default_class: &str,
     cfg: portway::config::ServiceControllerConfig,
 ) -> Running {
-    run_controller(
+    start_controller(
         portway::service::ServiceController::new(client, built.providers, default_class, cfg)
             .retired(built.retired)
             .allocator(built.vips),

@@ -127,24 +127,6 @@ fn kubectl_from(var: &str, what: &str) -> Option<PathBuf> {
     None
 }
 
-/// Starts `portway sandbox` and waits for its kubeconfig.
-fn sandbox(dir: &Path) -> (Sandbox, PathBuf) {
-    let kubeconfig = dir.join("sandbox.kubeconfig");
-    let sandbox = Sandbox(
-        Command::new(portway_tests::portway_bin())
-            .args(["sandbox", "--demo-timeout", "90s"])
-            .arg("--kubeconfig-out")
-            .arg(&kubeconfig)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("portway sandbox starts"),
-    );
-    eventually("the sandbox's kubeconfig", || kubeconfig.exists());
-    (sandbox, kubeconfig)
-}
-
 struct Sandbox(Child);
 
 impl Drop for Sandbox {
@@ -165,18 +147,36 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn kubectl_works_on_the_sandbox() {
-    let Some(bin) = kubectl_bin() else {
-        return;
-    };
+/// Starts `portway sandbox` and a kubectl for its kubeconfig (the directory holds it).
+fn sandbox(bin: PathBuf) -> (tempfile::TempDir, Sandbox, Kubectl) {
     let dir = tempfile::tempdir().expect("tmp");
-    let (_sandbox, kubeconfig) = sandbox(dir.path());
+    let kubeconfig = dir.path().join("sandbox.kubeconfig");
+    let sandbox = Sandbox(
+        Command::new(portway_tests::portway_bin())
+            .args(["sandbox", "--demo-timeout", "90s"])
+            .arg("--kubeconfig-out")
+            .arg(&kubeconfig)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("portway sandbox starts"),
+    );
+    eventually("the sandbox's kubeconfig", || kubeconfig.exists());
     let k = Kubectl {
         bin,
         kubeconfig,
         home: tempfile::tempdir().expect("home"),
     };
+    (dir, sandbox, k)
+}
+
+#[test]
+fn kubectl_works_on_the_sandbox() {
+    let Some(bin) = kubectl_bin() else {
+        return;
+    };
+    let (dir, _sandbox, k) = sandbox(bin);
 
     // get svc: the real server's columns, each demo Service's address in EXTERNAL-IP.
     let demos = [
@@ -453,6 +453,123 @@ fn kubectl_works_on_the_sandbox() {
     );
 }
 
+/// A CustomResourceDefinition of the test's own, as Portway's CRDs are written: status
+/// subresource, printer columns (one only in `-o wide`), a default and a CEL rule on a CIDR.
+const WIDGET_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.demo.portway.dev
+spec:
+  group: demo.portway.dev
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, shortNames: [wdg]}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    additionalPrinterColumns:
+    - {name: CIDR, type: string, jsonPath: .spec.cidr}
+    - {name: Mode, type: string, jsonPath: .spec.mode}
+    - {name: Port, type: integer, jsonPath: .spec.port, priority: 1}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [cidr]
+            properties:
+              cidr:
+                type: string
+                x-kubernetes-validations:
+                - {rule: "isCIDR(self)", message: must be a CIDR such as 192.0.2.0/24}
+              mode: {type: string, enum: [L2, BGP], default: L2}
+              port: {type: integer, minimum: 1, maximum: 65535, default: 179}
+          status:
+            type: object
+            x-kubernetes-preserve-unknown-fields: true
+"#;
+
+#[test]
+fn kubectl_applies_and_gets_custom_resources_on_the_sandbox() {
+    let Some(bin) = kubectl_bin() else {
+        return;
+    };
+    let (_dir, _sandbox, k) = sandbox(bin);
+
+    let out = k.ok_in(&["apply", "-f", "-"], WIDGET_CRD);
+    assert!(
+        out.contains(
+            "customresourcedefinition.apiextensions.k8s.io/widgets.demo.portway.dev created"
+        ),
+        "{out}"
+    );
+    k.ok(&[
+        "wait",
+        "--for",
+        "condition=Established",
+        "crd/widgets.demo.portway.dev",
+        "--timeout=30s",
+    ]);
+    let widget = |cidr: &str, mode: &str| {
+        format!(
+            "apiVersion: demo.portway.dev/v1alpha1\nkind: Widget\nmetadata: {{name: w1}}\n\
+             spec: {{cidr: \"{cidr}\"{mode}}}\n"
+        )
+    };
+    let out = k.ok_in(&["apply", "-f", "-"], &widget("10.0.0.0/24", ""));
+    assert!(out.contains("widget.demo.portway.dev/w1 created"), "{out}");
+
+    // get: the printer columns, the default filled in, the priority-1 column only wide.
+    let table = k.ok(&["get", "widgets"]);
+    let (header, _) = row(&table, "w1");
+    assert_eq!(header, ["NAME", "CIDR", "MODE"], "{table}");
+    assert_eq!(cell(&table, "w1", "CIDR"), "10.0.0.0/24");
+    assert_eq!(cell(&table, "w1", "MODE"), "L2");
+    let wide = k.ok(&["get", "wdg", "w1", "-o", "wide"]);
+    assert_eq!(cell(&wide, "w1", "PORT"), "179", "{wide}");
+
+    // A CIDR rule refuses a bad value, naming the field and the rule's message.
+    let (ok, _, err) = k.run_with(&["apply", "-f", "-"], Some(&widget("10.0.0.0/33", "")), &[]);
+    assert!(!ok, "a bad CIDR was accepted");
+    assert!(
+        err.contains("spec.cidr") && err.contains("must be a CIDR such as 192.0.2.0/24"),
+        "{err}"
+    );
+
+    // A changed apply is a patch of the object (custom resources take merge patches).
+    let out = k.ok_in(&["apply", "-f", "-"], &widget("10.0.0.0/24", ", mode: BGP"));
+    assert!(
+        out.contains("widget.demo.portway.dev/w1 configured"),
+        "{out}"
+    );
+    let table = k.ok(&["get", "widget", "w1"]);
+    assert_eq!(cell(&table, "w1", "MODE"), "BGP", "{table}");
+    let json = k.ok(&["get", "widget", "w1", "-o", "jsonpath={.spec.cidr}"]);
+    assert_eq!(json, "10.0.0.0/24");
+
+    // Deleting the CRD takes its objects and its resource type with it.
+    k.ok(&[
+        "delete",
+        "crd",
+        "widgets.demo.portway.dev",
+        "--wait=true",
+        "--timeout=30s",
+    ]);
+    // kubectl caches discovery under $HOME/.kube/cache (up to 6 hours, as it does against
+    // any server): with the cache from before the delete it would still map `widgets` and
+    // print the server's 404 instead. A fresh cache directory per try makes it rediscover,
+    // as a user's kubectl does once its cache expires or after `--cache-dir`.
+    eventually("the widget type to go", || {
+        let cache = tempfile::tempdir().expect("cache dir");
+        let cache = cache.path().to_string_lossy().into_owned();
+        let (ok, _, err) = k.run(&["get", "widgets", "--cache-dir", &cache]);
+        !ok && err.contains("the server doesn't have a resource type \"widgets\"")
+    });
+}
+
 /// The oldest kubectl the machines carry (`PORTWAY_KUBECTL_OLDEST`, 1.27) still does what
 /// a user does first: lists with the server's columns, creates a LoadBalancer Service (a
 /// protobuf body), applies YAML and deletes.
@@ -464,13 +581,7 @@ fn the_oldest_kubectl_still_works_on_the_sandbox() {
     ) else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tmp");
-    let (_sandbox, kubeconfig) = sandbox(dir.path());
-    let k = Kubectl {
-        bin,
-        kubeconfig,
-        home: tempfile::tempdir().expect("home"),
-    };
+    let (_dir, _sandbox, k) = sandbox(bin);
     eventually("the demo l2 Service's address", || {
         let (ok, out, _) = k.run(&["get", "svc"]);
         ok && out.lines().any(|l| l.starts_with("demo-l2"))

@@ -23,6 +23,9 @@ use portway_tests::real::{RealCluster, RealOptions};
 use std::collections::BTreeMap;
 
 const CORPUS: &str = include_str!("sim_differential/corpus.yaml");
+/// The custom resources part: a CRD of the corpus's own (status subresource, printer
+/// columns, a default, an enum, a pattern, CEL rules on CIDRs), its objects, its deletion.
+const CRD_CORPUS: &str = include_str!("sim_differential/crd.yaml");
 
 /// One server under test with the variables its responses gave (`save:`).
 struct Side<'a> {
@@ -40,6 +43,17 @@ enum World<'a> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_answers_like_kube_apiserver() {
+    differential("corpus", CORPUS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_serves_custom_resources_like_kube_apiserver() {
+    differential("crd", CRD_CORPUS).await;
+}
+
+/// Sends the corpus `text` to a sim and to a real server and fails on any difference; the
+/// report is also written to `target/sim-differential-<name>.txt`.
+async fn differential(name: &str, text: &str) {
     let missing = match std::env::var("PORTWAY_CLUSTER_BIN") {
         Ok(dir) if std::path::Path::new(&dir).join("kube-apiserver").exists() => None,
         Ok(dir) => Some(format!("PORTWAY_CLUSTER_BIN={dir} has no kube-apiserver")),
@@ -48,7 +62,7 @@ async fn sim_answers_like_kube_apiserver() {
     if portway_tests::privileged("the sim/kube-apiserver differential test", missing).is_err() {
         return;
     }
-    let steps: Vec<Step> = serde_yaml::from_str(CORPUS).expect("corpus.yaml parses");
+    let steps: Vec<Step> = serde_yaml::from_str(text).expect("the corpus parses");
     let stats = corpus::stats(&steps);
     eprintln!("corpus: {stats}");
     let (sim, real) = tokio::join!(
@@ -106,7 +120,7 @@ async fn sim_answers_like_kube_apiserver() {
     );
     // The whole report, for reading beside the test's output.
     let _ = std::fs::write(
-        portway_tests::real::workspace_root().join("target/sim-differential.txt"),
+        portway_tests::real::workspace_root().join(format!("target/sim-differential-{name}.txt")),
         &report,
     );
     assert!(failures.is_empty(), "{report}");

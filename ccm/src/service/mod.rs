@@ -71,6 +71,7 @@ pub struct ServiceController {
     retired: Vec<String>,
     fence: crate::fence::Fence,
     allocator: Option<portway_provider::ipam::VipManager>,
+    pool_changes: Option<watch::Receiver<u64>>,
 }
 
 impl ServiceController {
@@ -95,6 +96,7 @@ impl ServiceController {
             retired: Vec::new(),
             fence: crate::fence::Fence::always(),
             allocator: None,
+            pool_changes: None,
         }
     }
 
@@ -102,6 +104,13 @@ impl ServiceController {
     /// (never handed out) and reported where a pool contains one (see `overlaps`).
     pub fn allocator(mut self, vips: portway_provider::ipam::VipManager) -> Self {
         self.allocator = Some(vips);
+        self
+    }
+
+    /// Services waiting for an address are reconciled again each time this counter moves
+    /// (address pools changed live: [`crate::pools`]), instead of after their backoff.
+    pub fn pool_changes(mut self, changes: watch::Receiver<u64>) -> Self {
+        self.pool_changes = Some(changes);
         self
     }
 
@@ -215,6 +224,13 @@ impl ServiceController {
                 store,
                 writer,
                 client.clone(),
+            ));
+        }
+        if let Some(changes) = self.pool_changes.clone() {
+            tasks.spawn(watches::force_on_pool_change(
+                ctx.clone(),
+                svc_store.clone(),
+                changes,
             ));
         }
         tasks.spawn(watches::queue_services(

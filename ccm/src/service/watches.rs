@@ -46,6 +46,28 @@ fn provider_of<'a>(ctx: &'a Context, svc: &Service) -> Option<&'a Arc<dyn LoadBa
     ctx.registry.get(class).map(|h| h.provider())
 }
 
+/// Address pools changed: every LoadBalancer Service of a pool class (l2, bgp, f5) that has
+/// no address yet is ensured again now, so a pool created for it serves it at once.
+pub(super) async fn force_on_pool_change(
+    ctx: Arc<Context>,
+    services: Store<Service>,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+) {
+    while changes.changed().await.is_ok() {
+        for svc in services.state() {
+            let class = rules::effective_class(&svc, &ctx.default_class);
+            let pooled = class.is_some_and(|c| crate::names::POOL_CLASSES.contains(&c));
+            if pooled
+                && rules::is_load_balancer(&svc)
+                && provider_of(&ctx, &svc).is_some()
+                && super::status::current_ingress(&svc).is_empty()
+            {
+                force(&ctx, ObjectRef::from_obj(&*svc));
+            }
+        }
+    }
+}
+
 /// An address or label of an eligible node changed (not the set): Services whose provider
 /// follows node details are ensured again, after the snapshot already holds the change.
 pub(super) async fn force_on_node_details(

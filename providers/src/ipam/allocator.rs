@@ -78,6 +78,10 @@ pub struct PoolStats {
     pub in_use: u64,
     /// Allocations the pool could not satisfy since start.
     pub failures: u64,
+    /// `total` split by family, `[IPv4, IPv6]`, for a pool's status per family.
+    pub total_by_family: [u128; 2],
+    /// `in_use` split by family, `[IPv4, IPv6]`.
+    pub in_use_by_family: [u64; 2],
 }
 
 /// The address allocator shared by the l2, bgp and f5 providers.
@@ -202,6 +206,8 @@ impl Allocator {
                 total: p.total[0].saturating_add(p.total[1]),
                 in_use: p.in_use[0] + p.in_use[1],
                 failures: p.failures,
+                total_by_family: p.total,
+                in_use_by_family: p.in_use,
             })
             .collect()
     }

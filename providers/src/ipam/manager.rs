@@ -16,6 +16,7 @@
 //! The lock is held only for one synchronous allocator call (microseconds);
 //! no await happens under it.
 
+use super::AllocError;
 use super::allocator::{Allocator, PoolStats, Scope};
 use super::config::{PoolConfig, PoolError};
 use crate::{LbService, LbStatus, ProviderError, ServiceKey};
@@ -27,7 +28,25 @@ use std::sync::{Arc, Mutex, MutexGuard};
 #[derive(Debug)]
 pub struct VipManager {
     inner: Arc<Mutex<Allocator>>,
-    scope: Mutex<Scope>,
+    scope: Arc<Mutex<Scope>>,
+    /// Per refused Service: the address it asked for (or published) and who holds it.
+    /// Kept beside the allocator, not in it: a refusal leaves the allocator untouched,
+    /// but a pool's status reports the contest until one side lets go.
+    contests: Arc<Mutex<BTreeMap<ServiceKey, (IpAddr, ServiceKey)>>>,
+}
+
+/// An address claimed by two Services that may not share it: one holds it, the other was
+/// refused (issue 23: a pool's status lists these among its conflicts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Contest {
+    /// The address both want.
+    pub ip: IpAddr,
+    /// The pool it lies in (`None`: in no pool, a held orphan).
+    pub pool: Option<String>,
+    /// The Service holding it.
+    pub holder: ServiceKey,
+    /// The Service refused it.
+    pub claimant: ServiceKey,
 }
 
 /// Locks, recovering from poisoning: allocator methods check before they
@@ -43,7 +62,8 @@ impl VipManager {
     pub fn new(pools: &[PoolConfig]) -> Result<Self, Vec<PoolError>> {
         Ok(Self {
             inner: Arc::new(Mutex::new(Allocator::new(pools)?)),
-            scope: Mutex::new(Scope::all()),
+            scope: Arc::new(Mutex::new(Scope::all())),
+            contests: Arc::default(),
         })
     }
 
@@ -52,7 +72,8 @@ impl VipManager {
     pub fn handle(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
-            scope: Mutex::new(Scope::all()),
+            scope: Arc::new(Mutex::new(Scope::all())),
+            contests: Arc::clone(&self.contests),
         }
     }
 
@@ -61,7 +82,19 @@ impl VipManager {
     pub fn scoped(&self, owner: &str, pools: &[String]) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
-            scope: Mutex::new(Scope::new(owner, pools.iter().cloned())),
+            scope: Arc::new(Mutex::new(Scope::new(owner, pools.iter().cloned()))),
+            contests: Arc::clone(&self.contests),
+        }
+    }
+
+    /// Another handle on the same allocator *and* the same scope: the pool watcher keeps
+    /// one of each provider's handles to change the pools it draws from live
+    /// ([`VipManager::set_pools`] on either is seen by both).
+    pub fn share(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            scope: Arc::clone(&self.scope),
+            contests: Arc::clone(&self.contests),
         }
     }
 
@@ -83,6 +116,14 @@ impl VipManager {
     pub fn adopt(&self, services: &[LbService]) -> Vec<(ServiceKey, ProviderError)> {
         let scope = self.scope();
         let problems = lock(&self.inner).adopt(services, &scope);
+        {
+            let mut contests = lock(&self.contests);
+            for (k, e) in &problems {
+                if let AllocError::InUse { ip, holder, .. } = e {
+                    contests.insert(k.clone(), (*ip, holder.clone()));
+                }
+            }
+        }
         let by_key: BTreeMap<&ServiceKey, &LbService> =
             services.iter().map(|s| (&s.key, s)).collect();
         problems
@@ -99,13 +140,25 @@ impl VipManager {
     /// `spec.ipFamilies` order.
     pub fn ensure(&self, svc: &LbService) -> Result<LbStatus, ProviderError> {
         let scope = self.scope();
-        let mut allocator = lock(&self.inner);
-        if let Some((ip, who)) = conflict_to_move(svc) {
-            // Taken only from a Service that holds it and did not request it.
-            allocator.move_off(svc, ip, who);
+        let result = {
+            let mut allocator = lock(&self.inner);
+            if let Some((ip, who)) = conflict_to_move(svc) {
+                // Taken only from a Service that holds it and did not request it.
+                allocator.move_off(svc, ip, who);
+            }
+            allocator.allocate(svc, &scope)
+        };
+        let mut contests = lock(&self.contests);
+        match &result {
+            Err(AllocError::InUse { ip, holder, .. }) => {
+                contests.insert(svc.key.clone(), (*ip, holder.clone()));
+            }
+            // Served, or refused for another reason: it contests nothing now.
+            _ => {
+                contests.remove(&svc.key);
+            }
         }
-        allocator
-            .allocate(svc, &scope)
+        result
             .map(LbStatus::vips)
             .map_err(|e| e.to_provider_error(svc))
     }
@@ -115,6 +168,9 @@ impl VipManager {
     /// Returns the addresses freed from this Service.
     pub fn release(&self, key: &ServiceKey) -> Vec<IpAddr> {
         let scope = self.scope();
+        // Gone as either side: a claimant stops claiming; a holder's address is free, and
+        // its claimant is served on its next retry.
+        lock(&self.contests).retain(|claimant, (_, holder)| claimant != key && holder != key);
         let mut a = lock(&self.inner);
         match a.owner(key) {
             Some(Some(owner)) if scope.owner.as_deref().is_some_and(|o| o != owner) => Vec::new(),
@@ -148,6 +204,25 @@ impl VipManager {
     ) -> Result<Vec<(ServiceKey, ProviderError)>, Vec<PoolError>> {
         let orphans = lock(&self.inner).reconfigure(pools)?;
         Ok(orphan_warnings(orphans))
+    }
+
+    /// Addresses two Services claim, each with its pool, ordered by address; only those in
+    /// pools this handle may use (all when unscoped), as [`VipManager::stats`].
+    pub fn contests(&self) -> Vec<Contest> {
+        let scope = self.scope();
+        let a = lock(&self.inner);
+        let mut out: Vec<Contest> = lock(&self.contests)
+            .iter()
+            .map(|(claimant, (ip, holder))| Contest {
+                ip: *ip,
+                pool: a.pool_of(*ip).map(str::to_string),
+                holder: holder.clone(),
+                claimant: claimant.clone(),
+            })
+            .filter(|c| c.pool.as_deref().is_none_or(|p| scope.admits_pool(p)))
+            .collect();
+        out.sort_unstable_by(|x, y| (x.ip, &x.claimant).cmp(&(y.ip, &y.claimant)));
+        out
     }
 
     /// Addresses held although in no configured pool, as warnings per Service.

@@ -50,7 +50,7 @@ pub use config::{
 pub use error::{
     AllocError, IPS_ANNOTATIONS, POOL_ANNOTATIONS, SHARING_ANNOTATIONS, pool_field, requested_field,
 };
-pub use manager::VipManager;
+pub use manager::{Contest, VipManager};
 pub use provider::VipProvider;
 pub use reserved::NodeOverlap;
 pub use selector::{LabelSelector, LabelSelectorRequirement, OPERATORS};

@@ -98,6 +98,23 @@ pub(crate) fn controller_allow_list(w: &Wiring) -> BTreeSet<Perm> {
         None,
         None,
     ));
+    // ccm/src/pools/watch.rs: reflectors over AddressPools (applied to the allocator
+    // live), L2AnnouncementPolicies and BGPAdvertisements (the pools each class uses).
+    for res in [
+        "addresspools",
+        "l2announcementpolicies",
+        "bgpadvertisements",
+    ] {
+        out.extend(perms("portway.dev", res, &["list", "watch"], None, None));
+    }
+    // ccm/src/pools/status.rs: `.patch_status(Patch::Merge)` of each pool's status.
+    out.extend(perms(
+        "portway.dev",
+        "addresspools/status",
+        &["patch"],
+        None,
+        None,
+    ));
     // ccm/src/leader.rs: `api.create` of the Lease when absent (a create
     // carries no name for the authorizer, so it cannot be limited to one) ...
     let lease_ns = Some(w.lease_namespace.as_str());

@@ -192,3 +192,66 @@ fn handles_are_shared_safely_across_threads() {
     assert_eq!(all.len(), n, "an address was handed out twice");
     assert!(root.with_allocator(|a| a.check_invariants()).is_ok());
 }
+
+/// Issue 23: an address two Services claim is remembered beside the allocator (which a
+/// refusal leaves untouched) until one side lets go, for the pool's status.
+#[test]
+fn an_address_claimed_by_two_services_is_a_contest_until_one_lets_go() {
+    let root = manager();
+    let l2 = root.scoped("portway.dev/l2", &["lan".to_string()]);
+    let holder = svc("d", "holder").request(&["10.0.0.2"]);
+    let claimant = svc("d", "claimant").request(&["10.0.0.2"]);
+    l2.ensure(&holder).expect("free");
+    assert!(root.contests().is_empty());
+    assert!(matches!(
+        l2.ensure(&claimant),
+        Err(ProviderError::Conflict { .. })
+    ));
+    let want = crate::ipam::Contest {
+        ip: ip("10.0.0.2"),
+        pool: Some("lan".into()),
+        holder: holder.key.clone(),
+        claimant: claimant.key.clone(),
+    };
+    // Every handle sees it; one scoped to other pools does not.
+    assert_eq!(root.contests(), std::slice::from_ref(&want));
+    assert_eq!(l2.contests(), std::slice::from_ref(&want));
+    assert!(
+        root.scoped("portway.dev/bgp", &["dc".to_string()])
+            .contests()
+            .is_empty()
+    );
+    // The claimant asks for another address: no contest.
+    let moved = svc("d", "claimant").request(&["10.0.0.3"]);
+    l2.ensure(&moved).expect("free");
+    assert!(root.contests().is_empty());
+    // Claimed again, then the claimant is deleted.
+    l2.release(&moved.key);
+    assert!(l2.ensure(&claimant).is_err());
+    assert_eq!(root.contests().len(), 1);
+    l2.release(&claimant.key);
+    assert!(root.contests().is_empty());
+    // Claimed again, then the holder is deleted: the address is free.
+    assert!(l2.ensure(&claimant).is_err());
+    l2.release(&holder.key);
+    assert!(root.contests().is_empty());
+    assert_eq!(l2.ensure(&claimant), Ok(LbStatus::vips([ip("10.0.0.2")])));
+    // Published by both before a restart: the younger one's adopt refusal is a contest.
+    let restarted = manager();
+    let older = svc("d", "older")
+        .created("2020-01-01T00:00:00Z")
+        .current(&["10.0.0.1"]);
+    let younger = svc("d", "younger")
+        .created("2030-01-01T00:00:00Z")
+        .current(&["10.0.0.1"]);
+    restarted.adopt(&[younger.clone(), older.clone()]);
+    assert_eq!(
+        restarted.contests(),
+        [crate::ipam::Contest {
+            ip: ip("10.0.0.1"),
+            pool: Some("lan".into()),
+            holder: older.key.clone(),
+            claimant: younger.key.clone(),
+        }]
+    );
+}
