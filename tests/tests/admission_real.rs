@@ -145,6 +145,15 @@ async fn the_speaker_may_change_only_the_announced_by_annotation() {
                 "may not change a Service's spec",
             ),
             (ann(json!("n".repeat(300))), "at most 253 characters"),
+            // The conflict annotation moves a Service: only one that allowed it.
+            (
+                json!({"metadata": {"annotations": {"portway.dev/address-conflict": "10.0.0.9 mac=02:00:00:00:00:99"}}}),
+                "only on a Service that set portway.dev/reallocate-on-conflict",
+            ),
+            (
+                json!({"metadata": {"annotations": {"portway.dev/reallocate-on-conflict": "true"}}}),
+                "no annotation but portway.dev/announced-by",
+            ),
         ];
         for (p, message) in forbidden {
             let r = patch(p.clone()).await;
@@ -163,6 +172,40 @@ async fn the_speaker_may_change_only_the_announced_by_annotation() {
                 .patch_status("web", &PatchParams::default(), &Patch::Merge(&status))
                 .await
         ));
+
+        // On a Service that allowed moving, the speaker may write the conflict it saw.
+        let movable = portway_tests::svc("movable")
+            .class(portway_tests::L2)
+            .annotation("portway.dev/reallocate-on-conflict", "true")
+            .build();
+        admin
+            .create(&PostParams::default(), &movable)
+            .await
+            .expect("create");
+        let conflict =
+            |v: Value| json!({"metadata": {"annotations": {"portway.dev/address-conflict": v}}});
+        let r = svcs
+            .patch(
+                "movable",
+                &PatchParams::default(),
+                &Patch::Merge(conflict(json!("10.0.0.9 mac=02:00:00:00:00:99 node=n1"))),
+            )
+            .await;
+        assert!(
+            r.is_ok(),
+            "{what}: the conflict on an opted-in Service: {r:?}"
+        );
+        let r = svcs
+            .patch(
+                "movable",
+                &PatchParams::default(),
+                &Patch::Merge(conflict(json!("x".repeat(600)))),
+            )
+            .await;
+        assert!(
+            denied_by(&r, SPEAKER_POLICY) && error_text(&r).contains("at most 512 characters"),
+            "{what}: an oversized conflict must be refused: {r:?}"
+        );
 
         // Nothing of the Service changed but the annotation the speaker owns.
         let after = admin.get("web").await.expect("get");

@@ -199,36 +199,16 @@ async fn speaker_refuses_addresses_outside_its_pools_and_node_addresses() {
     ))
     .expect("config");
     let api: Api<Service> = Api::namespaced(sim.client(), "default");
-    for (svc_name, ip) in [
-        ("good", "10.199.78.70"),
-        ("outside", "10.199.78.200"),
-        ("nodeip", "10.199.78.5"),
-    ] {
-        api.create(&PostParams::default(), &svc(svc_name).class(L2).build())
-            .await
-            .expect("create");
-        let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
-        api.patch_status(svc_name, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-            .expect("status");
-        sim.set_endpoints("default", svc_name, &["n1"])
-            .await
-            .expect("endpoints");
-    }
-    portway_tests::init_tracing();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let client = sim
-        .client_as("system:serviceaccount:portway-system:portway-speaker")
-        .await
-        .expect("speaker client");
-    let speaker = tokio::spawn(portway::speaker::run_with(
-        client,
+    let (stop_tx, speaker) = l2_services_and_speaker(
+        &sim,
+        &[
+            ("good", "10.199.78.70"),
+            ("outside", "10.199.78.200"),
+            ("nodeip", "10.199.78.5"),
+        ],
         config,
-        "n1".into(),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    )
+    .await;
     let annotation = |svc: Service| {
         svc.metadata
             .annotations
@@ -274,6 +254,176 @@ async fn speaker_refuses_addresses_outside_its_pools_and_node_addresses() {
     let _ = stop_tx.send(());
     speaker.await.expect("join").expect("speaker ran cleanly");
     sim.shutdown().await;
+}
+
+/// Issue 23: the speaker follows AddressPool and L2AnnouncementPolicy resources live. An
+/// address in a pool made after the speaker started (and selected by a policy) is refused
+/// first, as outside the l2 pools, and announced once the resources exist, without a
+/// restart; the file's pools keep working beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speaker_announces_from_pools_made_as_resources_without_a_restart() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::DynamicObject;
+    let name = format!("pwp{}", std::process::id() % 100_000);
+    let _veth = match Veth::create(&name, "10.199.79.1/24") {
+        Ok(v) => v,
+        Err(e) => {
+            if portway_tests::privileged("speaker e2e (needs root for a veth pair)", Some(e))
+                .is_err()
+            {
+                return;
+            }
+            unreachable!("privileged() panics when required");
+        }
+    };
+    let sim = TestCluster::start().await.expect("cluster");
+    sim.add_node(SimNode::new("n1").ipv4("10.199.79.5"))
+        .await
+        .expect("node");
+    let crds: Api<CustomResourceDefinition> = Api::all(sim.client());
+    for crd in portway::crd::all() {
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("crd");
+    }
+    let pools: Api<portway::crd::AddressPool> = Api::all(sim.client());
+    eventually("the CRDs served", Duration::from_secs(30), || async {
+        pools.list(&ListParams::default()).await.ok().map(|_| ())
+    })
+    .await;
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let config = Config::from_yaml(&format!(
+        "pools:\n- name: lan\n  addresses: [10.199.79.0/27]\nl2:\n  pools: [lan]\n  gossipPort: {port}\n"
+    ))
+    .expect("config");
+    let api: Api<Service> = Api::namespaced(sim.client(), "default");
+    let (stop_tx, speaker) = l2_services_and_speaker(
+        &sim,
+        &[("file", "10.199.79.10"), ("resource", "10.199.79.100")],
+        config,
+    )
+    .await;
+    let announced_by = |name: &'static str| {
+        let api = api.clone();
+        async move {
+            api.get(name)
+                .await
+                .ok()?
+                .metadata
+                .annotations?
+                .get("portway.dev/announced-by")
+                .cloned()
+        }
+    };
+    let by = eventually("the file's pool announced", Duration::from_secs(20), || {
+        announced_by("file")
+    })
+    .await;
+    assert_eq!(by, "n1");
+    let events: Api<Event> = Api::namespaced(sim.client(), "default");
+    eventually(
+        "a refusal before the pool exists",
+        Duration::from_secs(10),
+        || async {
+            events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("AnnounceRefused")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("resource")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let apply = |kind: &str, plural: &str, body: Value| {
+        let client = sim.client();
+        let (kind, plural) = (kind.to_string(), plural.to_string());
+        async move {
+            let ar = kube::api::ApiResource {
+                group: "portway.dev".into(),
+                version: "v1alpha1".into(),
+                api_version: "portway.dev/v1alpha1".into(),
+                kind,
+                plural,
+            };
+            let obj: DynamicObject = serde_json::from_value(body).expect("object");
+            Api::<DynamicObject>::all_with(client, &ar)
+                .create(&PostParams::default(), &obj)
+                .await
+                .expect("create resource");
+        }
+    };
+    apply(
+        "AddressPool",
+        "addresspools",
+        json!({"apiVersion": "portway.dev/v1alpha1", "kind": "AddressPool",
+               "metadata": {"name": "extra"}, "spec": {"addresses": ["10.199.79.96/27"]}}),
+    )
+    .await;
+    apply(
+        "L2AnnouncementPolicy",
+        "l2announcementpolicies",
+        json!({"apiVersion": "portway.dev/v1alpha1", "kind": "L2AnnouncementPolicy",
+               "metadata": {"name": "extra"}, "spec": {"pools": ["extra"]}}),
+    )
+    .await;
+    let by = eventually(
+        "the resource's pool announced without a restart",
+        Duration::from_secs(20),
+        || announced_by("resource"),
+    )
+    .await;
+    assert_eq!(by, "n1");
+    let _ = stop_tx.send(());
+    speaker.await.expect("join").expect("speaker ran cleanly");
+    sim.shutdown().await;
+}
+
+/// l2 Services with these status addresses, endpoints on n1, and the speaker of n1 (as its
+/// ServiceAccount) running with `config`: the stop sender and the speaker's task.
+async fn l2_services_and_speaker(
+    sim: &TestCluster,
+    services: &[(&str, &str)],
+    config: Config,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let api: Api<Service> = Api::namespaced(sim.client(), "default");
+    for (svc_name, ip) in services {
+        api.create(&PostParams::default(), &svc(svc_name).class(L2).build())
+            .await
+            .expect("create");
+        let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
+        api.patch_status(svc_name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("status");
+        sim.set_endpoints("default", svc_name, &["n1"])
+            .await
+            .expect("endpoints");
+    }
+    portway_tests::init_tracing();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let client = sim
+        .client_as("system:serviceaccount:portway-system:portway-speaker")
+        .await
+        .expect("speaker client");
+    let speaker = tokio::spawn(portway::speaker::run_with(
+        client,
+        config,
+        "n1".into(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    (stop_tx, speaker)
 }
 
 /// Runs a command, failing with its stderr.

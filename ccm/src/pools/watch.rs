@@ -80,7 +80,7 @@ impl Drop for LivePools {
 }
 
 /// A reflector over every `K`, signalling `tx` on each event.
-fn cache<K>(
+pub(crate) fn cache<K>(
     client: &Client,
     tx: mpsc::UnboundedSender<()>,
 ) -> (Store<K>, impl Future<Output = ()> + use<K>)

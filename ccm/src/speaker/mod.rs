@@ -11,6 +11,7 @@ pub mod desired;
 mod feedback;
 pub mod gossip_key;
 pub mod guard;
+mod live_pools;
 pub mod metrics;
 mod probe;
 mod reports;
@@ -198,6 +199,12 @@ pub async fn run_with_options(
         .is_some()
         .then(|| follow_kube_proxy(client.clone()));
     let mut allowed_applied: Option<BTreeMap<String, BTreeSet<IpAddr>>> = None;
+    // AddressPools and L2AnnouncementPolicies, live: the l2 class's pools as the controller
+    // sees them.
+    let live_pools = sections
+        .l2
+        .is_some()
+        .then(|| live_pools::LivePools::start(&client, changed.clone()));
 
     tokio::pin!(shutdown);
     loop {
@@ -240,7 +247,11 @@ pub async fn run_with_options(
         }
         if let (Some((speaker, _)), Some(l2cfg)) = (&l2, &sections.l2) {
             // Only addresses of the l2 pools that are no Node's own reach the election.
-            let guard = guard::L2Guard::new(&sections.pools, l2cfg, &all_nodes);
+            let (pools, l2_now) = match &live_pools {
+                Some(live) => live.effective(&sections.pools, l2cfg),
+                None => (sections.pools.clone(), l2cfg.clone()),
+            };
+            let guard = guard::L2Guard::new(&pools, &l2_now, &all_nodes);
             let (vips, refused) =
                 guard.split(desired::vip_inputs(&svcs, &ready, &config.default_class));
             l2_reports.refused(refused, &feedback, &m);

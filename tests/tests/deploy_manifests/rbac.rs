@@ -189,6 +189,11 @@ pub(crate) fn speaker_allow_list(w: &Wiring) -> BTreeSet<Perm> {
     // ccm/src/speaker/mod.rs: Events::new(.., "portway-speaker", ..) on Services
     // (ccm/src/events.rs: core/v1 create, and patch for the count).
     out.extend(perms("", "events", &["create", "patch"], None, None));
+    // ccm/src/speaker/live_pools.rs: reflectors over AddressPools and
+    // L2AnnouncementPolicies (the l2 class's pools, live).
+    for res in ["addresspools", "l2announcementpolicies"] {
+        out.extend(perms("portway.dev", res, &["list", "watch"], None, None));
+    }
     // ccm/src/speaker/mod.rs `fetch_passwords`: `Api::<Secret>::get` of each
     // bgp.peers[].passwordSecret (TCP MD5).
     for (ns, name) in &w.bgp_secrets {
