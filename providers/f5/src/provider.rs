@@ -35,6 +35,8 @@ pub struct F5Provider {
     core: Arc<Core>,
     vips: VipManager,
     triggers: Mutex<Option<mpsc::UnboundedReceiver<ServiceKey>>>,
+    /// The sending end of the triggers channel (the timer holds a clone).
+    trigger: mpsc::UnboundedSender<ServiceKey>,
     /// The resync timer, started by `adopt`: a standby replica must not write to the device.
     resync: Mutex<Resync>,
 }
@@ -42,8 +44,8 @@ pub struct F5Provider {
 /// Where the resync timer is in its life: started at most once, by the first `adopt` (the
 /// controller calls it once it leads), and never again after `shutdown`.
 enum Resync {
-    /// Not started; holds the sending end of the triggers channel for the timer task.
-    Idle(mpsc::UnboundedSender<ServiceKey>),
+    /// Not started.
+    Idle,
     /// Running until aborted: the timer.
     Running(Vec<tokio::task::JoinHandle<()>>),
     /// Shut down.
@@ -124,7 +126,8 @@ impl F5Provider {
             core,
             vips,
             triggers: Mutex::new(Some(rx)),
-            resync: Mutex::new(Resync::Idle(tx)),
+            trigger: tx,
+            resync: Mutex::new(Resync::Idle),
         })
     }
 
@@ -132,7 +135,10 @@ impl F5Provider {
     fn start_resync(&self) {
         let mut r = lock(&self.resync);
         *r = match std::mem::replace(&mut *r, Resync::Stopped) {
-            Resync::Idle(tx) => Resync::Running(vec![tokio::spawn(resync(self.core.clone(), tx))]),
+            Resync::Idle => Resync::Running(vec![tokio::spawn(resync(
+                self.core.clone(),
+                self.trigger.clone(),
+            ))]),
             other => other,
         };
     }
@@ -149,33 +155,43 @@ impl F5Provider {
     pub fn device(&self) -> &Arc<BigIp> {
         &self.core.device
     }
+
+    /// Runs one resync pass now, as the timer does every `resyncPeriod`: the Services it
+    /// asks to ensure again arrive on [`LoadBalancerProvider::triggers`]. For benchmarks and
+    /// tests that measure one pass without waiting for the period.
+    pub async fn resync_now(&self) {
+        self.core.resync_pass(&self.trigger).await;
+    }
 }
 
-/// The resync timer: every period, sweep the partition and ask the controller (through
-/// `tx`, the triggers channel) to ensure every managed Service again.
+/// The resync timer: every period, one [`Core::resync_pass`].
 async fn resync(core: Arc<Core>, tx: mpsc::UnboundedSender<ServiceKey>) {
     let mut tick = tokio::time::interval(core.cfg.resync_period);
     tick.tick().await;
     loop {
         tick.tick().await;
-        match core.session().await {
-            Ok(info) => {
-                if let Err(e) = core.sweep(&info).await {
-                    warn!(%e, "sweeping orphaned BIG-IP objects");
-                }
-            }
-            Err(e) => warn!(%e, "BIG-IP resync: no session"),
-        }
-        let keys: Vec<ServiceKey> = lock(&core.managed).keys().cloned().collect();
-        for k in keys {
-            if tx.send(k).is_err() {
-                return;
-            }
+        if !core.resync_pass(&tx).await {
+            return;
         }
     }
 }
 
 impl Core {
+    /// One resync: sweep the partition and ask the controller (through `tx`, the triggers
+    /// channel) to ensure every managed Service again. False once nobody listens.
+    async fn resync_pass(&self, tx: &mpsc::UnboundedSender<ServiceKey>) -> bool {
+        match self.session().await {
+            Ok(info) => {
+                if let Err(e) = self.sweep(&info).await {
+                    warn!(%e, "sweeping orphaned BIG-IP objects");
+                }
+            }
+            Err(e) => warn!(%e, "BIG-IP resync: no session"),
+        }
+        let keys: Vec<ServiceKey> = lock(&self.managed).keys().cloned().collect();
+        keys.into_iter().all(|k| tx.send(k).is_ok())
+    }
+
     /// Reads the credentials Secret into the device client.
     async fn load_credentials(&self) -> Result<(), ProviderError> {
         let r = &self.cfg.credentials_secret;
