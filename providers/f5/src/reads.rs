@@ -94,28 +94,38 @@ impl BigIp {
         rd: u32,
         names: &Names,
     ) -> Result<Current, ProviderError> {
-        let get = |collection: String, name: &str| {
-            let path = format!(
-                "/mgmt/tm/ltm/{collection}/{}?expandSubcollections=true",
-                uri_name(partition, name)
-            );
-            async move { self.get_opt(&path).await }
-        };
         let mut c = Current::default();
         for (kind, name) in &names.monitors {
             let path = format!("monitor/{}", kind.collection());
-            c.monitors
-                .extend(get(path, name).await?.map(|m| (*kind, m)));
+            c.monitors.extend(
+                self.get_named(&path, partition, name)
+                    .await?
+                    .map(|m| (*kind, m)),
+            );
         }
         for name in &names.pools {
-            let p = get("pool".into(), name).await?;
+            let p = self.get_named("pool", partition, name).await?;
             c.pools.extend(p.map(|p| current::pool(p, rd)));
         }
         for name in &names.virtuals {
-            let v = get("virtual".into(), name).await?;
+            let v = self.get_named("virtual", partition, name).await?;
             c.virtuals.extend(v.map(|v| current::virtual_server(v, rd)));
         }
         Ok(c)
+    }
+
+    /// `collection`'s object `name` of `partition`, expanded; `None` when there is none.
+    async fn get_named(
+        &self,
+        collection: &str,
+        partition: &str,
+        name: &str,
+    ) -> Result<Option<Value>, ProviderError> {
+        let path = format!(
+            "/mgmt/tm/ltm/{collection}/{}?expandSubcollections=true",
+            uri_name(partition, name)
+        );
+        self.get_opt(&path).await
     }
 
     /// The nodes of every partition the account may read, indexed for `partition`.
