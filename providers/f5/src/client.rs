@@ -1,16 +1,14 @@
-//! One BIG-IP device: the partition, reads of it, serialised writes, transactions, node
-//! cleanup and `save`. The session (tokens, 401s) is in `session`.
+//! One BIG-IP device: the partition, serialised writes, transactions, node cleanup and
+//! `save`. Reads of the partition are in `reads`; the session (tokens, 401s) in `session`.
 
-use crate::config::MonitorKind;
-use crate::current::{self, Current};
-use crate::nodes::NodeIndex;
 use crate::plan::Command;
 use crate::session::{Credentials, Failure, Session};
 use crate::tag::is_portway_node;
 use portway_provider::ProviderError;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
@@ -236,59 +234,22 @@ impl BigIp {
         })
     }
 
-    async fn items(&self, path: &str) -> Result<Vec<Value>, ProviderError> {
+    /// The `items` of a collection.
+    pub(crate) async fn items(&self, path: &str) -> Result<Vec<Value>, ProviderError> {
         let v = self.call(Method::GET, path, None, None).await?;
         Ok(v["items"].as_array().cloned().unwrap_or_default())
     }
 
-    /// Monitors (of every kind Portway makes), pools with members and virtuals with
-    /// profiles (`expandSubcollections=true`: without it a device lists neither), normalised
-    /// for route domain `rd`.
-    pub async fn read(&self, partition: &str, rd: u32) -> Result<Current, ProviderError> {
-        let filter = format!("$filter=partition+eq+{partition}");
-        let mut monitors = Vec::new();
-        for kind in MonitorKind::ALL {
-            let coll = kind.collection();
-            for m in self
-                .items(&format!("/mgmt/tm/ltm/monitor/{coll}?{filter}"))
-                .await?
-            {
-                monitors.push((kind, m));
+    /// One object by path; `None` when the device has no such object (404, not a path the
+    /// device does not serve).
+    pub(crate) async fn get_opt(&self, path: &str) -> Result<Option<Value>, ProviderError> {
+        match self.session.exchange(Method::GET, path, None, None).await {
+            Ok(v) => Ok(Some(v)),
+            Err(f) if f.is(StatusCode::NOT_FOUND) && !f.message.contains("not registered") => {
+                Ok(None)
             }
+            Err(f) => Err(f.error),
         }
-        let pools = self
-            .items(&format!(
-                "/mgmt/tm/ltm/pool?{filter}&expandSubcollections=true"
-            ))
-            .await?;
-        let virtuals = self
-            .items(&format!(
-                "/mgmt/tm/ltm/virtual?{filter}&expandSubcollections=true"
-            ))
-            .await?;
-        Ok(Current {
-            monitors,
-            pools: pools.into_iter().map(|p| current::pool(p, rd)).collect(),
-            virtuals: virtuals
-                .into_iter()
-                .map(|v| current::virtual_server(v, rd))
-                .collect(),
-        })
-    }
-
-    /// The nodes of every partition the account may read, indexed for `partition`.
-    pub async fn nodes(
-        &self,
-        partition: &str,
-        info: &PartitionInfo,
-    ) -> Result<NodeIndex, ProviderError> {
-        let nodes = self.items("/mgmt/tm/ltm/node").await?;
-        Ok(NodeIndex::new(
-            partition,
-            info.route_domain,
-            &info.defaults,
-            &nodes,
-        ))
     }
 
     /// Creates the nodes a member change needs, one by one (serialised with other writes).
@@ -439,29 +400,19 @@ impl BigIp {
         expired(id, f)
     }
 
-    /// Deletes the nodes of the partition that Portway created and no pool of the partition
-    /// uses (best effort: the device refuses a node still referenced, from any partition).
-    /// Nodes a person or another controller made are never touched.
-    pub async fn gc_nodes(&self, partition: &str, rd: u32) {
+    /// Deletes the nodes of the partition that Portway created and no pool of Portway's
+    /// uses (`used`, from the snapshot: reading every pool would cost the partition's size).
+    /// Best effort: the device refuses a node still referenced, from any partition or by a
+    /// pool someone else made. Nodes a person or another controller made are never touched.
+    /// One read of the partition's nodes: it grows with the nodes, not with the Services.
+    pub async fn gc_nodes(&self, partition: &str, rd: u32, used: &BTreeSet<IpAddr>) {
         let filter = format!("$filter=partition+eq+{partition}");
-        let (Ok(nodes), Ok(pools)) = (
-            self.items(&format!("/mgmt/tm/ltm/node?{filter}")).await,
-            self.items(&format!(
-                "/mgmt/tm/ltm/pool?{filter}&expandSubcollections=true"
-            ))
-            .await,
-        ) else {
+        let Ok(nodes) = self.items(&format!("/mgmt/tm/ltm/node?{filter}")).await else {
             return;
         };
-        let used: Vec<String> = pools
-            .into_iter()
-            .map(|p| current::pool(p, rd))
-            .flat_map(|p| p["members"].as_array().cloned().unwrap_or_default())
-            .filter_map(|m| m["address"].as_str().map(String::from))
-            .collect();
         for n in nodes.iter().filter(|n| is_portway_node(n)) {
             let addr = crate::names::strip_rd(n["address"].as_str().unwrap_or(""), rd);
-            if used.iter().any(|u| u == addr) {
+            if addr.parse().is_ok_and(|ip| used.contains(&ip)) {
                 continue;
             }
             let name = n["name"].as_str().unwrap_or("");

@@ -40,26 +40,7 @@ fn index() -> NodeIndex {
 
 /// What a BIG-IP would return (normalised) after applying `d`, members on own nodes.
 fn applied(d: &Desired) -> Current {
-    Current {
-        monitors: d.monitors.clone(),
-        pools: d
-            .pools
-            .iter()
-            .map(|p| {
-                let mut body = p.body.clone();
-                body["members"] = p
-                    .members
-                    .iter()
-                    .map(|(ip, port)| {
-                        json!({"name": crate::names::member_name(&ip.to_string(), *port),
-                            "partition": "portway", "address": ip.to_string()})
-                    })
-                    .collect();
-                body
-            })
-            .collect(),
-        virtuals: d.virtuals.clone(),
-    }
+    crate::snapshot::applied(d, &index())
 }
 
 fn kinds(p: &Plan) -> Vec<String> {

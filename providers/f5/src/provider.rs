@@ -1,13 +1,9 @@
 //! The f5 provider: VIPs from the shared allocator, objects on the BIG-IP, drift repair.
 
-use crate::client::{BigIp, PartitionInfo, TxError};
+use crate::client::{BigIp, PartitionInfo};
 use crate::config::{F5Config, MemberMode};
-use crate::current::Current;
-use crate::desired::{Desired, desired};
-use crate::nodes::NodeIndex;
-use crate::plan::{Plan, needs_nodes, plan};
 use crate::session::Credentials;
-use crate::tag::{tagged_service, tagged_uid};
+use crate::snapshot::Snapshot;
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -24,9 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::warn;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -35,6 +31,8 @@ pub struct F5Provider {
     core: Arc<Core>,
     vips: VipManager,
     triggers: Mutex<Option<mpsc::UnboundedReceiver<ServiceKey>>>,
+    /// The sending end of the triggers channel (the timer holds a clone).
+    trigger: mpsc::UnboundedSender<ServiceKey>,
     /// The resync timer, started by `adopt`: a standby replica must not write to the device.
     resync: Mutex<Resync>,
 }
@@ -42,8 +40,8 @@ pub struct F5Provider {
 /// Where the resync timer is in its life: started at most once, by the first `adopt` (the
 /// controller calls it once it leads), and never again after `shutdown`.
 enum Resync {
-    /// Not started; holds the sending end of the triggers channel for the timer task.
-    Idle(mpsc::UnboundedSender<ServiceKey>),
+    /// Not started.
+    Idle,
     /// Running until aborted: the timer.
     Running(Vec<tokio::task::JoinHandle<()>>),
     /// Shut down.
@@ -66,13 +64,13 @@ impl CredentialsReader {
     }
 }
 
-/// The device side, shared by the provider and its resync task.
-struct Core {
+/// The device side, shared by the provider and its resync task (converging in `sync`).
+pub(crate) struct Core {
     secrets: CredentialsReader,
-    cfg: F5Config,
-    device: Arc<BigIp>,
+    pub(crate) cfg: F5Config,
+    pub(crate) device: Arc<BigIp>,
     /// Services this provider manages, with their uids: their objects are never swept.
-    managed: Mutex<BTreeMap<ServiceKey, String>>,
+    pub(crate) managed: Mutex<BTreeMap<ServiceKey, String>>,
     /// The partition once it is known to exist, with the route domains of the partitions
     /// the account reads.
     partition: Mutex<Option<PartitionInfo>>,
@@ -80,6 +78,10 @@ struct Core {
     /// When the credentials Secret was last read: it is read again once per resync period,
     /// or at once after the device refused it, not on every reconcile.
     creds_read: Mutex<Option<Instant>>,
+    /// Portway's objects in the partition as last read or written ([`crate::snapshot`]).
+    pub(crate) snapshot: Mutex<Snapshot>,
+    /// Held while the snapshot is first loaded, so concurrent reconciles share one read.
+    pub(crate) loading: tokio::sync::Mutex<()>,
 }
 
 impl Drop for F5Provider {
@@ -119,12 +121,15 @@ impl F5Provider {
             partition: Mutex::default(),
             save_pending: Arc::new(AtomicBool::new(false)),
             creds_read: Mutex::new(None),
+            snapshot: Mutex::default(),
+            loading: tokio::sync::Mutex::new(()),
         });
         Ok(F5Provider {
             core,
             vips,
             triggers: Mutex::new(Some(rx)),
-            resync: Mutex::new(Resync::Idle(tx)),
+            trigger: tx,
+            resync: Mutex::new(Resync::Idle),
         })
     }
 
@@ -132,7 +137,10 @@ impl F5Provider {
     fn start_resync(&self) {
         let mut r = lock(&self.resync);
         *r = match std::mem::replace(&mut *r, Resync::Stopped) {
-            Resync::Idle(tx) => Resync::Running(vec![tokio::spawn(resync(self.core.clone(), tx))]),
+            Resync::Idle => Resync::Running(vec![tokio::spawn(resync(
+                self.core.clone(),
+                self.trigger.clone(),
+            ))]),
             other => other,
         };
     }
@@ -149,28 +157,23 @@ impl F5Provider {
     pub fn device(&self) -> &Arc<BigIp> {
         &self.core.device
     }
+
+    /// Runs one resync pass now, as the timer does every `resyncPeriod`: the Services it
+    /// asks to ensure again arrive on [`LoadBalancerProvider::triggers`]. For benchmarks and
+    /// tests that measure one pass without waiting for the period.
+    pub async fn resync_now(&self) {
+        self.core.resync_pass(&self.trigger).await;
+    }
 }
 
-/// The resync timer: every period, sweep the partition and ask the controller (through
-/// `tx`, the triggers channel) to ensure every managed Service again.
+/// The resync timer: every period, one [`Core::resync_pass`].
 async fn resync(core: Arc<Core>, tx: mpsc::UnboundedSender<ServiceKey>) {
     let mut tick = tokio::time::interval(core.cfg.resync_period);
     tick.tick().await;
     loop {
         tick.tick().await;
-        match core.session().await {
-            Ok(info) => {
-                if let Err(e) = core.sweep(&info).await {
-                    warn!(%e, "sweeping orphaned BIG-IP objects");
-                }
-            }
-            Err(e) => warn!(%e, "BIG-IP resync: no session"),
-        }
-        let keys: Vec<ServiceKey> = lock(&core.managed).keys().cloned().collect();
-        for k in keys {
-            if tx.send(k).is_err() {
-                return;
-            }
+        if !core.resync_pass(&tx).await {
+            return;
         }
     }
 }
@@ -220,7 +223,7 @@ impl Core {
     }
 
     /// Credentials loaded and the partition present: the step before every device call.
-    async fn session(&self) -> Result<PartitionInfo, ProviderError> {
+    pub(crate) async fn session(&self) -> Result<PartitionInfo, ProviderError> {
         let fresh = lock(&self.creds_read).is_some_and(|t| t.elapsed() < self.cfg.resync_period);
         if !fresh || self.device.credentials_refused() {
             self.load_credentials().await?;
@@ -234,7 +237,7 @@ impl Core {
         Ok(info)
     }
 
-    async fn members(
+    pub(crate) async fn members(
         &self,
         svc: &LbService,
         nodes: &[LbNode],
@@ -272,7 +275,7 @@ impl Core {
         }
     }
 
-    fn schedule_save(&self) {
+    pub(crate) fn schedule_save(&self) {
         if self.save_pending.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -285,136 +288,6 @@ impl Core {
                 warn!(%e, "saving the BIG-IP configuration");
             }
         });
-    }
-
-    async fn converge(
-        &self,
-        svc: &LbService,
-        nodes: &[LbNode],
-        ips: &[IpAddr],
-    ) -> Result<(), ProviderError> {
-        let info = self.session().await?;
-        let members = self.members(svc, nodes).await?;
-        let want = desired(
-            svc,
-            ips,
-            &members,
-            &self.cfg.partition,
-            &self.cfg.monitors(),
-        );
-        if let Some(p) = self.apply_fresh(&info, None, &svc.uid, &want).await? {
-            info!(service = %svc.key, nodes = p.nodes.len(), patches = p.member_patches.len(), commands = p.transaction.len(), "BIG-IP converged");
-        }
-        Ok(())
-    }
-
-    /// Plans `uid`'s objects towards `want` against the partition (`read`, or a fresh read)
-    /// and applies the plan; then collects unreferenced nodes and schedules a save. When the
-    /// partition changed between the read and the write ([`TxError::Stale`]: a create that
-    /// meets an existing object, a change or delete of one that is gone), it reads once more
-    /// and plans again: the create becomes a PATCH, what is gone drops out (a 404 on a
-    /// delete is success). Once only, so an object of our name that is not ours cannot make
-    /// this loop. Returns the plan applied, `None` when already in sync.
-    async fn apply_fresh(
-        &self,
-        info: &PartitionInfo,
-        read: Option<Current>,
-        uid: &str,
-        want: &Desired,
-    ) -> Result<Option<Plan>, ProviderError> {
-        let partition = &self.cfg.partition;
-        let mut read = read;
-        let mut reread = false;
-        let applied = loop {
-            let current = match read.take() {
-                Some(c) => c,
-                None => self.device.read(partition, info.route_domain).await?,
-            };
-            let own = current.filter(|o| tagged_uid(o) == Some(uid));
-            // Members name nodes: only an address new to the Service's pools needs a read of them.
-            let index = if needs_nodes(want, &own) {
-                self.device.nodes(partition, info).await?
-            } else {
-                NodeIndex::from_members(partition, &own)
-            };
-            let p = plan(want, &own, partition, &index);
-            if p.is_empty() {
-                return Ok(None);
-            }
-            match self.apply(&p).await {
-                Ok(()) => break p,
-                Err(TxError::Stale(e)) if !reread => {
-                    info!(%uid, %e, "BIG-IP partition changed meanwhile; reading again to converge");
-                    reread = true;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        self.device.gc_nodes(partition, info.route_domain).await;
-        self.schedule_save();
-        Ok(Some(applied))
-    }
-
-    /// Sends a plan: its nodes and member PATCHes, or its transaction (a plan has one or the
-    /// other).
-    async fn apply(&self, p: &Plan) -> Result<(), TxError> {
-        self.device.create_nodes(&p.nodes).await?;
-        for (pool, members) in &p.member_patches {
-            let path = format!(
-                "/mgmt/tm/ltm/pool/{}",
-                crate::names::uri_name(&self.cfg.partition, pool)
-            );
-            self.device
-                .patch_members(&path, &serde_json::json!({"members": members}))
-                .await?;
-        }
-        self.device.transaction(&p.transaction).await
-    }
-
-    /// Deletes everything of `uid`, planned against `read` when the caller has just read
-    /// the partition.
-    async fn remove(
-        &self,
-        info: &PartitionInfo,
-        read: Option<Current>,
-        uid: &str,
-    ) -> Result<(), ProviderError> {
-        self.apply_fresh(info, read, uid, &Desired::default())
-            .await
-            .map(|_| ())
-    }
-
-    /// Deletes tagged objects of no Service this provider manages: gone, recreated with
-    /// another uid, or moved to another class.
-    async fn sweep(&self, info: &PartitionInfo) -> Result<(), ProviderError> {
-        let current = self
-            .device
-            .read(&self.cfg.partition, info.route_domain)
-            .await?;
-        let mut uids: BTreeMap<String, String> = BTreeMap::new();
-        for o in current
-            .virtuals
-            .iter()
-            .chain(&current.pools)
-            .chain(current.monitors.iter().map(|(_, m)| m))
-        {
-            if let (Some(uid), Some(svc)) = (tagged_uid(o), tagged_service(o)) {
-                uids.insert(uid.to_string(), svc.to_string());
-            }
-        }
-        let managed: Vec<String> = lock(&self.managed).values().cloned().collect();
-        for (uid, svc) in uids {
-            if managed.contains(&uid) {
-                continue;
-            }
-            // Not a Service of this class now: deleted, recreated with another uid, or moved
-            // to another class. A Service being ensured is in `managed` before its objects
-            // are written, so its objects are never taken for an orphan's.
-            info!(service = %svc, "removing BIG-IP objects of a Service that is gone");
-            // The partition as read above: each uid's plan touches only its own objects.
-            self.remove(info, Some(current.clone()), &uid).await?;
-        }
-        Ok(())
     }
 }
 
@@ -435,16 +308,7 @@ impl LoadBalancerProvider for F5Provider {
         }
         // Addresses outside every pool come back as `Orphaned` from `adopt` itself.
         let problems = self.vips.adopt(existing);
-        match self.core.session().await {
-            Ok(info) => {
-                if let Err(e) = self.core.sweep(&info).await {
-                    warn!(%e, "sweeping orphaned BIG-IP objects");
-                }
-            }
-            Err(e) => {
-                warn!(%e, "BIG-IP not reachable at start; will converge on the first reconcile")
-            }
-        }
+        self.core.start_up().await;
         problems
     }
 
@@ -464,8 +328,7 @@ impl LoadBalancerProvider for F5Provider {
     }
 
     async fn ensure_deleted(&self, svc: &LbService) -> Result<(), ProviderError> {
-        let info = self.core.session().await?;
-        self.core.remove(&info, None, &svc.uid).await?;
+        self.core.remove(&svc.uid).await?;
         lock(&self.core.managed).remove(&svc.key);
         self.vips.release(&svc.key);
         Ok(())

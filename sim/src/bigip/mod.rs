@@ -17,6 +17,8 @@
 //! - `ltm`: PATCH vs PUT, immutable monitor parents, references that must exist;
 //! - `store`: partitions, transactions (all-or-nothing, expiring), injectable 503 / mcpd
 //!   faults and concurrent writers. Objects live in memory.
+//! - `traffic`: counters of calls and bytes, and an optional latency model (per call and
+//!   per KiB of response), for benchmarks.
 
 mod address;
 mod auth;
@@ -27,10 +29,12 @@ mod schema;
 mod store;
 #[cfg(test)]
 mod tests;
+mod traffic;
 
 pub use address::RouteDomainDisplay;
 pub use auth::Role;
 pub use store::Request;
+pub use traffic::{Latency, Traffic};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -247,6 +251,22 @@ impl BigIpSim {
             < 300
     }
 
+    /// Charges every call the latency of `model` from now on (`None`, the default: answer at
+    /// once). See [`Latency`] for the model the benchmarks use.
+    pub fn set_latency(&self, model: Option<Latency>) {
+        lock(&self.state).latency = model;
+    }
+
+    /// The REST traffic counted since the start or the last [`Self::reset_traffic`].
+    pub fn traffic(&self) -> Traffic {
+        lock(&self.state).traffic
+    }
+
+    /// Starts counting traffic afresh (before each operation a benchmark measures).
+    pub fn reset_traffic(&self) {
+        lock(&self.state).traffic = Traffic::default();
+    }
+
     /// How many `save` commands were received.
     pub fn saves(&self) -> usize {
         lock(&self.state).saves
@@ -284,6 +304,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let request_bytes = body.len();
     let body: Value = if body.is_empty() {
         Value::Null
     } else {
@@ -305,21 +326,38 @@ async fn handle(
         .get("x-f5-rest-coordination-id")
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.parse::<u64>().ok());
-    let (code, out) = lock(&state).serve(
-        &method,
-        uri.path(),
-        uri.query().unwrap_or(""),
-        token,
-        tx,
-        body,
-    );
-    if code == 503 {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [("content-type", "text/html")],
-            "<html><body>Configuration Utility restarting...</body></html>",
+    let (code, out, latency) = {
+        let mut s = lock(&state);
+        let (code, out) = s.serve(
+            &method,
+            uri.path(),
+            uri.query().unwrap_or(""),
+            token,
+            tx,
+            body,
+        );
+        (code, out, s.latency)
+    };
+    let (content_type, text) = if code == 503 {
+        (
+            "text/html",
+            "<html><body>Configuration Utility restarting...</body></html>".to_string(),
         )
-            .into_response();
+    } else {
+        ("application/json", out.to_string())
+    };
+    let cost = latency.map_or(Duration::ZERO, |l| l.cost(text.len()));
+    lock(&state)
+        .traffic
+        .record(method.as_str(), uri.path(), request_bytes, text.len(), cost);
+    // Outside the lock: concurrent calls overlap, as on a device's REST front end.
+    if !cost.is_zero() {
+        tokio::time::sleep(cost).await;
     }
-    reply(code, out)
+    (
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [("content-type", content_type)],
+        text,
+    )
+        .into_response()
 }

@@ -85,6 +85,10 @@ pub(crate) struct BigIpState {
     pub(crate) rd_display: RouteDomainDisplay,
     /// What a concurrent writer does just before the next LTM write or transaction is served.
     pub(crate) pending: Vec<Meanwhile>,
+    /// The latency model charged to every call (none by default).
+    pub(crate) latency: Option<super::traffic::Latency>,
+    /// Calls and bytes since the last reset.
+    pub(crate) traffic: super::traffic::Traffic,
 }
 
 pub(super) type Reply = (u16, Value);
@@ -144,6 +148,8 @@ impl BigIpState {
             tx_timeout: Duration::from_secs(120),
             rd_display: RouteDomainDisplay::default(),
             pending: Vec::new(),
+            latency: None,
+            traffic: Default::default(),
         }
     }
 

@@ -173,21 +173,21 @@ async fn create_on_an_empty_device_is_one_transaction_in_dependency_order() {
     let p = provider(&sim, &server.uri());
     let status = p.ensure(&svc(), &nodes(2)).await.expect("ensure");
     assert_eq!(status.ingress.len(), 1);
-    // Exactly: session, partitions, the reads (every monitor kind Portway makes, pools,
-    // virtuals), the nodes (a pool is created), one transaction with nodes -> monitors ->
-    // pools -> virtuals, the commit, then node cleanup's two reads (nothing to delete on an
-    // empty device). The save is debounced, so not yet.
+    // Exactly: session, partitions, the first read of the partition (pools, virtuals, every
+    // monitor kind Portway makes), the nodes (a pool is created), one transaction with nodes
+    // -> monitors -> pools -> virtuals, the commit. No node cleanup: the plan dropped no
+    // member. The save is debounced, so not yet.
     assert_eq!(
         sequence(&server).await,
         [
             "POST /mgmt/shared/authn/login",
             "PATCH /mgmt/shared/authz/tokens/T3",
             "GET /mgmt/tm/auth/partition",
+            "GET /mgmt/tm/ltm/pool",
+            "GET /mgmt/tm/ltm/virtual",
             "GET /mgmt/tm/ltm/monitor/tcp",
             "GET /mgmt/tm/ltm/monitor/udp",
             "GET /mgmt/tm/ltm/monitor/gateway-icmp",
-            "GET /mgmt/tm/ltm/pool",
-            "GET /mgmt/tm/ltm/virtual",
             "GET /mgmt/tm/ltm/node",
             "POST /mgmt/tm/transaction",
             "tx POST /mgmt/tm/ltm/node",
@@ -199,8 +199,6 @@ async fn create_on_an_empty_device_is_one_transaction_in_dependency_order() {
             "tx POST /mgmt/tm/ltm/virtual",
             "tx POST /mgmt/tm/ltm/virtual",
             "PATCH /mgmt/tm/transaction/9",
-            "GET /mgmt/tm/ltm/node",
-            "GET /mgmt/tm/ltm/pool",
         ]
     );
     sim.shutdown().await;

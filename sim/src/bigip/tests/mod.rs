@@ -5,6 +5,7 @@ mod access;
 mod members;
 mod objects;
 mod route_domains;
+mod traffic;
 
 use super::store::BigIpState;
 use axum::http::Method;
