@@ -134,9 +134,20 @@ async fn the_controller_rides_out_an_apiserver_restart_with_etcd_compacted() {
     // kept their addresses, and no address is handed out twice.
     let after: Vec<String> = (0..5).map(|i| format!("after-{i}")).collect();
     for n in &after {
-        api.create(&PostParams::default(), &svc(n).class(L2).build())
-            .await
-            .expect("create");
+        // Just after its restart the server may still be repairing its ClusterIP
+        // allocator ("range is full", 500): a client asks again, as kubectl users do.
+        eventually(&format!("{n} created"), T, || async {
+            match api
+                .create(&PostParams::default(), &svc(n).class(L2).build())
+                .await
+            {
+                Ok(_) => Some(()),
+                // A create that went through before its answer was lost.
+                Err(kube::Error::Api(e)) if e.code == 409 => Some(()),
+                Err(_) => None,
+            }
+        })
+        .await;
     }
     let second = wait_served(&api, &after).await;
     let again = wait_served(&api, &before).await;
