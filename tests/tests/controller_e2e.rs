@@ -74,6 +74,8 @@ impl World {
         .await
     }
 
+    /// The service controller's events on `name` (on the real world, kube-controller-manager's
+    /// endpoints controller may warn about the same Service: not ours to count).
     async fn events(&self, name: &str) -> Vec<Event> {
         let events: Api<Event> = Api::namespaced(self.cluster.client(), "default");
         events
@@ -83,6 +85,7 @@ impl World {
             .items
             .into_iter()
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .filter(|e| e.reporting_controller.as_deref() == Some("service-controller"))
             .collect()
     }
 
