@@ -146,7 +146,7 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let retired = built.retired;
     info!(classes = ?providers.iter().map(|p| p.class().to_string()).collect::<Vec<_>>(), "providers ready");
     let metrics = Arc::new(Metrics::new());
-    let allocator = built.vips.handle();
+    let allocator = built.vips.share();
     let pool_metrics = tokio::spawn(providers::export_pool_metrics(
         built.vips,
         metrics.clone(),

@@ -203,20 +203,7 @@ fn named_pools(
 }
 
 fn selects(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let ours = portway_provider::ipam::LabelSelector {
-        match_labels: sel.match_labels.clone().unwrap_or_default(),
-        match_expressions: sel
-            .match_expressions
-            .iter()
-            .flatten()
-            .map(|r| portway_provider::ipam::LabelSelectorRequirement {
-                key: r.key.clone(),
-                operator: r.operator.clone(),
-                values: r.values.clone().unwrap_or_default(),
-            })
-            .collect(),
-    };
-    ours.matches(labels)
+    crate::pools::merge::selector(Some(sel)).matches(labels)
 }
 
 fn l2(

@@ -47,7 +47,7 @@ pub fn to_config(pool: &AddressPool) -> PoolConfig {
 }
 
 /// Kubernetes' selector as the allocator's copy of it (same fields, same meaning).
-fn selector(
+pub(crate) fn selector(
     s: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
 ) -> LabelSelector {
     let Some(s) = s else {

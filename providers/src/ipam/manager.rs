@@ -67,16 +67,6 @@ impl VipManager {
         })
     }
 
-    /// Another unscoped handle on the same allocator (for the controller's node-address
-    /// guard and the metrics exporter, beside the providers' scoped ones).
-    pub fn handle(&self) -> Self {
-        Self {
-            inner: Arc::clone(&self.inner),
-            scope: Arc::new(Mutex::new(Scope::all())),
-            contests: Arc::clone(&self.contests),
-        }
-    }
-
     /// A handle for one provider sharing this manager's allocator: `owner` is
     /// its class (`portway.dev/l2`), `pools` the names its configuration lists.
     pub fn scoped(&self, owner: &str, pools: &[String]) -> Self {
