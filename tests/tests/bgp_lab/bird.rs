@@ -43,10 +43,12 @@ impl Lab {
         std::fs::write(&file, conf).expect("write bird.conf");
         let sock = format!("{dir}/bird.ctl");
         let pid = format!("{dir}/bird.pid");
-        let _ = self.spawn_in_router(
+        let mut bird = self.spawn_in_router(
             "bird.out",
             &["/usr/sbin/bird", "-f", "-c", &file, "-s", &sock, "-P", &pid],
         );
+        // The lab's Drop kills it; this reaps it then.
+        std::thread::spawn(move || bird.wait());
         wait_for("BIRD answers", Duration::from_secs(15), || {
             self.birdc(&["show", "status"])
         });

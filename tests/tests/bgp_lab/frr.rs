@@ -98,7 +98,9 @@ impl Lab {
                 _ => {}
             }
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-            let _ = self.spawn_in_router(&format!("{daemon}.out"), &argv);
+            let mut child = self.spawn_in_router(&format!("{daemon}.out"), &argv);
+            // The lab's Drop kills it; this reaps it then.
+            std::thread::spawn(move || child.wait());
             let sock = self.dir.join(format!("{daemon}.vty"));
             wait_for(&format!("FRR {daemon} up"), Duration::from_secs(15), || {
                 sock.exists().then_some(())

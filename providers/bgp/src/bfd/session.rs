@@ -163,10 +163,8 @@ impl BfdSession {
         }
         self.detect_at = Some(now + self.detection_time());
         match (self.state, p.state) {
-            (_, WireState::AdminDown) => {
-                if self.state != BfdState::Down {
-                    self.go_down(now, diag::NEIGHBOR_DOWN);
-                }
+            (_, WireState::AdminDown) if self.state != BfdState::Down => {
+                self.go_down(now, diag::NEIGHBOR_DOWN);
             }
             (BfdState::Down, WireState::Down) => self.set_state(now, BfdState::Init),
             (BfdState::Down, WireState::Init)
