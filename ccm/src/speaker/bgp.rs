@@ -63,6 +63,7 @@ pub(crate) struct BgpRunner {
     passwords: BTreeMap<SecretKey, String>,
     passwords_read: Option<Instant>,
     failed: Option<(Started, Instant)>,
+    generation: u64,
 }
 
 impl BgpRunner {
@@ -76,12 +77,14 @@ impl BgpRunner {
             passwords: BTreeMap::new(),
             passwords_read: None,
             failed: None,
+            generation: 0,
         }
     }
 
-    /// The configuration this runner serves.
-    pub(crate) fn config(&self) -> &BgpConfig {
-        &self.config
+    /// Counts the speakers started: a new one begins with no routes, so the loop hands it
+    /// the whole table instead of the latest changes.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Starts, restarts or stops the speaker for the node as it is now; returns the running
@@ -168,6 +171,7 @@ impl BgpRunner {
                         "BGP peer left out until its password Secret is fixed; the other peers run");
                 }
                 self.failed = None;
+                self.generation += 1;
                 self.status = Some(handle.watch_status());
                 self.running = Some((want, handle));
                 self.running.as_ref().map(|(_, h)| h)

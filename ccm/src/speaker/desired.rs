@@ -12,16 +12,15 @@
 
 use crate::providers::{BGP, L2};
 use crate::service::rules::{effective_class, is_load_balancer, node_eligible};
+use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use portway_bgp::BgpConfig;
-use portway_bgp::route::RouteSet;
+use portway_bgp::route::{RouteAttrs, RouteSet};
 use portway_l2::{NodeInput, VipInput};
-use portway_provider::SERVICE_NAME_LABEL;
 use portway_provider::TrafficPolicy;
 use portway_provider::ipam::{AddrRange, PoolConfig};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -51,46 +50,13 @@ pub fn speaker_eligible(node: &Node) -> bool {
         && condition("NetworkUnavailable") != Some("True")
 }
 
-/// Nodes with an endpoint of the Service that takes traffic, from its EndpointSlices.
-///
-/// An endpoint counts when it is ready (an absent `ready` means ready, as the API
-/// documents) or still serving while it terminates: kube-proxy falls back to
-/// serving-terminating endpoints on a node that has no ready one (KEP-1669), so the node
-/// still delivers traffic and must keep announcing until the pods stop serving.
-///
-/// Indexed once per pass by (namespace, Service name): O(endpoints) for all Services
-/// together, instead of scanning every slice for every Service.
-pub struct ReadyNodes(HashMap<(String, String), BTreeSet<String>>);
+pub use super::ready::ReadyNodes;
 
-impl ReadyNodes {
-    /// Reads every slice once.
-    pub fn index(slices: &[Arc<EndpointSlice>]) -> Self {
-        let mut by_svc: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
-        for s in slices {
-            let (Some(ns), Some(svc)) = (s.namespace(), s.labels().get(SERVICE_NAME_LABEL)) else {
-                continue;
-            };
-            let nodes = by_svc.entry((ns, svc.clone())).or_default();
-            nodes.extend(
-                s.endpoints
-                    .iter()
-                    .filter(|e| {
-                        let c = e.conditions.as_ref();
-                        c.and_then(|c| c.ready).unwrap_or(true)
-                            || c.and_then(|c| c.serving) == Some(true)
-                    })
-                    .filter_map(|e| e.node_name.clone()),
-            );
-        }
-        ReadyNodes(by_svc)
-    }
-
-    /// The nodes with a ready or serving endpoint of `svc`.
-    pub fn of(&self, svc: &Service) -> &BTreeSet<String> {
-        static NONE: BTreeSet<String> = BTreeSet::new();
-        let key = (svc.namespace().unwrap_or_default(), svc.name_any());
-        self.0.get(&key).unwrap_or(&NONE)
-    }
+/// Whether `svc` is a LoadBalancer of `class` that is not being deleted.
+fn is_class(svc: &Service, class: &str, default_class: &str) -> bool {
+    is_load_balancer(svc)
+        && svc.metadata.deletion_timestamp.is_none()
+        && effective_class(svc, default_class) == Some(class)
 }
 
 fn of_class<'a>(
@@ -98,11 +64,9 @@ fn of_class<'a>(
     class: &'a str,
     default_class: &'a str,
 ) -> impl Iterator<Item = &'a Arc<Service>> + 'a {
-    services.iter().filter(move |s| {
-        is_load_balancer(s)
-            && s.metadata.deletion_timestamp.is_none()
-            && effective_class(s, default_class) == Some(class)
-    })
+    services
+        .iter()
+        .filter(move |s| is_class(s, class, default_class))
 }
 
 /// The l2 addresses to elect owners for.
@@ -176,48 +140,91 @@ pub fn bgp_routes(
     pools: &[PoolConfig],
     bgp: &BgpConfig,
 ) -> RouteSet {
+    let rules = RouteRules::new(me, default_class, pools, bgp);
     let mut routes = RouteSet::default();
-    if !speaker_eligible(me) {
-        return routes;
-    }
-    let name = me.name_any();
-    // Parsed once per pass (the configuration was validated at start).
-    let ranges: Vec<(&str, Vec<AddrRange>)> = pools
-        .iter()
-        .map(|p| {
-            let parsed = p.addresses.iter().filter_map(|a| AddrRange::parse(a).ok());
-            (p.name.as_str(), parsed.collect())
-        })
-        .collect();
-    for svc in of_class(services, BGP, default_class) {
-        // No ready endpoint anywhere: nothing would answer, so no router is sent there
-        // (MetalLB withdraws too, and the l2 speaker does not announce such a Service).
-        let serving = ready.of(svc);
-        if serving.is_empty() || (policy(svc) == TrafficPolicy::Local && !serving.contains(&name)) {
-            continue;
-        }
-        for ip in status_ips(svc) {
-            let Some((pool, _)) = ranges
-                .iter()
-                .find(|(_, rs)| rs.iter().any(|r| r.contains(ip)))
-            else {
-                continue;
-            };
-            for adv in bgp
-                .advertisements
-                .iter()
-                .filter(|a| a.pools.iter().any(|p| p == pool))
-            {
-                routes.add(adv.prefix_for(ip), adv.route_attrs());
-            }
+    for svc in services {
+        for (prefix, attrs) in rules.of(svc, ready) {
+            routes.add(prefix, attrs);
         }
     }
     routes
 }
 
+/// What decides one Service's routes on this node, prepared once per node and
+/// configuration, so one changed Service costs its own routes only.
+pub struct RouteRules<'a> {
+    name: String,
+    eligible: bool,
+    default_class: &'a str,
+    ranges: Vec<(&'a str, Vec<AddrRange>)>,
+    bgp: &'a BgpConfig,
+}
+
+impl<'a> RouteRules<'a> {
+    /// The rules for node `me`.
+    pub fn new(
+        me: &Node,
+        default_class: &'a str,
+        pools: &'a [PoolConfig],
+        bgp: &'a BgpConfig,
+    ) -> Self {
+        // Parsed once (the configuration was validated at start).
+        let ranges = pools
+            .iter()
+            .map(|p| {
+                let parsed = p.addresses.iter().filter_map(|a| AddrRange::parse(a).ok());
+                (p.name.as_str(), parsed.collect())
+            })
+            .collect();
+        RouteRules {
+            name: me.name_any(),
+            eligible: speaker_eligible(me),
+            default_class,
+            ranges,
+            bgp,
+        }
+    }
+
+    /// The routes of one Service (none unless it is a bgp-class LoadBalancer this node
+    /// may serve), each prefix with the attributes of every advertisement of its pool.
+    pub fn of(&self, svc: &Service, ready: &ReadyNodes) -> Vec<(IpNet, RouteAttrs)> {
+        let mut out = Vec::new();
+        if !self.eligible || !is_class(svc, BGP, self.default_class) {
+            return out;
+        }
+        // No ready endpoint anywhere: nothing would answer, so no router is sent there
+        // (MetalLB withdraws too, and the l2 speaker does not announce such a Service).
+        let serving = ready.of(svc);
+        if serving.is_empty()
+            || (policy(svc) == TrafficPolicy::Local && !serving.contains(&self.name))
+        {
+            return out;
+        }
+        for ip in status_ips(svc) {
+            let Some((pool, _)) = self
+                .ranges
+                .iter()
+                .find(|(_, rs)| rs.iter().any(|r| r.contains(ip)))
+            else {
+                continue;
+            };
+            for adv in self
+                .bgp
+                .advertisements
+                .iter()
+                .filter(|a| a.pools.iter().any(|p| p == pool))
+            {
+                out.push((adv.prefix_for(ip), adv.route_attrs()));
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
     use serde_json::{Value, json};
 
     fn obj<T: serde::de::DeserializeOwned>(v: Value) -> Arc<T> {
@@ -285,7 +292,7 @@ mod tests {
             })
             .collect();
         obj(json!({
-            "metadata": {"name": format!("{svc}-{}", eps.len()), "namespace": ns,
+            "metadata": {"name": format!("{svc}-{}", eps.first().map_or("none", |e| e.0)), "namespace": ns,
                 "labels": {"kubernetes.io/service-name": svc}},
             "addressType": "IPv4",
             "endpoints": endpoints

@@ -66,6 +66,7 @@ impl Refusal {
 }
 
 /// The l2 pools' ranges and every Node's addresses, built once per pass.
+#[derive(PartialEq)]
 pub struct L2Guard {
     ranges: Vec<AddrRange>,
     node_addrs: HashMap<IpAddr, String>,

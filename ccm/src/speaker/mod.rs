@@ -14,7 +14,9 @@ pub mod guard;
 mod live_pools;
 pub mod metrics;
 mod probe;
+pub mod ready;
 mod reports;
+pub mod table;
 
 use crate::config::Config;
 use crate::k8s::wait_until_ready;
@@ -23,17 +25,18 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use portway_bgp::State as BgpState;
 use portway_l2::{GossipKeys, L2Speaker, SpeakerConfig};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use table::{BgpTable, Dirty};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -122,11 +125,12 @@ pub async fn run_with(
 
 /// [`run_with`], recording into `m`.
 ///
-/// One loop recomputes the whole desired state from the reflectors' stores on every change
-/// (coalesced over 50 ms) and at least every 5 s, and hands it to the announcers, which
-/// diff it themselves: the L2 speaker re-elects, the BGP speaker sends only changed
-/// prefixes. Recomputing from scratch keeps the speaker free of incremental bookkeeping
-/// that could drift from the cluster.
+/// One loop follows the watches' changes (coalesced over 50 ms) and hands them to the
+/// announcers: the BGP sessions get the prefixes that changed, the L2 speaker its VIP list
+/// when an l2 input changed. Only what a change touches is recomputed (its Service's
+/// routes and VIPs, its slice's Service), so one change costs the same at 100 Services as
+/// at 10,000; everything is recomputed from the stores when a watch relists, when this
+/// node's Node changes, and every [`RESYNC`], so the incremental state cannot drift.
 pub async fn run_with_metrics(
     client: Client,
     config: Config,
@@ -148,13 +152,37 @@ pub async fn run_with_options(
 ) -> anyhow::Result<()> {
     let sections = &config;
     let changed = Arc::new(Notify::new());
-    let services = Watched::<Service>::start(Api::all(client.clone()), &changed);
-    let nodes = Watched::<Node>::start(Api::all(client.clone()), &changed);
-    let slices = Watched::<EndpointSlice>::start(Api::all(client.clone()), &changed);
+    let dirty = Arc::new(Mutex::new(Dirty::default()));
+    let d = dirty.clone();
+    let services = Watched::<Service>::start(Api::all(client.clone()), &changed, move |ev| {
+        let mut d = lock(&d);
+        match ev {
+            watcher::Event::Apply(s) | watcher::Event::Delete(s) => {
+                d.services.insert(ready::key_of(s));
+            }
+            watcher::Event::InitDone => d.all = true,
+            _ => {}
+        }
+    });
+    let d = dirty.clone();
+    let nodes = Watched::<Node>::start(Api::all(client.clone()), &changed, move |_| {
+        lock(&d).nodes = true;
+    });
+    let d = dirty.clone();
+    let slices = Watched::<EndpointSlice>::start(Api::all(client.clone()), &changed, move |ev| {
+        let mut d = lock(&d);
+        match ev {
+            watcher::Event::Apply(s) => d.slices.push((s.clone(), true)),
+            watcher::Event::Delete(s) => d.slices.push((s.clone(), false)),
+            watcher::Event::InitDone => d.all = true,
+            _ => {}
+        }
+    });
     wait_until_ready(&services.store).await;
     wait_until_ready(&nodes.store).await;
     wait_until_ready(&slices.store).await;
-    if !nodes.store.state().iter().any(|n| n.name_any() == node) {
+    let me_ref = ObjectRef::<Node>::new(&node);
+    if nodes.store.get(&me_ref).is_none() {
         anyhow::bail!("node {node} not found; --node-name must name this node");
     }
     info!(
@@ -176,6 +204,7 @@ pub async fn run_with_options(
     let feedback = feedback::Feedback::new(client.clone(), services.store.clone(), node.clone());
     let (notices, notices_task) = feedback.advertised_queue();
     let mut l2: Option<(L2Speaker, [tokio::task::JoinHandle<()>; 2])> = None;
+    let mut l2_status: Option<tokio::sync::watch::Receiver<portway_l2::SpeakerStatus>> = None;
     let mut bgp = sections
         .bgp
         .clone()
@@ -205,14 +234,45 @@ pub async fn run_with_options(
         .l2
         .is_some()
         .then(|| live_pools::LivePools::start(&client, changed.clone()));
+    let mut state = State::default();
+    // What the next pass must do besides the watches' changes.
+    let (mut full, mut scan_advertised) = (true, true);
 
     tokio::pin!(shutdown);
     loop {
-        let svcs = services.store.state();
-        let all_nodes = nodes.store.state();
-        // Indexed once per pass for both announcers.
-        let ready = desired::ReadyNodes::index(&slices.store.state());
-        let me = all_nodes.iter().find(|n| n.name_any() == node).cloned();
+        let d = std::mem::take(&mut *lock(&dirty));
+        let me = nodes.store.get(&me_ref);
+        let me_version = me.as_ref().and_then(|n| n.resource_version());
+        full |= d.all || me_version != state.me_version || state.last_full.elapsed() >= RESYNC;
+        // The Services whose routes and VIPs are recomputed: every one, or those changed.
+        let keys: Vec<ready::Key> = if full {
+            state = State {
+                ready: desired::ReadyNodes::index(&slices.store.state()),
+                me_version,
+                generation: state.generation,
+                ..State::default()
+            };
+            services
+                .store
+                .state()
+                .iter()
+                .map(|s| ready::key_of(s))
+                .collect()
+        } else {
+            let mut keys = d.services;
+            for (slice, applied) in &d.slices {
+                keys.extend(match applied {
+                    true => state.ready.apply(slice),
+                    false => state.ready.remove(slice),
+                });
+            }
+            keys.into_iter().collect()
+        };
+        let lookup = |k: &ready::Key| {
+            services
+                .store
+                .get(&ObjectRef::<Service>::new(&k.1).within(&k.0))
+        };
         // Watches report a broken stream; only the probe sees a silent cut.
         let api_ok = api.as_ref().is_none_or(probe::ApiProbe::reachable)
             && services.healthy()
@@ -238,7 +298,9 @@ pub async fn run_with_options(
                         feedback.follow_l2(&speaker, m.clone()),
                         feedback.keep_announced_by(speaker.status()),
                     ];
+                    l2_status = Some(speaker.status());
                     l2 = Some((speaker, tasks));
+                    full = true; // its first pass hands it everything
                 }
                 None => reported.once("no-address", || {
                     warn!(node, "the node has no InternalIP yet; the L2 speaker waits")
@@ -246,16 +308,63 @@ pub async fn run_with_options(
             }
         }
         if let (Some((speaker, _)), Some(l2cfg)) = (&l2, &sections.l2) {
+            let all_nodes = nodes.store.state();
             // Only addresses of the l2 pools that are no Node's own reach the election.
             let (pools, l2_now) = match &live_pools {
                 Some(live) => live.effective(&sections.pools, l2cfg),
                 None => (sections.pools.clone(), l2cfg.clone()),
             };
             let guard = guard::L2Guard::new(&pools, &l2_now, &all_nodes);
-            let (vips, refused) =
-                guard.split(desired::vip_inputs(&svcs, &ready, &config.default_class));
-            l2_reports.refused(refused, &feedback, &m);
-            l2_reports.overlaps(guard.pool_overlaps(), &m);
+            // A changed pool (a resource applied) or Node address re-checks every VIP.
+            let l2_full = full || state.guard.as_ref() != Some(&guard);
+            if l2_full {
+                l2_reports.overlaps(guard.pool_overlaps(), &m);
+                state.vips.clear();
+                state.refused.clear();
+            }
+            let l2_keys: Vec<ready::Key> = match l2_full && !full {
+                true => services
+                    .store
+                    .state()
+                    .iter()
+                    .map(|s| ready::key_of(s))
+                    .collect(),
+                false => keys.clone(),
+            };
+            let (mut vips_changed, mut refused_changed) = (l2_full, l2_full);
+            for k in &l2_keys {
+                let (vips, refused) = lookup(k)
+                    .map(|s| {
+                        guard.split(desired::vip_inputs(
+                            &[s],
+                            &state.ready,
+                            &config.default_class,
+                        ))
+                    })
+                    .unwrap_or_default();
+                if state.vips.get(k).map_or(&[][..], Vec::as_slice) != vips.as_slice() {
+                    vips_changed = true;
+                    match vips.is_empty() {
+                        true => state.vips.remove(k),
+                        false => state.vips.insert(k.clone(), vips),
+                    };
+                }
+                if state.refused.get(k).cloned().unwrap_or_default() != refused {
+                    refused_changed = true;
+                    match refused.is_empty() {
+                        true => state.refused.remove(k),
+                        false => state.refused.insert(k.clone(), refused),
+                    };
+                }
+            }
+            if refused_changed {
+                let all = state.refused.values().flatten();
+                l2_reports.refused(
+                    all.map(|(ip, why)| (*ip, why.clone())).collect(),
+                    &feedback,
+                    &m,
+                );
+            }
             // Every Node may gossip (an excluded one still hands its addresses over).
             let allowed: BTreeMap<String, BTreeSet<IpAddr>> = all_nodes
                 .iter()
@@ -277,52 +386,96 @@ pub async fn run_with_options(
             if guard::reports_traps(&node, &all_nodes) {
                 let ipvs = kube_proxy.as_ref().is_some_and(|r| *r.borrow());
                 let of_l2 = || {
-                    svcs.iter()
+                    services
+                        .store
+                        .state()
+                        .into_iter()
                         .filter(|s| {
                             desired::status_ips(s)
                                 .iter()
                                 .any(|ip| guard.check(*ip).is_ok())
                         })
-                        .cloned()
                         .collect()
                 };
                 l2_reports.traps(guard::all_excluded(&all_nodes), ipvs, of_l2, &feedback, &m);
             }
-            speaker.set_nodes(desired::node_inputs(&all_nodes));
-            speaker.set_vips(vips);
+            if full || d.nodes {
+                speaker.set_nodes(desired::node_inputs(&all_nodes));
+            }
+            if vips_changed {
+                // The L2 speaker takes its whole list (and skips an equal one).
+                let mut all: Vec<_> = state.vips.values().flatten().cloned().collect();
+                all.sort_by_key(|v| v.ip);
+                speaker.set_vips(all);
+            }
+            state.guard = Some(guard);
             speaker.set_api_reachable(api_ok);
-            let st = speaker.status().borrow().clone();
+        }
+        if let Some(rx) = l2_status
+            .as_mut()
+            .filter(|rx| full || rx.has_changed().unwrap_or(false))
+        {
+            let st = rx.borrow_and_update().clone();
             m.set_l2(&st);
             if reported.l2_changed(&st) {
                 info!(live = ?st.live, known = st.known.len(), quorum = ?st.quorum,
                     announcing = ?st.announcing, api_ok, "l2 state");
             }
         }
-        if let (Some(runner), Some(me)) = (&mut bgp, &me) {
-            let routes = desired::bgp_routes(
-                &svcs,
-                &ready,
-                me,
-                &config.default_class,
-                &sections.pools,
-                runner.config(),
-            );
-            if let Some(handle) = runner.reconcile(me).await {
+        if let (Some(runner), Some(me), Some(cfg)) = (&mut bgp, &me, &sections.bgp) {
+            let rules = desired::RouteRules::new(me, &config.default_class, &sections.pools, cfg);
+            let mut changes = Vec::new();
+            for k in &keys {
+                let routes = lookup(k)
+                    .map(|s| rules.of(&s, &state.ready))
+                    .unwrap_or_default();
+                changes.extend(state.table.set(k, routes));
+            }
+            let up = runner.reconcile(me).await.is_some();
+            let generation = runner.generation();
+            if let Some(handle) = runner.running().filter(|_| up) {
+                // A new speaker starts empty: it gets the whole table.
+                if full || generation != state.generation {
+                    handle.set_routes(state.table.routes().clone());
+                    state.generation = generation;
+                } else if !changes.is_empty() {
+                    handle.update(changes.iter().cloned());
+                }
                 let peers = handle.peer_states();
+                let routes = state.table.routes();
+                let covered = covered_by(routes);
                 // The Service event the first time one of its addresses is out to a router.
-                let covered = covered_by(&routes);
                 if peers.iter().any(|p| p.state == BgpState::Established) {
+                    let svcs: Vec<Arc<Service>> = match full || scan_advertised {
+                        true => services.store.state(),
+                        false => keys.iter().filter_map(lookup).collect(),
+                    };
                     for ip in svcs.iter().flat_map(|s| desired::status_ips(s)) {
                         if covered(&ip) && advertised.insert(ip) && notices.try_send(ip).is_err() {
                             debug!(%ip, "event queue full; AdvertisingIP event skipped");
                         }
                     }
+                    scan_advertised = false;
+                } else {
+                    scan_advertised = true;
                 }
-                advertised.retain(|ip| covered(ip));
+                if full {
+                    advertised.retain(|ip| covered(ip));
+                } else {
+                    for (prefix, _) in changes.iter().filter(|(_, a)| a.is_empty()) {
+                        let gone: Vec<IpAddr> = advertised
+                            .range(prefix.network()..=prefix.broadcast())
+                            .copied()
+                            .collect();
+                        gone.iter().for_each(|ip| {
+                            advertised.remove(ip);
+                        });
+                    }
+                }
                 drop(covered);
-                handle.set_routes(routes);
                 m.set_bgp(&peers);
             } else {
+                scan_advertised = true;
                 m.set_bgp(&[]);
             }
         }
@@ -333,10 +486,14 @@ pub async fn run_with_options(
             }
             m.set_bgp(&[]);
         }
+        if full {
+            state.last_full = std::time::Instant::now();
+        }
+        full = false;
         tokio::select! {
             _ = &mut shutdown => break,
             _ = changed.notified() => {
-                // Gather a burst of changes into one recomputation.
+                // Gather a burst of changes into one pass.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             _ = async {
@@ -344,7 +501,7 @@ pub async fn run_with_options(
                     Some(runner) => runner.status_changed().await,
                     None => std::future::pending().await,
                 }
-            } => {}
+            } => scan_advertised = true,
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
     }
@@ -396,6 +553,47 @@ fn follow_kube_proxy(client: Client) -> tokio::sync::watch::Receiver<bool> {
         }
     });
     rx
+}
+
+/// How often the loop recomputes everything from the stores although nothing relisted.
+const RESYNC: Duration = Duration::from_secs(60);
+
+/// What the loop keeps between passes.
+struct State {
+    ready: desired::ReadyNodes,
+    table: BgpTable,
+    vips: HashMap<ready::Key, Vec<portway_l2::VipInput>>,
+    /// Each Service's addresses the L2 guard refused, and why.
+    refused: HashMap<ready::Key, BTreeMap<IpAddr, guard::Refusal>>,
+    /// The guard of the last L2 pass: a different one (pools, Node addresses) re-checks all.
+    guard: Option<guard::L2Guard>,
+    /// This node's Node as last seen: a change (labels, addresses, conditions) can change
+    /// every route, so it means a full pass.
+    me_version: Option<String>,
+    /// The BGP speaker the table was last handed to in full.
+    generation: u64,
+    last_full: std::time::Instant,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            ready: desired::ReadyNodes::default(),
+            table: BgpTable::default(),
+            vips: HashMap::new(),
+            refused: HashMap::new(),
+            guard: None,
+            me_version: None,
+            generation: 0,
+            last_full: std::time::Instant::now(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding it cannot leave `Dirty` half-written in a way that matters:
+    // at worst a change is seen twice.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Whether an address lies in one of `routes`: one map lookup per prefix length in use
@@ -456,7 +654,12 @@ where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    fn start(api: Api<K>, changed: &Arc<Notify>) -> Self {
+    /// Starts the watch; `tap` sees every event after the store has applied it.
+    fn start(
+        api: Api<K>,
+        changed: &Arc<Notify>,
+        tap: impl Fn(&watcher::Event<K>) + Send + 'static,
+    ) -> Self {
         let (store, writer) = reflector::store::<K>();
         let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
             .default_backoff();
@@ -465,6 +668,9 @@ where
         let flag = ok.clone();
         let task = tokio::spawn(stream.for_each(move |ev| {
             flag.store(ev.is_ok(), Ordering::Relaxed);
+            if let Ok(ev) = &ev {
+                tap(ev);
+            }
             changed.notify_one();
             futures::future::ready(())
         }));

@@ -171,6 +171,11 @@ impl RouteSet {
         }
     }
 
+    /// The attribute sets of `prefix`, if it is advertised.
+    pub fn get(&self, prefix: &IpNet) -> Option<&[RouteAttrs]> {
+        self.0.get(prefix).map(Vec::as_slice)
+    }
+
     /// Every prefix some peer gets.
     pub fn prefixes(&self) -> impl Iterator<Item = &IpNet> {
         self.0.keys()
