@@ -142,6 +142,41 @@ impl BigIpState {
             .any(|(c, f)| c.starts_with("monitor/") && f == full)
     }
 
+    /// [`Self::normalize`], and on its refusal the device is left as it was. Normalizing
+    /// only ever adds nodes (a pool member naming an unknown node creates it, as the device
+    /// does), so undoing means removing the nodes it added; copying the whole store per
+    /// write instead made each write cost every object in the device (quadratic at a
+    /// thousand Services).
+    fn normalize_or_undo(
+        &mut self,
+        user: &str,
+        collection: &str,
+        partition: &str,
+        full: &str,
+        o: &mut Map<String, Value>,
+    ) -> Result<(), Reply> {
+        let nodes_before = self.node_keys();
+        let result = self.normalize(user, collection, partition, full, o);
+        if result.is_err() {
+            for key in self.node_keys() {
+                if !nodes_before.contains(&key) {
+                    self.objects.remove(&key);
+                }
+            }
+        }
+        result
+    }
+
+    /// Every node's key: a range of the ordered store (collection first), not a scan.
+    fn node_keys(&self) -> std::collections::BTreeSet<(String, String)> {
+        let from = ("node".to_string(), String::new());
+        let to = ("node\0".to_string(), String::new());
+        self.objects
+            .range(from..to)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     fn normalize(
         &mut self,
         user: &str,
@@ -341,9 +376,7 @@ impl BigIpState {
                 ),
             );
         }
-        let snapshot = self.objects.clone();
-        if let Err(e) = self.normalize(user, collection, &partition, &full, &mut o) {
-            self.objects = snapshot;
+        if let Err(e) = self.normalize_or_undo(user, collection, &partition, &full, &mut o) {
             return e;
         }
         o.insert("partition".into(), json!(partition));
@@ -429,9 +462,7 @@ impl BigIpState {
         if let Some(e) = super::nodes::member_address_change(&current, patch, self) {
             return e;
         }
-        let snapshot = self.objects.clone();
-        if let Err(e) = self.normalize(user, collection, &partition, full, &mut o) {
-            self.objects = snapshot;
+        if let Err(e) = self.normalize_or_undo(user, collection, &partition, full, &mut o) {
             return e;
         }
         let v = Value::Object(o);

@@ -171,7 +171,7 @@ impl BigIpState {
 
     /// Virtual addresses made with `autoDelete` go with the last virtual that used them.
     pub(super) fn auto_delete_addresses(&mut self) {
-        let used: Vec<String> = self
+        let used: std::collections::HashSet<String> = self
             .objects
             .iter()
             .filter(|((c, _), _)| c == "virtual")
@@ -182,9 +182,7 @@ impl BigIpState {
         self.objects.retain(|(c, _), o| {
             c != "virtual-address"
                 || o["autoDelete"] != "true"
-                || o["address"]
-                    .as_str()
-                    .is_some_and(|a| used.iter().any(|u| u == a))
+                || o["address"].as_str().is_some_and(|a| used.contains(a))
         });
     }
 

@@ -85,6 +85,36 @@ fn a_member_name_that_is_not_an_address_names_an_existing_node() {
 }
 
 #[test]
+fn a_refused_pool_leaves_no_node_its_earlier_members_created() {
+    let (mut s, t) = device();
+    // The first member creates node 10.0.0.5, the second names a node that does not exist:
+    // the create is refused as a whole, so the node goes too.
+    let pool = json!({"name": "web", "partition": "p",
+        "members": [{"name": "10.0.0.5:80", "partition": "p"}, {"name": "db1:5432", "partition": "p"}]});
+    let (code, out) = call(&mut s, &t, Method::POST, "/mgmt/tm/ltm/pool", pool);
+    assert_eq!(code, 400, "{out}");
+    assert!(node_addresses(&s).is_empty(), "{:?}", node_addresses(&s));
+    // The same on a PATCH of an existing pool.
+    ok(
+        &mut s,
+        &t,
+        Method::POST,
+        "/mgmt/tm/ltm/pool",
+        json!({"name": "web", "partition": "p", "members": [{"name": "10.0.0.1:80", "partition": "p"}]}),
+    );
+    let (code, out) = call(
+        &mut s,
+        &t,
+        Method::PATCH,
+        "/mgmt/tm/ltm/pool/~p~web",
+        json!({"members": [{"name": "10.0.0.1:80", "partition": "p"}, {"name": "10.0.0.6:80", "partition": "p"},
+            {"name": "db1:5432", "partition": "p"}]}),
+    );
+    assert_eq!(code, 400, "{out}");
+    assert_eq!(node_addresses(&s), ["10.0.0.1"]);
+}
+
+#[test]
 fn a_patch_may_not_change_the_address_of_an_existing_member() {
     let (mut s, t) = device();
     ok(
