@@ -112,8 +112,11 @@ pub struct BGPPeerStatus {
     /// Nodes whose session is Established.
     #[serde(default)]
     pub established: i32,
-    /// One entry per node peering with this neighbour.
+    /// One entry per node peering with this neighbour. A map keyed by `node` for
+    /// server-side apply: each node's speaker owns its own entry (field manager
+    /// `portway-speaker/<node>`), so many speakers write one object without races.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["node".into()]))]
     pub sessions: Vec<SessionState>,
 }
 
