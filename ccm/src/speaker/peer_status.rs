@@ -6,9 +6,9 @@
 //! (`x-kubernetes-list-type: map`): the server merges the entries and each speaker owns
 //! only its own, without read-modify-write races. An entry is written only when its state
 //! or message changes (never per keepalive); a peer that stops selecting the node gets an
-//! empty apply, which removes the entry this manager owned. `status.established` is not
-//! summed here (no speaker sees the others' entries safely): the controller counts it
-//! ([`crate::pools::status`]).
+//! empty apply, which removes the entry this manager owned. There is no summed count
+//! ([`crate::crd::bgp::BGPPeerStatus`] says why); `kubectl get bgppeers` lists every node's
+//! state.
 
 use super::bgp_merge::EffectiveBgp;
 use crate::crd::BGPPeer;
