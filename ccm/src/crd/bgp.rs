@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
     validation = Rule::new(TIMERS_RULE).message(TIMERS_MESSAGE),
     printcolumn(name = "Address", type_ = "string", json_path = ".spec.peerAddress"),
     printcolumn(name = "ASN", type_ = "integer", json_path = ".spec.peerASN"),
-    printcolumn(name = "Established", type_ = "integer", json_path = ".status.established"),
+    printcolumn(name = "Nodes", type_ = "string", json_path = ".status.sessions[*].node"),
+    printcolumn(name = "Sessions", type_ = "string", json_path = ".status.sessions[*].state"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -106,14 +107,19 @@ fn password_key() -> String {
 }
 
 /// Session state per node, written by each node's speaker.
+///
+/// No summed count of Established sessions: every node's speaker writes this object with
+/// server-side apply and owns only its own entry, so no writer could keep a total right
+/// without reading the others' entries first (a race). `kubectl get bgppeers` shows every
+/// node's state in the `Nodes` and `Sessions` columns instead.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BGPPeerStatus {
-    /// Nodes whose session is Established.
-    #[serde(default)]
-    pub established: i32,
-    /// One entry per node peering with this neighbour.
+    /// One entry per node peering with this neighbour. A map keyed by `node` for
+    /// server-side apply: each node's speaker owns its own entry (field manager
+    /// `portway-speaker/<node>`), so many speakers write one object without races.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["node".into()]))]
     pub sessions: Vec<SessionState>,
 }
 

@@ -4,10 +4,15 @@
 //! speaker's identity (router id, next hops) comes from the node's addresses, so both are
 //! read from the live Node: a label added later starts the sessions it selects, a label
 //! removed ends them with a Cease. Passwords are read from their Secrets at start and
-//! re-read every [`PASSWORD_REFRESH`]; a changed password restarts the sessions, since TCP
-//! MD5 keys only apply to new connections. A missing Secret is retried every [`RETRY`], not
-//! fatal: the peer that needs it is left out (and logged as waiting), the speaker keeps
-//! serving L2 and every other peer.
+//! re-read every [`PASSWORD_REFRESH`]; a changed password restarts that peer's session only,
+//! since TCP MD5 keys only apply to new connections. A missing Secret is retried every
+//! [`RETRY`], not fatal: the peer that needs it is left out (and logged as waiting), the
+//! speaker keeps serving L2 and every other peer.
+//!
+//! The configuration itself changes too (BGPPeer and BGPAdvertisement resources, see
+//! [`super::live_bgp`]): a running speaker is moved to the new one with
+//! [`SpeakerHandle::reconfigure`], which restarts only the sessions whose peer changed and
+//! keeps the others, with their routes, untouched.
 
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::Api;
@@ -27,9 +32,10 @@ const RETRY: Duration = Duration::from_secs(10);
 
 type SecretKey = (String, String, String);
 
-/// What a running speaker was started from; a difference means a restart.
-#[derive(Clone, PartialEq, Eq)]
+/// What a running speaker was last configured from; a difference means a reconfiguration.
+#[derive(Clone, PartialEq)]
 struct Started {
+    config: BgpConfig,
     peers: Vec<usize>,
     ipv4: Option<std::net::Ipv4Addr>,
     ipv6: Option<std::net::Ipv6Addr>,
@@ -45,6 +51,7 @@ impl std::fmt::Debug for Started {
             .map(|p| p.as_ref().map(|_| "<redacted>"))
             .collect();
         f.debug_struct("Started")
+            .field("config", &self.config)
             .field("peers", &self.peers)
             .field("ipv4", &self.ipv4)
             .field("ipv6", &self.ipv6)
@@ -56,8 +63,9 @@ impl std::fmt::Debug for Started {
 /// The BGP side of the node agent.
 pub(crate) struct BgpRunner {
     client: Client,
-    config: BgpConfig,
     node: String,
+    /// How often password Secrets are read again ([`PASSWORD_REFRESH`] unless a test asks).
+    refresh: Duration,
     running: Option<(Started, SpeakerHandle)>,
     status: Option<tokio::sync::watch::Receiver<Vec<portway_bgp::PeerStatus>>>,
     passwords: BTreeMap<SecretKey, String>,
@@ -67,11 +75,11 @@ pub(crate) struct BgpRunner {
 }
 
 impl BgpRunner {
-    pub(crate) fn new(client: Client, config: BgpConfig, node: String) -> Self {
+    pub(crate) fn new(client: Client, node: String, refresh: Duration) -> Self {
         Self {
             client,
-            config,
             node,
+            refresh,
             running: None,
             status: None,
             passwords: BTreeMap::new(),
@@ -87,12 +95,16 @@ impl BgpRunner {
         self.generation
     }
 
-    /// Starts, restarts or stops the speaker for the node as it is now; returns the running
-    /// speaker, if any.
-    pub(crate) async fn reconcile(&mut self, me: &Node) -> Option<&SpeakerHandle> {
+    /// Starts, reconfigures or stops the speaker for the node and `config` as they are now;
+    /// returns the running speaker, if any.
+    pub(crate) async fn reconcile(
+        &mut self,
+        me: &Node,
+        config: &BgpConfig,
+    ) -> Option<&SpeakerHandle> {
         let labels = me.labels();
-        let peers: Vec<usize> = (0..self.config.peers.len())
-            .filter(|i| self.config.peers[*i].selects(labels))
+        let peers: Vec<usize> = (0..config.peers.len())
+            .filter(|i| config.peers[*i].selects(labels))
             .collect();
         if peers.is_empty() {
             if let Some((_, handle)) = self.running.take() {
@@ -103,7 +115,7 @@ impl BgpRunner {
         }
         let secrets: Vec<&SecretRef> = peers
             .iter()
-            .filter_map(|i| self.config.peers[*i].password_secret.as_ref())
+            .filter_map(|i| config.peers[*i].password_secret.as_ref())
             .collect();
         let waiting = self.failed.is_some()
             || self
@@ -112,7 +124,7 @@ impl BgpRunner {
                 .is_some_and(|(_, h)| !h.skipped().is_empty());
         let stale = self
             .passwords_read
-            .is_none_or(|t| t.elapsed() >= PASSWORD_REFRESH || (waiting && t.elapsed() >= RETRY));
+            .is_none_or(|t| t.elapsed() >= self.refresh || (waiting && t.elapsed() >= RETRY));
         if !secrets.is_empty() && stale {
             let refs: Vec<SecretRef> = secrets.into_iter().cloned().collect();
             read_passwords(&self.client, &refs, &mut self.passwords).await;
@@ -120,6 +132,7 @@ impl BgpRunner {
         }
         let addrs = node_addrs(me);
         let want = Started {
+            config: config.clone(),
             ipv4: addrs.iter().find_map(|a| match a {
                 IpAddr::V4(v4) => Some(*v4),
                 IpAddr::V6(_) => None,
@@ -131,7 +144,7 @@ impl BgpRunner {
             passwords: peers
                 .iter()
                 .map(|i| {
-                    self.config.peers[*i]
+                    config.peers[*i]
                         .password_secret
                         .as_ref()
                         .and_then(|r| self.passwords.get(&key(r)).cloned())
@@ -147,11 +160,7 @@ impl BgpRunner {
             .as_ref()
             .is_some_and(|(s, at)| *s == want && at.elapsed() < RETRY)
         {
-            return None;
-        }
-        if let Some((_, handle)) = self.running.take() {
-            info!(node = %self.node, "BGP peers, addresses or passwords changed; restarting the sessions");
-            handle.shutdown().await;
+            return self.running.as_ref().map(|(_, h)| h);
         }
         let info = NodeInfo {
             name: self.node.clone(),
@@ -160,9 +169,32 @@ impl BgpRunner {
             labels: labels.clone(),
         };
         let passwords = &self.passwords;
-        match Speaker::spawn(&self.config, &info, |r: &SecretRef| {
-            passwords.get(&key(r)).cloned()
-        }) {
+        let lookup = |r: &SecretRef| passwords.get(&key(r)).cloned();
+        if let Some((started, handle)) = &mut self.running {
+            match handle.reconfigure(config, &info, lookup).await {
+                Ok(r) => {
+                    if !(r.started.is_empty() && r.stopped.is_empty()) {
+                        info!(node = %self.node, started = ?r.started, stopped = ?r.stopped,
+                            kept = r.kept.len(), "BGP peers changed; restarted only those sessions");
+                    }
+                    for e in handle.skipped() {
+                        warn!(node = %self.node, error = %e,
+                            "BGP peer left out until its password Secret is fixed; the other peers run");
+                    }
+                    *started = want;
+                    self.failed = None;
+                }
+                Err(e) => {
+                    // The running sessions stay as they are; logged once per distinct failure.
+                    if self.failed.as_ref().is_none_or(|(s, _)| *s != want) {
+                        warn!(node = %self.node, error = %e, "cannot apply the new BGP configuration; the sessions keep the last one");
+                    }
+                    self.failed = Some((want, Instant::now()));
+                }
+            }
+            return self.running.as_ref().map(|(_, h)| h);
+        }
+        match Speaker::spawn(config, &info, lookup) {
             Ok(handle) => {
                 info!(node = %self.node, peers = want.peers.len() - handle.skipped().len(),
                     router_id = ?want.ipv4, "BGP speaker started");
@@ -269,6 +301,7 @@ mod tests {
     #[test]
     fn debug_output_holds_no_password() {
         let s = Started {
+            config: BgpConfig::default(),
             peers: vec![0, 1],
             ipv4: None,
             ipv6: None,

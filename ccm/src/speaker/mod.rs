@@ -7,12 +7,15 @@
 //! it over, and events on the Service.
 
 mod bgp;
+mod bgp_merge;
 pub mod desired;
 mod feedback;
 pub mod gossip_key;
 pub mod guard;
+mod live_bgp;
 mod live_pools;
 pub mod metrics;
+mod peer_status;
 mod probe;
 pub mod ready;
 mod reports;
@@ -73,6 +76,8 @@ pub struct SpeakerArgs {
 pub struct SpeakerOptions {
     /// `--gossip-secret`, parsed.
     pub gossip_secret: Option<(String, String)>,
+    /// How often BGP password Secrets are read again; `None`: every 60 s. Tests shorten it.
+    pub password_refresh: Option<Duration>,
 }
 
 /// Runs the speaker until SIGTERM/Ctrl-C, then withdraws (BGP Cease) and stops announcing.
@@ -86,6 +91,7 @@ pub async fn run(args: SpeakerArgs) -> anyhow::Result<()> {
             .map(gossip_key::parse_ref)
             .transpose()
             .map_err(anyhow::Error::msg)?,
+        password_refresh: None,
     };
     let client = crate::process::client(args.kubeconfig.as_deref()).await?;
     let m = Arc::new(metrics::SpeakerMetrics::new());
@@ -205,10 +211,18 @@ pub async fn run_with_options(
     let (notices, notices_task) = feedback.advertised_queue();
     let mut l2: Option<(L2Speaker, [tokio::task::JoinHandle<()>; 2])> = None;
     let mut l2_status: Option<tokio::sync::watch::Receiver<portway_l2::SpeakerStatus>> = None;
+    let refresh = opts.password_refresh.unwrap_or(bgp::PASSWORD_REFRESH);
     let mut bgp = sections
         .bgp
-        .clone()
-        .map(|cfg| bgp::BgpRunner::new(client.clone(), cfg, node.clone()));
+        .as_ref()
+        .map(|_| bgp::BgpRunner::new(client.clone(), node.clone(), refresh));
+    // BGPPeers, BGPAdvertisements and AddressPools, live, merged with the file's `bgp`.
+    let live_bgp = sections
+        .bgp
+        .is_some()
+        .then(|| live_bgp::LiveBgp::start(&client, changed.clone()));
+    let mut peer_status = peer_status::PeerStatusWriter::new(client.clone(), node.clone());
+    let mut bgp_warned = BTreeMap::new();
     let mut advertised: BTreeSet<IpAddr> = BTreeSet::new();
     let mut reported = Reported::default();
     let mut l2_reports = reports::L2Reports::default();
@@ -244,12 +258,24 @@ pub async fn run_with_options(
         let me = nodes.store.get(&me_ref);
         let me_version = me.as_ref().and_then(|n| n.resource_version());
         full |= d.all || me_version != state.me_version || state.last_full.elapsed() >= RESYNC;
+        let bgp_now = live_bgp::current(
+            &sections.pools,
+            sections.bgp.as_ref(),
+            live_bgp.as_ref(),
+            me.as_deref(),
+            &mut bgp_warned,
+        );
+        // A changed effective configuration (peers, advertisements, pools) can change
+        // every route: a full pass, as a changed guard is for L2.
+        let bgp_key = bgp_now.as_ref().map(|(p, e)| (p.clone(), e.config.clone()));
+        full |= bgp_key != state.bgp_applied;
         // The Services whose routes and VIPs are recomputed: every one, or those changed.
         let keys: Vec<ready::Key> = if full {
             state = State {
                 ready: desired::ReadyNodes::index(&slices.store.state()),
                 me_version,
                 generation: state.generation,
+                bgp_applied: bgp_key.clone(),
                 ..State::default()
             };
             services
@@ -422,8 +448,9 @@ pub async fn run_with_options(
                     announcing = ?st.announcing, api_ok, "l2 state");
             }
         }
-        if let (Some(runner), Some(me), Some(cfg)) = (&mut bgp, &me, &sections.bgp) {
-            let rules = desired::RouteRules::new(me, &config.default_class, &sections.pools, cfg);
+        if let (Some(runner), Some(me), Some((pools, eff))) = (&mut bgp, &me, &bgp_now) {
+            let cfg = &eff.config;
+            let rules = desired::RouteRules::new(me, &config.default_class, pools, cfg);
             let mut changes = Vec::new();
             for k in &keys {
                 let routes = lookup(k)
@@ -431,7 +458,14 @@ pub async fn run_with_options(
                     .unwrap_or_default();
                 changes.extend(state.table.set(k, routes));
             }
-            let up = runner.reconcile(me).await.is_some();
+            let up = runner.reconcile(me, cfg).await.is_some();
+            let (states, skipped) = runner
+                .running()
+                .map(|h| (h.peer_states(), h.skipped()))
+                .unwrap_or_default();
+            peer_status
+                .sync(peer_status::entries(&node, eff, &states, skipped))
+                .await;
             let generation = runner.generation();
             if let Some(handle) = runner.running().filter(|_| up) {
                 // A new speaker starts empty: it gets the whole table.
@@ -572,6 +606,11 @@ struct State {
     me_version: Option<String>,
     /// The BGP speaker the table was last handed to in full.
     generation: u64,
+    /// The effective BGP pools and configuration of the last pass (file and resources).
+    bgp_applied: Option<(
+        Vec<portway_provider::ipam::PoolConfig>,
+        portway_bgp::BgpConfig,
+    )>,
     last_full: std::time::Instant,
 }
 
@@ -585,6 +624,7 @@ impl Default for State {
             guard: None,
             me_version: None,
             generation: 0,
+            bgp_applied: None,
             last_full: std::time::Instant::now(),
         }
     }

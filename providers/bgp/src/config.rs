@@ -60,6 +60,10 @@ pub struct PeerConfig {
     pub address: String,
     /// The router's AS number; equal to `localASN` makes the session iBGP.
     pub asn: u32,
+    /// Our AS number on this session, when it is not `bgp.localASN` (a BGPPeer resource's
+    /// `myASN`, as MetalLB lets each peer have its own).
+    #[serde(default, rename = "myASN", skip_serializing_if = "Option::is_none")]
+    pub local_asn: Option<u32>,
     /// TCP port of the router's BGP listener.
     #[serde(default = "default_port")]
     pub port: u16,
@@ -238,6 +242,9 @@ fn check_asn(path: &str, asn: u32, out: &mut Vec<ConfigIssue>) {
 }
 
 fn validate_peer(base: &str, p: &PeerConfig, out: &mut Vec<ConfigIssue>) {
+    if let Some(asn) = p.local_asn {
+        check_asn(&format!("{base}.myASN"), asn, out);
+    }
     let addr = p.address.parse::<IpAddr>();
     match addr {
         Ok(a) if a.is_unspecified() || a.is_multicast() => out.push(ConfigIssue::new(

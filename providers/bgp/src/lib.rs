@@ -50,6 +50,7 @@ pub mod config;
 mod gtsm;
 #[allow(unsafe_code)]
 mod md5;
+mod peer_task;
 mod rib_out;
 pub mod route;
 pub mod session;
@@ -65,4 +66,6 @@ pub use bfd::BfdConfig;
 pub use config::{AdvertisementConfig, BgpConfig, ConfigIssue, PeerConfig, SecretRef};
 pub use route::{Community, Family, LargeCommunity, RouteAttrs, RouteSet, Routes};
 pub use session::{Session, SessionConfig, SessionStats, State};
-pub use speaker::{NodeInfo, PeerStatus, Speaker, SpeakerError, SpeakerHandle, SpeakerOptions};
+pub use speaker::{
+    NodeInfo, PeerStatus, Reconfigured, Speaker, SpeakerError, SpeakerHandle, SpeakerOptions,
+};

@@ -9,28 +9,26 @@
 //! that). Per-peer status (state, UPDATEs
 //! sent, prefixes advertised, flaps) is published on another `watch`
 //! channel for metrics.
+//!
+//! Peers have their own lifecycle: [`SpeakerHandle::reconfigure`] compares each peer's
+//! [`PeerPlan`] and restarts only the sessions whose plan changed (a new password, a new
+//! timer), so editing one BGPPeer never drops the others' routes.
 
 use crate::bfd::BfdStatus;
 use crate::bfd::driver::{self as bfd_driver, BfdPeer};
 use crate::config::{BgpConfig, ConfigIssue, SecretRef};
 use crate::md5;
-use crate::route::{RouteAttrs, RouteSet, Routes};
-use crate::session::{Output, Session, SessionConfig, SessionStats, State};
+use crate::peer_task::{Dialer, PeerTask, RouteState, lock};
+use crate::route::{RouteAttrs, RouteSet};
+use crate::session::{Session, SessionConfig, SessionStats, State};
 use ipnet::IpNet;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::io;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 /// The node the speaker runs on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -125,45 +123,145 @@ pub struct Speaker;
 pub struct SpeakerHandle {
     routes: Arc<Mutex<RouteState>>,
     wake: watch::Sender<u64>,
-    shutdown: watch::Sender<bool>,
+    status_tx: Arc<watch::Sender<Vec<PeerStatus>>>,
     status: watch::Receiver<Vec<PeerStatus>>,
-    tasks: Vec<JoinHandle<()>>,
+    /// The running peers, in configuration order.
+    peers: Vec<RunningPeer>,
+    /// The BFD driver serves a fixed set of routers: a change of that set restarts it
+    /// with the peers that use it.
+    bfd: Option<(Vec<BfdPeer>, watch::Sender<bool>, JoinHandle<()>)>,
+    /// The BFD driver's status channels, in the order of its set.
+    bfd_status: Vec<watch::Receiver<BfdStatus>>,
     skipped: Vec<SpeakerError>,
+    options: SpeakerOptions,
+    node: String,
+    next_id: u64,
 }
 
-/// The routes to advertise, shared by the handle and the peer tasks.
-#[derive(Debug, Default)]
-struct RouteState {
-    set: RouteSet,
-    /// Per peer task: prefixes changed since it last applied the set.
-    pending: Vec<BTreeSet<IpNet>>,
+/// One peer's task and what it was started from.
+#[derive(Debug)]
+struct RunningPeer {
+    plan: PeerPlan,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
 }
 
-/// Locks the route state; a panic elsewhere never leaves it half-written (every
-/// change is a single assignment), so a poisoned lock is still usable.
-fn lock(m: &Mutex<RouteState>) -> std::sync::MutexGuard<'_, RouteState> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// Everything that makes a peer's session what it is: two peers with equal plans are the
+/// same session, a difference in any field (address, port, ASNs, password, timers, source,
+/// TTL, router ID, next hops, graceful restart, BFD) needs a new connection.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PeerPlan {
+    dialer: Dialer,
+    asn: u32,
+    session: SessionConfig,
+    bfd: Option<BfdPeer>,
 }
 
-/// Everything one peer task needs to open connections.
-#[derive(Clone)]
-struct Dialer {
-    remote: SocketAddr,
-    source: Option<IpAddr>,
-    password: Option<Arc<[u8]>>,
-    ttl: Option<u8>,
+/// What [`SpeakerHandle::reconfigure`] did, by peer address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconfigured {
+    /// Sessions started (new peers, and changed peers again).
+    pub started: Vec<SocketAddr>,
+    /// Sessions ended with a Cease (removed peers, and changed peers before their restart).
+    pub stopped: Vec<SocketAddr>,
+    /// Sessions left running untouched.
+    pub kept: Vec<SocketAddr>,
 }
 
-/// Says whether a TCP MD5 password is set, never what it is: a `{:?}` in a log line or a
-/// panic message must not print it.
-impl std::fmt::Debug for Dialer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dialer")
-            .field("remote", &self.remote)
-            .field("source", &self.source)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("ttl", &self.ttl)
-            .finish()
+/// Validates `config` and turns every peer that selects `node` (and has its password)
+/// into a plan; peers left out for their password are returned apart.
+fn plan(
+    config: &BgpConfig,
+    node: &NodeInfo,
+    passwords: impl Fn(&SecretRef) -> Option<String>,
+    options: &SpeakerOptions,
+) -> Result<(Vec<PeerPlan>, Vec<SpeakerError>), SpeakerError> {
+    let issues = config.validate();
+    if !issues.is_empty() {
+        return Err(SpeakerError::InvalidConfig(issues));
+    }
+    let router_id = config
+        .router_id
+        .parse()
+        .ok()
+        .or(node.ipv4)
+        .ok_or(SpeakerError::NoRouterId)?;
+    let mut peers = Vec::new();
+    let mut skipped = Vec::new();
+    for p in config.peers.iter().filter(|p| p.selects(&node.labels)) {
+        // Validated above: addresses parse.
+        let Ok(address) = p.address.parse::<IpAddr>() else {
+            continue;
+        };
+        // A peer without its password is left out, not the speaker: the
+        // other routers keep their sessions while that Secret is fixed.
+        let password = match &p.password_secret {
+            None => None,
+            Some(secret) => match passwords(secret) {
+                None => {
+                    skipped.push(SpeakerError::MissingPassword {
+                        peer: address,
+                        secret: secret.clone(),
+                    });
+                    continue;
+                }
+                Some(pw) if pw.len() > md5::MAX_KEY_LEN => {
+                    skipped.push(SpeakerError::PasswordTooLong { peer: address });
+                    continue;
+                }
+                Some(pw) => Some(Arc::from(pw.into_bytes())),
+            },
+        };
+        let local_asn = p.local_asn.unwrap_or(config.local_asn);
+        let ebgp = p.asn != local_asn;
+        let dialer = Dialer {
+            remote: SocketAddr::new(address, p.port),
+            source: p.source_address.parse().ok(),
+            password,
+            ttl: ebgp.then_some(p.ebgp_multihop),
+        };
+        let session = SessionConfig {
+            local_asn,
+            peer_asn: p.asn,
+            router_id,
+            // Validated above: whole seconds within u16.
+            hold_time: p.hold_time.as_secs().min(u64::from(u16::MAX)) as u16,
+            keepalive_time: p.keepalive_time.as_secs().min(u64::from(u16::MAX)) as u16,
+            // Validated above: 1..=4095 s.
+            graceful_restart_time: p.graceful_restart.then(|| {
+                p.graceful_restart_time
+                    .as_secs()
+                    .min(crate::config::MAX_RESTART_TIME) as u16
+            }),
+            node_ipv4: node.ipv4,
+            node_ipv6: node.ipv6,
+            connect_timeout: options.connect_timeout,
+            open_hold_time: Duration::from_secs(240),
+            backoff_min: options.backoff_min,
+            backoff_max: options.backoff_max,
+        };
+        let bfd = p.bfd.as_ref().map(|b| BfdPeer {
+            remote: address,
+            source: dialer.source,
+            timers: b.timers(),
+        });
+        peers.push(PeerPlan {
+            dialer,
+            asn: p.asn,
+            session,
+            bfd,
+        });
+    }
+    Ok((peers, skipped))
+}
+
+fn idle(p: &PeerPlan) -> PeerStatus {
+    PeerStatus {
+        address: p.dialer.remote,
+        asn: p.asn,
+        state: State::Idle,
+        stats: SessionStats::default(),
+        bfd: p.bfd.as_ref().map(|_| BfdStatus::default()),
     }
 }
 
@@ -186,134 +284,27 @@ impl Speaker {
         passwords: impl Fn(&SecretRef) -> Option<String>,
         options: SpeakerOptions,
     ) -> Result<SpeakerHandle, SpeakerError> {
-        let issues = config.validate();
-        if !issues.is_empty() {
-            return Err(SpeakerError::InvalidConfig(issues));
-        }
+        let (plans, skipped) = plan(config, node, passwords, &options)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| SpeakerError::NoRuntime)?;
-        let router_id = config
-            .router_id
-            .parse()
-            .ok()
-            .or(node.ipv4)
-            .ok_or(SpeakerError::NoRouterId)?;
-        let mut peers = Vec::new();
-        let mut skipped = Vec::new();
-        for p in config.peers.iter().filter(|p| p.selects(&node.labels)) {
-            // Validated above: addresses parse.
-            let Ok(address) = p.address.parse::<IpAddr>() else {
-                continue;
-            };
-            // A peer without its password is left out, not the speaker: the
-            // other routers keep their sessions while that Secret is fixed.
-            let password = match &p.password_secret {
-                None => None,
-                Some(secret) => match passwords(secret) {
-                    None => {
-                        skipped.push(SpeakerError::MissingPassword {
-                            peer: address,
-                            secret: secret.clone(),
-                        });
-                        continue;
-                    }
-                    Some(pw) if pw.len() > md5::MAX_KEY_LEN => {
-                        skipped.push(SpeakerError::PasswordTooLong { peer: address });
-                        continue;
-                    }
-                    Some(pw) => Some(Arc::from(pw.into_bytes())),
-                },
-            };
-            let ebgp = p.asn != config.local_asn;
-            let dialer = Dialer {
-                remote: SocketAddr::new(address, p.port),
-                source: p.source_address.parse().ok(),
-                password,
-                ttl: ebgp.then_some(p.ebgp_multihop),
-            };
-            let session = SessionConfig {
-                local_asn: config.local_asn,
-                peer_asn: p.asn,
-                router_id,
-                // Validated above: whole seconds within u16.
-                hold_time: p.hold_time.as_secs().min(u64::from(u16::MAX)) as u16,
-                keepalive_time: p.keepalive_time.as_secs().min(u64::from(u16::MAX)) as u16,
-                // Validated above: 1..=4095 s.
-                graceful_restart_time: p.graceful_restart.then(|| {
-                    p.graceful_restart_time
-                        .as_secs()
-                        .min(crate::config::MAX_RESTART_TIME) as u16
-                }),
-                node_ipv4: node.ipv4,
-                node_ipv6: node.ipv6,
-                connect_timeout: options.connect_timeout,
-                open_hold_time: Duration::from_secs(240),
-                backoff_min: options.backoff_min,
-                backoff_max: options.backoff_max,
-            };
-            let bfd = p.bfd.as_ref().map(|b| BfdPeer {
-                remote: address,
-                source: dialer.source,
-                timers: b.timers(),
-            });
-            peers.push((dialer, p.asn, session, bfd));
-        }
-        let initial: Vec<PeerStatus> = peers
-            .iter()
-            .map(|(d, asn, _, bfd)| PeerStatus {
-                address: d.remote,
-                asn: *asn,
-                state: State::Idle,
-                stats: SessionStats::default(),
-                bfd: bfd.as_ref().map(|_| BfdStatus::default()),
-            })
-            .collect();
-        let routes = Arc::new(Mutex::new(RouteState {
-            set: RouteSet::default(),
-            pending: vec![BTreeSet::new(); peers.len()],
-        }));
-        let (wake_tx, _) = watch::channel(0u64);
-        let (shutdown_tx, _) = watch::channel(false);
-        let (status_tx, status_rx) = watch::channel(initial);
-        let status_tx = Arc::new(status_tx);
         let _guard = runtime.enter();
-        let bfd_peers: Vec<BfdPeer> = peers.iter().filter_map(|p| p.3.clone()).collect();
-        let mut bfd_task = None;
-        let mut bfd_status = Vec::new().into_iter();
-        if !bfd_peers.is_empty() {
-            let h = bfd_driver::spawn(bfd_peers, shutdown_tx.subscribe());
-            bfd_task = Some(h.task);
-            bfd_status = h.status.into_iter();
-        }
-        let mut tasks: Vec<JoinHandle<()>> = peers
-            .into_iter()
-            .enumerate()
-            .map(|(index, (dialer, asn, session, bfd))| {
-                let task = PeerTask {
-                    index,
-                    asn,
-                    dialer,
-                    session: Session::new(session),
-                    routes: routes.clone(),
-                    wake: wake_tx.subscribe(),
-                    shutdown: shutdown_tx.subscribe(),
-                    status: status_tx.clone(),
-                    flush_timeout: options.flush_timeout,
-                    node: node.name.clone(),
-                    bfd: bfd.and_then(|_| bfd_status.next()),
-                    bfd_downs: 0,
-                };
-                runtime.spawn(task.run())
-            })
-            .collect();
-        tasks.extend(bfd_task);
-        Ok(SpeakerHandle {
-            routes,
-            wake: wake_tx,
-            shutdown: shutdown_tx,
-            status: status_rx,
-            tasks,
+        let (wake, _) = watch::channel(0u64);
+        let (status_tx, status) = watch::channel(plans.iter().map(idle).collect());
+        let mut handle = SpeakerHandle {
+            routes: Arc::new(Mutex::new(RouteState::default())),
+            wake,
+            status_tx: Arc::new(status_tx),
+            status,
+            peers: Vec::new(),
+            bfd: None,
+            bfd_status: Vec::new(),
             skipped,
-        })
+            options,
+            node: node.name.clone(),
+            next_id: 0,
+        };
+        handle.start_bfd(&plans);
+        handle.peers = plans.into_iter().map(|p| handle.start_peer(p)).collect();
+        Ok(handle)
     }
 }
 
@@ -330,7 +321,7 @@ impl SpeakerHandle {
             if changed.is_empty() {
                 return;
             }
-            for p in &mut st.pending {
+            for p in st.pending.values_mut() {
                 p.extend(changed.iter().copied());
             }
             st.set = routes;
@@ -351,11 +342,88 @@ impl SpeakerHandle {
             if touched.is_empty() {
                 return;
             }
-            for p in &mut st.pending {
+            for p in st.pending.values_mut() {
                 p.extend(touched.iter().copied());
             }
         }
         self.wake.send_modify(|v| *v += 1);
+    }
+
+    /// Moves the running speaker to a new configuration (peers added or removed in
+    /// BGPPeer resources, a password changed in its Secret, the node's labels or
+    /// addresses changed) while touching only the sessions that differ: a peer whose
+    /// [`PeerPlan`] is unchanged keeps its connection and its routes, a removed or changed
+    /// one ends with a Cease, and a new or changed one starts and gets the whole current
+    /// route set. A change of the BFD routers restarts the peers that use BFD, since one
+    /// driver serves them all. On an error (invalid configuration, no router ID) nothing
+    /// changes.
+    pub async fn reconfigure(
+        &mut self,
+        config: &BgpConfig,
+        node: &NodeInfo,
+        passwords: impl Fn(&SecretRef) -> Option<String>,
+    ) -> Result<Reconfigured, SpeakerError> {
+        let (plans, skipped) = plan(config, node, passwords, &self.options)?;
+        self.skipped = skipped;
+        self.node = node.name.clone();
+        let bfd_set: Vec<BfdPeer> = plans.iter().filter_map(|p| p.bfd.clone()).collect();
+        let bfd_changed = match &self.bfd {
+            Some((running, _, _)) => *running != bfd_set,
+            None => !bfd_set.is_empty(),
+        };
+        let mut out = Reconfigured::default();
+        let mut old = std::mem::take(&mut self.peers);
+        let mut keep: Vec<Option<RunningPeer>> = Vec::with_capacity(plans.len());
+        for p in &plans {
+            let same = old
+                .iter()
+                .position(|r| r.plan == *p && !(bfd_changed && p.bfd.is_some()));
+            keep.push(same.map(|i| old.swap_remove(i)));
+        }
+        // Stop first, so a changed peer's final status lands before its successor's.
+        for r in &old {
+            r.stop.send_replace(true);
+        }
+        if bfd_changed && let Some((_, stop, task)) = self.bfd.take() {
+            stop.send_replace(true);
+            await_task(task).await;
+        }
+        for r in old {
+            out.stopped.push(r.plan.dialer.remote);
+            await_task(r.task).await;
+        }
+        let previous = self.status.borrow().clone();
+        self.status_tx.send_modify(|all| {
+            *all = plans
+                .iter()
+                .map(|p| {
+                    previous
+                        .iter()
+                        .find(|s| s.address == p.dialer.remote)
+                        .filter(|_| keep.iter().flatten().any(|r| r.plan == *p))
+                        .cloned()
+                        .unwrap_or_else(|| idle(p))
+                })
+                .collect();
+        });
+        if bfd_changed {
+            self.start_bfd(&plans);
+        }
+        let mut peers = Vec::with_capacity(plans.len());
+        for (p, kept) in plans.into_iter().zip(keep) {
+            match kept {
+                Some(r) => {
+                    out.kept.push(r.plan.dialer.remote);
+                    peers.push(r);
+                }
+                None => {
+                    out.started.push(p.dialer.remote);
+                    peers.push(self.start_peer(p));
+                }
+            }
+        }
+        self.peers = peers;
+        Ok(out)
     }
 
     /// Peers left out because their password is missing or too long: the
@@ -377,250 +445,70 @@ impl SpeakerHandle {
     /// Withdraws everything, sends Cease (Administrative Shutdown) to every
     /// peer, closes the connections and waits for the tasks to end.
     pub async fn shutdown(mut self) {
-        self.shutdown.send_replace(true);
-        for t in std::mem::take(&mut self.tasks) {
-            if let Err(e) = t.await {
-                tracing::warn!(error = %e, "BGP peer task ended abnormally");
-            }
+        for p in &self.peers {
+            p.stop.send_replace(true);
+        }
+        if let Some((_, stop, _)) = &self.bfd {
+            stop.send_replace(true);
+        }
+        for p in std::mem::take(&mut self.peers) {
+            await_task(p.task).await;
+        }
+        if let Some((_, _, task)) = self.bfd.take() {
+            await_task(task).await;
         }
     }
-}
 
-type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
-
-struct PeerTask {
-    index: usize,
-    asn: u32,
-    dialer: Dialer,
-    session: Session,
-    routes: Arc<Mutex<RouteState>>,
-    wake: watch::Receiver<u64>,
-    shutdown: watch::Receiver<bool>,
-    status: Arc<watch::Sender<Vec<PeerStatus>>>,
-    flush_timeout: Duration,
-    node: String,
-    bfd: Option<watch::Receiver<BfdStatus>>,
-    bfd_downs: u64,
-}
-
-/// The open connection, split so reads and writes proceed independently.
-#[derive(Default)]
-struct Conn {
-    reader: Option<OwnedReadHalf>,
-    writer: Option<OwnedWriteHalf>,
-    connecting: Option<Connecting>,
-    pending: Vec<u8>,
-}
-
-impl Conn {
-    async fn close(&mut self, flush_timeout: Duration) {
-        self.connecting = None;
-        self.reader = None;
-        if let Some(mut w) = self.writer.take() {
-            let pending = std::mem::take(&mut self.pending);
-            let flush = async {
-                w.write_all(&pending).await?;
-                w.shutdown().await
-            };
-            let _ = tokio::time::timeout(flush_timeout, flush).await;
+    /// Starts the BFD driver for the plans that ask for BFD (none: no driver).
+    fn start_bfd(&mut self, plans: &[PeerPlan]) {
+        let set: Vec<BfdPeer> = plans.iter().filter_map(|p| p.bfd.clone()).collect();
+        if set.is_empty() {
+            self.bfd = None;
+            self.bfd_status.clear();
+            return;
         }
-        self.pending.clear();
-    }
-}
-
-async fn connecting(c: Option<&mut Connecting>) -> io::Result<TcpStream> {
-    match c {
-        Some(f) => f.await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn read(r: Option<&mut OwnedReadHalf>, buf: &mut [u8]) -> io::Result<usize> {
-    match r {
-        Some(r) => r.read(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn write(w: Option<&mut OwnedWriteHalf>, buf: &[u8]) -> io::Result<usize> {
-    match w {
-        Some(w) if !buf.is_empty() => w.write(buf).await,
-        _ => std::future::pending().await,
-    }
-}
-
-/// How often the BFD session has gone down from Up, at its next change; `None` once the
-/// BFD task is gone.
-async fn bfd_changed(rx: Option<&mut watch::Receiver<BfdStatus>>) -> Option<u64> {
-    match rx {
-        Some(rx) => {
-            rx.changed().await.ok()?;
-            Some(rx.borrow_and_update().downs)
-        }
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn dial(d: Dialer) -> io::Result<TcpStream> {
-    let sock = if d.remote.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    if let Some(key) = &d.password {
-        md5::set_md5sig(&sock, d.remote.ip(), key)?;
-    }
-    if let Some(src) = d.source {
-        sock.bind(SocketAddr::new(src, 0))?;
-    }
-    if let Some(hops) = d.ttl {
-        // Before connect, so the SYN already carries it: IPv4 TTL or IPv6 hop limit.
-        let s = socket2::SockRef::from(&sock);
-        if d.remote.is_ipv4() {
-            s.set_ttl_v4(u32::from(hops))?;
-        } else {
-            s.set_unicast_hops_v6(u32::from(hops))?;
-        }
-    }
-    let stream = sock.connect(d.remote).await?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
-}
-
-impl PeerTask {
-    /// All the routes of the current set that this peer gets.
-    fn desired(&mut self) -> Routes {
-        let ip = self.dialer.remote.ip();
-        let mut st = lock(&self.routes);
-        if let Some(p) = st.pending.get_mut(self.index) {
-            p.clear();
-        }
-        st.set.for_peer(ip)
+        let (stop, rx) = watch::channel(false);
+        let h = bfd_driver::spawn(set.clone(), rx);
+        self.bfd_status = h.status;
+        self.bfd = Some((set, stop, h.task));
     }
 
-    /// The prefixes changed since the last look, as this peer gets them now.
-    fn changes(&mut self) -> Vec<(IpNet, Option<RouteAttrs>)> {
-        let ip = self.dialer.remote.ip();
-        let mut st = lock(&self.routes);
-        let touched = st
-            .pending
-            .get_mut(self.index)
-            .map(std::mem::take)
-            .unwrap_or_default();
-        touched
-            .into_iter()
-            .map(|p| (p, st.set.for_peer_one(&p, ip)))
-            .collect()
-    }
-
-    fn publish(&self) {
-        let new = PeerStatus {
-            address: self.dialer.remote,
-            asn: self.asn,
-            state: self.session.state(),
-            stats: self.session.stats().clone(),
-            bfd: self.bfd.as_ref().map(|b| b.borrow().clone()),
-        };
-        self.status.send_if_modified(|all| match all.get_mut(self.index) {
-            Some(slot) if *slot != new => {
-                if slot.state != new.state {
-                    tracing::info!(node = %self.node, peer = %new.address, from = %slot.state, to = %new.state,
-                        error = new.stats.last_error.as_deref().unwrap_or(""), "BGP session state");
-                }
-                *slot = new;
-                true
-            }
-            _ => false,
+    /// Spawns one peer's task; it reads the whole route set when it starts.
+    fn start_peer(&mut self, plan: PeerPlan) -> RunningPeer {
+        let id = self.next_id;
+        self.next_id += 1;
+        let (stop, stop_rx) = watch::channel(false);
+        let bfd = plan.bfd.as_ref().and_then(|b| {
+            let set = &self.bfd.as_ref()?.0;
+            let i = set.iter().position(|x| x == b)?;
+            self.bfd_status.get(i).cloned()
         });
-    }
-
-    /// Applies the session's outputs; returns after a Disconnect was flushed.
-    async fn drain(&mut self, conn: &mut Conn) {
-        while let Some(out) = self.session.poll_output() {
-            match out {
-                Output::Connect => conn.connecting = Some(Box::pin(dial(self.dialer.clone()))),
-                Output::Transmit(bytes) if conn.writer.is_some() => {
-                    conn.pending.extend_from_slice(&bytes)
-                }
-                Output::Transmit(_) => {}
-                Output::Disconnect => conn.close(self.flush_timeout).await,
-            }
+        let task = PeerTask {
+            id,
+            asn: plan.asn,
+            dialer: plan.dialer.clone(),
+            session: Session::new(plan.session.clone()),
+            routes: self.routes.clone(),
+            wake: self.wake.subscribe(),
+            stop: stop_rx,
+            status: self.status_tx.clone(),
+            flush_timeout: self.options.flush_timeout,
+            node: self.node.clone(),
+            bfd,
+            bfd_downs: 0,
+        };
+        RunningPeer {
+            plan,
+            stop,
+            task: tokio::spawn(task.run()),
         }
     }
+}
 
-    async fn run(mut self) {
-        let mut conn = Conn::default();
-        let mut buf = vec![0u8; 64 * 1024];
-        let initial = self.desired();
-        self.session.set_routes(Instant::now().into_std(), initial);
-        self.session.start(Instant::now().into_std());
-        loop {
-            self.drain(&mut conn).await;
-            self.publish();
-            let deadline = self.session.poll_timeout().map(Instant::from_std);
-            tokio::select! {
-                res = connecting(conn.connecting.as_mut()) => {
-                    conn.connecting = None;
-                    let now = Instant::now().into_std();
-                    match res.and_then(|s| Ok((s.local_addr()?, s))) {
-                        Ok((local, stream)) => {
-                            let (r, w) = stream.into_split();
-                            (conn.reader, conn.writer) = (Some(r), Some(w));
-                            self.session.handle_connected(now, local);
-                        }
-                        Err(e) => self.session.handle_connect_failed(now, &e.to_string()),
-                    }
-                }
-                res = read(conn.reader.as_mut(), &mut buf) => {
-                    let now = Instant::now().into_std();
-                    match res {
-                        Ok(0) | Err(_) => {
-                            conn.close(Duration::ZERO).await;
-                            self.session.handle_closed(now);
-                        }
-                        Ok(n) => self.session.handle_data(now, &buf[..n]),
-                    }
-                }
-                res = write(conn.writer.as_mut(), &conn.pending) => match res {
-                    Ok(n) => { conn.pending.drain(..n); }
-                    Err(_) => {
-                        conn.close(Duration::ZERO).await;
-                        self.session.handle_closed(Instant::now().into_std());
-                    }
-                },
-                () = sleep_until(deadline) => self.session.handle_timeout(Instant::now().into_std()),
-                res = self.wake.changed() => {
-                    if res.is_err() {
-                        break;
-                    }
-                    let changes = self.changes();
-                    self.session.update_routes(Instant::now().into_std(), changes);
-                }
-                res = bfd_changed(self.bfd.as_mut()) => match res {
-                    // Counted, not compared state to state: a Down and Up again between two
-                    // looks is still a failure the BGP session must not outlive.
-                    Some(downs) if downs > self.bfd_downs => {
-                        self.bfd_downs = downs;
-                        // The router stopped hearing us, or we it: the BGP session is dead too.
-                        self.session.handle_bfd_down(Instant::now().into_std());
-                    }
-                    Some(_) => {}
-                    None => self.bfd = None,
-                },
-                _ = self.shutdown.changed() => break,
-            }
-        }
-        self.session.stop(Instant::now().into_std());
-        self.drain(&mut conn).await;
-        conn.close(self.flush_timeout).await;
-        self.publish();
+/// Waits for a task to end; a panic in it is logged, not passed on.
+async fn await_task(task: JoinHandle<()>) {
+    if let Err(e) = task.await {
+        tracing::warn!(error = %e, "BGP peer task ended abnormally");
     }
 }
 

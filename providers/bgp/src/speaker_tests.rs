@@ -3,13 +3,23 @@
 
 use super::*;
 use crate::config::PeerConfig;
+use crate::peer_task::{dial, sleep_until};
 use crate::route::RouteAttrs;
+use crate::route::Routes;
+use crate::session::Output;
 use ipnet::IpNet;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 /// A minimal router: accepts one connection and runs a session on it.
 /// Returns its final session after the connection ends.
 async fn router(listener: TcpListener, asn: u32, peer_asn: u32) -> Session {
+    router_on(&listener, asn, peer_asn).await
+}
+
+/// [`router`] on a listener that stays open for the next connection.
+async fn router_on(listener: &TcpListener, asn: u32, peer_asn: u32) -> Session {
     let (mut stream, _) = listener.accept().await.expect("accept");
     let local = stream.local_addr().expect("local");
     let mut s = Session::new(SessionConfig {
@@ -46,6 +56,7 @@ fn config(port: u16) -> BgpConfig {
         peers: vec![PeerConfig {
             address: "127.0.0.1".into(),
             asn: 64512,
+            local_asn: None,
             port,
             hold_time: Duration::from_secs(9),
             keepalive_time: Duration::from_secs(3),
@@ -305,4 +316,119 @@ fn a_dialers_debug_output_holds_no_password() {
     // Not as bytes either (a derived Debug prints [109, 100, 53, ...]).
     assert!(!text.contains("109, 100, 53"), "{text}");
     assert!(text.contains("<redacted>"), "{text}");
+}
+
+/// Waits until the peer at `port` satisfies `f`.
+async fn wait_peer(h: &SpeakerHandle, port: u16, what: &str, f: impl Fn(&PeerStatus) -> bool) {
+    let mut rx = h.watch_status();
+    let check = async {
+        loop {
+            if rx
+                .borrow_and_update()
+                .iter()
+                .any(|s| s.address.port() == port && f(s))
+            {
+                return;
+            }
+            rx.changed().await.expect("speaker alive");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), check)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}: {:?}", h.peer_states()));
+}
+
+#[tokio::test]
+async fn reconfigure_restarts_only_the_changed_peer_and_new_ones_get_every_route() {
+    let (la, lb) = (
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+    );
+    let (pa, pb) = (
+        la.local_addr().expect("addr").port(),
+        lb.local_addr().expect("addr").port(),
+    );
+    let mut c = config(pa);
+    let mut b = c.peers[0].clone();
+    b.port = pb;
+    c.peers.push(b);
+    let router_a = tokio::spawn(router(la, 64512, 64513));
+    // B's router accepts twice: the first session ends with the reconfiguration.
+    let lb = Arc::new(lb);
+    let router_b = {
+        let lb = lb.clone();
+        tokio::spawn(async move { router_on(&lb, 64512, 64513).await })
+    };
+    let mut h = Speaker::spawn(&c, &NodeInfo::default(), |_| None).expect("spawn");
+    let prefix = IpNet::from(IpAddr::from([203, 0, 113, 9]));
+    h.set_routes(Routes::from_iter([(prefix, RouteAttrs::default())]));
+    for port in [pa, pb] {
+        wait_peer(&h, port, "both advertise", |s| {
+            s.state == State::Established && s.stats.prefixes_advertised == 1
+        })
+        .await;
+    }
+    // Same configuration: nothing restarts.
+    let same = h
+        .reconfigure(&c, &NodeInfo::default(), |_| None)
+        .await
+        .expect("reconfigure");
+    assert_eq!(same.started, Vec::<SocketAddr>::new());
+    assert_eq!(same.kept.len(), 2);
+    // B's hold time changes: B restarts with a Cease, A keeps its session.
+    c.peers[1].hold_time = Duration::from_secs(12);
+    let router_b2 = {
+        let lb = lb.clone();
+        tokio::spawn(async move { router_on(&lb, 64512, 64513).await })
+    };
+    let r = h
+        .reconfigure(&c, &NodeInfo::default(), |_| None)
+        .await
+        .expect("reconfigure");
+    let b_addr = SocketAddr::from(([127, 0, 0, 1], pb));
+    assert_eq!(
+        (r.stopped.clone(), r.started.clone()),
+        (vec![b_addr], vec![b_addr])
+    );
+    assert_eq!(r.kept, vec![SocketAddr::from(([127, 0, 0, 1], pa))]);
+    let old_b = tokio::time::timeout(Duration::from_secs(5), router_b)
+        .await
+        .expect("B's first session ends")
+        .expect("router task");
+    let err = old_b.stats().last_error.clone().unwrap_or_default();
+    assert!(err.contains("Cease (6/2)"), "router B saw: {err}");
+    // The new session gets the whole route set without a set_routes call.
+    wait_peer(&h, pb, "B again with the route", |s| {
+        s.state == State::Established && s.stats.prefixes_advertised == 1 && s.stats.flaps == 0
+    })
+    .await;
+    assert!(!router_a.is_finished(), "A's session was not touched");
+    let a = h.peer_states()[0].clone();
+    assert_eq!((a.state, a.stats.flaps), (State::Established, 0), "{a:?}");
+    // A is removed: its session ends with a Cease, B stays.
+    c.peers.remove(0);
+    let r = h
+        .reconfigure(&c, &NodeInfo::default(), |_| None)
+        .await
+        .expect("reconfigure");
+    assert_eq!(r.kept, vec![b_addr]);
+    let old_a = tokio::time::timeout(Duration::from_secs(5), router_a)
+        .await
+        .expect("A ends")
+        .expect("router task");
+    let err = old_a.stats().last_error.clone().unwrap_or_default();
+    assert!(err.contains("Cease (6/2)"), "router A saw: {err}");
+    assert_eq!(h.peer_states().len(), 1);
+    // An invalid configuration changes nothing.
+    c.peers[0].hold_time = Duration::from_secs(2);
+    assert!(matches!(
+        h.reconfigure(&c, &NodeInfo::default(), |_| None).await,
+        Err(SpeakerError::InvalidConfig(_))
+    ));
+    assert!(
+        !router_b2.is_finished(),
+        "B's new session survives a bad config"
+    );
+    h.shutdown().await;
+    let _ = router_b2.await;
 }

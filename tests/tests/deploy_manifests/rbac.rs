@@ -194,6 +194,20 @@ pub(crate) fn speaker_allow_list(w: &Wiring) -> BTreeSet<Perm> {
     for res in ["addresspools", "l2announcementpolicies"] {
         out.extend(perms("portway.dev", res, &["list", "watch"], None, None));
     }
+    // ccm/src/speaker/live_bgp.rs: reflectors over BGPPeers and BGPAdvertisements
+    // (the bgp section's peers and advertisements, live).
+    for res in ["bgppeers", "bgpadvertisements"] {
+        out.extend(perms("portway.dev", res, &["list", "watch"], None, None));
+    }
+    // ccm/src/speaker/peer_status.rs: `.patch_status(Patch::Apply)` of this node's
+    // entry in each BGPPeer's status.sessions.
+    out.extend(perms(
+        "portway.dev",
+        "bgppeers/status",
+        &["patch"],
+        None,
+        None,
+    ));
     // ccm/src/speaker/mod.rs `fetch_passwords`: `Api::<Secret>::get` of each
     // bgp.peers[].passwordSecret (TCP MD5).
     for (ns, name) in &w.bgp_secrets {
