@@ -188,9 +188,15 @@ async fn run(sim: &SimCluster, n: usize) -> anyhow::Result<Vec<Row>> {
         let start = Instant::now();
         p.resync_now().await;
         let mut keys = Vec::new();
-        while let Some(Some(k)) = triggers.next().now_or_never() {
+        // Not `now_or_never`: tokio's cooperative budget makes a receiver answer Pending
+        // after 128 messages in one poll, so the rest would be missed (the controller reads
+        // its triggers continuously).
+        while let Ok(Some(k)) =
+            tokio::time::timeout(Duration::from_millis(200), triggers.next()).await
+        {
             keys.push(k);
         }
+        eprintln!("{op}: {} Services asked for", keys.len());
         let asked: Vec<LbService> = svcs
             .iter()
             .filter(|s| keys.contains(&s.key))
@@ -205,6 +211,7 @@ async fn run(sim: &SimCluster, n: usize) -> anyhow::Result<Vec<Row>> {
         });
     }
     if bigip.objects("virtual", "portway").len() != 2 * n {
+        rows.iter().for_each(Row::print);
         anyhow::bail!(
             "not converged: {} virtuals",
             bigip.objects("virtual", "portway").len()
