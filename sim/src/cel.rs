@@ -326,8 +326,14 @@ mod tests {
         );
         // Go durations, as kube-apiserver's CEL has them (a BGPPeer's timers rule).
         let timers = "duration(self.keepaliveTime) < duration(self.holdTime)";
-        assert!(ok(timers, json!({"keepaliveTime": "30s", "holdTime": "1m30s"})));
-        assert!(!ok(timers, json!({"keepaliveTime": "90s", "holdTime": "30s"})));
+        assert!(ok(
+            timers,
+            json!({"keepaliveTime": "30s", "holdTime": "1m30s"})
+        ));
+        assert!(!ok(
+            timers,
+            json!({"keepaliveTime": "90s", "holdTime": "30s"})
+        ));
         assert!(eval("duration(self)", &json!("soon"), None).is_err());
         assert!(eval("cidr(self)", &json!("nope"), None).is_err());
         assert!(eval("self.nosuch()", &json!("x"), None).is_err());

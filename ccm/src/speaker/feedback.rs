@@ -198,8 +198,15 @@ impl Feedback {
         let (tx, mut rx) = mpsc::channel::<IpAddr>(NOTICE_QUEUE);
         let this = self.clone();
         let task = tokio::spawn(async move {
-            while let Some(ip) = rx.recv().await {
-                for svc in this.services_with(ip) {
+            while let Some(first) = rx.recv().await {
+                // Whatever queued meanwhile shares one look through the Services: a
+                // speaker's start advertises thousands of addresses at once, and a look
+                // per address cost addresses x Services status reads (minutes at 10,000).
+                let mut batch = BTreeSet::from([first]);
+                while let Ok(ip) = rx.try_recv() {
+                    batch.insert(ip);
+                }
+                for (ip, svc) in this.services_with_any(&batch) {
                     this.events
                         .publish(
                             &svc.object_ref(&()),
@@ -226,11 +233,19 @@ impl Feedback {
 
     /// The l2 Services whose status holds `ip`.
     pub(crate) fn services_with(&self, ip: IpAddr) -> Vec<Arc<Service>> {
-        self.services
-            .state()
+        let one = BTreeSet::from([ip]);
+        self.services_with_any(&one)
             .into_iter()
-            .filter(|s| status_ips(s).contains(&ip))
+            .map(|(_, s)| s)
             .collect()
+    }
+
+    /// Each Service whose status holds one of `ips`, with that address: one look through
+    /// the store for all of them. The status strings are compared as text first (the
+    /// addresses' canonical form, which the controller writes), so a look costs a hash
+    /// per Service rather than parsing every address; IPv6 text that differs is parsed.
+    pub(crate) fn services_with_any(&self, ips: &BTreeSet<IpAddr>) -> Vec<(IpAddr, Arc<Service>)> {
+        holding_any(self.services.state(), ips)
     }
 
     async fn patch_annotation(&self, svc: &Service, key: &str, value: Option<&str>) -> bool {
@@ -252,6 +267,37 @@ impl Feedback {
             }
         }
     }
+}
+
+/// [`Feedback::services_with_any`] over `services`.
+fn holding_any(services: Vec<Arc<Service>>, ips: &BTreeSet<IpAddr>) -> Vec<(IpAddr, Arc<Service>)> {
+    let texts: std::collections::HashMap<String, IpAddr> =
+        ips.iter().map(|ip| (ip.to_string(), *ip)).collect();
+    let mut found = Vec::new();
+    for svc in services {
+        let ingress = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref());
+        let mut hits: BTreeSet<IpAddr> = BTreeSet::new();
+        for text in ingress
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.ip.as_deref())
+        {
+            let ip = match texts.get(text) {
+                Some(ip) => Some(*ip),
+                // An IPv4 address that parses is spelt canonically (no leading
+                // zeros); an IPv6 one may not be (upper case, unshortened).
+                None if text.contains(':') => text.parse().ok().filter(|ip| ips.contains(ip)),
+                None => None,
+            };
+            hits.extend(ip);
+        }
+        found.extend(hits.into_iter().map(|ip| (ip, svc.clone())));
+    }
+    found
 }
 
 /// What `portway.dev/announced-by` on `svc` should become in `node`'s view, or `None`
@@ -358,6 +404,42 @@ mod tests {
         assert!(
             who.contains("02:00:00:00:00:0a") && who.contains("n1"),
             "{who}"
+        );
+    }
+
+    #[test]
+    fn one_look_finds_every_service_holding_any_of_the_addresses_in_any_spelling() {
+        let svc = |name: &str, ips: &[&str]| {
+            let ingress: Vec<_> = ips.iter().map(|ip| json!({ "ip": ip })).collect();
+            Arc::new(
+                serde_json::from_value::<Service>(json!({
+                    "metadata": { "name": name, "namespace": "default" },
+                    "status": { "loadBalancer": { "ingress": ingress } }
+                }))
+                .expect("service"),
+            )
+        };
+        let services = vec![
+            svc("a", &["192.0.2.1"]),
+            svc("shared", &["192.0.2.1", "2001:DB8:0:0::7"]),
+            svc("other", &["192.0.2.2"]),
+            svc("none", &[]),
+        ];
+        let ips: BTreeSet<IpAddr> = ["192.0.2.1", "2001:db8::7", "192.0.2.9"]
+            .iter()
+            .map(|ip| ip.parse().expect("ip"))
+            .collect();
+        let found: Vec<(String, String)> = holding_any(services, &ips)
+            .into_iter()
+            .map(|(ip, s)| (ip.to_string(), s.name_any()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("192.0.2.1".to_string(), "a".to_string()),
+                ("192.0.2.1".to_string(), "shared".to_string()),
+                ("2001:db8::7".to_string(), "shared".to_string()),
+            ]
         );
     }
 

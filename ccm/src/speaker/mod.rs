@@ -15,6 +15,7 @@ pub mod guard;
 mod live_bgp;
 mod live_pools;
 pub mod metrics;
+mod pace;
 mod peer_status;
 mod probe;
 pub mod ready;
@@ -131,11 +132,11 @@ pub async fn run_with(
 
 /// [`run_with`], recording into `m`.
 ///
-/// One loop follows the watches' changes (coalesced over 50 ms) and hands them to the
-/// announcers: the BGP sessions get the prefixes that changed, the L2 speaker its VIP list
-/// when an l2 input changed. Only what a change touches is recomputed (its Service's
-/// routes and VIPs, its slice's Service), so one change costs the same at 100 Services as
-/// at 10,000; everything is recomputed from the stores when a watch relists, when this
+/// One loop follows the watches' changes (at once, or a burst coalesced: `pace.rs`) and
+/// hands them to the announcers: the BGP sessions get the prefixes that changed, the L2
+/// speaker its VIP list when an l2 input changed. Only what a change touches is
+/// recomputed (its Service's routes and VIPs, its slice's Service), so one change costs
+/// the same at 100 Services as at 10,000; everything is recomputed from the stores when a watch relists, when this
 /// node's Node changes, and every [`RESYNC`], so the incremental state cannot drift.
 pub async fn run_with_metrics(
     client: Client,
@@ -254,6 +255,7 @@ pub async fn run_with_options(
 
     tokio::pin!(shutdown);
     loop {
+        let pass_began = tokio::time::Instant::now();
         let d = std::mem::take(&mut *lock(&dirty));
         let me = nodes.store.get(&me_ref);
         let me_version = me.as_ref().and_then(|n| n.resource_version());
@@ -526,10 +528,8 @@ pub async fn run_with_options(
         full = false;
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = changed.notified() => {
-                // Gather a burst of changes into one pass.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            // At once after an idle spell; a burst shares one pass per window.
+            _ = changed.notified() => pace::before_pass(pass_began).await,
             _ = async {
                 match &mut bgp {
                     Some(runner) => runner.status_changed().await,
@@ -701,8 +701,11 @@ where
         tap: impl Fn(&watcher::Event<K>) + Send + 'static,
     ) -> Self {
         let (store, writer) = reflector::store::<K>();
-        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-            .default_backoff();
+        // managedFields are never read here and are often as large as the rest of the
+        // object: dropped before the store keeps 10,000 Services and their slices.
+        let events =
+            watcher(api, watcher::Config::default()).modify(|o| o.meta_mut().managed_fields = None);
+        let stream = reflector::reflector(writer, events).default_backoff();
         let changed = changed.clone();
         let ok = Arc::new(AtomicBool::new(true));
         let flag = ok.clone();
