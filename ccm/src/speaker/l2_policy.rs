@@ -9,11 +9,13 @@
 //! - several policies covering one pool are a union: any of them selecting a node lets it
 //!   announce, and the owner answers on every interface any of them lists; one with no
 //!   selector (or no interface) means every node (or interface);
-//! - the configuration file's `l2` section is the implicit policy of its `l2.pools`
-//!   (`l2.nodeSelector`, `l2.interfaces`) and joins that union when a resource covers the
-//!   same pool;
-//! - a pool no resource covers keeps the file's behaviour exactly (no scope: the node-wide
-//!   `l2.nodeSelector` and interface choice apply).
+//! - the configuration file's `l2` section is the implicit policy of the pools no resource
+//!   covers (`l2.nodeSelector`, `l2.interfaces`: no scope, exactly the behaviour without
+//!   resources). When a resource covers a pool the file's `l2.pools` also lists, the
+//!   resources decide its nodes and interfaces: a policy is how a pool's announcement is
+//!   changed live, so it refines the file's default rather than being widened by it (the
+//!   file's section would otherwise absorb any narrower policy whenever it has no
+//!   `nodeSelector`). The file still decides which pools exist and that the pool is l2.
 //!
 //! The election still needs the node to reach the address's subnet (or to have a usable
 //! `l2.interfaces` entry); a policy's `interfaces` narrow where the owner answers, so
@@ -23,14 +25,11 @@ use crate::crd::L2AnnouncementPolicy;
 use crate::pools::merge::selector;
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
-use portway_l2::{L2Config, VipInput, VipScope};
-use portway_provider::ipam::{AddrRange, LabelSelector, PoolConfig};
+use portway_l2::{VipInput, VipScope};
+use portway_provider::ipam::{AddrRange, PoolConfig};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-
-/// The name the file's `l2` section goes by in a scope's policy list.
-pub const FILE_POLICY: &str = "l2 (configuration file)";
 
 /// The scope of every pool some policy covers, by address range.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -39,8 +38,8 @@ pub struct Scopes {
 }
 
 impl Scopes {
-    /// From the merged pools, the file's `l2` section and the policies (in any order).
-    pub fn new(pools: &[PoolConfig], file: &L2Config, policies: &[L2AnnouncementPolicy]) -> Self {
+    /// From the merged pools and the policies (in any order).
+    pub fn new(pools: &[PoolConfig], policies: &[L2AnnouncementPolicy]) -> Self {
         let mut live: Vec<&L2AnnouncementPolicy> = policies
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
@@ -57,15 +56,6 @@ impl Scopes {
                 continue;
             }
             let mut scope = VipScope::default();
-            if file.pools.contains(&pool.name) {
-                let nodes = (!file.node_selector.is_empty()).then(|| {
-                    vec![LabelSelector {
-                        match_labels: file.node_selector.clone(),
-                        ..LabelSelector::default()
-                    }]
-                });
-                scope.union(FILE_POLICY, nodes, set(&file.interfaces));
-            }
             for p in covering {
                 let nodes = (!p.spec.node_selectors.is_empty()).then(|| {
                     p.spec
@@ -134,15 +124,12 @@ pub fn no_node_note(scope: &VipScope) -> String {
     let named: Vec<String> = scope
         .policies
         .iter()
-        .map(|p| match p.as_str() {
-            FILE_POLICY => p.clone(),
-            _ => format!("L2AnnouncementPolicy {p}"),
-        })
+        .map(|p| format!("L2AnnouncementPolicy {p}"))
         .collect();
     format!(
         "no ready node matches the node selectors of {} (the announcement policies of this \
          address's pool), so no node announces it over ARP/NDP; fix \
-         spec.nodeSelectors of the policy (or l2.nodeSelector) or label a node to match",
+         spec.nodeSelectors of the policy or label a node to match",
         named.join(", ")
     )
 }

@@ -317,7 +317,7 @@ pub async fn run_with_options(
             };
             // The policies' nodes and interfaces per pool ride in the guard (l2_policy).
             let policies = live_pools.as_ref().map(|l| l.policies());
-            let scopes = l2_policy::Scopes::new(&pools, l2cfg, &policies.unwrap_or_default());
+            let scopes = l2_policy::Scopes::new(&pools, &policies.unwrap_or_default());
             let guard = guard::L2Guard::new(&pools, &l2_now, &all_nodes).with_scopes(scopes);
             // A changed pool (a resource applied) or Node address re-checks every VIP.
             let l2_full = full || state.guard.as_ref() != Some(&guard);

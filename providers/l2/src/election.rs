@@ -115,8 +115,8 @@ pub fn eligibility(
     let nets = input.live.get(node).ok_or(Ineligible::NotLive)?;
     let labels = input.nodes.get(node).ok_or(Ineligible::NotSelected)?;
     match &vip.scope {
-        // The policies covering the pool decide (the file's `l2` section is one of them
-        // when it lists the pool).
+        // The policies covering the pool decide; the node-wide selector is the default
+        // of the pools no policy covers.
         Some(scope) if !scope.selects(labels) => return Err(Ineligible::NotSelectedByPolicy),
         Some(_) => {}
         None if !input.config.selects(labels) => return Err(Ineligible::NotSelected),

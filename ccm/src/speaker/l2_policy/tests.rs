@@ -34,22 +34,15 @@ fn ip(s: &str) -> IpAddr {
     s.parse().expect("ip")
 }
 
-fn file(pools: &[&str]) -> L2Config {
-    L2Config {
-        pools: pools.iter().map(|p| p.to_string()).collect(),
-        ..L2Config::default()
-    }
-}
-
 #[test]
 fn a_pool_no_policy_covers_has_no_scope() {
-    let s = Scopes::new(&pools(), &file(&["lan"]), &[]);
+    let s = Scopes::new(&pools(), &[]);
     assert_eq!(s, Scopes::default());
     let p = policy(
         "dmz-only",
         json!({"pools": ["dmz"], "nodeSelectors": [{"matchLabels": {"zone": "b"}}]}),
     );
-    let s = Scopes::new(&pools(), &file(&["lan"]), &[p]);
+    let s = Scopes::new(&pools(), &[p]);
     assert!(s.scope_of(ip("192.168.1.7")).is_none());
     let dmz = s.scope_of(ip("203.0.113.7")).expect("scope");
     assert!(dmz.selects(&labels(json!({"zone": "b"}))));
@@ -69,8 +62,8 @@ fn policies_on_one_pool_are_a_union_and_a_policy_without_pools_covers_all() {
                "interfaces": ["eth2"]}),
     );
     // The store's order does not matter.
-    let s = Scopes::new(&pools(), &file(&[]), &[b.clone(), a.clone()]);
-    assert_eq!(s, Scopes::new(&pools(), &file(&[]), &[a, b]));
+    let s = Scopes::new(&pools(), &[b.clone(), a.clone()]);
+    assert_eq!(s, Scopes::new(&pools(), &[a, b]));
     let lan = s.scope_of(ip("192.168.1.7")).expect("lan");
     assert_eq!(lan.policies, ["a", "b"]);
     for zone in ["a", "b"] {
@@ -88,37 +81,17 @@ fn policies_on_one_pool_are_a_union_and_a_policy_without_pools_covers_all() {
 }
 
 #[test]
-fn the_file_section_joins_the_union_only_for_its_own_pools() {
-    let mut f = file(&["lan"]);
-    f.node_selector = [("rack".to_string(), "1".to_string())].into();
-    f.interfaces = vec!["bond0".into()];
+fn a_policy_decides_for_a_pool_the_file_also_lists() {
+    // The file lists lan in l2.pools with every node; a policy narrows it to zone b.
     let p = policy(
         "p",
-        json!({"nodeSelectors": [{"matchLabels": {"rack": "2"}}], "interfaces": ["eth1"]}),
+        json!({"pools": ["lan"], "nodeSelectors": [{"matchLabels": {"zone": "b"}}]}),
     );
-    let s = Scopes::new(&pools(), &f, &[p]);
+    let s = Scopes::new(&pools(), &[p]);
     let lan = s.scope_of(ip("192.168.1.7")).expect("lan");
-    assert_eq!(lan.policies, [FILE_POLICY, "p"]);
-    assert!(lan.selects(&labels(json!({"rack": "1"}))));
-    assert!(lan.selects(&labels(json!({"rack": "2"}))));
-    assert_eq!(
-        lan.interface_choice(),
-        InterfaceChoice::Named(["bond0".to_string(), "eth1".to_string()].into())
-    );
-    // dmz is not in l2.pools: the file's selector does not apply there.
-    let dmz = s.scope_of(ip("203.0.113.7")).expect("dmz");
-    assert!(!dmz.selects(&labels(json!({"rack": "1"}))));
-    // A file section without a selector selects every node.
-    let p = policy(
-        "p",
-        json!({"nodeSelectors": [{"matchLabels": {"rack": "2"}}]}),
-    );
-    let s = Scopes::new(&pools(), &file(&["lan"]), &[p]);
-    assert!(
-        s.scope_of(ip("192.168.1.7"))
-            .expect("lan")
-            .selects(&labels(json!({})))
-    );
+    assert_eq!(lan.policies, ["p"]);
+    assert!(lan.selects(&labels(json!({"zone": "b"}))));
+    assert!(!lan.selects(&labels(json!({}))));
 }
 
 #[test]
@@ -127,7 +100,7 @@ fn vips_are_stamped_and_deleting_policies_are_ignored() {
         "p",
         json!({"nodeSelectors": [{"matchLabels": {"zone": "b"}}]}),
     );
-    let s = Scopes::new(&pools(), &file(&[]), std::slice::from_ref(&p));
+    let s = Scopes::new(&pools(), std::slice::from_ref(&p));
     let mut vips = vec![VipInput {
         ip: ip("192.168.1.9"),
         traffic_policy: TrafficPolicy::Cluster,
@@ -138,7 +111,7 @@ fn vips_are_stamped_and_deleting_policies_are_ignored() {
     assert_eq!(vips[0].scope.as_ref(), s.scope_of(ip("192.168.1.9")));
     p.metadata.deletion_timestamp =
         Some(serde_json::from_value(json!("2026-01-01T00:00:00Z")).expect("time"));
-    assert_eq!(Scopes::new(&pools(), &file(&[]), &[p]), Scopes::default());
+    assert_eq!(Scopes::new(&pools(), &[p]), Scopes::default());
 }
 
 #[test]
@@ -147,7 +120,7 @@ fn a_scope_selecting_no_ready_node_is_reported_with_the_policy_and_the_fix() {
         "edge",
         json!({"pools": ["lan"], "nodeSelectors": [{"matchLabels": {"zone": "b"}}]}),
     );
-    let s = Scopes::new(&pools(), &file(&[]), &[p]);
+    let s = Scopes::new(&pools(), &[p]);
     let mut vips = vec![
         VipInput {
             ip: ip("192.168.1.9"),
