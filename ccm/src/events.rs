@@ -113,6 +113,9 @@ reasons! {
     AnnounceRefused: Warning, "Announce";
     /// No node may announce the Service's address: every node is excluded by label.
     NoAnnouncingNode: Warning, "Announce";
+    /// The announcement policies of the address's pool select no ready node, so nobody
+    /// announces it (the policy named, with the fix).
+    NotSelectedByPolicy: Warning, "Announce";
     /// kube-proxy runs IPVS without strictARP: every node answers ARP for the address.
     KubeProxyAnswersArp: Warning, "Announce";
     /// Another host (its MAC named) uses the Service's address: quarantined, not announced.

@@ -13,9 +13,13 @@
 mod l2_lab;
 
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use l2_lab::{Lab, VIP4, VIP6};
+use portway::crd::L2AnnouncementPolicy;
 use portway_tests::{L2, SimNode, TestCluster, eventually, svc};
+use serde_json::json;
 use std::time::Duration;
 
 const SPEAKER: &str = "system:serviceaccount:portway-system:portway-speaker";
@@ -38,11 +42,11 @@ fn arp_owner(lab: &Lab) -> Option<usize> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn portway_speakers_elect_one_owner_and_fail_over() {
-    let Some(mut lab) = tokio::task::block_in_place(|| Lab::start_bare("portway speaker")) else {
-        return;
-    };
+/// The lab, a test world whose API server the nodes reach over the lab's switch, the
+/// nodes n1..n3, the l2 Service `web` with both VIPs in its status and endpoints on every
+/// node, and `portway speaker` on each node: `None` when the lab cannot run here.
+async fn lab_with_speakers(tag: &str) -> Option<(Lab, TestCluster, tempfile::TempDir)> {
+    let mut lab = tokio::task::block_in_place(|| Lab::start_bare(tag))?;
     let host = lab.host_link();
     let sim = TestCluster::builder()
         .listen(host.parse().expect("addr"))
@@ -68,7 +72,7 @@ async fn portway_speakers_elect_one_owner_and_fail_over() {
     .await
     .expect("create");
     // The controller's part, done here: the allocated addresses in the status.
-    let status = serde_json::json!({"status": {"loadBalancer": {"ingress": [
+    let status = json!({"status": {"loadBalancer": {"ingress": [
         {"ip": VIP4, "ipMode": "VIP"}, {"ip": VIP6, "ipMode": "VIP"}]}}});
     api.patch_status("web", &PatchParams::default(), &Patch::Merge(&status))
         .await
@@ -76,6 +80,19 @@ async fn portway_speakers_elect_one_owner_and_fail_over() {
     sim.set_endpoints("default", "web", &["n1", "n2", "n3"])
         .await
         .expect("endpoints");
+
+    // The Portway CRDs, so the speakers follow L2AnnouncementPolicies from the start.
+    let crds: Api<CustomResourceDefinition> = Api::all(sim.client());
+    for crd in portway::crd::all() {
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("crd");
+    }
+    let policies: Api<L2AnnouncementPolicy> = Api::all(sim.client());
+    eventually("the CRDs served", Duration::from_secs(30), || async {
+        policies.list(&ListParams::default()).await.ok().map(|_| ())
+    })
+    .await;
 
     let dir = tempfile::tempdir().expect("tmp");
     let kubeconfig = dir.path().join("speaker.kubeconfig");
@@ -91,6 +108,15 @@ async fn portway_speakers_elect_one_owner_and_fail_over() {
     for k in 1..=3 {
         lab.start_portway_speaker(k, &kubeconfig, &config);
     }
+    Some((lab, sim, dir))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portway_speakers_elect_one_owner_and_fail_over() {
+    let Some((mut lab, sim, _dir)) = lab_with_speakers("portway speaker").await else {
+        return;
+    };
+    let api: Api<Service> = Api::namespaced(sim.client(), "default");
 
     // One owner: the only MAC that answers, over IPv4 and IPv6, the node TCP reaches and
     // the node the Service names.
@@ -211,6 +237,130 @@ async fn portway_speakers_elect_one_owner_and_fail_over() {
     .await;
     assert_eq!(arp, third);
     tokio::task::block_in_place(|| lab.set_link(next, true));
+    drop(lab);
+    sim.shutdown().await;
+}
+
+/// The node `k` answering ARP for the VIP alone, `what` naming the step.
+async fn answered_by(lab: &Lab, k: usize, what: &str) {
+    eventually(what, Duration::from_secs(20), || async {
+        tokio::task::block_in_place(|| (arp_owner(lab) == Some(k)).then_some(()))
+    })
+    .await;
+}
+
+/// Issue 23: an `L2AnnouncementPolicy`'s `nodeSelectors` and `interfaces` take effect in
+/// the running speakers, through the election every node computes alike. A policy
+/// selecting one node moves the address there (whichever node wins the hash); editing the
+/// selector moves it again; its `interfaces` make the owner answer on that interface only
+/// (the LAN gets no answer); a selector matching no node silences every node and puts a
+/// `NotSelectedByPolicy` Warning naming the policy on the Service; deleting the policy
+/// gives the address back to the file's `l2` section. No speaker restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announcement_policy_moves_the_address_to_the_nodes_it_selects_live() {
+    let Some((lab, sim, _dir)) = lab_with_speakers("l2 announcement policy").await else {
+        return;
+    };
+    let api: Api<Service> = Api::namespaced(sim.client(), "default");
+    let owner = eventually("one node answers ARP", Duration::from_secs(20), || async {
+        tokio::task::block_in_place(|| arp_owner(&lab))
+    })
+    .await;
+    let target = owner % 3 + 1;
+    let third = target % 3 + 1;
+    assert!(target != owner && third != owner && third != target);
+    let selecting = |k: usize| json!([{"matchLabels": {"kubernetes.io/hostname": Lab::name(k)}}]);
+    let policies: Api<L2AnnouncementPolicy> = Api::all(sim.client());
+    let policy: L2AnnouncementPolicy = serde_json::from_value(json!({
+        "apiVersion": "portway.dev/v1alpha1", "kind": "L2AnnouncementPolicy",
+        "metadata": {"name": "edge"},
+        "spec": {"pools": ["lan"], "nodeSelectors": selecting(target)}
+    }))
+    .expect("policy");
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("create policy");
+    answered_by(&lab, target, "the node the policy selects answers ARP").await;
+    let name = Lab::name(target);
+    eventually("announced-by follows", Duration::from_secs(10), || async {
+        (announced_by(&api).await.as_deref() == Some(name.as_str())).then_some(())
+    })
+    .await;
+    tokio::task::block_in_place(|| assert_eq!(lab.ndisc6(VIP6), vec![Lab::mac(target)]));
+
+    let edit = |spec: serde_json::Value| {
+        let policies = policies.clone();
+        async move {
+            policies
+                .patch(
+                    "edge",
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({"spec": spec})),
+                )
+                .await
+                .expect("edit policy");
+        }
+    };
+    edit(json!({"nodeSelectors": selecting(third)})).await;
+    answered_by(&lab, third, "the edited selector moves the address").await;
+
+    // Only on an interface the LAN is not on: the owner answers there, the router gets
+    // no answer.
+    tokio::task::block_in_place(|| lab.add_side_link(third, "side0", "192.0.2.2/24"));
+    edit(json!({"interfaces": ["side0"]})).await;
+    let side = Lab::name(third);
+    eventually(
+        "the owner answers on side0 only",
+        Duration::from_secs(20),
+        || async {
+            tokio::task::block_in_place(|| {
+                (lab.arping_from(&side, "side0p", VIP4).len() == 1
+                    && lab.arping(VIP4).is_empty()
+                    && lab.ndisc6(VIP6).is_empty())
+                .then_some(())
+            })
+        },
+    )
+    .await;
+
+    // A selector no node matches: nobody announces, and the Service says why.
+    edit(json!({"nodeSelectors": [{"matchLabels": {"zone": "nowhere"}}], "interfaces": null}))
+        .await;
+    let events: Api<Event> = Api::namespaced(sim.client(), "default");
+    let warning = eventually(
+        "a NotSelectedByPolicy Warning on the Service",
+        Duration::from_secs(20),
+        || async {
+            events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("NotSelectedByPolicy")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web")
+                })
+        },
+    )
+    .await;
+    let note = warning.note.unwrap_or_default();
+    assert!(note.contains("L2AnnouncementPolicy edge"), "{note}");
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    tokio::task::block_in_place(|| {
+        assert!(
+            lab.wait(Duration::from_secs(10), || lab.arping(VIP4).is_empty()),
+            "nobody answers when the policy selects no node"
+        )
+    });
+
+    // The policy deleted: the file's l2 section alone, and its owner, again.
+    policies
+        .delete("edge", &DeleteParams::default())
+        .await
+        .expect("delete policy");
+    answered_by(&lab, owner, "the file's owner answers again").await;
     drop(lab);
     sim.shutdown().await;
 }

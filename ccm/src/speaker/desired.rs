@@ -82,6 +82,7 @@ pub fn vip_inputs(
                 ip,
                 traffic_policy: policy(svc),
                 ready_nodes: ready.of(svc).clone(),
+                scope: None,
             });
         }
     }

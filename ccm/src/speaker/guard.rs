@@ -20,6 +20,7 @@
 //!   for every Service address, so the L2 owner is one answerer of many; MetalLB #153):
 //!   [`ipvs_without_strict_arp`], read from `kube-system/kube-proxy`.
 
+use super::l2_policy::Scopes;
 use crate::names::EXCLUDE_LABEL;
 use crate::service::rules::node_eligible;
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
@@ -70,6 +71,9 @@ impl Refusal {
 pub struct L2Guard {
     ranges: Vec<AddrRange>,
     node_addrs: HashMap<IpAddr, String>,
+    /// The announcement policies' restriction per pool, stamped on the kept VIPs (part of
+    /// the guard so that a policy change re-checks every VIP, as a pool change does).
+    scopes: Scopes,
 }
 
 impl L2Guard {
@@ -94,7 +98,21 @@ impl L2Guard {
                     .map(move |ip| (ip, name.clone()))
             })
             .collect();
-        Self { ranges, node_addrs }
+        Self {
+            ranges,
+            node_addrs,
+            scopes: Scopes::default(),
+        }
+    }
+
+    /// The guard with the announcement policies' scopes ([`Scopes`]).
+    pub fn with_scopes(self, scopes: Scopes) -> Self {
+        Self { scopes, ..self }
+    }
+
+    /// The announcement policies' scopes.
+    pub fn scopes(&self) -> &Scopes {
+        &self.scopes
     }
 
     /// Whether `ip` may be announced.
@@ -108,10 +126,11 @@ impl L2Guard {
         Ok(())
     }
 
-    /// Keeps the VIPs that may be announced; returns the refused ones with why.
+    /// Keeps the VIPs that may be announced, each with its policies' scope; returns the
+    /// refused ones with why.
     pub fn split(&self, vips: Vec<VipInput>) -> (Vec<VipInput>, BTreeMap<IpAddr, Refusal>) {
         let mut refused = BTreeMap::new();
-        let kept = vips
+        let mut kept: Vec<VipInput> = vips
             .into_iter()
             .filter(|v| match self.check(v.ip) {
                 Ok(()) => true,
@@ -121,6 +140,7 @@ impl L2Guard {
                 }
             })
             .collect();
+        self.scopes.stamp(&mut kept);
         (kept, refused)
     }
 
@@ -221,6 +241,7 @@ mod tests {
             ip: ip.parse().expect("ip"),
             traffic_policy: TrafficPolicy::Cluster,
             ready_nodes: ["n1".to_string()].into(),
+            scope: None,
         }
     }
 

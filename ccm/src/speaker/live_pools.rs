@@ -61,14 +61,18 @@ impl LivePools {
         let resources: Vec<AddressPool> =
             self.pools.state().iter().map(|p| (**p).clone()).collect();
         let merged = merge(file_pools, &resources);
-        let policies: Vec<L2AnnouncementPolicy> = self
-            .policies
-            .state()
-            .iter()
-            .map(|p| (**p).clone())
-            .collect();
+        let policies = self.policies();
         let mut cfg = l2.clone();
         cfg.pools = class_pools(&l2.pools, &l2_named(&policies), &merged.pools);
         (merged.pools, cfg)
+    }
+
+    /// The L2AnnouncementPolicies now (their nodes and interfaces: [`super::l2_policy`]).
+    pub(crate) fn policies(&self) -> Vec<L2AnnouncementPolicy> {
+        self.policies
+            .state()
+            .iter()
+            .map(|p| (**p).clone())
+            .collect()
     }
 }

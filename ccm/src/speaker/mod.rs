@@ -12,6 +12,7 @@ pub mod desired;
 mod feedback;
 pub mod gossip_key;
 pub mod guard;
+pub mod l2_policy;
 mod live_bgp;
 mod live_pools;
 pub mod metrics;
@@ -342,7 +343,10 @@ pub async fn run_with_options(
                 Some(live) => live.effective(&sections.pools, l2cfg),
                 None => (sections.pools.clone(), l2cfg.clone()),
             };
-            let guard = guard::L2Guard::new(&pools, &l2_now, &all_nodes);
+            // The policies' nodes and interfaces per pool ride in the guard (l2_policy).
+            let policies = live_pools.as_ref().map(|l| l.policies());
+            let scopes = l2_policy::Scopes::new(&pools, &policies.unwrap_or_default());
+            let guard = guard::L2Guard::new(&pools, &l2_now, &all_nodes).with_scopes(scopes);
             // A changed pool (a resource applied) or Node address re-checks every VIP.
             let l2_full = full || state.guard.as_ref() != Some(&guard);
             if l2_full {
@@ -410,6 +414,12 @@ pub async fn run_with_options(
                     speaker.set_gossip_keys(keys.clone());
                     keys_applied = keys;
                 }
+            }
+            if guard::reports_traps(&node, &all_nodes) && (vips_changed || d.nodes) {
+                let unselected = guard.scopes().unselected(&all_nodes);
+                let vips = state.vips.values().flatten();
+                let now = l2_policy::unselected_vips(vips, &unselected);
+                l2_reports.unselected(now, &feedback, &m);
             }
             if guard::reports_traps(&node, &all_nodes) {
                 let ipvs = kube_proxy.as_ref().is_some_and(|r| *r.borrow());

@@ -17,11 +17,14 @@ use tracing::warn;
 pub const TRAP_ALL_EXCLUDED: &str = "all_nodes_excluded";
 /// kube-proxy IPVS without strictARP.
 pub const TRAP_IPVS: &str = "kube_proxy_ipvs_without_strict_arp";
+/// An l2 address whose announcement policies select no ready node.
+pub const TRAP_POLICY_NO_NODE: &str = "l2_policy_selects_no_node";
 
 /// Last reported state.
 #[derive(Default)]
 pub(crate) struct L2Reports {
     refused: BTreeMap<IpAddr, Refusal>,
+    unselected: BTreeMap<IpAddr, String>,
     overlaps: BTreeMap<IpAddr, String>,
     excluded: bool,
     ipvs: bool,
@@ -45,6 +48,30 @@ impl L2Reports {
         }
         m.set_refused(&now);
         self.refused = now;
+    }
+
+    /// Addresses whose announcement policies select no ready node, with the Warning's
+    /// text (only the reporting node passes them in: the verdict is the API's, the same
+    /// on every node).
+    pub(crate) fn unselected(
+        &mut self,
+        now: BTreeMap<IpAddr, String>,
+        fb: &Feedback,
+        m: &SpeakerMetrics,
+    ) {
+        for (ip, note) in &now {
+            if self.unselected.get(ip) == Some(note) {
+                continue;
+            }
+            warn!(%ip, "{note}");
+            fb.warn_services(
+                Reason::NotSelectedByPolicy,
+                note.clone(),
+                fb.services_with(*ip),
+            );
+        }
+        m.set_trap(TRAP_POLICY_NO_NODE, !now.is_empty());
+        self.unselected = now;
     }
 
     /// Node addresses inside l2 pools.

@@ -19,10 +19,12 @@
 
 use crate::config::L2Config;
 use crate::owner::{Quorum, owner, quorum, score};
+use crate::scope::VipScope;
 use ipnet::IpNet;
 use portway_provider::TrafficPolicy;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// One VIP to place, as the speaker derives it from a Service of class
 /// `portway.dev/l2` with an IP in its status.
@@ -35,6 +37,9 @@ pub struct VipInput {
     pub traffic_policy: TrafficPolicy,
     /// Nodes hosting at least one ready endpoint (from EndpointSlices).
     pub ready_nodes: BTreeSet<String>,
+    /// The nodes and interfaces the announcement policies of its pool allow; `None`:
+    /// only the node-wide `l2.nodeSelector` applies. Shared (`Arc`) by every VIP of a pool.
+    pub scope: Option<Arc<VipScope>>,
 }
 
 /// Why a node cannot own a VIP; shown in status and logs so "why is nobody
@@ -46,6 +51,9 @@ pub enum Ineligible {
     NotLive,
     /// The API does not know the node, or its labels miss `l2.nodeSelector`.
     NotSelected,
+    /// The node's labels match no node selector of the announcement policies covering
+    /// the VIP's pool ([`VipScope`]).
+    NotSelectedByPolicy,
     /// The node has no interface in the VIP's subnet (or in `l2.interfaces`).
     NoInterface,
     /// `Local` policy and no ready endpoint on this node.
@@ -106,8 +114,13 @@ pub fn eligibility(
 ) -> Result<(), Ineligible> {
     let nets = input.live.get(node).ok_or(Ineligible::NotLive)?;
     let labels = input.nodes.get(node).ok_or(Ineligible::NotSelected)?;
-    if !input.config.selects(labels) {
-        return Err(Ineligible::NotSelected);
+    match &vip.scope {
+        // The policies covering the pool decide; the node-wide selector is the default
+        // of the pools no policy covers.
+        Some(scope) if !scope.selects(labels) => return Err(Ineligible::NotSelectedByPolicy),
+        Some(_) => {}
+        None if !input.config.selects(labels) => return Err(Ineligible::NotSelected),
+        None => {}
     }
     if !nets.iter().any(|n| n.contains(&vip.ip)) {
         return Err(Ineligible::NoInterface);
@@ -259,6 +272,7 @@ mod tests {
             ip: ip.parse().expect("ip"),
             traffic_policy: policy,
             ready_nodes: ready.iter().map(|s| s.to_string()).collect(),
+            scope: None,
         }
     }
 
@@ -457,6 +471,47 @@ mod tests {
         assert_eq!(
             eligibility(&w.input("node-1"), "node-9", &w.vips[0]),
             Err(Ineligible::NotLive)
+        );
+    }
+
+    /// Issue 23: a VIP whose policy selects one node is owned by that node only, even by
+    /// VIPs whose hash the other nodes win; with that node dead nobody owns it (the
+    /// reason says the policy), and the node-wide `l2.nodeSelector` yields to the policy.
+    #[test]
+    fn a_policy_scope_restricts_owners_whatever_the_hash() {
+        let mut w = world(3);
+        let only_3 = Arc::new(VipScope {
+            policies: vec!["p".into()],
+            nodes: Some(vec![portway_provider::ipam::LabelSelector {
+                match_labels: [("kubernetes.io/hostname".to_string(), "node-3".to_string())].into(),
+                ..Default::default()
+            }]),
+            interfaces: None,
+        });
+        for (n, labels) in w.nodes.iter_mut() {
+            labels.insert("kubernetes.io/hostname".into(), n.clone());
+        }
+        let free = w.assert_exactly_one_owner();
+        assert!(free.values().any(|o| o.as_deref() != Some("node-3")));
+        for v in &mut w.vips {
+            v.scope = Some(only_3.clone());
+        }
+        let owners = w.assert_exactly_one_owner();
+        assert!(owners.values().all(|o| o.as_deref() == Some("node-3")));
+        let mut cache = ScoreCache::default();
+        assert_eq!(elect_cached(&w.input("node-1"), &mut cache).owners, owners);
+        assert_eq!(
+            eligibility(&w.input("node-1"), "node-1", &w.vips[0]),
+            Err(Ineligible::NotSelectedByPolicy)
+        );
+        // The node-wide selector excludes node-3, the policy selects it: the policy wins.
+        w.config.node_selector.insert("zone".into(), "b".into());
+        assert_eq!(w.assert_exactly_one_owner(), owners);
+        w.live.remove("node-3");
+        assert!(w.assert_exactly_one_owner().values().all(Option::is_none));
+        assert_eq!(
+            elect_cached(&w.input("node-1"), &mut cache).owners,
+            w.assert_exactly_one_owner()
         );
     }
 

@@ -36,6 +36,7 @@ pub mod iface;
 pub mod membership;
 pub mod owner;
 pub mod responder;
+pub mod scope;
 pub mod speaker;
 pub mod sys;
 pub mod wire;
@@ -53,6 +54,7 @@ pub use iface::InterfaceChoice;
 pub use membership::{Departure, MembershipCore, MembershipEvent, MembershipTuning, SpeakerId};
 pub use owner::{Quorum, QuorumReason, owner, quorum};
 pub use responder::{AnnounceTiming, ArpNdpResponder, InterfaceInfo, InterfaceStats, Transmit};
+pub use scope::VipScope;
 pub use speaker::{
     DEFAULT_HANDOVER_WAIT, L2Speaker, NodeInput, SpeakerConfig, SpeakerError, SpeakerEvent,
     SpeakerStatus, Takeover,

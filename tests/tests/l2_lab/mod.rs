@@ -108,6 +108,22 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Serializes the labs of every test process on the machine: each joins the host to its
+/// switch at the same address (10.77.0.2/24, [`Lab::host_link`]), so two test binaries
+/// running at once would route each other's API traffic into the wrong lab.
+fn machine_lock() -> std::fs::File {
+    let path = std::env::temp_dir().join("portway-l2-lab.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+    file
+}
+
 /// Why this machine cannot run the lab, if it cannot (checked once).
 fn missing_privilege() -> Option<String> {
     static WHY: OnceLock<Option<String>> = OnceLock::new();
@@ -168,6 +184,8 @@ pub struct Lab {
     speakers: [Option<Proc>; 4],
     servers: [Option<Proc>; 4],
     _serial: MutexGuard<'static, ()>,
+    /// The machine-wide lock (see [`machine_lock`]), released when the lab drops.
+    _machine: std::fs::File,
 }
 
 impl Lab {
@@ -302,6 +320,7 @@ impl Lab {
         }
         let bin = speaker_bin();
         let serial = serial();
+        let machine = machine_lock();
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let prefix = format!(
             "pwl2-{}-{}",
@@ -317,6 +336,7 @@ impl Lab {
             speakers: Default::default(),
             servers: Default::default(),
             _serial: serial,
+            _machine: machine,
         };
         lab.build();
         for k in NODES {

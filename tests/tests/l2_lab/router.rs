@@ -15,14 +15,37 @@ impl Lab {
 
     /// MACs that answered `arping` from the router (2 broadcast probes), sorted.
     pub fn arping(&self, ip: &str) -> Vec<String> {
+        self.arping_from("r", "eth0", ip)
+    }
+
+    /// MACs that answered `arping` sent from `iface` in the namespace of `role`.
+    pub fn arping_from(&self, role: &str, iface: &str, ip: &str) -> Vec<String> {
+        let ns = self.ns(role);
         // -b: keep broadcasting, so a second responder would answer too.
-        let out = self.in_router(&["arping", "-b", "-I", "eth0", "-c", "2", "-w", "2", ip]);
+        let out = self.run(&[
+            "ip", "netns", "exec", &ns, "arping", "-b", "-I", iface, "-c", "2", "-w", "2", ip,
+        ]);
         let text = String::from_utf8_lossy(&out.stdout);
         let macs: BTreeSet<String> = text
             .lines()
             .filter_map(|l| Some(l.split_once('[')?.1.split_once(']')?.0.to_ascii_lowercase()))
             .collect();
         macs.into_iter().collect()
+    }
+
+    /// A second link on node `k`: a veth pair in its namespace, `name` (no address, the
+    /// node's side) and `{name}p` with `addr` (a host on that link), both up. An address
+    /// of the lab's LAN is not reachable over it.
+    pub fn add_side_link(&self, k: usize, name: &str, addr: &str) {
+        let ns = self.ns(&Lab::name(k));
+        let peer = format!("{name}p");
+        self.must(&[
+            "ip", "-n", &ns, "link", "add", name, "type", "veth", "peer", "name", &peer,
+        ]);
+        self.must(&["ip", "-n", &ns, "addr", "add", addr, "dev", &peer]);
+        for link in [name, peer.as_str()] {
+            self.must(&["ip", "-n", &ns, "link", "set", link, "up"]);
+        }
     }
 
     /// MACs that answered `ndisc6 -m` (waits for duplicates), sorted.

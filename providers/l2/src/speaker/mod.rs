@@ -107,6 +107,7 @@ impl L2Speaker {
             handover: Handover::new(config.handover_wait),
             scores: crate::election::ScoreCache::default(),
             owned: BTreeSet::new(),
+            choices: BTreeMap::new(),
             trusted_view: false,
             status: SpeakerStatus {
                 starting: true,

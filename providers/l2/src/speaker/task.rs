@@ -49,6 +49,8 @@ pub(super) struct Task {
     pub(super) scores: ScoreCache,
     /// What the last election gave this node (before the handover waits).
     pub(super) owned: BTreeSet<IpAddr>,
+    /// Where the announcer was last told to answer for each announced address.
+    pub(super) choices: BTreeMap<IpAddr, InterfaceChoice>,
     /// The last election let this node announce (past the startup grace, with quorum).
     /// Until one did, this node's own record of owners is no record of who answered (it
     /// just came back, or it sat in a minority): the previous owner of an address is then
@@ -319,6 +321,14 @@ impl Task {
             |n: &str| n != me && live.contains(n),
         );
         self.status.waiting_release = self.handover.waiting();
+        let choices = self.interface_choices(&announce);
+        if announce == self.status.announcing && choices != self.choices {
+            // Same addresses, other interfaces (a policy's `interfaces` edited).
+            if let Some(a) = &self.announcer {
+                a.set_owned(choices.clone()).await;
+            }
+        }
+        self.choices = choices.clone();
         if announce != self.status.announcing {
             // An address nobody in the cluster announced before may be held by a host
             // outside it: probed first (a handover from a peer is not).
@@ -329,14 +339,7 @@ impl Task {
                 .copied()
                 .collect();
             if let Some(a) = &self.announcer {
-                a.set_owned_probing(
-                    announce
-                        .iter()
-                        .map(|ip| (*ip, InterfaceChoice::Auto))
-                        .collect(),
-                    probe,
-                )
-                .await;
+                a.set_owned_probing(choices.clone(), probe).await;
             }
             let released: Vec<IpAddr> = self
                 .status
@@ -375,6 +378,21 @@ impl Task {
         self.handover.clear_resolved();
         self.status.announcing = announce;
         self.publish();
+    }
+
+    /// Where each announced address is answered: its policies' interfaces, else the
+    /// node's default choice.
+    fn interface_choices(&self, announce: &BTreeSet<IpAddr>) -> BTreeMap<IpAddr, InterfaceChoice> {
+        let mut out: BTreeMap<IpAddr, InterfaceChoice> = announce
+            .iter()
+            .map(|ip| (*ip, InterfaceChoice::Auto))
+            .collect();
+        for v in &self.vips {
+            if let (Some(choice), Some(scope)) = (out.get_mut(&v.ip), &v.scope) {
+                *choice = scope.interface_choice();
+            }
+        }
+        out
     }
 
     /// Conflicts that started or ended since the last announcer status, as events.

@@ -134,11 +134,13 @@ fn parse_vip(spec: &str, all_nodes: &BTreeSet<String>) -> Result<VipInput, Strin
                 .filter(|n| !n.is_empty())
                 .map(str::to_string)
                 .collect(),
+            scope: None,
         },
         None => VipInput {
             ip,
             traffic_policy: TrafficPolicy::Cluster,
             ready_nodes: all_nodes.clone(),
+            scope: None,
         },
     })
 }
