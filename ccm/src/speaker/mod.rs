@@ -22,6 +22,7 @@ mod probe;
 pub mod ready;
 mod reports;
 pub mod table;
+mod trim;
 
 use crate::config::Config;
 use crate::k8s::wait_until_ready;
@@ -162,22 +163,27 @@ pub async fn run_with_options(
     let changed = Arc::new(Notify::new());
     let dirty = Arc::new(Mutex::new(Dirty::default()));
     let d = dirty.clone();
-    let services = Watched::<Service>::start(Api::all(client.clone()), &changed, move |ev| {
-        let mut d = lock(&d);
-        match ev {
-            watcher::Event::Apply(s) | watcher::Event::Delete(s) => {
-                d.services.insert(ready::key_of(s));
+    let services = Watched::start(
+        Api::all(client.clone()),
+        &changed,
+        trim::service,
+        move |ev| {
+            let mut d = lock(&d);
+            match ev {
+                watcher::Event::Apply(s) | watcher::Event::Delete(s) => {
+                    d.services.insert(ready::key_of(s));
+                }
+                watcher::Event::InitDone => d.all = true,
+                _ => {}
             }
-            watcher::Event::InitDone => d.all = true,
-            _ => {}
-        }
-    });
+        },
+    );
     let d = dirty.clone();
-    let nodes = Watched::<Node>::start(Api::all(client.clone()), &changed, move |_| {
+    let nodes = Watched::start(Api::all(client.clone()), &changed, trim::node, move |_| {
         lock(&d).nodes = true;
     });
     let d = dirty.clone();
-    let slices = Watched::<EndpointSlice>::start(Api::all(client.clone()), &changed, move |ev| {
+    let slices = Watched::start(Api::all(client.clone()), &changed, trim::slice, move |ev| {
         let mut d = lock(&d);
         match ev {
             watcher::Event::Apply(s) => d.slices.push((s.clone(), true)),
@@ -704,17 +710,16 @@ where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    /// Starts the watch; `tap` sees every event after the store has applied it.
+    /// Starts the watch; `tap` sees every event after the store has applied it. Each
+    /// object goes through `trim` before the store keeps it ([`trim`]).
     fn start(
         api: Api<K>,
         changed: &Arc<Notify>,
+        trim: fn(&mut K),
         tap: impl Fn(&watcher::Event<K>) + Send + 'static,
     ) -> Self {
         let (store, writer) = reflector::store::<K>();
-        // managedFields are never read here and are often as large as the rest of the
-        // object: dropped before the store keeps 10,000 Services and their slices.
-        let events =
-            watcher(api, watcher::Config::default()).modify(|o| o.meta_mut().managed_fields = None);
+        let events = watcher(api, watcher::Config::default()).modify(trim);
         let stream = reflector::reflector(writer, events).default_backoff();
         let changed = changed.clone();
         let ok = Arc::new(AtomicBool::new(true));
