@@ -8,7 +8,8 @@
 //!   each with an `AddressOrphaned` Warning;
 //! - the pool's status counts match the Services, and lists an address two Services claim
 //!   among its conflicts until one of them lets go;
-//! - bad input is refused by `kubectl apply`, naming the field.
+//! - bad input is refused by `kubectl apply`, naming the field;
+//! - MetalLB's documented pools, imported, pass the schema and serve the addresses MetalLB gives.
 //!
 //! Needs `$PORTWAY_KUBECTL`; skips without it unless `PORTWAY_REQUIRE_PRIVILEGED=1`.
 
@@ -487,5 +488,68 @@ async fn imported_metallb_examples_pass_the_server_schema() {
             ok,
             "{file}: the server refused the translation:\n{out}\n{yaml}"
         );
+    }
+}
+
+/// MetalLB's pools, translated by `portway import metallb`, give each Service the address
+/// MetalLB gives it (ccm/testdata/metallb/advanced-pool.yaml, MetalLB's own example): the
+/// lowest free address of the pool that admits the Service, `.0` included unless the pool
+/// avoids buggy IPs; a higher-priority pool for the namespaces and labels it selects; a pool
+/// named by MetalLB's annotation even when it does not auto-assign; an address asked for by
+/// MetalLB's annotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_metallb_pools_serve_the_addresses_metallb_gives() {
+    let Some(w) = World::start().await else {
+        return;
+    };
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ccm/testdata/metallb");
+    let text = std::fs::read_to_string(dir.join("advanced-pool.yaml")).expect("test data");
+    let docs = portway::import::parse_documents(&text).expect("YAML");
+    let yaml =
+        portway::import::render(&portway::import::metallb::translate(&docs)).expect("render");
+    w.apply(&format!("{yaml}\n---\n{ALL_POOLS_L2}")).await;
+    w.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: namespace-a}\n")
+        .await;
+    let (_c, _live) = w.controller("l2: {}\n").await;
+    let client = w.cluster.client();
+    let default: Api<Service> = Api::namespaced(client.clone(), "default");
+    let ns_a: Api<Service> = Api::namespaced(client, "namespace-a");
+    let pp = PostParams::default();
+    let cases = [
+        (&default, svc("plain").class(L2).build(), "192.168.10.0"),
+        (
+            &default,
+            svc("chosen")
+                .class(L2)
+                .annotation("metallb.universe.tf/address-pool", "expensive")
+                .build(),
+            "42.176.25.64",
+        ),
+        (
+            &default,
+            svc("asked")
+                .class(L2)
+                .annotation("metallb.universe.tf/loadBalancerIPs", "192.168.10.77")
+                .build(),
+            "192.168.10.77",
+        ),
+        (
+            &ns_a,
+            svc("bar")
+                .namespace("namespace-a")
+                .class(L2)
+                .label("app", "bar")
+                .build(),
+            "192.168.20.1",
+        ),
+    ];
+    for (api, s, want) in cases {
+        let name = s.metadata.name.clone().expect("name");
+        api.create(&pp, &s).await.expect("create");
+        let got = eventually(&format!("{name} served"), T, || async {
+            ip_of(api, &name).await
+        })
+        .await;
+        assert_eq!(got, want, "{name}: MetalLB gives {want}");
     }
 }

@@ -68,11 +68,13 @@ pub struct ServiceAllocationSpec {
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub priority: i32,
-    /// Namespaces allowed to use the pool; empty allows all.
+    /// Namespaces allowed to use the pool, beside those namespaceSelector selects; both
+    /// empty allow all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256), inner(length(max = 63)))]
     pub namespaces: Vec<String>,
-    /// Labels the Service's namespace must carry.
+    /// Labels that let a namespace use the pool, beside the namespaces listed (a union, as
+    /// MetalLB's namespaces and namespaceSelectors).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
     /// Labels the Service must carry.

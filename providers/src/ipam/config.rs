@@ -66,10 +66,12 @@ pub struct ServiceAllocation {
     /// Ties are broken by pool name, so the order is always deterministic.
     #[serde(default)]
     pub priority: i32,
-    /// Namespaces allowed to use the pool; empty allows all.
+    /// Namespaces allowed to use the pool, beside those [`Self::namespace_selector`]
+    /// selects; both empty allow all.
     #[serde(default)]
     pub namespaces: Vec<String>,
-    /// Labels the Service's namespace must carry; empty allows all.
+    /// Labels that let a namespace use the pool, beside the [`Self::namespaces`] listed
+    /// (a union, as MetalLB's `namespaces` and `namespaceSelectors`); both empty allow all.
     #[serde(default)]
     pub namespace_selector: LabelSelector,
     /// Labels the Service must carry; empty allows all.
@@ -86,9 +88,15 @@ impl ServiceAllocation {
         namespace_labels: &BTreeMap<String, String>,
         labels: &BTreeMap<String, String>,
     ) -> bool {
-        (self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace))
-            && self.namespace_selector.matches(namespace_labels)
-            && self.service_selector.matches(labels)
+        // A union, as MetalLB's: a namespace listed or one the selector selects. (MetalLB
+        // resolves its selectors to a list of names and, when none matches, is left with an
+        // empty list that admits every namespace; here a selector matching nothing admits
+        // nothing beyond the names listed.)
+        let listed = self.namespaces.iter().any(|n| n == namespace);
+        let selected = !self.namespace_selector.is_empty()
+            && self.namespace_selector.matches(namespace_labels);
+        let open = self.namespaces.is_empty() && self.namespace_selector.is_empty();
+        (open || listed || selected) && self.service_selector.matches(labels)
     }
 }
 

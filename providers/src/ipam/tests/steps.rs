@@ -391,3 +391,38 @@ fn dual_stack_policies() {
         ],
     );
 }
+
+/// MetalLB's `namespaces` and `namespaceSelectors` are a union: a namespace listed or one the
+/// selector selects may use the pool, and the service selector applies to both. A selector
+/// that matches nothing admits only the names listed (MetalLB would admit every namespace).
+#[test]
+fn listed_and_selected_namespaces_are_a_union_as_in_metallb() {
+    let mut sa = allocation(0, &["namespace-a"], &[("app", "bar")]);
+    sa.namespace_selector
+        .match_labels
+        .insert("foo".into(), "bar".into());
+    let none = BTreeMap::new();
+    let foo: BTreeMap<String, String> = [("foo".to_string(), "bar".to_string())].into();
+    let app: BTreeMap<String, String> = [("app".to_string(), "bar".to_string())].into();
+    assert!(sa.admits("namespace-a", &none, &app), "listed");
+    assert!(sa.admits("team-x", &foo, &app), "selected");
+    assert!(!sa.admits("team-y", &none, &app), "neither");
+    assert!(
+        !sa.admits("namespace-a", &none, &none),
+        "the service selector still applies"
+    );
+    let mut only_selector = allocation(0, &[], &[]);
+    only_selector
+        .namespace_selector
+        .match_labels
+        .insert("foo".into(), "bar".into());
+    assert!(
+        !only_selector.admits("team-y", &none, &none),
+        "a selector matching nothing"
+    );
+    assert!(only_selector.admits("team-x", &foo, &none));
+    assert!(
+        allocation(0, &[], &[]).admits("any", &none, &none),
+        "unrestricted"
+    );
+}
