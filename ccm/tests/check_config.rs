@@ -84,6 +84,10 @@ fn every_configuration_block_of_the_bgp_guide_passes_check_config() {
         blocks.len()
     );
     for (i, block) in blocks.iter().enumerate() {
+        if block.contains("apiVersion: portway.dev/") {
+            resources_parse(i, block);
+            continue;
+        }
         let (ok, _, stderr) = check(block);
         assert!(
             ok,
@@ -93,6 +97,29 @@ fn every_configuration_block_of_the_bgp_guide_passes_check_config() {
             block.contains("bgp:"),
             "block {i} shows no bgp section:\n{block}"
         );
+    }
+}
+
+/// A block of `portway.dev` resources (the guide's live BGPPeer and BGPAdvertisement):
+/// each document reads as its typed resource. Their server-side schema is checked by
+/// `crd_e2e` against the real API server.
+fn resources_parse(i: usize, block: &str) {
+    use portway::crd::{AddressPool, BGPAdvertisement, BGPPeer, L2AnnouncementPolicy};
+    let docs = portway::import::parse_documents(block)
+        .unwrap_or_else(|e| panic!("docs/bgp.md YAML block {i}: {e:#}"));
+    assert!(!docs.is_empty(), "block {i} holds no document");
+    for doc in docs {
+        let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+        let parsed = match kind.as_str() {
+            "BGPPeer" => serde_json::from_value::<BGPPeer>(doc).map(drop),
+            "BGPAdvertisement" => serde_json::from_value::<BGPAdvertisement>(doc).map(drop),
+            "AddressPool" => serde_json::from_value::<AddressPool>(doc).map(drop),
+            "L2AnnouncementPolicy" => serde_json::from_value::<L2AnnouncementPolicy>(doc).map(drop),
+            other => panic!("docs/bgp.md YAML block {i}: unknown kind {other:?}"),
+        };
+        if let Err(e) = parsed {
+            panic!("docs/bgp.md YAML block {i}: the {kind} does not read: {e}\n{block}");
+        }
     }
 }
 
