@@ -24,12 +24,16 @@ use super::l2_policy::Scopes;
 use crate::names::EXCLUDE_LABEL;
 use crate::service::rules::node_eligible;
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use kube::Client;
 use kube::ResourceExt;
+use kube::api::Api;
 use portway_l2::{L2Config, VipInput};
 use portway_provider::ipam::{AddrRange, PoolConfig};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
+use tracing::debug;
 
 /// Why an address in an l2 Service's status is not announced.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -210,6 +214,38 @@ pub fn ipvs_without_strict_arp(cm: &ConfigMap) -> bool {
 /// Whether `me` is the node that reports cluster-wide traps: the lowest name.
 pub fn reports_traps(me: &str, nodes: &[Arc<Node>]) -> bool {
     nodes.iter().map(|n| n.name_any()).min().as_deref() == Some(me)
+}
+
+/// How often kube-proxy's ConfigMap is read for the IPVS trap.
+const KUBE_PROXY_EVERY: Duration = Duration::from_secs(60);
+
+/// Reads `kube-system/kube-proxy` now and every [`KUBE_PROXY_EVERY`]: whether kube-proxy
+/// runs IPVS without strictARP ([`ipvs_without_strict_arp`]). Absent (k3s, other
+/// proxies) or not readable (RBAC): false.
+pub(super) fn follow_kube_proxy(client: Client) -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let api: Api<ConfigMap> = Api::namespaced(client, "kube-system");
+    tokio::spawn(async move {
+        let mut told = false;
+        loop {
+            let trap = match api.get_opt("kube-proxy").await {
+                Ok(cm) => cm.as_ref().is_some_and(ipvs_without_strict_arp),
+                Err(e) => {
+                    if !told {
+                        debug!(error = %e, "reading kube-system/kube-proxy (the IPVS strictARP check)");
+                        told = true;
+                    }
+                    false
+                }
+            };
+            tx.send_if_modified(|v| std::mem::replace(v, trap) != trap);
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(KUBE_PROXY_EVERY).await;
+        }
+    });
+    rx
 }
 
 #[cfg(test)]

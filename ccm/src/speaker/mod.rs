@@ -23,27 +23,27 @@ pub mod ready;
 mod reports;
 pub mod table;
 mod trim;
+mod watched;
 
 use crate::config::Config;
 use crate::k8s::wait_until_ready;
 use anyhow::Context as _;
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Service};
+use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::Api;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
 use portway_bgp::State as BgpState;
 use portway_l2::{GossipKeys, L2Speaker, SpeakerConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use table::{BgpTable, Dirty};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
+use watched::Watched;
 
 /// The annotation naming the node that answers for an l2 address.
 pub use crate::names::ANNOUNCED_BY;
@@ -247,7 +247,7 @@ pub async fn run_with_options(
     let kube_proxy = sections
         .l2
         .is_some()
-        .then(|| follow_kube_proxy(client.clone()));
+        .then(|| guard::follow_kube_proxy(client.clone()));
     let mut allowed_applied: Option<BTreeMap<String, BTreeSet<IpAddr>>> = None;
     // AddressPools and L2AnnouncementPolicies, live: the l2 class's pools as the controller
     // sees them.
@@ -572,38 +572,6 @@ pub async fn run_with_options(
     Ok(())
 }
 
-/// How often kube-proxy's ConfigMap is read for the IPVS trap.
-const KUBE_PROXY_EVERY: Duration = Duration::from_secs(60);
-
-/// Reads `kube-system/kube-proxy` now and every [`KUBE_PROXY_EVERY`]: whether kube-proxy
-/// runs IPVS without strictARP ([`guard::ipvs_without_strict_arp`]). Absent (k3s, other
-/// proxies) or not readable (RBAC): false.
-fn follow_kube_proxy(client: Client) -> tokio::sync::watch::Receiver<bool> {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let api: Api<ConfigMap> = Api::namespaced(client, "kube-system");
-    tokio::spawn(async move {
-        let mut told = false;
-        loop {
-            let trap = match api.get_opt("kube-proxy").await {
-                Ok(cm) => cm.as_ref().is_some_and(guard::ipvs_without_strict_arp),
-                Err(e) => {
-                    if !told {
-                        debug!(error = %e, "reading kube-system/kube-proxy (the IPVS strictARP check)");
-                        told = true;
-                    }
-                    false
-                }
-            };
-            tx.send_if_modified(|v| std::mem::replace(v, trap) != trap);
-            if tx.is_closed() {
-                return;
-            }
-            tokio::time::sleep(KUBE_PROXY_EVERY).await;
-        }
-    });
-    rx
-}
-
 /// How often the loop recomputes everything from the stores although nothing relisted.
 const RESYNC: Duration = Duration::from_secs(60);
 
@@ -691,53 +659,6 @@ impl Reported {
         }
         self.l2 = now;
         true
-    }
-}
-
-/// A reflector's store, its task, and whether its watch last succeeded.
-struct Watched<K: Resource + 'static>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    store: Store<K>,
-    task: tokio::task::JoinHandle<()>,
-    ok: Arc<AtomicBool>,
-}
-
-impl<K> Watched<K>
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    /// Starts the watch; `tap` sees every event after the store has applied it. Each
-    /// object goes through `trim` before the store keeps it ([`trim`]).
-    fn start(
-        api: Api<K>,
-        changed: &Arc<Notify>,
-        trim: fn(&mut K),
-        tap: impl Fn(&watcher::Event<K>) + Send + 'static,
-    ) -> Self {
-        let (store, writer) = reflector::store::<K>();
-        let events = watcher(api, watcher::Config::default()).modify(trim);
-        let stream = reflector::reflector(writer, events).default_backoff();
-        let changed = changed.clone();
-        let ok = Arc::new(AtomicBool::new(true));
-        let flag = ok.clone();
-        let task = tokio::spawn(stream.for_each(move |ev| {
-            flag.store(ev.is_ok(), Ordering::Relaxed);
-            if let Ok(ev) = &ev {
-                tap(ev);
-            }
-            changed.notify_one();
-            futures::future::ready(())
-        }));
-        Self { store, task, ok }
-    }
-
-    /// Whether the API server answered this watch last time it was asked: the L2
-    /// split-brain rule lets a speaker that reaches the API keep announcing.
-    fn healthy(&self) -> bool {
-        self.ok.load(Ordering::Relaxed)
     }
 }
 
