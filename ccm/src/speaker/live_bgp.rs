@@ -8,6 +8,7 @@
 use super::bgp_merge::{EffectiveBgp, effective};
 use crate::crd::{AddressPool, BGPAdvertisement, BGPPeer};
 use crate::pools::merge::merge;
+use futures::FutureExt;
 use kube::Client;
 use kube::runtime::reflector::Store;
 use portway_bgp::BgpConfig;
@@ -31,13 +32,25 @@ impl Drop for LiveBgp {
 }
 
 impl LiveBgp {
-    /// Starts the three watches; every change wakes the speaker's loop through `changed`.
-    pub(crate) fn start(client: &Client, changed: Arc<Notify>) -> Self {
+    /// Starts the watches; every change wakes the speaker's loop through `changed`. With
+    /// `shared_pools` (the L2 side's AddressPool cache, when it runs) no second AddressPool
+    /// watch is opened: that cache already wakes the loop.
+    pub(crate) fn start(
+        client: &Client,
+        changed: Arc<Notify>,
+        shared_pools: Option<Store<AddressPool>>,
+    ) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (peers, p) = crate::pools::watch::cache::<BGPPeer>(client, tx.clone());
         let (advertisements, a) =
             crate::pools::watch::cache::<BGPAdvertisement>(client, tx.clone());
-        let (pools, o) = crate::pools::watch::cache::<AddressPool>(client, tx);
+        let (pools, o) = match shared_pools {
+            Some(store) => (store, futures::future::ready(()).boxed()),
+            None => {
+                let (store, watch) = crate::pools::watch::cache::<AddressPool>(client, tx);
+                (store, watch.boxed())
+            }
+        };
         let task = tokio::spawn(async move {
             let wake = async move {
                 while rx.recv().await.is_some() {

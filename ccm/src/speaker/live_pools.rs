@@ -51,6 +51,11 @@ impl LivePools {
         }
     }
 
+    /// The AddressPool cache, for the BGP side to read instead of opening its own watch.
+    pub(crate) fn pool_store(&self) -> Store<AddressPool> {
+        self.pools.clone()
+    }
+
     /// The pools to check addresses against and the l2 configuration with the pool names
     /// the class uses now (the file's `l2.pools` and those the policies name).
     pub(crate) fn effective(

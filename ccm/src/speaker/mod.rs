@@ -223,11 +223,18 @@ pub async fn run_with_options(
         .bgp
         .as_ref()
         .map(|_| bgp::BgpRunner::new(client.clone(), node.clone(), refresh));
-    // BGPPeers, BGPAdvertisements and AddressPools, live, merged with the file's `bgp`.
-    let live_bgp = sections
-        .bgp
+    // AddressPools and L2AnnouncementPolicies, live: the l2 class's pools as the controller
+    // sees them.
+    let live_pools = sections
+        .l2
         .is_some()
-        .then(|| live_bgp::LiveBgp::start(&client, changed.clone()));
+        .then(|| live_pools::LivePools::start(&client, changed.clone()));
+    // BGPPeers, BGPAdvertisements and AddressPools, live, merged with the file's `bgp`
+    // (one AddressPool watch for both sides).
+    let live_bgp = sections.bgp.is_some().then(|| {
+        let shared = live_pools.as_ref().map(live_pools::LivePools::pool_store);
+        live_bgp::LiveBgp::start(&client, changed.clone(), shared)
+    });
     let mut peer_status = peer_status::PeerStatusWriter::new(client.clone(), node.clone());
     let mut bgp_warned = BTreeMap::new();
     let mut advertised: BTreeSet<IpAddr> = BTreeSet::new();
@@ -249,12 +256,6 @@ pub async fn run_with_options(
         .is_some()
         .then(|| guard::follow_kube_proxy(client.clone()));
     let mut allowed_applied: Option<BTreeMap<String, BTreeSet<IpAddr>>> = None;
-    // AddressPools and L2AnnouncementPolicies, live: the l2 class's pools as the controller
-    // sees them.
-    let live_pools = sections
-        .l2
-        .is_some()
-        .then(|| live_pools::LivePools::start(&client, changed.clone()));
     let mut state = State::default();
     // What the next pass must do besides the watches' changes.
     let (mut full, mut scan_advertised) = (true, true);
