@@ -17,6 +17,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod diff;
 pub mod ipam;
 pub mod mock;
 mod service;

@@ -107,9 +107,23 @@ impl Feedback {
         let this = self.clone();
         tokio::spawn(async move {
             let mut unplaced = BTreeSet::new();
+            let mut resync = tokio::time::interval(ANNOUNCED_BY_RESYNC);
+            resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut seen: Option<SpeakerStatus> = None;
+            let mut full = true;
             loop {
                 let st = status.borrow_and_update().clone();
-                for svc in this.services.state() {
+                // Between resyncs only the Services of the addresses whose owner or
+                // announcing state changed can want another annotation.
+                let services: Vec<Arc<Service>> = match seen.as_ref().filter(|_| !full) {
+                    Some(old) => match changed_addresses(old, &st) {
+                        Some(ips) if ips.is_empty() => Vec::new(),
+                        Some(ips) => distinct(this.services_with_any(&ips)),
+                        None => this.services.state(),
+                    },
+                    None => this.services.state(),
+                };
+                for svc in services {
                     if let Some(want) = announced_by_wanted(&svc, &st, &this.node) {
                         this.mend(&svc, want, &st).await;
                     }
@@ -117,9 +131,13 @@ impl Feedback {
                 for ip in newly_unplaced(&mut unplaced, &st.announcer.unplaced) {
                     this.announce_failed(ip).await;
                 }
+                seen = Some(st);
                 tokio::select! {
-                    changed = status.changed() => if changed.is_err() { return },
-                    _ = tokio::time::sleep(ANNOUNCED_BY_RESYNC) => {}
+                    changed = status.changed() => {
+                        if changed.is_err() { return }
+                        full = false;
+                    }
+                    _ = resync.tick() => full = true,
                 }
             }
         })
@@ -300,6 +318,35 @@ fn holding_any(services: Vec<Arc<Service>>, ips: &BTreeSet<IpAddr>) -> Vec<(IpAd
     found
 }
 
+/// The addresses whose owner or announcing state differs between two statuses, or
+/// `None` when every Service must be looked at (the startup grace began or ended).
+fn changed_addresses(old: &SpeakerStatus, new: &SpeakerStatus) -> Option<BTreeSet<IpAddr>> {
+    if old.starting != new.starting {
+        return None;
+    }
+    let mut out = BTreeSet::new();
+    if !Arc::ptr_eq(&old.owners, &new.owners) {
+        out.extend(portway_provider::diff::changed_keys(
+            &old.owners,
+            &new.owners,
+        ));
+    }
+    if !Arc::ptr_eq(&old.announcing, &new.announcing) {
+        out.extend(old.announcing.symmetric_difference(&new.announcing));
+    }
+    Some(out)
+}
+
+/// Each Service once (a dual-stack Service holds two of the addresses).
+fn distinct(found: Vec<(IpAddr, Arc<Service>)>) -> Vec<Arc<Service>> {
+    let mut seen = BTreeSet::new();
+    found
+        .into_iter()
+        .filter(|(_, s)| seen.insert((s.namespace(), s.name_any())))
+        .map(|(_, s)| s)
+        .collect()
+}
+
 /// What `portway.dev/announced-by` on `svc` should become in `node`'s view, or `None`
 /// to leave it alone.
 ///
@@ -475,17 +522,43 @@ mod tests {
     /// `owners` gives the owner of V4 and V6; `announcing` what this node ("n1") announces.
     fn status(owners: [Option<&str>; 2], announcing: &[&str]) -> SpeakerStatus {
         SpeakerStatus {
-            owners: [V4, V6]
-                .iter()
-                .zip(owners)
-                .map(|(ip, o)| (ip.parse().expect("ip"), o.map(String::from)))
-                .collect(),
-            announcing: announcing
-                .iter()
-                .map(|ip| ip.parse().expect("ip"))
-                .collect(),
+            owners: Arc::new(
+                [V4, V6]
+                    .iter()
+                    .zip(owners)
+                    .map(|(ip, o)| (ip.parse().expect("ip"), o.map(String::from)))
+                    .collect(),
+            ),
+            announcing: Arc::new(
+                announcing
+                    .iter()
+                    .map(|ip| ip.parse().expect("ip"))
+                    .collect(),
+            ),
             ..SpeakerStatus::default()
         }
+    }
+
+    #[test]
+    fn between_resyncs_only_addresses_whose_owner_or_announcing_changed_are_looked_at() {
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        let a = status([Some("n1"), Some("n2")], &[V4]);
+        assert_eq!(changed_addresses(&a, &a.clone()), Some(BTreeSet::new()));
+        // Equal content in another allocation: still nothing.
+        assert_eq!(
+            changed_addresses(&a, &status([Some("n1"), Some("n2")], &[V4])),
+            Some(BTreeSet::new())
+        );
+        let b = status([Some("n1"), Some("n1")], &[V4, V6]);
+        assert_eq!(changed_addresses(&a, &b), Some([ip(V6)].into()));
+        let mut gone = b.clone();
+        gone.owners = Arc::new([(ip(V4), Some("n1".to_string()))].into());
+        gone.announcing = Arc::new([ip(V4)].into());
+        assert_eq!(changed_addresses(&b, &gone), Some([ip(V6)].into()));
+        assert_eq!(changed_addresses(&gone, &b), Some([ip(V6)].into()));
+        let mut starting = b.clone();
+        starting.starting = true;
+        assert_eq!(changed_addresses(&b, &starting), None, "every Service");
     }
 
     #[test]

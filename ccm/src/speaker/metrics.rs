@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,6 +47,8 @@ struct PeerLabels {
 pub struct SpeakerMetrics {
     registry: Mutex<Registry>,
     l2_owner: Family<IpLabels, Gauge>,
+    /// The owner series as last set: a status that changed one address touches one series.
+    l2_owner_set: Mutex<BTreeMap<IpAddr, i64>>,
     l2_takeovers: Counter,
     l2_takeover_latency: Histogram,
     l2_answered: Family<IfaceLabels, Gauge>,
@@ -84,6 +86,7 @@ impl SpeakerMetrics {
         let m = SpeakerMetrics {
             registry: Mutex::new(Registry::default()),
             l2_owner: Family::default(),
+            l2_owner_set: Mutex::new(BTreeMap::new()),
             l2_takeovers: Counter::default(),
             l2_takeover_latency: Histogram::new(exponential_buckets(0.05, 2.0, 10)),
             l2_answered: Family::default(),
@@ -240,13 +243,23 @@ impl SpeakerMetrics {
                 })
                 .set(1);
         }
-        self.l2_owner.clear();
+        let mut set = self.l2_owner_set.lock().unwrap_or_else(|p| p.into_inner());
+        set.retain(|ip, _| {
+            let keep = st.owners.contains_key(ip);
+            if !keep {
+                self.l2_owner.remove(&IpLabels { ip: ip.to_string() });
+            }
+            keep
+        });
         for ip in st.owners.keys() {
             let v = i64::from(st.announcing.contains(ip));
-            self.l2_owner
-                .get_or_create(&IpLabels { ip: ip.to_string() })
-                .set(v);
+            if set.insert(*ip, v) != Some(v) {
+                self.l2_owner
+                    .get_or_create(&IpLabels { ip: ip.to_string() })
+                    .set(v);
+            }
         }
+        drop(set);
         for (iface, s) in &st.announcer.interfaces {
             let set = |kind: &str, n: u64| {
                 self.l2_answered
@@ -395,8 +408,8 @@ mod tests {
         let m = SpeakerMetrics::new();
         let mut st = SpeakerStatus::default();
         let ip = "192.0.2.1".parse().expect("ip");
-        st.owners.insert(ip, Some("n1".into()));
-        st.announcing.insert(ip);
+        st.owners = Arc::new([(ip, Some("n1".into()))].into());
+        st.announcing = Arc::new([ip].into());
         st.quorum = Some(portway_l2::owner::quorum(
             "n1",
             &["n1".to_string(), "n2".to_string(), "n3".to_string()].into(),
@@ -417,6 +430,19 @@ mod tests {
         assert!(
             text.contains("portway_l2_takeover_latency_seconds_count 1"),
             "{text}"
+        );
+        // Another address comes, this node stops announcing the first, then it goes.
+        let other = "192.0.2.2".parse().expect("ip");
+        st.owners = Arc::new([(ip, Some("n2".into())), (other, Some("n1".into()))].into());
+        st.announcing = Arc::new([other].into());
+        m.set_l2(&st);
+        assert!(text_has(&m, "portway_l2_owner{ip=\"192.0.2.1\"} 0"));
+        assert!(text_has(&m, "portway_l2_owner{ip=\"192.0.2.2\"} 1"));
+        st.owners = Arc::new([(other, Some("n1".into()))].into());
+        m.set_l2(&st);
+        assert!(
+            !m.encode().contains("192.0.2.1"),
+            "a gone address keeps no series"
         );
     }
 

@@ -13,6 +13,7 @@ mod feedback;
 pub mod gossip_key;
 pub mod guard;
 pub mod l2_policy;
+mod l2_vips;
 mod live_bgp;
 mod live_pools;
 pub mod metrics;
@@ -380,13 +381,7 @@ pub async fn run_with_options(
                         ))
                     })
                     .unwrap_or_default();
-                if state.vips.get(k).map_or(&[][..], Vec::as_slice) != vips.as_slice() {
-                    vips_changed = true;
-                    match vips.is_empty() {
-                        true => state.vips.remove(k),
-                        false => state.vips.insert(k.clone(), vips),
-                    };
-                }
+                vips_changed |= state.vips.set(k, vips);
                 if state.refused.get(k).cloned().unwrap_or_default() != refused {
                     refused_changed = true;
                     match refused.is_empty() {
@@ -403,14 +398,17 @@ pub async fn run_with_options(
                     &m,
                 );
             }
-            // Every Node may gossip (an excluded one still hands its addresses over).
-            let allowed: BTreeMap<String, BTreeSet<IpAddr>> = all_nodes
-                .iter()
-                .map(|n| (n.name_any(), desired::node_addrs(n).into_iter().collect()))
-                .collect();
-            if allowed_applied.as_ref() != Some(&allowed) {
-                speaker.set_allowed(Some(allowed.clone()));
-                allowed_applied = Some(allowed);
+            // Every Node may gossip (an excluded one still hands its addresses over);
+            // looked at again when a Node changed.
+            if full || d.nodes || allowed_applied.is_none() {
+                let allowed: BTreeMap<String, BTreeSet<IpAddr>> = all_nodes
+                    .iter()
+                    .map(|n| (n.name_any(), desired::node_addrs(n).into_iter().collect()))
+                    .collect();
+                if allowed_applied.as_ref() != Some(&allowed) {
+                    speaker.set_allowed(Some(allowed.clone()));
+                    allowed_applied = Some(allowed);
+                }
             }
             if let Some(k) = &mut gossip_keys {
                 let keys = k.borrow_and_update().clone();
@@ -423,8 +421,7 @@ pub async fn run_with_options(
             }
             if guard::reports_traps(&node, &all_nodes) && (vips_changed || d.nodes) {
                 let unselected = guard.scopes().unselected(&all_nodes);
-                let vips = state.vips.values().flatten();
-                let now = l2_policy::unselected_vips(vips, &unselected);
+                let now = l2_policy::unselected_vips(state.vips.each(), &unselected);
                 l2_reports.unselected(now, &feedback, &m);
             }
             if guard::reports_traps(&node, &all_nodes) {
@@ -446,11 +443,13 @@ pub async fn run_with_options(
             if full || d.nodes {
                 speaker.set_nodes(desired::node_inputs(&all_nodes));
             }
-            if vips_changed {
-                // The L2 speaker takes its whole list (and skips an equal one).
-                let mut all: Vec<_> = state.vips.values().flatten().cloned().collect();
-                all.sort_by_key(|v| v.ip);
-                speaker.set_vips(all);
+            if l2_full {
+                // The whole list (the speaker skips an equal one) ...
+                speaker.set_vips(state.vips.all());
+            } else if vips_changed {
+                // ... else only the changed Services' addresses.
+                let (set, gone) = state.vips.take_delta();
+                speaker.update_vips(set, gone);
             }
             state.guard = Some(guard);
             speaker.set_api_reachable(api_ok);
@@ -463,7 +462,7 @@ pub async fn run_with_options(
             m.set_l2(&st);
             if reported.l2_changed(&st) {
                 info!(live = ?st.live, known = st.known.len(), quorum = ?st.quorum,
-                    announcing = ?st.announcing, api_ok, "l2 state");
+                    announcing = st.announcing.len(), api_ok, "l2 state");
             }
         }
         if let (Some(runner), Some(me), Some((pools, eff))) = (&mut bgp, &me, &bgp_now) {
@@ -580,7 +579,7 @@ const RESYNC: Duration = Duration::from_secs(60);
 struct State {
     ready: desired::ReadyNodes,
     table: BgpTable,
-    vips: HashMap<ready::Key, Vec<portway_l2::VipInput>>,
+    vips: l2_vips::L2Vips,
     /// Each Service's addresses the L2 guard refused, and why.
     refused: HashMap<ready::Key, BTreeMap<IpAddr, guard::Refusal>>,
     /// The guard of the last L2 pass: a different one (pools, Node addresses) re-checks all.
@@ -603,7 +602,7 @@ impl Default for State {
         State {
             ready: desired::ReadyNodes::default(),
             table: BgpTable::default(),
-            vips: HashMap::new(),
+            vips: l2_vips::L2Vips::default(),
             refused: HashMap::new(),
             guard: None,
             me_version: None,
@@ -639,11 +638,9 @@ fn covered_by(routes: &portway_bgp::route::RouteSet) -> impl Fn(&IpAddr) -> bool
 #[derive(Default)]
 struct Reported {
     once: BTreeSet<&'static str>,
-    l2: Option<(
-        BTreeSet<String>,
-        Option<portway_l2::Quorum>,
-        BTreeSet<IpAddr>,
-    )>,
+    /// The live speakers and the quorum verdict last logged (each address's takeover and
+    /// release has its own line, so a change of addresses alone is not logged again).
+    l2: Option<(BTreeSet<String>, Option<portway_l2::Quorum>)>,
 }
 
 impl Reported {
@@ -654,7 +651,7 @@ impl Reported {
     }
 
     fn l2_changed(&mut self, st: &portway_l2::SpeakerStatus) -> bool {
-        let now = Some((st.live.clone(), st.quorum, st.announcing.clone()));
+        let now = Some((st.live.clone(), st.quorum));
         if self.l2 == now {
             return false;
         }

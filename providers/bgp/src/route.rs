@@ -128,38 +128,7 @@ impl RouteSet {
     /// The prefixes whose attribute sets differ between `self` and `other` (added,
     /// removed or changed), in one merged walk of both tables.
     pub fn changed_prefixes(&self, other: &RouteSet) -> Vec<IpNet> {
-        let mut out = Vec::new();
-        let (mut a, mut b) = (self.0.iter().peekable(), other.0.iter().peekable());
-        loop {
-            match (a.peek(), b.peek()) {
-                (None, None) => return out,
-                (Some((p, _)), None) => {
-                    out.push(**p);
-                    a.next();
-                }
-                (None, Some((p, _))) => {
-                    out.push(**p);
-                    b.next();
-                }
-                (Some((pa, la)), Some((pb, lb))) => match pa.cmp(pb) {
-                    std::cmp::Ordering::Less => {
-                        out.push(**pa);
-                        a.next();
-                    }
-                    std::cmp::Ordering::Greater => {
-                        out.push(**pb);
-                        b.next();
-                    }
-                    std::cmp::Ordering::Equal => {
-                        if la != lb {
-                            out.push(**pa);
-                        }
-                        a.next();
-                        b.next();
-                    }
-                },
-            }
-        }
+        portway_provider::diff::changed_keys(&self.0, &other.0)
     }
 
     /// Sets the attribute sets of `prefix`; an empty list removes it.

@@ -54,8 +54,10 @@ impl Default for AnnouncerConfig {
 /// What the announcer is doing, for metrics and status.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AnnouncerStatus {
-    /// IPs answered for now, with their interfaces.
-    pub owned: BTreeMap<IpAddr, BTreeSet<String>>,
+    /// How many IPs are answered for now (the addresses themselves are the speaker's
+    /// `announcing`, less `unplaced` and `conflicts`: a copy of them here cost a pass over
+    /// every address on every change).
+    pub answering: usize,
     /// IPs this node should announce but cannot: no usable interface, or its
     /// socket failed (MetalLB's `announceFailed`).
     pub unplaced: BTreeSet<IpAddr>,
@@ -89,12 +91,32 @@ pub fn mac_text(m: &Mac) -> String {
         .join(":")
 }
 
+/// A change to the IPs answered for, naming only what changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OwnedDelta {
+    /// IPs to answer for from now on, or whose interface choice changed.
+    pub set: BTreeMap<IpAddr, InterfaceChoice>,
+    /// IPs no longer to answer for.
+    pub remove: BTreeSet<IpAddr>,
+    /// Of the new IPs in `set`, those to probe first (see [`Announcer::set_owned_probing`]).
+    pub probe: BTreeSet<IpAddr>,
+}
+
+impl OwnedDelta {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+}
+
 enum Cmd {
     SetOwned(
         BTreeMap<IpAddr, InterfaceChoice>,
         BTreeSet<IpAddr>,
         oneshot::Sender<()>,
     ),
+    Update(OwnedDelta, oneshot::Sender<()>),
+    Rescan(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -134,6 +156,23 @@ impl Announcer {
         crate::actor::ask(&self.cmd, |tx| Cmd::SetOwned(owned, probe, tx)).await;
     }
 
+    /// Changes only the IPs `delta` names; returns once in effect, as
+    /// [`Self::set_owned`]. They are placed on the interfaces as last listed (a change of
+    /// the interfaces themselves is seen by the periodic and netlink-triggered rescans),
+    /// so one address costs its own placement, not a pass over every address.
+    pub async fn update(&self, delta: OwnedDelta) {
+        if delta.is_empty() {
+            return;
+        }
+        crate::actor::ask(&self.cmd, |tx| Cmd::Update(delta, tx)).await;
+    }
+
+    /// Lists the interfaces again and places every address anew, now (a link or an
+    /// address changed); returns once done.
+    pub async fn rescan(&self) {
+        crate::actor::ask(&self.cmd, Cmd::Rescan).await;
+    }
+
     /// A live view of the announcer's status.
     pub fn status(&self) -> watch::Receiver<AnnouncerStatus> {
         self.status.clone()
@@ -155,6 +194,8 @@ struct Driver {
     config: AnnouncerConfig,
     core: ArpNdpResponder,
     desired: BTreeMap<IpAddr, InterfaceChoice>,
+    /// The interfaces as last listed (by [`Driver::reconcile`]).
+    ifaces: Vec<LocalInterface>,
     sockets: BTreeMap<String, OpenSocket>,
     frames_tx: mpsc::Sender<(String, Vec<u8>)>,
     frames_rx: mpsc::Receiver<(String, Vec<u8>)>,
@@ -177,6 +218,7 @@ impl Driver {
             core: ArpNdpResponder::new(config.timing),
             config,
             desired: BTreeMap::new(),
+            ifaces: Vec::new(),
             sockets: BTreeMap::new(),
             frames_tx,
             frames_rx,
@@ -201,6 +243,16 @@ impl Driver {
                     Some(Cmd::SetOwned(owned, probe, done)) => {
                         self.desired = owned;
                         self.core.probe_before_announcing(probe);
+                        self.reconcile();
+                        self.flush();
+                        let _ = done.send(());
+                    }
+                    Some(Cmd::Update(delta, done)) => {
+                        self.update(delta);
+                        self.flush();
+                        let _ = done.send(());
+                    }
+                    Some(Cmd::Rescan(done)) => {
                         self.reconcile();
                         self.flush();
                         let _ = done.send(());
@@ -318,6 +370,50 @@ impl Driver {
         self.core.set_owned(now, placement);
         self.sync_groups(&ifaces);
         self.core.handle_timeout(now);
+        self.ifaces = ifaces;
+    }
+
+    /// Applies a delta on the interfaces as last listed; an address that needs an
+    /// interface with no socket open yet, or finds none (the listing may predate a link
+    /// coming back), or any before the first listing, takes the whole path,
+    /// [`Self::reconcile`], which lists the interfaces and opens sockets.
+    fn update(&mut self, delta: OwnedDelta) {
+        let OwnedDelta { set, remove, probe } = delta;
+        for ip in &remove {
+            self.desired.remove(ip);
+        }
+        let mut placed = BTreeMap::new();
+        let mut full = self.ifaces.is_empty();
+        for (ip, choice) in &set {
+            let ifs = iface::interfaces_for(*ip, choice, &self.config.interfaces, &self.ifaces);
+            full |= ifs.is_empty() || ifs.iter().any(|i| !self.sockets.contains_key(i));
+            placed.insert(*ip, ifs);
+        }
+        let v6 = set.keys().chain(&remove).any(IpAddr::is_ipv6);
+        self.desired.extend(set);
+        self.core.probe_before_announcing(probe);
+        if full {
+            return self.reconcile();
+        }
+        self.dirty = true;
+        let now = std::time::Instant::now();
+        for ip in &remove {
+            self.status.unplaced.remove(ip);
+        }
+        for (ip, ifs) in &placed {
+            match ifs.is_empty() {
+                true => self.status.unplaced.insert(*ip),
+                false => self.status.unplaced.remove(ip),
+            };
+        }
+        placed.retain(|_, ifs| !ifs.is_empty());
+        self.core.update_owned(now, placed, &remove);
+        if v6 {
+            let ifaces = std::mem::take(&mut self.ifaces);
+            self.sync_groups(&ifaces);
+            self.ifaces = ifaces;
+        }
+        self.core.handle_timeout(now);
     }
 
     /// Joins the solicited-node groups of owned IPv6 VIPs, leaves the rest.
@@ -425,7 +521,7 @@ impl Driver {
         }
         self.dirty = false;
         self.published = Instant::now();
-        self.status.owned = self.core.owned().clone();
+        self.status.answering = self.core.owned().len();
         self.status.interfaces = self.core.stats().clone();
         let status = self.status.clone();
         self.status_tx.send_if_modified(|s| {

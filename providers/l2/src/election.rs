@@ -200,6 +200,11 @@ impl ScoreCache {
         }
     }
 
+    /// Drops the scores of a VIP that is gone.
+    pub fn forget(&mut self, ip: &IpAddr) {
+        self.top.remove(ip);
+    }
+
     fn ranked(&mut self, ip: IpAddr) -> &Ranked {
         let universe = &self.universe;
         self.top.entry(ip).or_insert_with(|| {
@@ -213,8 +218,22 @@ impl ScoreCache {
 }
 
 /// [`elect`] with a [`ScoreCache`] kept across elections: the same result, at a cost per
-/// election that grows with the VIPs but not with VIPs x nodes.
+/// election that grows with the VIPs but not with VIPs x nodes. `input.vips` is every VIP:
+/// the cache forgets the others.
 pub fn elect_cached(input: &ElectionInput<'_>, cache: &mut ScoreCache) -> Election {
+    let election = elect_some(input, cache);
+    let present: BTreeSet<IpAddr> = input.vips.iter().map(|v| v.ip).collect();
+    if cache.top.len() > present.len() {
+        cache.top.retain(|ip, _| present.contains(ip));
+    }
+    election
+}
+
+/// Owners of only the VIPs in `input.vips`, the others left as they were: an owner
+/// depends on its own VIP and the nodes alone (rendezvous hashing), so one changed
+/// Service costs one placement, not a pass over every VIP. The cache keeps the other
+/// VIPs' scores; [`ScoreCache::forget`] drops a removed VIP's.
+pub fn elect_some(input: &ElectionInput<'_>, cache: &mut ScoreCache) -> Election {
     cache.learn(input.nodes.keys().chain(input.live.keys()));
     let mut owners = BTreeMap::new();
     for vip in input.vips {
@@ -238,10 +257,6 @@ pub fn elect_cached(input: &ElectionInput<'_>, cache: &mut ScoreCache) -> Electi
             owner(vip.ip, &candidates).map(str::to_string)
         });
         owners.insert(vip.ip, found);
-    }
-    let present: BTreeSet<IpAddr> = input.vips.iter().map(|v| v.ip).collect();
-    if cache.top.len() > present.len() {
-        cache.top.retain(|ip, _| present.contains(ip));
     }
     let live: BTreeSet<String> = input.live.keys().cloned().collect();
     Election {
@@ -513,6 +528,40 @@ mod tests {
             elect_cached(&w.input("node-1"), &mut cache).owners,
             w.assert_exactly_one_owner()
         );
+    }
+
+    #[test]
+    fn electing_only_the_changed_vips_gives_the_owners_a_whole_election_gives() {
+        let mut w = world(7);
+        let mut cache = ScoreCache::default();
+        let mut owners = elect_cached(&w.input("node-1"), &mut cache).owners;
+        // One VIP's endpoints move, one VIP goes, one comes: elected alone, each gets the
+        // owner a whole election gives, and the cache keeps serving the others.
+        w.vips[3].ready_nodes = ["node-5".to_string()].into();
+        w.vips[3].traffic_policy = TrafficPolicy::Local;
+        let gone = w.vips.remove(10).ip;
+        cache.forget(&gone);
+        owners.remove(&gone);
+        w.vips
+            .push(vip("192.168.1.250", TrafficPolicy::Cluster, &["node-2"]));
+        let changed = [w.vips[3].clone(), w.vips[w.vips.len() - 1].clone()];
+        let some = elect_some(
+            &ElectionInput {
+                vips: &changed,
+                ..w.input("node-1")
+            },
+            &mut cache,
+        );
+        assert_eq!(
+            some.owners.len(),
+            2,
+            "only the changed VIPs: {:?}",
+            some.owners
+        );
+        assert_eq!(some.owners[&changed[0].ip].as_deref(), Some("node-5"));
+        owners.extend(some.owners);
+        assert_eq!(owners, w.assert_exactly_one_owner());
+        assert_eq!(owners, elect_cached(&w.input("node-1"), &mut cache).owners);
     }
 
     #[test]

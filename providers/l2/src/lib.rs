@@ -44,10 +44,12 @@ pub mod wire;
 #[cfg(test)]
 mod fixtures;
 
-pub use announcer::{Announcer, AnnouncerConfig, AnnouncerStatus, ConflictSeen, mac_text};
+pub use announcer::{
+    Announcer, AnnouncerConfig, AnnouncerStatus, ConflictSeen, OwnedDelta, mac_text,
+};
 pub use config::{L2Config, L2ConfigError};
 pub use election::{
-    Election, ElectionInput, Ineligible, ScoreCache, VipInput, elect, elect_cached,
+    Election, ElectionInput, Ineligible, ScoreCache, VipInput, elect, elect_cached, elect_some,
 };
 pub use gossip::{Membership, MembershipConfig, MembershipView};
 pub use iface::InterfaceChoice;

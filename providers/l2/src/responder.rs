@@ -305,13 +305,34 @@ impl ArpNdpResponder {
     /// (IP, interface) pairs are announced at once; removed ones are
     /// forgotten at once, so the next request for them goes unanswered.
     pub fn set_owned(&mut self, now: Instant, owned: BTreeMap<IpAddr, BTreeSet<String>>) {
-        let pairs: BTreeSet<(IpAddr, String)> = owned
-            .iter()
-            .flat_map(|(ip, ifaces)| ifaces.iter().map(move |i| (*ip, i.clone())))
+        let gone: BTreeSet<IpAddr> = self
+            .owned
+            .keys()
+            .filter(|ip| !owned.contains_key(*ip))
+            .copied()
             .collect();
-        self.schedule.retain(|k, _| pairs.contains(k));
+        self.update_owned(now, owned, &gone);
+    }
+
+    /// As [`Self::set_owned`] for the IPs named only: those in `set` are answered on their
+    /// interfaces (added, or moved to other interfaces), those in `remove` no longer; the
+    /// others stay as they are. One changed address costs its own work, not a pass over
+    /// every address owned.
+    pub fn update_owned(
+        &mut self,
+        now: Instant,
+        set: BTreeMap<IpAddr, BTreeSet<String>>,
+        remove: &BTreeSet<IpAddr>,
+    ) {
         let first = std::mem::take(&mut self.probe_first);
-        for ip in owned.keys() {
+        for ip in remove.iter().filter(|ip| !set.contains_key(*ip)) {
+            self.owned.remove(ip);
+            self.probing.remove(ip);
+            self.quarantined.remove(ip);
+            self.recheck.remove(ip);
+            self.drop_pairs(ip, |_| true);
+        }
+        for (ip, ifaces) in &set {
             if !self.owned.contains_key(ip) && first.contains(ip) {
                 self.probing.insert(
                     *ip,
@@ -322,21 +343,37 @@ impl ArpNdpResponder {
                     },
                 );
             }
+            self.drop_pairs(ip, |i| !ifaces.contains(i));
+            for iface in ifaces {
+                self.schedule
+                    .entry((*ip, iface.clone()))
+                    .or_insert(Schedule {
+                        next: now,
+                        burst_left: self.timing.burst,
+                    });
+            }
         }
-        self.probing.retain(|ip, _| owned.contains_key(ip));
-        self.quarantined.retain(|ip, _| owned.contains_key(ip));
-        self.recheck.retain(|ip, _| owned.contains_key(ip));
-        for pair in pairs {
-            self.schedule.entry(pair).or_insert(Schedule {
-                next: now,
-                burst_left: self.timing.burst,
-            });
-        }
-        self.owned = owned;
+        self.owned.extend(set);
         // Replies queued for an IP we just lost must not go out.
-        let owned = &self.owned;
-        self.queue
-            .retain(|(ip, t)| owned.get(ip).is_some_and(|i| i.contains(&t.iface)));
+        if !self.queue.is_empty() {
+            let owned = &self.owned;
+            self.queue
+                .retain(|(ip, t)| owned.get(ip).is_some_and(|i| i.contains(&t.iface)));
+        }
+    }
+
+    /// Forgets the schedule of `ip` on the interfaces `gone` picks.
+    fn drop_pairs(&mut self, ip: &IpAddr, gone: impl Fn(&str) -> bool) {
+        let stale: Vec<(IpAddr, String)> = self
+            .schedule
+            .range((*ip, String::new())..)
+            .take_while(|((i, _), _)| i == ip)
+            .filter(|((_, iface), _)| gone(iface))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            self.schedule.remove(&k);
+        }
     }
 
     /// The IPs answered for now, with their interfaces.

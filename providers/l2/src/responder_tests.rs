@@ -39,6 +39,17 @@ fn owned(pairs: &[(&str, &[&str])]) -> BTreeMap<IpAddr, BTreeSet<String>> {
         .collect()
 }
 
+/// A responder answering for .2 and .3 on eth0, its first announcements queued.
+fn owning_two(t0: Instant) -> ArpNdpResponder {
+    let mut r = responder(t0);
+    r.set_owned(
+        t0,
+        owned(&[("198.51.100.2", &["eth0"]), ("198.51.100.3", &["eth0"])]),
+    );
+    r.handle_timeout(t0);
+    r
+}
+
 fn drain(r: &mut ArpNdpResponder) -> Vec<Transmit> {
     std::iter::from_fn(|| r.poll_transmit()).collect()
 }
@@ -141,12 +152,7 @@ fn takeover_burst_then_refresh_on_a_virtual_clock() {
 #[test]
 fn losing_an_ip_stops_answers_at_once_even_queued_ones() {
     let t0 = Instant::now();
-    let mut r = responder(t0);
-    r.set_owned(
-        t0,
-        owned(&[("198.51.100.2", &["eth0"]), ("198.51.100.3", &["eth0"])]),
-    );
-    r.handle_timeout(t0);
+    let mut r = owning_two(t0);
     r.handle_frame(t0, "eth0", &ARPING_REQUEST);
     // Ownership of .2 moves away before the driver sent anything.
     r.set_owned(t0, owned(&[("198.51.100.3", &["eth0"])]));
@@ -301,4 +307,45 @@ fn a_new_address_is_probed_before_it_is_announced() {
     assert_eq!(c.mac, [2, 0, 0, 0, 0, 0x0a]);
     r.handle_timeout(t0 + PROBE_WAIT);
     assert!(drain(&mut r).is_empty(), "never announced");
+}
+
+#[test]
+fn a_delta_changes_only_the_addresses_it_names() {
+    let t0 = Instant::now();
+    let mut r = owning_two(t0);
+    drain(&mut r);
+    let t1 = t0 + Duration::from_millis(100);
+    // .2 moves to eth1, .3 goes, .4 comes (probed first); .2's eth0 frames queued
+    // before the change must not go out.
+    r.handle_frame(t1, "eth0", &ARPING_REQUEST);
+    r.probe_before_announcing([ip("198.51.100.4")].into());
+    r.update_owned(
+        t1,
+        owned(&[("198.51.100.2", &["eth1"]), ("198.51.100.4", &["eth0"])]),
+        &[ip("198.51.100.3")].into(),
+    );
+    assert_eq!(
+        r.owned(),
+        &owned(&[("198.51.100.2", &["eth1"]), ("198.51.100.4", &["eth0"])])
+    );
+    assert!(
+        drain(&mut r).is_empty(),
+        "the reply on eth0 for .2 is dropped"
+    );
+    r.handle_timeout(t1);
+    let sent = drain(&mut r);
+    assert!(!sent.is_empty());
+    let probe = claim::probe(MAC_B, ip("198.51.100.4"));
+    assert!(
+        sent.iter()
+            .all(|t| t.iface == "eth1" || (t.iface == "eth0" && t.frame == probe)),
+        "only .2's takeover on eth1 and .4's probe: {sent:?}"
+    );
+    assert!(sent.iter().any(|t| t.frame == probe));
+    // What a whole set of the same state would have given.
+    let mut whole = responder(t0);
+    whole.set_owned(t1, r.owned().clone());
+    assert_eq!(whole.owned(), r.owned());
+    r.handle_frame(t1, "eth0", &ARPING_REQUEST);
+    assert!(drain(&mut r).is_empty(), ".2 is no longer answered on eth0");
 }

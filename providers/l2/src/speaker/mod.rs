@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   set_nodes(name -> labels, IPs)   ─┐                       ┌─> status(): owner per IP,
-//!   set_vips([VipInput])              ├─> task: elect() ──────┤   quorum, counters
+//!   set_vips / update_vips            ├─> task: elect() ──────┤   quorum, counters
 //!   set_api_reachable(bool)          ─┤    on every change    ├─> events(): takeovers,
 //!   Membership view (gossip)         ─┘         │             │   releases, members
 //!                                               v             │
@@ -100,7 +100,9 @@ impl L2Speaker {
             announcer: Some(announcer),
             nodes: BTreeMap::new(),
             nodes_known: false,
-            vips: Vec::new(),
+            vips: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            live_nets: BTreeMap::new(),
             api_reachable: false,
             nets,
             local_addrs,
@@ -132,9 +134,18 @@ impl L2Speaker {
         let _ = self.cmd.send(Cmd::Nodes(nodes));
     }
 
-    /// Replaces the VIPs to place.
+    /// Replaces the VIPs to place (each address once).
     pub fn set_vips(&self, vips: Vec<VipInput>) {
         let _ = self.cmd.send(Cmd::Vips(vips));
+    }
+
+    /// Changes only the VIPs named: `set` added or changed (endpoints, policy, scope),
+    /// `remove` gone. Only those are elected and handed to the announcer, so one changed
+    /// Service costs its own addresses' work whatever the number of VIPs.
+    pub fn update_vips(&self, set: Vec<VipInput>, remove: Vec<IpAddr>) {
+        if !set.is_empty() || !remove.is_empty() {
+            let _ = self.cmd.send(Cmd::VipDelta(set, remove));
+        }
     }
 
     /// The Nodes whose speakers may gossip with this one, each with the addresses it may

@@ -6,8 +6,8 @@
 
 use super::handover::Handover;
 use super::types::*;
-use crate::announcer::{Announcer, AnnouncerStatus};
-use crate::election::{ElectionInput, ScoreCache, VipInput, elect_cached};
+use crate::announcer::{Announcer, AnnouncerStatus, OwnedDelta};
+use crate::election::{ElectionInput, ScoreCache, VipInput, elect_cached, elect_some};
 use crate::gossip::{Membership, MembershipView};
 use crate::iface::{self, InterfaceChoice};
 use crate::membership::{Allowed, MembershipEvent};
@@ -16,6 +16,7 @@ use crate::wire::{GossipKeys, Refused};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -24,6 +25,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 pub(super) enum Cmd {
     Nodes(BTreeMap<String, NodeInput>),
     Vips(Vec<VipInput>),
+    VipDelta(Vec<VipInput>, Vec<IpAddr>),
     Allowed(Option<Allowed>),
     Keys(GossipKeys),
     Api(bool),
@@ -40,7 +42,12 @@ pub(super) struct Task {
     pub(super) announcer_status: watch::Receiver<AnnouncerStatus>,
     pub(super) nodes: BTreeMap<String, NodeInput>,
     pub(super) nodes_known: bool,
-    pub(super) vips: Vec<VipInput>,
+    pub(super) vips: BTreeMap<IpAddr, VipInput>,
+    /// Each Node's labels (from `nodes`), as the election reads them.
+    pub(super) labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// The live speakers and their networks at the last whole election: a VIP's own
+    /// election between two is made against the same view.
+    pub(super) live_nets: BTreeMap<String, Vec<IpNet>>,
     pub(super) api_reachable: bool,
     pub(super) nets: Vec<IpNet>,
     pub(super) local_addrs: BTreeSet<IpAddr>,
@@ -91,9 +98,17 @@ impl Task {
                         }
                     }
                     Some(Cmd::Vips(vips)) => {
+                        let vips: BTreeMap<IpAddr, VipInput> =
+                            vips.into_iter().map(|v| (v.ip, v)).collect();
                         if vips != self.vips {
                             self.vips = vips;
                             self.elect().await;
+                        }
+                    }
+                    Some(Cmd::VipDelta(set, remove)) => {
+                        let touched = self.change_vips(set, remove);
+                        if !touched.is_empty() {
+                            self.elect_some(&touched).await;
                         }
                     }
                     Some(Cmd::Allowed(allowed)) => {
@@ -138,13 +153,13 @@ impl Task {
                         },
                         MembershipEvent::Released { from, ips } => {
                             if self.handover.released(Instant::now(), &from, &ips) {
-                                self.apply(&BTreeMap::new(), None).await;
+                                self.apply(&BTreeMap::new(), None, Some(&BTreeSet::new())).await;
                             }
                             continue;
                         }
                     });
                 }
-                _ = sleep_until(deadline) => self.apply(&BTreeMap::new(), None).await,
+                _ = sleep_until(deadline) => self.apply(&BTreeMap::new(), None, Some(&BTreeSet::new())).await,
                 res = self.refused.changed(), if refused_alive => {
                     if res.is_ok() {
                         self.status.gossip_refused = self.refused.borrow_and_update().clone();
@@ -209,7 +224,84 @@ impl Task {
             }
             m.join(seeds);
         }
+        self.labels = nodes
+            .iter()
+            .map(|(n, i)| (n.clone(), i.labels.clone()))
+            .collect();
         self.nodes = nodes;
+    }
+
+    /// Applies a VIP delta; returns the addresses whose input changed.
+    fn change_vips(&mut self, set: Vec<VipInput>, remove: Vec<IpAddr>) -> BTreeSet<IpAddr> {
+        let mut touched = BTreeSet::new();
+        for ip in remove {
+            if self.vips.remove(&ip).is_some() {
+                self.scores.forget(&ip);
+                touched.insert(ip);
+            }
+        }
+        for v in set {
+            if self.vips.get(&v.ip) != Some(&v) {
+                touched.insert(v.ip);
+                self.vips.insert(v.ip, v);
+            }
+        }
+        touched
+    }
+
+    /// Elects the `touched` VIPs alone and hands the announcer only what changed. An owner
+    /// depends on its VIP and the nodes only (rendezvous hashing), so the others keep
+    /// theirs; the quorum depends on the membership, which did not change. Until this
+    /// node trusts its view (startup, back from a minority) the whole election runs.
+    async fn elect_some(&mut self, touched: &BTreeSet<IpAddr>) {
+        if !self.trusted_view || self.status.starting || self.status.quorum.is_none() {
+            return self.elect().await;
+        }
+        let me = self.config.node_name.clone();
+        let changed: Vec<VipInput> = touched
+            .iter()
+            .filter_map(|ip| self.vips.get(ip).cloned())
+            .collect();
+        let election = elect_some(
+            &ElectionInput {
+                me: &me,
+                config: &self.config.l2,
+                nodes: &self.labels,
+                live: &self.live_nets,
+                known: &self.status.known,
+                api_reachable: self.api_reachable,
+                vips: &changed,
+            },
+            &mut self.scores,
+        );
+        if Some(election.quorum) != self.status.quorum {
+            return self.elect().await;
+        }
+        let may_announce = election.quorum.may_announce;
+        let mut owners_of = election.owners;
+        let owners = Arc::make_mut(&mut self.status.owners);
+        let mut previous = BTreeMap::new();
+        for ip in touched {
+            let now = owners_of.remove(ip);
+            let mine = may_announce && now.as_ref().is_some_and(|o| o.as_deref() == Some(&me));
+            let before = match now {
+                Some(owner) => owners.insert(*ip, owner),
+                None => owners.remove(ip),
+            };
+            previous.insert(*ip, before.flatten());
+            // Never this node's own address (see `elect`).
+            let local = mine && self.local_addrs.contains(ip);
+            if local && self.status.refused_local.insert(*ip) {
+                tracing::warn!(%ip, "l2 address is this node's own; not announced");
+            } else if !local {
+                self.status.refused_local.remove(ip);
+            }
+            match mine && !local {
+                true => self.owned.insert(*ip),
+                false => self.owned.remove(ip),
+            };
+        }
+        self.apply(&previous, None, Some(touched)).await;
     }
 
     async fn rescan(&mut self) {
@@ -222,6 +314,11 @@ impl Task {
                     self.nets = nets.clone();
                     if let Some(m) = &self.membership {
                         m.set_nets(nets);
+                    }
+                    // The announcer places later changes on the interfaces it listed
+                    // last: it lists them again now.
+                    if let Some(a) = &self.announcer {
+                        a.rescan().await;
                     }
                     self.elect().await;
                 }
@@ -244,19 +341,15 @@ impl Task {
             known.retain(|n| self.nodes.contains_key(n));
         }
         known.insert(me.clone());
-        let labels: BTreeMap<String, BTreeMap<String, String>> = self
-            .nodes
-            .iter()
-            .map(|(n, i)| (n.clone(), i.labels.clone()))
-            .collect();
+        let vips: Vec<VipInput> = self.vips.values().cloned().collect();
         let input = ElectionInput {
             me: &me,
             config: &self.config.l2,
-            nodes: &labels,
+            nodes: &self.labels,
             live: &live,
             known: &known,
             api_reachable: self.api_reachable,
-            vips: &self.vips,
+            vips: &vips,
         };
         let election = elect_cached(&input, &mut self.scores);
         let starting = view.live.is_empty() && self.started.elapsed() < self.config.startup_grace;
@@ -292,25 +385,30 @@ impl Task {
         if self.status.quorum != Some(election.quorum) {
             let _ = self.events.send(SpeakerEvent::Quorum(election.quorum));
         }
-        let previous = std::mem::replace(&mut self.status.owners, election.owners);
-        let previous = without_me.unwrap_or(previous);
+        let previous = std::mem::replace(&mut self.status.owners, Arc::new(election.owners));
+        let previous = without_me.unwrap_or_else(|| Arc::unwrap_or_clone(previous));
         self.owned = owned;
         self.status.quorum = Some(election.quorum);
         self.status.live = live.keys().cloned().collect();
+        self.live_nets = live;
         self.status.known = known;
         self.status.starting = starting;
-        self.apply(&previous, Some(&view)).await;
+        self.apply(&previous, Some(&view), None).await;
     }
 
     /// Announces what this node owns, less the addresses still waiting for their live
-    /// previous owner's release; releases what it lost and tells the peers.
+    /// previous owner's release; releases what it lost and tells the peers. `touched`: the
+    /// addresses whose owner or input changed (their interface choice is looked at again,
+    /// and the announcer gets only the change); `None` after a whole election, which hands
+    /// the announcer the whole set (it lists the interfaces again).
     async fn apply(
         &mut self,
         previous: &BTreeMap<IpAddr, Option<String>>,
         view: Option<&MembershipView>,
+        touched: Option<&BTreeSet<IpAddr>>,
     ) {
         let me = self.config.node_name.clone();
-        let live = self.status.live.clone();
+        let live = &self.status.live;
         let now = Instant::now();
         let prev_of = |ip: &IpAddr| previous.get(ip).cloned().flatten().filter(|p| *p != me);
         let announce = self.handover.plan(
@@ -321,37 +419,39 @@ impl Task {
             |n: &str| n != me && live.contains(n),
         );
         self.status.waiting_release = self.handover.waiting();
-        let choices = self.interface_choices(&announce);
-        if announce == self.status.announcing && choices != self.choices {
-            // Same addresses, other interfaces (a policy's `interfaces` edited).
-            if let Some(a) = &self.announcer {
-                a.set_owned(choices.clone()).await;
+        let added: Vec<IpAddr> = announce
+            .difference(&self.status.announcing)
+            .copied()
+            .collect();
+        let released: Vec<IpAddr> = self
+            .status
+            .announcing
+            .difference(&announce)
+            .copied()
+            .collect();
+        // An address nobody in the cluster announced before may be held by a host
+        // outside it: probed first (a handover from a peer is not).
+        let probe: BTreeSet<IpAddr> = added
+            .iter()
+            .filter(|ip| previous.get(*ip).cloned().flatten().is_none())
+            .filter(|ip| !self.handover.is_resolved(ip))
+            .copied()
+            .collect();
+        match touched {
+            None => self.hand_over_all(&announce, probe).await,
+            Some(touched) => {
+                let delta = self.delta(touched, &added, &released, &announce, probe);
+                if let Some(a) = &self.announcer {
+                    a.update(delta).await;
+                }
             }
         }
-        self.choices = choices.clone();
-        if announce != self.status.announcing {
-            // An address nobody in the cluster announced before may be held by a host
-            // outside it: probed first (a handover from a peer is not).
-            let probe: BTreeSet<IpAddr> = announce
-                .difference(&self.status.announcing)
-                .filter(|ip| previous.get(*ip).cloned().flatten().is_none())
-                .filter(|ip| !self.handover.is_resolved(ip))
-                .copied()
-                .collect();
-            if let Some(a) = &self.announcer {
-                a.set_owned_probing(choices.clone(), probe).await;
-            }
-            let released: Vec<IpAddr> = self
-                .status
-                .announcing
-                .difference(&announce)
-                .copied()
-                .collect();
+        if !added.is_empty() || !released.is_empty() {
             // Only now that the announcer stopped answering may the new owner start.
             if let Some(m) = &self.membership {
                 m.release(released.clone());
             }
-            for ip in announce.difference(&self.status.announcing) {
+            for ip in &added {
                 let previous_owner = self.handover.take_resolved(ip).or_else(|| prev_of(ip));
                 let departure = previous_owner
                     .as_ref()
@@ -374,25 +474,65 @@ impl Task {
                 tracing::info!(%ip, new_owner = ?new_owner, "l2 release");
                 let _ = self.events.send(SpeakerEvent::Released { ip, new_owner });
             }
+            self.status.announcing = Arc::new(announce);
         }
         self.handover.clear_resolved();
-        self.status.announcing = announce;
         self.publish();
     }
 
-    /// Where each announced address is answered: its policies' interfaces, else the
-    /// node's default choice.
-    fn interface_choices(&self, announce: &BTreeSet<IpAddr>) -> BTreeMap<IpAddr, InterfaceChoice> {
-        let mut out: BTreeMap<IpAddr, InterfaceChoice> = announce
+    /// After a whole election: the announcer gets every address to answer for, on the
+    /// interfaces it lists again, when the set or an interface choice changed.
+    async fn hand_over_all(&mut self, announce: &BTreeSet<IpAddr>, probe: BTreeSet<IpAddr>) {
+        let choices: BTreeMap<IpAddr, InterfaceChoice> = announce
             .iter()
-            .map(|ip| (*ip, InterfaceChoice::Auto))
+            .map(|ip| (*ip, self.choice_of(ip)))
             .collect();
-        for v in &self.vips {
-            if let (Some(choice), Some(scope)) = (out.get_mut(&v.ip), &v.scope) {
-                *choice = scope.interface_choice();
+        let same_set = *announce == *self.status.announcing;
+        if same_set && choices == self.choices {
+            return;
+        }
+        self.choices = choices.clone();
+        if let Some(a) = &self.announcer {
+            // Same addresses, other interfaces (a policy's `interfaces` edited), or a new set.
+            a.set_owned_probing(choices, probe).await;
+        }
+    }
+
+    /// What the announcer must change for the `touched` addresses: the new ones and those
+    /// whose interface choice changed, and the released ones.
+    fn delta(
+        &mut self,
+        touched: &BTreeSet<IpAddr>,
+        added: &[IpAddr],
+        released: &[IpAddr],
+        announce: &BTreeSet<IpAddr>,
+        probe: BTreeSet<IpAddr>,
+    ) -> OwnedDelta {
+        let mut set = BTreeMap::new();
+        for ip in released {
+            self.choices.remove(ip);
+        }
+        let again = touched.iter().filter(|ip| announce.contains(*ip));
+        for ip in again.chain(added) {
+            let choice = self.choice_of(ip);
+            if self.choices.get(ip) != Some(&choice) {
+                self.choices.insert(*ip, choice.clone());
+                set.insert(*ip, choice);
             }
         }
-        out
+        OwnedDelta {
+            set,
+            remove: released.iter().copied().collect(),
+            probe,
+        }
+    }
+
+    /// Where `ip` is answered: its policies' interfaces, else the node's default choice.
+    fn choice_of(&self, ip: &IpAddr) -> InterfaceChoice {
+        self.vips
+            .get(ip)
+            .and_then(|v| v.scope.as_ref())
+            .map_or(InterfaceChoice::Auto, |s| s.interface_choice())
     }
 
     /// Conflicts that started or ended since the last announcer status, as events.
@@ -427,7 +567,7 @@ impl Task {
     async fn shutdown(&mut self) {
         if let Some(a) = self.announcer.take() {
             a.set_owned(BTreeMap::new()).await;
-            self.status.announcing.clear();
+            self.status.announcing = Arc::default();
             if let Some(m) = self.membership.take() {
                 m.leave().await;
             }

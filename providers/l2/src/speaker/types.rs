@@ -8,6 +8,7 @@ use crate::responder::AnnounceTiming;
 use crate::wire::{GossipKeys, Refused};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Settings of one node's speaker.
@@ -139,10 +140,11 @@ pub enum SpeakerEvent {
 /// `portway.dev/announced-by` annotation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SpeakerStatus {
-    /// Owner of every VIP in this node's view.
-    pub owners: BTreeMap<IpAddr, Option<String>>,
-    /// VIPs this node announces now.
-    pub announcing: BTreeSet<IpAddr>,
+    /// Owner of every VIP in this node's view. Shared (`Arc`): every reader of a status
+    /// snapshot (metrics, the annotation keeper) gets it without a copy of 10,000 entries.
+    pub owners: Arc<BTreeMap<IpAddr, Option<String>>>,
+    /// VIPs this node announces now (shared as `owners`).
+    pub announcing: Arc<BTreeSet<IpAddr>>,
     /// The split-brain verdict (`None` before the first election).
     pub quorum: Option<Quorum>,
     /// Live speakers, this one included.

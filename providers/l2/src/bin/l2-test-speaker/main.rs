@@ -304,7 +304,8 @@ async fn speaker() -> ExitCode {
             .collect(),
     ));
     speaker.set_nodes(nodes.clone());
-    speaker.set_vips(vips);
+    speaker.set_vips(vips.clone());
+    let mut current = vips;
     speaker.set_api_reachable(args.api_reachable);
     emit(format_args!("ready name={}", args.name));
 
@@ -375,7 +376,18 @@ async fn speaker() -> ExitCode {
                         Some("vips") => {
                             let vips: Result<Vec<VipInput>, String> = words.map(|s| parse_vip(s, &all)).collect();
                             match vips {
-                                Ok(v) => speaker.set_vips(v),
+                                // As `portway speaker` does between resyncs: only the
+                                // changed addresses, so the labs exercise that path.
+                                Ok(v) => {
+                                    let set = v.iter().filter(|n| !current.contains(n)).cloned().collect();
+                                    let gone = current
+                                        .iter()
+                                        .filter(|o| !v.iter().any(|n| n.ip == o.ip))
+                                        .map(|o| o.ip)
+                                        .collect();
+                                    speaker.update_vips(set, gone);
+                                    current = v;
+                                }
                                 Err(e) => emit(format_args!("error {e}")),
                             }
                         }
