@@ -18,6 +18,8 @@
 //! ```text
 //! cargo bench -p portway-tests --bench node_agent -- [SERVICES] [NODES] [SECONDS] [RATE]
 //! ```
+//! The speaker runs with `MALLOC_ARENA_MAX=2`, as deploy/ sets it; set `MALLOC_ARENA_MAX`
+//! to measure another value (glibc's default is 8 per core).
 //! `PORTWAY_NODE_AGENT_CHURN=l2` (or `bgp`) changes only Services of that class, so the CPU
 //! per change is that path's alone. `PORTWAY_TEST_CLUSTER=real` runs it against the real
 //! control plane.
@@ -456,10 +458,15 @@ async fn run_case(
         ),
     )?;
     let started = Instant::now();
+    // As deploy/ runs it (MALLOC_ARENA_MAX=2), unless the caller's environment says
+    // otherwise (glibc defaults to 8 arenas per core).
+    let arenas = std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".into());
+    println!("speaker: MALLOC_ARENA_MAX={arenas}");
     let mut speaker = Command::new(std::env::current_exe()?)
         .arg("--child")
         .arg(&kubeconfig)
         .arg(&config)
+        .env("MALLOC_ARENA_MAX", &arenas)
         .stdin(Stdio::piped())
         .spawn()?;
     let pid = speaker.id();

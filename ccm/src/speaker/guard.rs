@@ -70,11 +70,13 @@ impl Refusal {
     }
 }
 
-/// The l2 pools' ranges and every Node's addresses, built once per pass.
+/// The l2 pools' ranges and every Node's addresses; the addresses are read again only
+/// when a Node changed ([`L2Guard::with_nodes_of`]).
 #[derive(PartialEq)]
 pub struct L2Guard {
     ranges: Vec<AddrRange>,
-    node_addrs: HashMap<IpAddr, String>,
+    /// Shared: a pass without a Node change reuses the last one's.
+    node_addrs: Arc<HashMap<IpAddr, String>>,
     /// The announcement policies' restriction per pool, stamped on the kept VIPs (part of
     /// the guard so that a policy change re-checks every VIP, as a pool change does).
     scopes: Scopes,
@@ -104,8 +106,17 @@ impl L2Guard {
             .collect();
         Self {
             ranges,
-            node_addrs,
+            node_addrs: Arc::new(node_addrs),
             scopes: Scopes::default(),
+        }
+    }
+
+    /// As [`Self::new`] with the Node addresses of `last` (no Node changed since): a pass
+    /// then costs nothing per Node.
+    pub fn with_nodes_of(pools: &[PoolConfig], l2: &L2Config, last: &L2Guard) -> Self {
+        Self {
+            node_addrs: last.node_addrs.clone(),
+            ..Self::new(pools, l2, &[])
         }
     }
 

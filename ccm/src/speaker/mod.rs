@@ -353,7 +353,13 @@ pub async fn run_with_options(
             // The policies' nodes and interfaces per pool ride in the guard (l2_policy).
             let policies = live_pools.as_ref().map(|l| l.policies());
             let scopes = l2_policy::Scopes::new(&pools, &policies.unwrap_or_default());
-            let guard = guard::L2Guard::new(&pools, &l2_now, &all_nodes).with_scopes(scopes);
+            let guard = match &state.guard {
+                Some(last) if !full && !d.nodes => {
+                    guard::L2Guard::with_nodes_of(&pools, &l2_now, last)
+                }
+                _ => guard::L2Guard::new(&pools, &l2_now, &all_nodes),
+            }
+            .with_scopes(scopes);
             // A changed pool (a resource applied) or Node address re-checks every VIP.
             let l2_full = full || state.guard.as_ref() != Some(&guard);
             if l2_full {
@@ -493,8 +499,8 @@ pub async fn run_with_options(
                     handle.update(changes.iter().cloned());
                 }
                 let peers = handle.peer_states();
-                let routes = state.table.routes();
-                let covered = covered_by(routes);
+                let table = &state.table;
+                let covered = |ip: &IpAddr| table.covers(ip);
                 // The Service event the first time one of its addresses is out to a router.
                 if peers.iter().any(|p| p.state == BgpState::Established) {
                     let svcs: Vec<Arc<Service>> = match full || scan_advertised {
@@ -523,7 +529,6 @@ pub async fn run_with_options(
                         });
                     }
                 }
-                drop(covered);
                 m.set_bgp(&peers);
             } else {
                 scan_advertised = true;
@@ -619,21 +624,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Whether an address lies in one of `routes`: one map lookup per prefix length in use
-/// (host routes, and the aggregation lengths), not a scan of every route per address.
-fn covered_by(routes: &portway_bgp::route::RouteSet) -> impl Fn(&IpAddr) -> bool + '_ {
-    let lens: BTreeSet<(bool, u8)> = routes
-        .prefixes()
-        .map(|n| (n.addr().is_ipv6(), n.prefix_len()))
-        .collect();
-    move |ip| {
-        lens.iter()
-            .filter(|(v6, _)| *v6 == ip.is_ipv6())
-            .filter_map(|(_, len)| ipnet::IpNet::new(*ip, *len).ok())
-            .any(|net| routes.contains(&net.trunc()))
-    }
-}
-
 /// What was last logged, so steady state stays quiet.
 #[derive(Default)]
 struct Reported {
@@ -657,32 +647,5 @@ impl Reported {
         }
         self.l2 = now;
         true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn covered_by_finds_host_routes_and_aggregates_of_either_family() {
-        let routes: portway_bgp::route::Routes =
-            ["198.51.100.7/32", "203.0.113.0/24", "2001:db8::/64"]
-                .iter()
-                .map(|n| (n.parse().expect("net"), Default::default()))
-                .collect();
-        let routes = routes.into();
-        let covered = covered_by(&routes);
-        for ip in ["198.51.100.7", "203.0.113.200", "2001:db8::1234"] {
-            assert!(covered(&ip.parse().expect("ip")), "{ip}");
-        }
-        for ip in [
-            "198.51.100.8",
-            "203.0.114.1",
-            "2001:db8:0:1::1",
-            "::ffff:203.0.113.1",
-        ] {
-            assert!(!covered(&ip.parse().expect("ip")), "{ip}");
-        }
     }
 }

@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use portway_bgp::route::{RouteAttrs, RouteSet};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 
 /// The routes of every Service; see the module docs.
 #[derive(Default)]
@@ -21,6 +22,9 @@ pub struct BgpTable {
     by_svc: HashMap<Key, Vec<IpNet>>,
     by_prefix: BTreeMap<IpNet, BTreeMap<Key, Vec<RouteAttrs>>>,
     routes: RouteSet,
+    /// How many advertised prefixes have each (family, length): the lengths an address
+    /// may be covered at ([`Self::covers`]), without a walk over every route.
+    lens: BTreeMap<(bool, u8), usize>,
 }
 
 impl BgpTable {
@@ -69,7 +73,21 @@ impl BgpTable {
                     }
                 }
             }
-            if self.routes.get(&p).unwrap_or_default() != merged.as_slice() {
+            let before = self.routes.get(&p).unwrap_or_default();
+            if before != merged.as_slice() {
+                let len = (p.addr().is_ipv6(), p.prefix_len());
+                match (before.is_empty(), merged.is_empty()) {
+                    (true, false) => *self.lens.entry(len).or_default() += 1,
+                    (false, true) => {
+                        if let Some(n) = self.lens.get_mut(&len) {
+                            *n = n.saturating_sub(1);
+                            if *n == 0 {
+                                self.lens.remove(&len);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
                 self.routes.set(p, merged.clone());
                 changes.push((p, merged));
             }
@@ -80,6 +98,16 @@ impl BgpTable {
     /// Every route, as the sessions get them.
     pub fn routes(&self) -> &RouteSet {
         &self.routes
+    }
+
+    /// Whether some advertised prefix holds `ip` (a host route or an aggregate): a
+    /// lookup per prefix length in use, not a walk over the routes.
+    pub fn covers(&self, ip: &IpAddr) -> bool {
+        self.lens
+            .keys()
+            .filter(|(v6, _)| *v6 == ip.is_ipv6())
+            .filter_map(|(_, len)| IpNet::new(*ip, *len).ok())
+            .any(|net| self.routes.get(&net.trunc()).is_some())
     }
 }
 
@@ -244,5 +272,34 @@ mod tests {
             let want = bgp_routes(&all_svcs, &full, &me, class, &pools, &bgp);
             assert_eq!(table.routes(), &want, "step {step}");
         }
+    }
+
+    #[test]
+    fn covers_host_routes_and_aggregates_of_either_family_and_forgets_withdrawn_ones() {
+        let mut t = BgpTable::default();
+        for (i, n) in ["198.51.100.7/32", "203.0.113.0/24", "2001:db8::/64"]
+            .iter()
+            .enumerate()
+        {
+            t.set(
+                &key(&i.to_string()),
+                vec![(n.parse().expect("net"), attrs(1))],
+            );
+        }
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        for a in ["198.51.100.7", "203.0.113.200", "2001:db8::1234"] {
+            assert!(t.covers(&ip(a)), "{a}");
+        }
+        for a in [
+            "198.51.100.8",
+            "203.0.114.1",
+            "2001:db8:0:1::1",
+            "::ffff:203.0.113.1",
+        ] {
+            assert!(!t.covers(&ip(a)), "{a}");
+        }
+        t.set(&key("1"), vec![]);
+        assert!(!t.covers(&ip("203.0.113.200")), "withdrawn");
+        assert!(t.covers(&ip("198.51.100.7")));
     }
 }
