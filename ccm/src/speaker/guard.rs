@@ -224,7 +224,11 @@ pub fn ipvs_without_strict_arp(cm: &ConfigMap) -> bool {
 
 /// Whether `me` is the node that reports cluster-wide traps: the lowest name.
 pub fn reports_traps(me: &str, nodes: &[Arc<Node>]) -> bool {
-    nodes.iter().map(|n| n.name_any()).min().as_deref() == Some(me)
+    nodes
+        .iter()
+        .filter_map(|n| n.metadata.name.as_deref())
+        .min()
+        == Some(me)
 }
 
 /// How often kube-proxy's ConfigMap is read for the IPVS trap.

@@ -425,12 +425,14 @@ pub async fn run_with_options(
                     keys_applied = keys;
                 }
             }
-            if guard::reports_traps(&node, &all_nodes) && (vips_changed || d.nodes) {
+            // Once per pass: it looks at every Node.
+            let reporter = guard::reports_traps(&node, &all_nodes);
+            if reporter && (vips_changed || d.nodes) {
                 let unselected = guard.scopes().unselected(&all_nodes);
                 let now = l2_policy::unselected_vips(state.vips.each(), &unselected);
                 l2_reports.unselected(now, &feedback, &m);
             }
-            if guard::reports_traps(&node, &all_nodes) {
+            if reporter {
                 let ipvs = kube_proxy.as_ref().is_some_and(|r| *r.borrow());
                 let of_l2 = || {
                     services

@@ -58,21 +58,19 @@ impl VipScope {
             self.interfaces = interfaces;
             return;
         }
-        self.nodes = match (self.nodes.take(), nodes) {
-            (Some(mut a), Some(b)) => {
-                a.extend(b);
-                Some(a)
-            }
-            _ => None,
-        };
-        self.interfaces = match (self.interfaces.take(), interfaces) {
-            (Some(mut a), Some(b)) => {
-                a.extend(b);
-                Some(a)
-            }
-            _ => None,
-        };
+        self.nodes = absorbing_union(self.nodes.take(), nodes);
+        self.interfaces = absorbing_union(self.interfaces.take(), interfaces);
     }
+}
+
+/// Both restrictions together; an unrestricted side (`None`) makes the union unrestricted.
+fn absorbing_union<C: Extend<T> + IntoIterator<Item = T>, T>(
+    a: Option<C>,
+    b: Option<C>,
+) -> Option<C> {
+    let (mut a, b) = (a?, b?);
+    a.extend(b);
+    Some(a)
 }
 
 #[cfg(test)]
