@@ -8,9 +8,10 @@
 //! The real server is the judge: a difference is a bug of the sim, fixed there, or a
 //! difference the README lists as an approximation, marked here in the step that shows it.
 //!
-//! It starts its own real control plane, so it runs in the sim pass of `scripts/test`: where
-//! the control plane is missing (`PORTWAY_CLUSTER_BIN` unset) it skips locally and fails
-//! under `PORTWAY_REQUIRE_PRIVILEGED=1`.
+//! It starts its own real control plane, so it needs the `real-cluster` feature and runs in
+//! the real pass of `scripts/test`: where the control plane is missing
+//! (`PORTWAY_CLUSTER_BIN` unset) it skips locally and fails under
+//! `PORTWAY_REQUIRE_PRIVILEGED=1`.
 
 #[path = "sim_differential/corpus.rs"]
 mod corpus;
