@@ -15,6 +15,8 @@
 //! PORTWAY_TEST_CLUSTER=real cargo bench -p portway-tests --bench controller -- [SERVICES] [NODES]
 //! ```
 //! Without arguments it runs 1,000 and 10,000 Services with 3 and 500 nodes.
+//! `PORTWAY_BENCH_WRAP=heaptrack` runs the controller under heaptrack (where its heap
+//! goes; the RSS figure then includes heaptrack's own).
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
@@ -136,9 +138,17 @@ async fn run_case(services: usize, nodes: usize, floor: bool) -> anyhow::Result<
         )))
     } else {
         let exe = std::env::current_exe()?;
+        // PORTWAY_BENCH_WRAP (say `heaptrack`) runs the controller under that tool.
+        let mut cmd = match std::env::var("PORTWAY_BENCH_WRAP") {
+            Ok(tool) if !tool.is_empty() => {
+                let mut c = tokio::process::Command::new(tool);
+                c.arg(exe);
+                c
+            }
+            _ => tokio::process::Command::new(exe),
+        };
         child = Some(
-            tokio::process::Command::new(exe)
-                .arg("--child")
+            cmd.arg("--child")
                 .arg(&kubeconfig)
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())

@@ -59,6 +59,17 @@ fn is_class(svc: &Service, class: &str, default_class: &str) -> bool {
         && effective_class(svc, default_class) == Some(class)
 }
 
+/// Whether `svc` is an l2 Service holding an address `known` does not have: a new
+/// address, which the loop places at once instead of at the end of its pass window
+/// (`pace.rs`), since its owner still has to probe it before answering.
+pub fn brings_new_l2_address(
+    svc: &Service,
+    default_class: &str,
+    known: impl Fn(&IpAddr) -> bool,
+) -> bool {
+    is_class(svc, L2, default_class) && status_ips(svc).iter().any(|ip| !known(ip))
+}
+
 fn of_class<'a>(
     services: &'a [Arc<Service>],
     class: &'a str,

@@ -8,7 +8,7 @@
 use crate::events::{Events, Reason};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use portway_l2::{L2Speaker, SpeakerEvent, SpeakerStatus, mac_text};
 use portway_provider::{CONFLICT_ANNOTATION, GO_BOOL_TRUE, REALLOCATE_ANNOTATION};
@@ -21,7 +21,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::desired::status_ips;
+use super::l2_vips::Holders;
 use super::metrics::SpeakerMetrics;
+use super::ready::Key;
 use crate::names::ANNOUNCED_BY;
 
 /// How often `portway.dev/announced-by` is compared with the speaker's state when nothing
@@ -100,9 +102,13 @@ impl Feedback {
     /// never stopped owning it and so never takes it over again; or this node's cached
     /// copy of the Service may still show its own name from an earlier term. Comparing
     /// state with state repairs both within one resync.
+    ///
+    /// Between resyncs the Services of the changed addresses are found in `holders`, the
+    /// loop's address → Services index, so a change costs its own Services.
     pub(crate) fn keep_announced_by(
         &self,
         mut status: watch::Receiver<SpeakerStatus>,
+        holders: Holders,
     ) -> JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
@@ -118,7 +124,7 @@ impl Feedback {
                 let services: Vec<Arc<Service>> = match seen.as_ref().filter(|_| !full) {
                     Some(old) => match changed_addresses(old, &st) {
                         Some(ips) if ips.is_empty() => Vec::new(),
-                        Some(ips) => distinct(this.services_with_any(&ips)),
+                        Some(ips) => this.services_of(holders.of_any(&ips)),
                         None => this.services.state(),
                     },
                     None => this.services.state(),
@@ -141,6 +147,13 @@ impl Feedback {
                 }
             }
         })
+    }
+
+    /// The Services of `keys` in the store (one gone meanwhile is skipped).
+    fn services_of(&self, keys: BTreeSet<Key>) -> Vec<Arc<Service>> {
+        keys.iter()
+            .filter_map(|(ns, name)| self.services.get(&ObjectRef::new(name).within(ns)))
+            .collect()
     }
 
     /// Writes `want` as the annotation; when it names this node, says so in an event.
@@ -211,28 +224,22 @@ impl Feedback {
         self.warn_services(Reason::AddressInUse, note, services);
     }
 
-    /// A queue of addresses first advertised over BGP, each reported as an event.
-    pub(crate) fn advertised_queue(&self) -> (mpsc::Sender<IpAddr>, JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<IpAddr>(NOTICE_QUEUE);
+    /// A queue of addresses first advertised over BGP, each with a Service that holds it
+    /// (the loop has it at hand: no look through the Services), reported as an event.
+    pub(crate) fn advertised_queue(
+        &self,
+    ) -> (mpsc::Sender<(IpAddr, Arc<Service>)>, JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<(IpAddr, Arc<Service>)>(NOTICE_QUEUE);
         let this = self.clone();
         let task = tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                // Whatever queued meanwhile shares one look through the Services: a
-                // speaker's start advertises thousands of addresses at once, and a look
-                // per address cost addresses x Services status reads (minutes at 10,000).
-                let mut batch = BTreeSet::from([first]);
-                while let Ok(ip) = rx.try_recv() {
-                    batch.insert(ip);
-                }
-                for (ip, svc) in this.services_with_any(&batch) {
-                    this.events
-                        .publish(
-                            &svc.object_ref(&()),
-                            Reason::AdvertisingIP,
-                            &format!("{ip} is advertised over BGP by node {}", this.node),
-                        )
-                        .await;
-                }
+            while let Some((ip, svc)) = rx.recv().await {
+                this.events
+                    .publish(
+                        &svc.object_ref(&()),
+                        Reason::AdvertisingIP,
+                        &format!("{ip} is advertised over BGP by node {}", this.node),
+                    )
+                    .await;
             }
         });
         (tx, task)
@@ -335,16 +342,6 @@ fn changed_addresses(old: &SpeakerStatus, new: &SpeakerStatus) -> Option<BTreeSe
         out.extend(old.announcing.symmetric_difference(&new.announcing));
     }
     Some(out)
-}
-
-/// Each Service once (a dual-stack Service holds two of the addresses).
-fn distinct(found: Vec<(IpAddr, Arc<Service>)>) -> Vec<Arc<Service>> {
-    let mut seen = BTreeSet::new();
-    found
-        .into_iter()
-        .filter(|(_, s)| seen.insert((s.namespace(), s.name_any())))
-        .map(|(_, s)| s)
-        .collect()
 }
 
 /// What `portway.dev/announced-by` on `svc` should become in `node`'s view, or `None`

@@ -9,21 +9,69 @@ use super::ready::Key;
 use portway_l2::VipInput;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Which Services hold each l2 address, written by the loop ([`L2Vips`]) and read by the
+/// annotation keeper (`feedback.rs`): when the L2 speaker's state changes for a few
+/// addresses, their Services are found by lookup, not by reading every Service's status.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Holders(Arc<RwLock<BTreeMap<IpAddr, BTreeSet<Key>>>>);
+
+impl Holders {
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<IpAddr, BTreeSet<Key>>> {
+        // Every write is a whole insert or remove of one entry: a panic in between leaves
+        // a map that is at worst one Service behind, which the next full pass rebuilds.
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<IpAddr, BTreeSet<Key>>> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a Service holds `ip`.
+    pub(crate) fn contains(&self, ip: &IpAddr) -> bool {
+        self.read().contains_key(ip)
+    }
+
+    /// The Services holding any of `ips`, each once.
+    pub(crate) fn of_any<'a>(&self, ips: impl IntoIterator<Item = &'a IpAddr>) -> BTreeSet<Key> {
+        let map = self.read();
+        ips.into_iter()
+            .filter_map(|ip| map.get(ip))
+            .flatten()
+            .cloned()
+            .collect()
+    }
+}
 
 /// Each Service's l2 addresses, indexed both ways.
 #[derive(Debug, Default)]
 pub(super) struct L2Vips {
     by_key: HashMap<Key, Vec<VipInput>>,
-    by_ip: BTreeMap<IpAddr, BTreeSet<Key>>,
+    by_ip: Holders,
     /// Addresses whose input may differ from what the speaker was last told.
     dirty: BTreeSet<IpAddr>,
 }
 
 impl L2Vips {
+    /// An empty one whose index is `holders` (made before the loop's state, for the
+    /// watches to read).
+    pub(super) fn sharing(holders: Holders) -> Self {
+        Self {
+            by_ip: holders,
+            ..Self::default()
+        }
+    }
+
+    /// The address → Services index, to share with the annotation keeper.
+    pub(super) fn holders(&self) -> Holders {
+        self.by_ip.clone()
+    }
+
     /// Forgets everything (a full pass follows, which hands over [`Self::all`]).
     pub(super) fn clear(&mut self) {
         self.by_key.clear();
-        self.by_ip.clear();
+        self.by_ip.write().clear();
         self.dirty.clear();
     }
 
@@ -33,19 +81,21 @@ impl L2Vips {
         if old == vips.as_slice() {
             return false;
         }
+        let mut by_ip = self.by_ip.write();
         for v in old {
             self.dirty.insert(v.ip);
-            if let Some(keys) = self.by_ip.get_mut(&v.ip) {
+            if let Some(keys) = by_ip.get_mut(&v.ip) {
                 keys.remove(key);
                 if keys.is_empty() {
-                    self.by_ip.remove(&v.ip);
+                    by_ip.remove(&v.ip);
                 }
             }
         }
         for v in &vips {
             self.dirty.insert(v.ip);
-            self.by_ip.entry(v.ip).or_default().insert(key.clone());
+            by_ip.entry(v.ip).or_default().insert(key.clone());
         }
+        drop(by_ip);
         match vips.is_empty() {
             true => self.by_key.remove(key),
             false => self.by_key.insert(key.clone(), vips),
@@ -55,16 +105,20 @@ impl L2Vips {
 
     /// The input of `ip`: its first Service's.
     fn input(&self, ip: &IpAddr) -> Option<&VipInput> {
-        let key = self.by_ip.get(ip)?.first()?;
-        self.by_key.get(key)?.iter().find(|v| v.ip == *ip)
+        let key = self.by_ip.read().get(ip)?.first()?.clone();
+        self.by_key.get(&key)?.iter().find(|v| v.ip == *ip)
     }
 
     /// Every address once, in address order.
     pub(super) fn all(&mut self) -> Vec<VipInput> {
         self.dirty.clear();
-        self.by_ip
-            .keys()
-            .filter_map(|ip| self.input(ip).cloned())
+        let by_ip = self.by_ip.read();
+        by_ip
+            .iter()
+            .filter_map(|(ip, keys)| {
+                let key = keys.first()?;
+                self.by_key.get(key)?.iter().find(|v| v.ip == *ip).cloned()
+            })
             .collect()
     }
 
@@ -151,5 +205,29 @@ mod tests {
             (vec![], vec!["10.0.0.1".parse().expect("ip")])
         );
         assert_eq!(v.each().count(), 0);
+    }
+
+    #[test]
+    fn the_shared_index_names_each_addresss_services() {
+        let mut v = L2Vips::default();
+        let holders = v.holders();
+        v.set(
+            &key("a"),
+            vec![vip("10.0.0.1", &["n1"]), vip("10.0.0.2", &["n1"])],
+        );
+        v.set(&key("b"), vec![vip("10.0.0.1", &["n2"])]);
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        assert_eq!(
+            holders.of_any(&[ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3")]),
+            BTreeSet::from([key("a"), key("b")])
+        );
+        v.set(&key("a"), vec![]);
+        assert_eq!(holders.of_any(&[ip("10.0.0.2")]), BTreeSet::new());
+        assert_eq!(
+            holders.of_any(&[ip("10.0.0.1")]),
+            BTreeSet::from([key("b")])
+        );
+        v.clear();
+        assert_eq!(holders.of_any(&[ip("10.0.0.1")]), BTreeSet::new());
     }
 }

@@ -161,8 +161,17 @@ pub async fn run_with_options(
 ) -> anyhow::Result<()> {
     let sections = &config;
     let changed = Arc::new(Notify::new());
+    // A change bringing a new l2 address: the pass runs at once (pace.rs).
+    let urgent = Arc::new(Notify::new());
     let dirty = Arc::new(Mutex::new(Dirty::default()));
+    let holders = l2_vips::Holders::default();
     let d = dirty.clone();
+    let (known, wake, default_class) = (
+        holders.clone(),
+        urgent.clone(),
+        config.default_class.clone(),
+    );
+    let l2_on = sections.l2.is_some();
     let services = Watched::start(
         Api::all(client.clone()),
         &changed,
@@ -170,7 +179,17 @@ pub async fn run_with_options(
         move |ev| {
             let mut d = lock(&d);
             match ev {
-                watcher::Event::Apply(s) | watcher::Event::Delete(s) => {
+                watcher::Event::Apply(s) => {
+                    d.services.insert(ready::key_of(s));
+                    if l2_on
+                        && desired::brings_new_l2_address(s, &default_class, |ip| {
+                            known.contains(ip)
+                        })
+                    {
+                        wake.notify_one();
+                    }
+                }
+                watcher::Event::Delete(s) => {
                     d.services.insert(ready::key_of(s));
                 }
                 watcher::Event::InitDone => d.all = true,
@@ -257,7 +276,10 @@ pub async fn run_with_options(
         .is_some()
         .then(|| guard::follow_kube_proxy(client.clone()));
     let mut allowed_applied: Option<BTreeMap<String, BTreeSet<IpAddr>>> = None;
-    let mut state = State::default();
+    let mut state = State {
+        vips: l2_vips::L2Vips::sharing(holders),
+        ..State::default()
+    };
     // What the next pass must do besides the watches' changes.
     let (mut full, mut scan_advertised) = (true, true);
 
@@ -286,6 +308,9 @@ pub async fn run_with_options(
                 me_version,
                 generation: state.generation,
                 bgp_applied: bgp_key.clone(),
+                // The same index (the annotation keeper shares it); the l2 part of a full
+                // pass clears and refills it.
+                vips: std::mem::take(&mut state.vips),
                 ..State::default()
             };
             services
@@ -332,7 +357,7 @@ pub async fn run_with_options(
                     info!(node, %addr, port = l2cfg.gossip_port, "L2 speaker started");
                     let tasks = [
                         feedback.follow_l2(&speaker, m.clone()),
-                        feedback.keep_announced_by(speaker.status()),
+                        feedback.keep_announced_by(speaker.status(), state.vips.holders()),
                     ];
                     l2_status = Some(speaker.status());
                     l2 = Some((speaker, tasks));
@@ -509,9 +534,20 @@ pub async fn run_with_options(
                         true => services.store.state(),
                         false => keys.iter().filter_map(lookup).collect(),
                     };
-                    for ip in svcs.iter().flat_map(|s| desired::status_ips(s)) {
-                        if covered(&ip) && advertised.insert(ip) && notices.try_send(ip).is_err() {
-                            debug!(%ip, "event queue full; AdvertisingIP event skipped");
+                    // Each Service holding an address first advertised in this pass (two
+                    // may share one) is told, and the notice carries it: no look-up.
+                    let mut fresh = BTreeSet::new();
+                    for svc in &svcs {
+                        for ip in desired::status_ips(svc) {
+                            let first = covered(&ip) && advertised.insert(ip);
+                            if (first || fresh.contains(&ip))
+                                && notices.try_send((ip, svc.clone())).is_err()
+                            {
+                                debug!(%ip, "event queue full; AdvertisingIP event skipped");
+                            }
+                            if first {
+                                fresh.insert(ip);
+                            }
                         }
                     }
                     scan_advertised = false;
@@ -551,7 +587,7 @@ pub async fn run_with_options(
         tokio::select! {
             _ = &mut shutdown => break,
             // At once after an idle spell; a burst shares one pass per window.
-            _ = changed.notified() => pace::before_pass(pass_began).await,
+            _ = changed.notified() => pace::before_pass(pass_began, &urgent).await,
             _ = async {
                 match &mut bgp {
                     Some(runner) => runner.status_changed().await,

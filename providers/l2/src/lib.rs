@@ -39,6 +39,7 @@ pub mod responder;
 pub mod scope;
 pub mod speaker;
 pub mod sys;
+mod timetable;
 pub mod wire;
 
 #[cfg(test)]

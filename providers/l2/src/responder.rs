@@ -23,6 +23,7 @@
 
 use crate::claim::{self, Claim};
 use crate::frame::{self, Mac, Solicitation};
+use crate::timetable::{Schedule, Timetable};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
@@ -114,19 +115,13 @@ struct Probing {
     decide: Instant,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Schedule {
-    next: Instant,
-    burst_left: u32,
-}
-
 /// The responder state machine.
 #[derive(Debug)]
 pub struct ArpNdpResponder {
     timing: AnnounceTiming,
     interfaces: BTreeMap<String, InterfaceInfo>,
     owned: BTreeMap<IpAddr, BTreeSet<String>>,
-    schedule: BTreeMap<(IpAddr, String), Schedule>,
+    schedule: Timetable,
     /// Frames to send, each with the IP it speaks for, so frames for an IP
     /// lost before they went out are dropped.
     queue: VecDeque<(IpAddr, Transmit)>,
@@ -145,7 +140,7 @@ impl ArpNdpResponder {
             timing,
             interfaces: BTreeMap::new(),
             owned: BTreeMap::new(),
-            schedule: BTreeMap::new(),
+            schedule: Timetable::default(),
             queue: VecDeque::new(),
             stats: BTreeMap::new(),
             probe_first: BTreeSet::new(),
@@ -267,14 +262,16 @@ impl ArpNdpResponder {
     }
 
     fn restart_announcing(&mut self, now: Instant, ip: IpAddr) {
-        let burst = self.timing.burst;
-        for ((i, _), s) in self.schedule.iter_mut() {
-            if *i == ip {
-                *s = Schedule {
-                    next: now,
-                    burst_left: burst,
-                };
-            }
+        for pair in self.schedule.pairs_of(ip) {
+            self.schedule.set(pair, self.from_the_start(now));
+        }
+    }
+
+    /// A schedule that announces at `now`, then the rest of the burst.
+    fn from_the_start(&self, now: Instant) -> Schedule {
+        Schedule {
+            next: now,
+            burst_left: self.timing.burst,
         }
     }
 
@@ -291,13 +288,11 @@ impl ArpNdpResponder {
             .map(|(name, _)| name.clone())
             .collect();
         self.interfaces = new;
-        for ((_, iface), s) in self.schedule.iter_mut() {
-            if changed.contains(iface) {
-                *s = Schedule {
-                    next: now,
-                    burst_left: self.timing.burst,
-                };
-            }
+        for pair in self
+            .schedule
+            .pairs_on(|iface| changed.iter().any(|c| c == iface))
+        {
+            self.schedule.set(pair, self.from_the_start(now));
         }
     }
 
@@ -345,12 +340,8 @@ impl ArpNdpResponder {
             }
             self.drop_pairs(ip, |i| !ifaces.contains(i));
             for iface in ifaces {
-                self.schedule
-                    .entry((*ip, iface.clone()))
-                    .or_insert(Schedule {
-                        next: now,
-                        burst_left: self.timing.burst,
-                    });
+                let start = self.from_the_start(now);
+                self.schedule.set_if_absent((*ip, iface.clone()), start);
             }
         }
         self.owned.extend(set);
@@ -364,15 +355,10 @@ impl ArpNdpResponder {
 
     /// Forgets the schedule of `ip` on the interfaces `gone` picks.
     fn drop_pairs(&mut self, ip: &IpAddr, gone: impl Fn(&str) -> bool) {
-        let stale: Vec<(IpAddr, String)> = self
-            .schedule
-            .range((*ip, String::new())..)
-            .take_while(|((i, _), _)| i == ip)
-            .filter(|((_, iface), _)| gone(iface))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in stale {
-            self.schedule.remove(&k);
+        for pair in self.schedule.pairs_of(*ip) {
+            if gone(&pair.1) {
+                self.schedule.remove(&pair);
+            }
         }
     }
 
@@ -443,19 +429,14 @@ impl ArpNdpResponder {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.conflict_timers(now);
         let timing = self.timing;
-        let silenced: BTreeSet<IpAddr> = self
-            .probing
-            .keys()
-            .chain(self.quarantined.keys())
-            .copied()
-            .collect();
-        for ((ip, iface), s) in self.schedule.iter_mut() {
-            if s.next > now {
-                continue;
-            }
-            if silenced.contains(ip) {
+        // Only the due pairs: the time index gives them without a walk over all.
+        for ((ip, iface), mut s) in self.schedule.due(now) {
+            let ip = &ip;
+            let iface = &iface;
+            if self.silenced(ip) {
                 // Announced again from the start once it may be answered.
                 s.next = now + timing.refresh;
+                self.schedule.set((*ip, iface.clone()), s);
                 continue;
             }
             // After the burst, each refresh also probes: a host that took the address
@@ -468,6 +449,7 @@ impl ArpNdpResponder {
                 } else {
                     timing.refresh
                 };
+            self.schedule.set((*ip, iface.clone()), s);
             let Some(info) = self.interfaces.get(iface) else {
                 continue; // the interface is gone; announce when it returns
             };
@@ -525,8 +507,8 @@ impl ArpNdpResponder {
             .values()
             .filter_map(|q| q.checked_at.map(|c| c + PROBE_WAIT));
         self.schedule
-            .values()
-            .map(|s| s.next)
+            .next_due()
+            .into_iter()
             .chain(self.probing.values().map(|p| p.next.min(p.decide)))
             .chain(self.recheck.values().copied())
             .chain(lifts)
