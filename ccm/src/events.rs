@@ -150,10 +150,12 @@ struct Series {
 /// Lanes of the publisher: one object's events share a lane, so they are recorded in the
 /// order they were said; different objects' go out side by side.
 const LANES: usize = 4;
-/// Events waiting per lane before new ones are dropped, with a warning (client-go's
-/// broadcaster keeps 1000 in all and drops too). 4 x 1024 waiting events are about 2 MiB;
-/// 4 x 8192 held 13 MiB at the peak of a burst of ten thousand Services.
-const LANE_CAPACITY: usize = 1024;
+/// Events waiting per lane before new ones are dropped, with a warning: 4 x 256, about
+/// the 1000 in all that client-go's broadcaster keeps (it drops beyond, too). A heap
+/// profile of a burst of ten thousand new Services (`PORTWAY_BENCH_WRAP=heaptrack` in the
+/// controller bench) found 4 x 1024 waiting events holding 3.2 MiB at the peak, and
+/// 4 x 8192 held 13 MiB.
+const LANE_CAPACITY: usize = 256;
 
 /// What a lane's worker is given.
 enum Job {
