@@ -30,6 +30,10 @@ pub struct Claim {
     pub ip: IpAddr,
     /// Who uses it (the ARP sender or the advertised link-layer address).
     pub mac: Mac,
+    /// A duplicate address detection probe (RFC 4862): a host about to take the address,
+    /// not yet using it. The responder defends an address it answers for against one,
+    /// and lets one for an address it probes itself pass (`responder.rs`).
+    pub tentative: bool,
 }
 
 /// The claim a received frame makes, if any. `own_mac` is the receiving interface's.
@@ -54,6 +58,7 @@ pub fn parse_claim(bytes: &[u8], own_mac: Mac) -> Option<Claim> {
             (usable && op_ok && arp.sender_mac != own_mac).then_some(Claim {
                 ip: sender.into(),
                 mac: arp.sender_mac,
+                tentative: false,
             })
         }
         EtherType::IPV6 => ndp_claim(eth.payload_slice(), src),
@@ -86,6 +91,7 @@ fn ndp_claim(payload: &[u8], eth_src: Mac) -> Option<Claim> {
             Some(Claim {
                 ip: na.target_address().into(),
                 mac,
+                tentative: false,
             })
         }
         // Duplicate address detection: a host about to take the address.
@@ -94,6 +100,7 @@ fn ndp_claim(payload: &[u8], eth_src: Mac) -> Option<Claim> {
             Some(Claim {
                 ip: ns.target_address().into(),
                 mac: eth_src,
+                tentative: true,
             })
         }
         _ => None,
@@ -142,7 +149,8 @@ mod tests {
             parse_claim(&KERNEL_ARP_REPLY_TO_ARPING, MAC_A),
             Some(Claim {
                 ip: v4("198.51.100.2"),
-                mac: MAC_B
+                mac: MAC_B,
+                tentative: false,
             })
         );
         // arping -U from .1 (…0a): a gratuitous request and reply.
@@ -151,7 +159,8 @@ mod tests {
                 parse_claim(garp, MAC_B),
                 Some(Claim {
                     ip: v4("198.51.100.1"),
-                    mac: MAC_A
+                    mac: MAC_A,
+                    tentative: false,
                 })
             );
         }
@@ -175,7 +184,8 @@ mod tests {
             parse_claim(&p6, MAC_B),
             Some(Claim {
                 ip: v6.into(),
-                mac: MAC_A
+                mac: MAC_A,
+                tentative: true,
             })
         );
         // The responder ignores DAD probes: it never answers ours.

@@ -377,6 +377,18 @@ impl ArpNdpResponder {
         if let Some(c) = claim::parse_claim(bytes, mac)
             && self.owned.get(&c.ip).is_some_and(|i| i.contains(iface))
         {
+            if c.tentative {
+                // A DAD probe asks, as an ARP probe does (RFC 4862 5.4.3): an address
+                // answered here is defended with an advertisement, which makes the prober
+                // back off. One this node is probing too is a race: with a peer that
+                // owned it for a moment (two speakers each alone at start), which the
+                // election settles, or with a host whose own DAD now sees ours. Taking
+                // either for a holder quarantined the address for a whole refresh.
+                if !self.silenced(&c.ip) {
+                    self.defend(c.ip, iface);
+                }
+                return;
+            }
             self.conflict(now, c, iface);
             return;
         }
@@ -416,6 +428,27 @@ impl ArpNdpResponder {
             }
         };
         let ip = question.target();
+        self.queue.push_back((
+            ip,
+            Transmit {
+                iface: iface.to_string(),
+                frame,
+            },
+        ));
+    }
+
+    /// Advertises `ip` (IPv6) on `iface` at once, to all nodes: the answer to a DAD probe
+    /// for an address this node holds.
+    fn defend(&mut self, ip: IpAddr, iface: &str) {
+        let (IpAddr::V6(v6), Some(info)) = (ip, self.interfaces.get(iface)) else {
+            return;
+        };
+        let source = info.link_local.unwrap_or(v6);
+        let frame = frame::neighbor_advertisement(info.mac, source, v6, None);
+        self.stats
+            .entry(iface.to_string())
+            .or_default()
+            .unsolicited_na_sent += 1;
         self.queue.push_back((
             ip,
             Transmit {

@@ -349,3 +349,40 @@ fn a_delta_changes_only_the_addresses_it_names() {
     r.handle_frame(t1, "eth0", &ARPING_REQUEST);
     assert!(drain(&mut r).is_empty(), ".2 is no longer answered on eth0");
 }
+
+#[test]
+fn a_peers_dad_probe_is_no_conflict_an_answered_address_is_defended_a_probed_one_waits() {
+    let t0 = Instant::now();
+    let v6 = ip("2001:db8:1::100");
+    // Another speaker (…0a), alone for a moment at its start, probes the address too.
+    let their_probe = claim::probe([2, 0, 0, 0, 0, 0x0a], v6);
+    // While this node probes it: no conflict, and it is announced after its own wait.
+    let mut r = responder(t0);
+    r.probe_before_announcing([v6].into());
+    r.set_owned(t0, owned(&[("2001:db8:1::100", &["eth0"])]));
+    r.handle_timeout(t0);
+    drain(&mut r);
+    r.handle_frame(t0, "eth0", &their_probe);
+    assert!(
+        r.poll_conflict().is_none(),
+        "a simultaneous probe is a race, not a holder"
+    );
+    r.handle_timeout(t0 + PROBE_WAIT);
+    assert!(
+        !drain(&mut r).is_empty() && r.conflicts().is_empty(),
+        "announced after the wait"
+    );
+    // While this node answers for it: defended with one advertisement, no conflict.
+    let now = t0 + PROBE_WAIT + Duration::from_millis(1);
+    r.handle_frame(now, "eth0", &their_probe);
+    let sent = drain(&mut r);
+    assert_eq!(sent.len(), 1, "one NA");
+    assert!(r.poll_conflict().is_none() && r.conflicts().is_empty());
+    let eth = Ethernet2Slice::from_slice_without_fcs(&sent[0].frame).expect("ethernet");
+    assert_eq!(eth.source(), MAC_B);
+    // An advertisement by the other host is a claim: that one quarantines.
+    let v6a: std::net::Ipv6Addr = "2001:db8:1::100".parse().expect("ip");
+    let their_na = frame::neighbor_advertisement([2, 0, 0, 0, 0, 0x0a], v6a, v6a, None);
+    r.handle_frame(now, "eth0", &their_na);
+    assert!(r.poll_conflict().is_some(), "an advertisement is a holder");
+}
