@@ -334,7 +334,7 @@ const EVENTS_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// One reconcile of a Service the cache holds: what it sees, the step the table decides,
 /// the step performed.
 async fn reconcile(svc: Arc<Service>, ctx: &Context) -> Result<Action, Error> {
-    let key = object_key(&svc);
+    let key = view::object_key(&svc);
     let span = tracing::info_span!(
         "reconcile",
         service = %format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any())
@@ -381,7 +381,7 @@ async fn reconcile(svc: Arc<Service>, ctx: &Context) -> Result<Action, Error> {
 /// may have consumed a provider's force: the retry must ensure again, not find the spec
 /// "ensured" from an earlier success and leave a stale status (table row 9, "retried").
 fn error_policy(svc: &Service, e: &Error, ctx: &Context) -> Action {
-    let key = object_key(svc);
+    let key = view::object_key(svc);
     let failures = ctx.update_state(&key, forget_success);
     let delay = ctx.backoff(failures, &ProviderError::transient(e.to_string()));
     warn!(service = %key, %e, ?delay, "reconcile failed; retrying");
@@ -394,18 +394,6 @@ fn forget_success(st: &mut SvcState) {
     st.ensured = None;
     st.parked = None;
     st.failures += 1;
-}
-
-/// The controller's key of a Service (its work queue, its state): namespace and name only.
-/// `ObjectRef::from_obj` also copies the resourceVersion and uid in, which are not part of
-/// the key (not compared, not hashed); at ten thousand Services those two strings in each
-/// key of the state, the queue's sets and the relist list were megabytes of the peak.
-pub(crate) fn object_key(svc: &Service) -> ObjectRef<Service> {
-    let name = ObjectRef::new(&svc.name_any());
-    match svc.metadata.namespace.as_deref() {
-        Some(ns) => name.within(ns),
-        None => name,
-    }
 }
 
 /// The key of a Service, as providers name it.

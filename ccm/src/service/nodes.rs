@@ -109,7 +109,7 @@ pub async fn sync_nodes(
         if set_changed {
             for svc in services.state() {
                 if super::rules::is_load_balancer(&svc) {
-                    queue.add(super::object_key(&svc));
+                    queue.add(super::view::object_key(&svc));
                 }
             }
         }

@@ -293,6 +293,18 @@ pub fn node_view(node: &Node) -> LbNode {
     }
 }
 
+/// The controller's key of a Service (its work queue, its state): namespace and name only.
+/// `ObjectRef::from_obj` also copies the resourceVersion and uid in, which are not part of
+/// the key (not compared, not hashed); at ten thousand Services those two strings in each
+/// key of the state, the queue's sets and the relist list were megabytes of the peak.
+pub fn object_key(svc: &Service) -> kube::runtime::reflector::ObjectRef<Service> {
+    let name = kube::runtime::reflector::ObjectRef::new(&kube::ResourceExt::name_any(svc));
+    match svc.metadata.namespace.as_deref() {
+        Some(ns) => name.within(ns),
+        None => name,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,7 +62,7 @@ pub(super) async fn force_on_pool_change(
                 && provider_of(&ctx, &svc).is_some()
                 && super::status::current_ingress(&svc).is_empty()
             {
-                force(&ctx, super::object_key(&svc));
+                force(&ctx, super::view::object_key(&svc));
             }
         }
     }
@@ -78,9 +78,9 @@ pub(super) async fn force_on_node_details(
     while changed.recv().await.is_some() {
         for svc in services.state() {
             if provider_of(&ctx, &svc).is_some_and(|p| p.follows_node_details())
-                && ctx.state_of(&super::object_key(&svc)).is_some()
+                && ctx.state_of(&super::view::object_key(&svc)).is_some()
             {
-                force(&ctx, super::object_key(&svc));
+                force(&ctx, super::view::object_key(&svc));
             }
         }
     }
@@ -159,10 +159,10 @@ pub(super) async fn queue_services(
     while let Some(ev) = events.next().await {
         match ev {
             Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s)) => {
-                ctx.queue.add(super::object_key(&s));
+                ctx.queue.add(super::view::object_key(&s));
             }
             Ok(watcher::Event::Init) => relisted.clear(),
-            Ok(watcher::Event::InitApply(s)) => relisted.push(super::object_key(&s)),
+            Ok(watcher::Event::InitApply(s)) => relisted.push(super::view::object_key(&s)),
             Ok(watcher::Event::InitDone) => {
                 let lost: Vec<ObjectRef<Service>> = lock(&ctx.state)
                     .keys()

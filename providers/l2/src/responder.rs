@@ -263,12 +263,12 @@ impl ArpNdpResponder {
 
     fn restart_announcing(&mut self, now: Instant, ip: IpAddr) {
         for pair in self.schedule.pairs_of(ip) {
-            self.schedule.set(pair, self.from_the_start(now));
+            self.schedule.set(pair, self.restarted(now));
         }
     }
 
     /// A schedule that announces at `now`, then the rest of the burst.
-    fn from_the_start(&self, now: Instant) -> Schedule {
+    fn restarted(&self, now: Instant) -> Schedule {
         Schedule {
             next: now,
             burst_left: self.timing.burst,
@@ -292,7 +292,7 @@ impl ArpNdpResponder {
             .schedule
             .pairs_on(|iface| changed.iter().any(|c| c == iface))
         {
-            self.schedule.set(pair, self.from_the_start(now));
+            self.schedule.set(pair, self.restarted(now));
         }
     }
 
@@ -340,7 +340,7 @@ impl ArpNdpResponder {
             }
             self.drop_pairs(ip, |i| !ifaces.contains(i));
             for iface in ifaces {
-                let start = self.from_the_start(now);
+                let start = self.restarted(now);
                 self.schedule.set_if_absent((*ip, iface.clone()), start);
             }
         }
