@@ -20,6 +20,7 @@
 //! ```
 //! The speaker runs with `MALLOC_ARENA_MAX=2`, as deploy/ sets it; set `MALLOC_ARENA_MAX`
 //! to measure another value (glibc's default is 8 per core).
+//! `PORTWAY_BENCH_WRAP=heaptrack` runs the speaker under heaptrack (where its heap goes).
 //! `PORTWAY_NODE_AGENT_CHURN=l2` (or `bgp`) changes only Services of that class, so the CPU
 //! per change is that path's alone. `PORTWAY_TEST_CLUSTER=real` runs it against the real
 //! control plane.
@@ -462,7 +463,17 @@ async fn run_case(
     // otherwise (glibc defaults to 8 arenas per core).
     let arenas = std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".into());
     println!("speaker: MALLOC_ARENA_MAX={arenas}");
-    let mut speaker = Command::new(std::env::current_exe()?)
+    // PORTWAY_BENCH_WRAP (say `heaptrack`) runs the speaker under that tool (its CPU and
+    // RSS figures are then the tool's process's, not the speaker's).
+    let mut speaker = match std::env::var("PORTWAY_BENCH_WRAP") {
+        Ok(tool) if !tool.is_empty() => {
+            let mut c = Command::new(tool);
+            c.arg(std::env::current_exe()?);
+            c
+        }
+        _ => Command::new(std::env::current_exe()?),
+    };
+    let mut speaker = speaker
         .arg("--child")
         .arg(&kubeconfig)
         .arg(&config)

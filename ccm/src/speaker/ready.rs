@@ -20,14 +20,18 @@ pub type Key = (String, String);
 /// documents) or still serving while it terminates: kube-proxy falls back to
 /// serving-terminating endpoints on a node that has no ready one (KEP-1669), so the node
 /// still delivers traffic and must keep announcing until the pods stop serving.
+///
+/// A slice's nodes and a Service's slices are short sorted `Vec`s, not sets: a Service has
+/// one slice or a few, and a `BTreeSet`'s first node alone is about 300 bytes for
+/// `String`s and 550 for keys, megabytes at ten thousand Services (issue 21's RSS).
 #[derive(Default)]
 pub struct ReadyNodes {
     /// The union over the Service's slices.
     by_svc: HashMap<Key, BTreeSet<String>>,
-    /// Each slice's Service and its nodes.
-    slices: HashMap<Key, (Key, BTreeSet<String>)>,
-    /// Each Service's slices.
-    of_svc: HashMap<Key, BTreeSet<Key>>,
+    /// Each slice's Service and its nodes (sorted, each once).
+    slices: HashMap<Key, (Key, Vec<String>)>,
+    /// Each Service's slices (each once).
+    of_svc: HashMap<Key, Vec<Key>>,
 }
 
 impl ReadyNodes {
@@ -49,7 +53,7 @@ impl ReadyNodes {
             return touched;
         };
         let svc = (ns.clone(), svc.clone());
-        let nodes: BTreeSet<String> = slice
+        let mut nodes: Vec<String> = slice
             .endpoints
             .iter()
             .filter(|e| {
@@ -58,11 +62,15 @@ impl ReadyNodes {
             })
             .filter_map(|e| e.node_name.clone())
             .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes.shrink_to_fit();
         let key = (ns, slice.name_any());
+        // `remove` above took the slice out of its Service's list: it is not there now.
         self.of_svc
             .entry(svc.clone())
             .or_default()
-            .insert(key.clone());
+            .push(key.clone());
         self.slices.insert(key, (svc.clone(), nodes));
         self.recompute(&svc);
         if !touched.contains(&svc) {
@@ -77,9 +85,9 @@ impl ReadyNodes {
         let Some((svc, _)) = self.slices.remove(&key) else {
             return vec![];
         };
-        if let Some(set) = self.of_svc.get_mut(&svc) {
-            set.remove(&key);
-            if set.is_empty() {
+        if let Some(list) = self.of_svc.get_mut(&svc) {
+            list.retain(|k| *k != key);
+            if list.is_empty() {
                 self.of_svc.remove(&svc);
             }
         }
