@@ -8,7 +8,7 @@
 use crate::events::{Events, Reason};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use portway_l2::{L2Speaker, SpeakerEvent, SpeakerStatus, mac_text};
 use portway_provider::{CONFLICT_ANNOTATION, GO_BOOL_TRUE, REALLOCATE_ANNOTATION};
@@ -152,7 +152,7 @@ impl Feedback {
     /// The Services of `keys` in the store (one gone meanwhile is skipped).
     fn services_of(&self, keys: BTreeSet<Key>) -> Vec<Arc<Service>> {
         keys.iter()
-            .filter_map(|(ns, name)| self.services.get(&ObjectRef::new(name).within(ns)))
+            .filter_map(|k| self.services.get(&super::ready::store_ref(k)))
             .collect()
     }
 

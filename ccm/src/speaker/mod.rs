@@ -329,11 +329,7 @@ pub async fn run_with_options(
             }
             keys.into_iter().collect()
         };
-        let lookup = |k: &ready::Key| {
-            services
-                .store
-                .get(&ObjectRef::<Service>::new(&k.1).within(&k.0))
-        };
+        let lookup = |k: &ready::Key| services.store.get(&ready::store_ref(k));
         // Watches report a broken stream; only the probe sees a silent cut.
         let api_ok = api.as_ref().is_none_or(probe::ApiProbe::reachable)
             && services.healthy()

@@ -119,6 +119,12 @@ impl ReadyNodes {
     }
 }
 
+/// The store's reference for a Service's key (the loop and the annotation keeper look
+/// Services up by it).
+pub fn store_ref(key: &Key) -> kube::runtime::reflector::ObjectRef<Service> {
+    kube::runtime::reflector::ObjectRef::new(&key.1).within(&key.0)
+}
+
 /// A Service's key.
 pub fn key_of(svc: &Service) -> Key {
     (svc.namespace().unwrap_or_default(), svc.name_any())

@@ -385,7 +385,7 @@ impl ArpNdpResponder {
                 // election settles, or with a host whose own DAD now sees ours. Taking
                 // either for a holder quarantined the address for a whole refresh.
                 if !self.silenced(&c.ip) {
-                    self.defend(c.ip, iface);
+                    self.announce(c.ip, iface);
                 }
                 return;
             }
@@ -437,25 +437,37 @@ impl ArpNdpResponder {
         ));
     }
 
-    /// Advertises `ip` (IPv6) on `iface` at once, to all nodes: the answer to a DAD probe
-    /// for an address this node holds.
-    fn defend(&mut self, ip: IpAddr, iface: &str) {
-        let (IpAddr::V6(v6), Some(info)) = (ip, self.interfaces.get(iface)) else {
-            return;
+    /// Announces `ip` on `iface` once: a gratuitous ARP request and reply for IPv4, an
+    /// unsolicited neighbour advertisement to all nodes for IPv6. The schedule's rounds and
+    /// the defence against a DAD probe both send this.
+    fn announce(&mut self, ip: IpAddr, iface: &str) {
+        let Some(info) = self.interfaces.get(iface) else {
+            return; // the interface is gone; announced when it returns
         };
-        let source = info.link_local.unwrap_or(v6);
-        let frame = frame::neighbor_advertisement(info.mac, source, v6, None);
-        self.stats
-            .entry(iface.to_string())
-            .or_default()
-            .unsolicited_na_sent += 1;
-        self.queue.push_back((
-            ip,
-            Transmit {
-                iface: iface.to_string(),
-                frame,
-            },
-        ));
+        let frames = match ip {
+            IpAddr::V4(v4) => vec![
+                frame::garp_request(info.mac, v4),
+                frame::garp_reply(info.mac, v4),
+            ],
+            IpAddr::V6(v6) => {
+                let source = info.link_local.unwrap_or(v6);
+                vec![frame::neighbor_advertisement(info.mac, source, v6, None)]
+            }
+        };
+        let stats = self.stats.entry(iface.to_string()).or_default();
+        match ip {
+            IpAddr::V4(_) => stats.garp_sent += 2,
+            IpAddr::V6(_) => stats.unsolicited_na_sent += 1,
+        }
+        for frame in frames {
+            self.queue.push_back((
+                ip,
+                Transmit {
+                    iface: iface.to_string(),
+                    frame,
+                },
+            ));
+        }
     }
 
     /// Sends the announcements that are due.
@@ -464,12 +476,10 @@ impl ArpNdpResponder {
         let timing = self.timing;
         // Only the due pairs: the time index gives them without a walk over all.
         for ((ip, iface), mut s) in self.schedule.due(now) {
-            let ip = &ip;
-            let iface = &iface;
-            if self.silenced(ip) {
+            if self.silenced(&ip) {
                 // Announced again from the start once it may be answered.
                 s.next = now + timing.refresh;
-                self.schedule.set((*ip, iface.clone()), s);
+                self.schedule.set((ip, iface), s);
                 continue;
             }
             // After the burst, each refresh also probes: a host that took the address
@@ -482,49 +492,21 @@ impl ArpNdpResponder {
                 } else {
                     timing.refresh
                 };
-            self.schedule.set((*ip, iface.clone()), s);
-            let Some(info) = self.interfaces.get(iface) else {
+            self.schedule.set((ip, iface.clone()), s);
+            let Some(info) = self.interfaces.get(&iface) else {
                 continue; // the interface is gone; announce when it returns
             };
             if refresh_round {
-                let frame = claim::probe(info.mac, *ip);
+                let frame = claim::probe(info.mac, ip);
                 self.queue.push_back((
-                    *ip,
+                    ip,
                     Transmit {
                         iface: iface.clone(),
                         frame,
                     },
                 ));
             }
-            let stats = self.stats.entry(iface.clone()).or_default();
-            match ip {
-                IpAddr::V4(v4) => {
-                    stats.garp_sent += 2;
-                    for frame in [
-                        frame::garp_request(info.mac, *v4),
-                        frame::garp_reply(info.mac, *v4),
-                    ] {
-                        self.queue.push_back((
-                            *ip,
-                            Transmit {
-                                iface: iface.clone(),
-                                frame,
-                            },
-                        ));
-                    }
-                }
-                IpAddr::V6(v6) => {
-                    stats.unsolicited_na_sent += 1;
-                    let source = info.link_local.unwrap_or(*v6);
-                    self.queue.push_back((
-                        *ip,
-                        Transmit {
-                            iface: iface.clone(),
-                            frame: frame::neighbor_advertisement(info.mac, source, *v6, None),
-                        },
-                    ));
-                }
-            }
+            self.announce(ip, &iface);
         }
     }
 
