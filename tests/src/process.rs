@@ -52,8 +52,12 @@ pub async fn spawn_with_lease(
     sim.write_kubeconfig(&kubeconfig, user)
         .await
         .expect("kubeconfig");
-    let cfg = dir.join("config.yaml");
-    std::fs::write(&cfg, config).expect("config");
+    // One file per controller, written atomically: two controllers started back to back
+    // shared one `config.yaml`, and the second write truncated it while the first process
+    // read it. That one ran with an empty configuration (hostport only), won the Lease,
+    // and left every l2, bgp and f5 Service unserved (a real-world chaos run in CI).
+    let cfg = dir.join(format!("{user}.config.yaml"));
+    portway_sim::write_private_file(&cfg, config.as_bytes()).expect("config");
     let port = free_port();
     let child = Command::new(crate::portway_bin())
         .args(["controller", "--kubeconfig"])

@@ -54,6 +54,15 @@ impl Config {
         let mut file = serde_json::Value::Object(serde_json::Map::new());
         if let Some(path) = path {
             let text = read_bounded(path)?;
+            if text.trim().is_empty() {
+                // Most likely a mistake (a ConfigMap key mounted empty, a file caught while
+                // being written): say so, as the process then serves the hostport class only.
+                tracing::warn!(
+                    path = %path.display(),
+                    "the configuration file is empty: running with the defaults (the hostport \
+                     class only, no address pools)"
+                );
+            }
             file = parse_yaml(&text).map_err(|mut es| {
                 for e in &mut es.0 {
                     if e.path.is_empty() {
