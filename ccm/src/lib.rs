@@ -25,3 +25,4 @@ pub mod providers;
 pub mod sandbox;
 pub mod service;
 pub mod speaker;
+pub mod trim;

@@ -155,9 +155,11 @@ impl ServiceController {
             .any(|p| p.endpoints_use() != EndpointsUse::Never)
             .then(reflector::store::<EndpointSlice>);
         let (node_store, node_writer) = reflector::store::<Node>();
+        // Nodes are kept as the node agent keeps them: on a real cluster kubelet's image
+        // list alone is most of each Node, and the controller caches every Node.
         let node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
             .default_backoff()
-            .modify(|n| n.managed_fields_mut().clear())
+            .modify(crate::trim::node)
             .reflect(node_writer)
             .map(|_| ())
             .boxed();

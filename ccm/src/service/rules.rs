@@ -53,14 +53,17 @@ pub fn is_deleting(svc: &Service) -> bool {
 /// (address sharing under `Local` policy needs the same pods), `clusterIPs`
 /// and `ipFamilyPolicy` (which families a Service gets). Status,
 /// finalizers and the annotations Portway writes itself ([`OWN_ANNOTATIONS`])
-/// are left out, so its own writes never re-trigger a provider.
+/// are left out, so its own writes never re-trigger a provider; so is
+/// kubectl's applied copy, which the cache drops ([`crate::trim`]): a write's
+/// answer, which still carries it, fingerprints as the cached copy does.
 pub fn lb_fingerprint(svc: &Service, class: &str) -> u64 {
     let mut h = DefaultHasher::new();
     class.hash(&mut h);
     svc.metadata.uid.hash(&mut h);
     svc.metadata.labels.hash(&mut h);
     for (k, v) in svc.metadata.annotations.iter().flatten() {
-        if !OWN_ANNOTATIONS.contains(&k.as_str()) {
+        // kubectl's applied copy changes only with what it copies, and the cache drops it.
+        if !OWN_ANNOTATIONS.contains(&k.as_str()) && k != crate::trim::LAST_APPLIED {
             (k, v).hash(&mut h);
         }
     }
@@ -241,6 +244,17 @@ mod tests {
         b.metadata.annotations =
             Some([(crate::names::ANNOUNCED_BY.to_string(), "node-1".to_string())].into());
         assert_eq!(lb_fingerprint(&a, "c"), lb_fingerprint(&b, "c"));
+        // kubectl's applied copy: the cache drops it, a write's answer still carries it;
+        // were it seen, every finalizer write would look like a user's change.
+        let mut answer = b.clone();
+        answer.metadata.annotations.get_or_insert_default().insert(
+            crate::trim::LAST_APPLIED.to_string(),
+            "{\"spec\":{}}".to_string(),
+        );
+        let mut cached = answer.clone();
+        crate::trim::service(&mut cached);
+        assert_eq!(lb_fingerprint(&answer, "c"), lb_fingerprint(&cached, "c"));
+        assert_eq!(lb_fingerprint(&answer, "c"), lb_fingerprint(&a, "c"));
     }
 
     #[test]

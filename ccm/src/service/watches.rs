@@ -138,9 +138,9 @@ pub(super) async fn force_on_endpoints(
 
 /// Keeps the Service cache and queues every Service an event touches, a deleted one
 /// included. A relist may have hidden deletions, so after one every Service the
-/// controller remembers and the cache lost is queued too. `managedFields` are dropped
-/// before caching: the controller never reads them, and on a real server they are most of
-/// a Service's bytes.
+/// controller remembers and the cache lost is queued too. `managedFields` and kubectl's
+/// applied copy are dropped before caching ([`crate::trim::service`]): the controller never
+/// reads them, and on a real server they are most of a Service's bytes.
 pub(super) async fn queue_services(
     ctx: Arc<Context>,
     api: Api<Service>,
@@ -149,7 +149,7 @@ pub(super) async fn queue_services(
 ) {
     let mut events = watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(|s| s.managed_fields_mut().clear())
+        .modify(crate::trim::service)
         .reflect(writer)
         .boxed();
     // A relist's objects reach the store all at once, at InitDone: queued earlier, a key

@@ -6,21 +6,12 @@
 //! slice's Service label and its endpoints' node and conditions; a Node's labels, addresses
 //! and conditions; a Service's spec, status and Portway's annotations. The rest (managed
 //! fields, pod references and addresses, the Node's image list, kubectl's copy of the
-//! applied object) is dropped as it arrives, before the store keeps it.
+//! applied object) is dropped as it arrives, before the store keeps it. Nodes and Services
+//! are trimmed as the service controller trims them ([`crate::trim`]); slices here.
 
-use k8s_openapi::api::core::v1::{Node, Service};
+use crate::trim::meta;
+pub(super) use crate::trim::{node, service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::ObjectMeta;
-
-/// kubectl's copy of the last applied object: as large as the Service itself, never read.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-fn meta(m: &mut ObjectMeta) {
-    m.managed_fields = None;
-    if let Some(a) = m.annotations.as_mut() {
-        a.remove(LAST_APPLIED);
-    }
-}
 
 /// Keeps what [`super::ready::ReadyNodes`] reads: the Service label, and each endpoint's
 /// node and conditions.
@@ -39,28 +30,11 @@ pub(super) fn slice(s: &mut EndpointSlice) {
     }
 }
 
-/// Drops the Node's image list (kubelet reports up to 50 images with every name and
-/// digest) and its daemon endpoints and system info; labels, addresses and conditions stay.
-pub(super) fn node(n: &mut Node) {
-    meta(&mut n.metadata);
-    if let Some(st) = n.status.as_mut() {
-        st.images = None;
-        st.node_info = None;
-        st.daemon_endpoints = None;
-        st.volumes_attached = None;
-        st.volumes_in_use = None;
-    }
-}
-
-/// Services are read whole (spec, status, Portway's annotations) but for the metadata
-/// nobody reads.
-pub(super) fn service(s: &mut Service) {
-    meta(&mut s.metadata);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trim::LAST_APPLIED;
+    use k8s_openapi::api::core::v1::{Node, Service};
     use serde_json::json;
 
     #[test]
