@@ -10,12 +10,12 @@
 //! event, so a second, different error is never hidden behind the first one's text.
 
 use crate::k8s::{ObjectReference, Patch, PatchParams, PostParams};
+use hashlink::LruCache;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client};
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
@@ -24,8 +24,12 @@ use tracing::warn;
 
 /// Identical events within this window are one event with a count.
 const SERIES_WINDOW: Duration = Duration::from_secs(600);
-/// The cache is pruned past this many series.
-const MAX_SERIES: usize = 20_000;
+/// Series remembered at most, the least recently seen forgotten first: client-go's event
+/// correlator keeps an LRU of 4096 (`maxLruCacheEntries`). A forgotten series that
+/// happens again is a new event instead of a count. Pruning only what was older than the
+/// window did not bound it: a burst of ten thousand new Services (two events each) kept
+/// twenty thousand series, about 8 MiB of the controller's peak on the real server.
+const MAX_SERIES: usize = 4096;
 
 /// Normal or Warning, as Kubernetes spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -147,17 +151,12 @@ struct Series {
     last: Instant,
 }
 
-/// Lanes of the publisher: one object's events share a lane, so they are recorded in the
-/// order they were said; different objects' go out side by side.
-const LANES: usize = 4;
-/// Events waiting per lane before new ones are dropped, with a warning: 4 x 256, about
-/// the 1000 in all that client-go's broadcaster keeps (it drops beyond, too). A heap
-/// profile of a burst of ten thousand new Services (`PORTWAY_BENCH_WRAP=heaptrack` in the
-/// controller bench) found 4 x 1024 waiting events holding 3.2 MiB at the peak, and
-/// 4 x 8192 held 13 MiB.
-const LANE_CAPACITY: usize = 256;
+/// Events waiting before new ones are dropped, with a warning: client-go's broadcaster
+/// keeps 1000 (`maxQueuedEvents`) and drops beyond, too. 4 x 1024 waiting events held
+/// 3.2 MiB at the peak of a burst of ten thousand new Services, 4 x 8192 held 13 MiB.
+const QUEUE_CAPACITY: usize = 1000;
 
-/// What a lane's worker is given.
+/// What the worker is given.
 enum Job {
     /// One event to record.
     Record {
@@ -169,24 +168,29 @@ enum Job {
     Barrier(oneshot::Sender<()>),
 }
 
-/// What the lanes' workers share.
+/// What the worker records with.
 struct Recorder {
     client: Client,
     component: String,
     instance: String,
-    series: Mutex<HashMap<Key, Series>>,
+    series: Mutex<LruCache<Key, Series>>,
 }
 
 /// Publishes events for one component, off the caller's path.
 ///
 /// An event is feedback, not part of a reconcile's correctness, and it is an API write:
 /// waiting for it would put one or two extra round trips on every Service's way to its
-/// status (the upstream recorder does not wait either). [`Events::publish`] queues it; a
-/// worker per lane, started with the first event, records it. Dropping the publisher lets
-/// the workers finish what is queued and stop.
+/// status (the upstream recorder does not wait either). [`Events::publish`] queues it; one
+/// worker, started with the first event, records them in the order they were said.
+/// Dropping the publisher lets the worker finish what is queued and stop.
+///
+/// One worker, as client-go's broadcaster records to its sink from one goroutine: events
+/// are feedback, and they compete with the reconciles' own writes. On the real server four
+/// writers made a burst of ten thousand new Services take 1.74 x the bare client's time
+/// (one: 1.46 x; no events at all: 1.08 x), and their p99 1.35 x (one: 1.08 x).
 pub struct Events {
     recorder: Arc<Recorder>,
-    lanes: Vec<OnceLock<mpsc::Sender<Job>>>,
+    queue: OnceLock<mpsc::Sender<Job>>,
 }
 
 impl Events {
@@ -198,22 +202,18 @@ impl Events {
                 client,
                 component: component.to_string(),
                 instance: instance.to_string(),
-                series: Mutex::default(),
+                series: Mutex::new(LruCache::new(MAX_SERIES)),
             }),
-            lanes: (0..LANES).map(|_| OnceLock::new()).collect(),
+            queue: OnceLock::new(),
         }
     }
 
     /// Queues an event on `regarding`; it is recorded shortly, in order with the object's
     /// other events. A failure to record is logged, never returned. Must be called within
-    /// a Tokio runtime (the lane's worker is spawned there).
+    /// a Tokio runtime (the worker is spawned there).
     pub async fn publish(&self, regarding: &ObjectReference, reason: Reason, note: &str) {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        regarding.uid.hash(&mut hasher);
-        regarding.name.hash(&mut hasher);
-        let lane = usize::try_from(hasher.finish() % LANES as u64).unwrap_or(0);
-        let sender = self.lanes[lane].get_or_init(|| {
-            let (tx, mut rx) = mpsc::channel::<Job>(LANE_CAPACITY);
+        let sender = self.queue.get_or_init(|| {
+            let (tx, mut rx) = mpsc::channel::<Job>(QUEUE_CAPACITY);
             let recorder = self.recorder.clone();
             tokio::spawn(async move {
                 while let Some(job) = rx.recv().await {
@@ -252,20 +252,17 @@ impl Events {
     /// does not see the old leader's writes arrive under its own watch. Returns whether
     /// everything was written in time; what was not is logged.
     pub async fn flush(&self, limit: Duration) -> bool {
-        let mut waits = Vec::new();
-        for sender in self.lanes.iter().filter_map(OnceLock::get) {
-            let (tx, rx) = oneshot::channel();
-            // A full lane takes the barrier once there is room: `send`, not `try_send`.
-            let send = sender.send(Job::Barrier(tx));
-            waits.push(async move {
-                if send.await.is_ok() {
-                    let _ = rx.await;
-                }
-            });
-        }
-        let done = tokio::time::timeout(limit, futures::future::join_all(waits))
-            .await
-            .is_ok();
+        let Some(sender) = self.queue.get() else {
+            return true;
+        };
+        let (tx, rx) = oneshot::channel();
+        // A full queue takes the barrier once there is room: `send`, not `try_send`.
+        let wait = async move {
+            if sender.send(Job::Barrier(tx)).await.is_ok() {
+                let _ = rx.await;
+            }
+        };
+        let done = tokio::time::timeout(limit, wait).await.is_ok();
         if !done {
             warn!(?limit, "events still queued at shutdown were not recorded");
         }
@@ -293,9 +290,6 @@ impl Recorder {
         };
         let now = Timestamp::now();
         let mut series = self.series.lock().await;
-        if series.len() > MAX_SERIES {
-            series.retain(|_, s| s.last.elapsed() < SERIES_WINDOW);
-        }
         if let Some(s) = series
             .get_mut(&key)
             .filter(|s| s.last.elapsed() < SERIES_WINDOW)
@@ -376,6 +370,85 @@ mod tests {
         assert!(cut.len() <= 1024 && cut.len() >= 1023, "{}", cut.len());
         assert!(cut.chars().all(|c| c == 'é'));
         assert_eq!(truncate_note("short"), "short");
+    }
+
+    /// A recorder whose API answers every write with an empty Event, counting POSTs
+    /// (new events) and PATCHes (a series' count moved).
+    fn counting_recorder() -> (Recorder, Arc<std::sync::Mutex<(u32, u32)>>) {
+        let writes = Arc::new(std::sync::Mutex::new((0u32, 0u32)));
+        let seen = writes.clone();
+        let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let seen = seen.clone();
+            async move {
+                {
+                    let mut w = seen.lock().unwrap_or_else(|e| e.into_inner());
+                    if req.method() == http::Method::POST {
+                        w.0 += 1;
+                    } else {
+                        w.1 += 1;
+                    }
+                }
+                let body = br#"{"metadata": {"name": "e"}, "involvedObject": {}}"#.to_vec();
+                http::Response::builder()
+                    .status(if req.method() == http::Method::POST {
+                        201
+                    } else {
+                        200
+                    })
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(body))
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            }
+        });
+        let recorder = Recorder {
+            client: Client::new(service, "default"),
+            component: "service-controller".into(),
+            instance: "test".into(),
+            series: Mutex::new(LruCache::new(MAX_SERIES)),
+        };
+        (recorder, writes)
+    }
+
+    fn regarding(i: usize) -> ObjectReference {
+        ObjectReference {
+            kind: Some("Service".into()),
+            namespace: Some("default".into()),
+            name: Some(format!("svc-{i}")),
+            uid: Some(format!("uid-{i}")),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn series_are_bounded_like_client_gos_correlator_and_the_least_recent_go_first() {
+        let (recorder, writes) = counting_recorder();
+        let ensured = Reason::EnsuredLoadBalancer;
+        for i in 0..MAX_SERIES + 100 {
+            recorder
+                .record(&regarding(i), ensured, "Ensured load balancer")
+                .await
+                .expect("recorded");
+            if i == 0 {
+                // Said twice at once: the series' count moves (a PATCH, not a new event).
+                recorder
+                    .record(&regarding(0), ensured, "Ensured load balancer")
+                    .await
+                    .expect("recorded");
+            }
+        }
+        assert_eq!(recorder.series.lock().await.len(), MAX_SERIES, "bounded");
+        let before = *writes.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(before, (MAX_SERIES as u32 + 100, 1), "one count moved");
+        // The most recent series moves its count; one pushed out by a hundred newer ones
+        // is a new event.
+        for i in [MAX_SERIES + 99, 50] {
+            recorder
+                .record(&regarding(i), ensured, "Ensured load balancer")
+                .await
+                .expect("recorded");
+        }
+        let after = *writes.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(after, (before.0 + 1, before.1 + 1));
     }
 
     #[test]
