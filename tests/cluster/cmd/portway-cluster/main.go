@@ -103,13 +103,6 @@ func up(dir, bin, listen string, withParent bool) error {
 		}
 	}
 	_ = os.Remove(filepath.Join(dir, "ready"))
-	ports, err := freePorts(3)
-	if err != nil {
-		return err
-	}
-	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
-	peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	apiURL := fmt.Sprintf("https://%s", net.JoinHostPort(listen, strconv.Itoa(ports[2])))
 	pki := filepath.Join(dir, "pki")
 	if err := writeKeyPair(filepath.Join(pki, "sa.key"), filepath.Join(pki, "sa.pub")); err != nil {
 		return err
@@ -137,50 +130,76 @@ rules:
 	}
 	auditLog := filepath.Join(dir, "audit.log")
 
-	etcd := &component{name: "etcd", path: filepath.Join(bin, "etcd"), args: []string{
-		"--name=default", "--data-dir=" + filepath.Join(dir, "etcd"),
-		"--listen-client-urls=" + etcdURL, "--advertise-client-urls=" + etcdURL,
-		"--listen-peer-urls=" + peerURL, "--initial-advertise-peer-urls=" + peerURL,
-		"--initial-cluster=default=" + peerURL, "--unsafe-no-fsync",
-		"--log-level=warn", "--quota-backend-bytes=4294967296",
-	}}
-	apiserver := &component{name: "kube-apiserver", path: filepath.Join(bin, "kube-apiserver"), args: []string{
-		"--etcd-servers=" + etcdURL,
-		"--bind-address=" + listen, "--advertise-address=" + listen,
-		fmt.Sprintf("--secure-port=%d", ports[2]),
-		"--cert-dir=" + pki,
-		"--token-auth-file=" + filepath.Join(pki, "tokens.csv"),
-		"--authorization-mode=RBAC",
-		"--service-cluster-ip-range=" + serviceCIDRs,
-		"--service-account-issuer=" + issuer,
-		"--service-account-key-file=" + filepath.Join(pki, "sa.pub"),
-		"--service-account-signing-key-file=" + filepath.Join(pki, "sa.key"),
-		"--endpoint-reconciler-type=none",
-		"--allow-privileged=true",
-		"--audit-policy-file=" + policyPath,
-		"--audit-log-path=" + auditLog,
-		"--audit-log-format=json",
-		"--audit-log-mode=blocking",
-		"--audit-log-maxsize=0",
-		"--profiling=false",
-		"--v=1",
-	}}
-	if err := etcd.start(dir); err != nil {
-		return err
-	}
-	if err := waitHTTP(etcdURL+"/health", "", 60*time.Second); err != nil {
-		etcd.stop()
-		return fmt.Errorf("etcd: %w (see %s)", err, etcd.logPath(dir))
-	}
-	if err := apiserver.start(dir); err != nil {
-		etcd.stop()
-		return err
-	}
-	started := time.Now()
-	if err := waitHTTP(apiURL+"/readyz", tokens["admin"], 120*time.Second); err != nil {
+	// A port chosen free can be taken before the component binds it (tests start control
+	// planes side by side, and clients' outgoing connections use the same range): a
+	// component that exits before it is ready is started again on new ports.
+	var etcd, apiserver *component
+	var apiURL, etcdURL string
+	var started time.Time
+	for attempt := 1; ; attempt++ {
+		ports, err := freePorts(3)
+		if err != nil {
+			return err
+		}
+		etcdURL = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+		peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+		apiURL = fmt.Sprintf("https://%s", net.JoinHostPort(listen, strconv.Itoa(ports[2])))
+		etcd = &component{name: "etcd", path: filepath.Join(bin, "etcd"), args: []string{
+			"--name=default", "--data-dir=" + filepath.Join(dir, "etcd"),
+			"--listen-client-urls=" + etcdURL, "--advertise-client-urls=" + etcdURL,
+			"--listen-peer-urls=" + peerURL, "--initial-advertise-peer-urls=" + peerURL,
+			"--initial-cluster=default=" + peerURL, "--unsafe-no-fsync",
+			"--log-level=warn", "--quota-backend-bytes=4294967296",
+		}}
+		apiserver = &component{name: "kube-apiserver", path: filepath.Join(bin, "kube-apiserver"), args: []string{
+			"--etcd-servers=" + etcdURL,
+			"--bind-address=" + listen, "--advertise-address=" + listen,
+			fmt.Sprintf("--secure-port=%d", ports[2]),
+			"--cert-dir=" + pki,
+			"--token-auth-file=" + filepath.Join(pki, "tokens.csv"),
+			"--authorization-mode=RBAC",
+			"--service-cluster-ip-range=" + serviceCIDRs,
+			"--service-account-issuer=" + issuer,
+			"--service-account-key-file=" + filepath.Join(pki, "sa.pub"),
+			"--service-account-signing-key-file=" + filepath.Join(pki, "sa.key"),
+			"--endpoint-reconciler-type=none",
+			"--allow-privileged=true",
+			"--audit-policy-file=" + policyPath,
+			"--audit-log-path=" + auditLog,
+			"--audit-log-format=json",
+			"--audit-log-mode=blocking",
+			"--audit-log-maxsize=0",
+			"--profiling=false",
+			"--v=1",
+		}}
+		if err := etcd.start(dir); err != nil {
+			return err
+		}
+		err = waitHTTP(etcd, etcdURL+"/health", "", 60*time.Second)
+		if err == nil {
+			if err := apiserver.start(dir); err != nil {
+				etcd.stop()
+				return err
+			}
+			started = time.Now()
+			err = waitHTTP(apiserver, apiURL+"/readyz", tokens["admin"], 120*time.Second)
+		}
+		if err == nil {
+			break
+		}
 		apiserver.stop()
 		etcd.stop()
-		return fmt.Errorf("kube-apiserver: %w (see %s)", err, apiserver.logPath(dir))
+		if !errors.Is(err, errExited) || attempt == 3 {
+			return fmt.Errorf("%w (see %s)", err, filepath.Join(dir, "logs"))
+		}
+		log.Printf("%v; starting etcd and kube-apiserver again on new ports", err)
+		// etcd's data directory remembers its peer URL: begin it afresh.
+		if err := os.RemoveAll(filepath.Join(dir, "etcd")); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Join(dir, "etcd"), 0o700); err != nil {
+			return err
+		}
 	}
 	log.Printf("kube-apiserver ready in %v", time.Since(started).Round(time.Millisecond))
 	ca, err := caOf(filepath.Join(pki, "apiserver.crt"))
@@ -497,9 +516,18 @@ current-context: portway-test
 	return os.WriteFile(path, []byte(text), 0o600)
 }
 
-func waitHTTP(url, bearer string, timeout time.Duration) error {
+// errExited: the component exited before it was ready (a port taken, say).
+var errExited = errors.New("exited before it was ready")
+
+// waitHTTP waits for url to answer 200, and gives up at once if c exited.
+func waitHTTP(c *component, url, bearer string, timeout time.Duration) error {
 	client := &http.Client{Timeout: 2 * time.Second, Transport: insecureLoopback()}
-	return waitFor(timeout, func() bool {
+	exited := false
+	err := waitFor(timeout, func() bool {
+		if c.exited() {
+			exited = true
+			return true
+		}
 		req, _ := http.NewRequest(http.MethodGet, url, nil)
 		if bearer != "" {
 			req.Header.Set("Authorization", "Bearer "+bearer)
@@ -511,6 +539,13 @@ func waitHTTP(url, bearer string, timeout time.Duration) error {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
+	if exited {
+		return fmt.Errorf("%s: %w", c.name, errExited)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.name, err)
+	}
+	return nil
 }
 
 func waitFor(timeout time.Duration, ok func() bool) error {
