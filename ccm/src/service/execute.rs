@@ -197,6 +197,9 @@ async fn publish_status(
         job.publish(Reason::AppliedDaemonSet, note).await;
     }
     let desired = desired_ingress(status);
+    let digest = super::status::ingress_digest(&desired);
+    job.ctx
+        .update_state(job.key, |st| st.published = Some(digest));
     let previous = current_ingress(job.svc);
     let changed = !ingress_equal(&desired, &previous);
     let serving = condition::after_ensure(status, no_nodes);

@@ -354,9 +354,19 @@ async fn reconcile(svc: Arc<Service>, ctx: &Context) -> Result<Action, Error> {
         has_status: !status::current_ingress(&svc).is_empty(),
         fingerprint: class.map_or(0, |c| rules::lb_fingerprint(&svc, c)),
         node_generation: ctx.nodes.borrow().generation,
-        forced: ctx.take_forced(&key),
+        forced: false,
     };
-    let step = decide(&seen, ctx.state_of(&key).as_ref());
+    let state = ctx.state_of(&key);
+    // A provider's ask, or a status that is not the one last decided (a stale cache hid
+    // this controller's own newer write): a quiet ensure either way.
+    let drifted = state
+        .as_ref()
+        .is_some_and(|st| st.status_drifted(seen.fingerprint, &status::current_ingress(&svc)));
+    let seen = Seen {
+        forced: ctx.take_forced(&key) || drifted,
+        ..seen
+    };
+    let step = decide(&seen, state.as_ref());
     let job = execute::Job {
         svc: &svc,
         key: &key,
@@ -406,6 +416,35 @@ pub fn service_key(svc: &Service) -> ServiceKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The race a real control plane showed (hostport, a DaemonSet rolling its pods): a
+    /// decision made against a cached copy that did not yet show this controller's newer
+    /// write found the status "already so" and wrote nothing; the newer write's copy then
+    /// arrived with the older status. That copy differs from the last decision: ensured
+    /// again. A copy that shows the decision, another spec, or no decision yet, is not.
+    #[test]
+    fn a_status_that_is_not_the_last_decided_one_is_ensured_again() {
+        use crate::k8s::LoadBalancerIngress;
+        let ip = |a: &str| LoadBalancerIngress {
+            ip: Some(a.into()),
+            ..Default::default()
+        };
+        let decided = [ip("10.0.0.2")];
+        let st = SvcState {
+            ensured: Some(7),
+            published: Some(status::ingress_digest(&decided)),
+            ..SvcState::default()
+        };
+        assert!(st.status_drifted(7, &[]));
+        assert!(st.status_drifted(7, &[ip("10.0.0.1"), ip("10.0.0.2")]));
+        assert!(!st.status_drifted(7, &decided));
+        assert!(!st.status_drifted(8, &[]), "another spec is ensured anyway");
+        let undecided = SvcState {
+            ensured: Some(7),
+            ..SvcState::default()
+        };
+        assert!(!undecided.status_drifted(7, &[]));
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {
