@@ -344,6 +344,14 @@ async fn reconcile(svc: Arc<Service>, ctx: &Context) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     ctx.metrics.reconcile_running(true);
     let class = rules::effective_class(&svc, &ctx.default_class);
+    let fingerprint = class.map_or(0, |c| rules::lb_fingerprint(&svc, c));
+    let current = status::current_ingress(&svc);
+    let state = ctx.state_of(&key);
+    // A provider's ask, or a status that is not the one last decided (a stale cache hid
+    // this controller's own newer write): a quiet ensure either way.
+    let drifted = state
+        .as_ref()
+        .is_some_and(|st| st.status_drifted(fingerprint, &current));
     let seen = Seen {
         load_balancer: rules::is_load_balancer(&svc),
         deleting: rules::is_deleting(&svc),
@@ -351,20 +359,10 @@ async fn reconcile(svc: Arc<Service>, ctx: &Context) -> Result<Action, Error> {
         configured: class.is_some_and(|c| ctx.registry.get(c).is_some()),
         retired: class.is_some_and(|c| ctx.retired.iter().any(|r| r == c)),
         has_finalizer: rules::has_finalizer(&svc),
-        has_status: !status::current_ingress(&svc).is_empty(),
-        fingerprint: class.map_or(0, |c| rules::lb_fingerprint(&svc, c)),
+        has_status: !current.is_empty(),
+        fingerprint,
         node_generation: ctx.nodes.borrow().generation,
-        forced: false,
-    };
-    let state = ctx.state_of(&key);
-    // A provider's ask, or a status that is not the one last decided (a stale cache hid
-    // this controller's own newer write): a quiet ensure either way.
-    let drifted = state
-        .as_ref()
-        .is_some_and(|st| st.status_drifted(seen.fingerprint, &status::current_ingress(&svc)));
-    let seen = Seen {
         forced: ctx.take_forced(&key) || drifted,
-        ..seen
     };
     let step = decide(&seen, state.as_ref());
     let job = execute::Job {

@@ -51,10 +51,15 @@ fn norm(i: &LoadBalancerIngress) -> LoadBalancerIngress {
 pub fn ingress_digest(list: &[LoadBalancerIngress]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    for i in list.iter().map(norm) {
-        serde_json::to_string(&i).unwrap_or_default().hash(&mut h);
-    }
     list.len().hash(&mut h);
+    // Field by field (the API type has no `Hash`): every reconcile of a settled Service
+    // takes this digest of its cached status.
+    for i in list.iter().map(norm) {
+        (&i.ip, &i.hostname, &i.ip_mode).hash(&mut h);
+        for p in i.ports.iter().flatten() {
+            (p.port, &p.protocol, &p.error).hash(&mut h);
+        }
+    }
     h.finish()
 }
 

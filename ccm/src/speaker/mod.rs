@@ -175,7 +175,7 @@ pub async fn run_with_options(
     let services = Watched::start(
         Api::all(client.clone()),
         &changed,
-        trim::service,
+        crate::trim::service,
         move |ev| {
             let mut d = lock(&d);
             match ev {
@@ -198,9 +198,14 @@ pub async fn run_with_options(
         },
     );
     let d = dirty.clone();
-    let nodes = Watched::start(Api::all(client.clone()), &changed, trim::node, move |_| {
-        lock(&d).nodes = true;
-    });
+    let nodes = Watched::start(
+        Api::all(client.clone()),
+        &changed,
+        crate::trim::node,
+        move |_| {
+            lock(&d).nodes = true;
+        },
+    );
     let d = dirty.clone();
     let slices = Watched::start(Api::all(client.clone()), &changed, trim::slice, move |ev| {
         let mut d = lock(&d);

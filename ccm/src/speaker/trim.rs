@@ -10,7 +10,6 @@
 //! are trimmed as the service controller trims them ([`crate::trim`]); slices here.
 
 use crate::trim::meta;
-pub(super) use crate::trim::{node, service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 /// Keeps what [`super::ready::ReadyNodes`] reads: the Service label, and each endpoint's
@@ -33,7 +32,7 @@ pub(super) fn slice(s: &mut EndpointSlice) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trim::LAST_APPLIED;
+    use crate::trim::{LAST_APPLIED, node};
     use k8s_openapi::api::core::v1::{Node, Service};
     use serde_json::json;
 
