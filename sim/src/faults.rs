@@ -16,8 +16,12 @@ struct FaultState {
     fraction_code: u16,
     latency: Duration,
     resource_failures: Vec<(String, u16)>,
+    object_failures: Vec<(ObjectTarget, u16)>,
     expire_watches: u64,
 }
+
+/// One object's writes: plural resource, subresource (`""` for the object itself) and name.
+type ObjectTarget = (String, String, String);
 
 /// Switches for failures the real API server shows under load or during upgrades.
 #[derive(Debug)]
@@ -90,6 +94,19 @@ impl Faults {
             .push((resource.to_string(), code));
     }
 
+    /// Fails every write to one object (`subresource` `""` for the object itself, `"status"`
+    /// for its status) with `code` until cleared with [`Faults::clear`]: one Service whose
+    /// writes keep failing while the rest of the cluster works holds a controller between
+    /// two of its writes, where a restart or another Service's reconcile can meet it.
+    pub fn fail_object_writes(&self, resource: &str, subresource: &str, name: &str, code: u16) {
+        let target = (
+            resource.to_string(),
+            subresource.to_string(),
+            name.to_string(),
+        );
+        self.state().object_failures.push((target, code));
+    }
+
     /// Adds latency to every request.
     pub fn set_latency(&self, latency: Duration) {
         self.state().latency = latency;
@@ -109,9 +126,18 @@ impl Faults {
     }
 
     /// The status code to fail this write with, if any.
-    pub(crate) fn write_failure(&self, resource: &str) -> Option<u16> {
+    pub(crate) fn write_failure(
+        &self,
+        resource: &str,
+        subresource: &str,
+        name: &str,
+    ) -> Option<u16> {
         let mut s = self.state();
         if let Some((_, code)) = s.resource_failures.iter().find(|(r, _)| r == resource) {
+            return Some(*code);
+        }
+        let object = |(r, sub, n): &ObjectTarget| r == resource && sub == subresource && n == name;
+        if let Some((_, code)) = s.object_failures.iter().find(|(t, _)| object(t)) {
             return Some(*code);
         }
         if s.fail_next > 0 {

@@ -203,8 +203,11 @@ async fn handle(
     if matches!(
         verb,
         "create" | "update" | "patch" | "delete" | "deletecollection"
-    ) && let Some(code) = app.faults.write_failure(target.kind.plural)
-    {
+    ) && let Some(code) = app.faults.write_failure(
+        target.kind.plural,
+        if target.status { "status" } else { "" },
+        target.name.unwrap_or(""),
+    ) {
         let e = if code == 409 {
             ApiError::conflict(&target.kind.group_resource(), target.name.unwrap_or(""))
         } else {

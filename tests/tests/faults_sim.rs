@@ -5,12 +5,12 @@
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use portway_provider::LoadBalancerProvider;
 use portway_provider::mock::MockProvider;
 use portway_sim::{SimCluster, SimNode};
-use portway_tests::process::{get, spawn_with_lease};
-use portway_tests::{HOSTPORT, L2, TestCluster, eventually, svc};
+use portway_tests::process::{Controller, get, spawn, spawn_with_lease};
+use portway_tests::{BGP, HOSTPORT, L2, TestCluster, eventually, svc};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -228,4 +228,210 @@ async fn a_svclb_update_conflict_is_retried_on_a_fresh_read() {
         .filter_map(|e| e.message)
         .collect();
     assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+/// Two address classes on one shared allocator, as most clusters configure them.
+const TWO_CLASSES: &str = "pools:
+- name: lan
+  addresses: [192.168.50.0/26]
+- name: dc
+  addresses: [198.51.100.0/26]
+l2:
+  pools: [lan]
+bgp:
+  localASN: 64512
+  peers: [{address: 10.0.0.254, asn: 64500}]
+  advertisements: [{pools: [dc]}]
+";
+
+/// A sim with one node and a controller process serving [`TWO_CLASSES`].
+async fn two_class_world(dir: &std::path::Path) -> (TestCluster, Controller) {
+    let cluster = TestCluster::builder()
+        .sim_only()
+        .start()
+        .await
+        .expect("sim");
+    cluster
+        .add_node(SimNode::new("n0").ipv4("10.0.0.1"))
+        .await
+        .expect("node");
+    let c = spawn(&cluster, dir, "ctrl", TWO_CLASSES).await;
+    (cluster, c)
+}
+
+async fn ip_of(api: &Api<Service>, name: &str) -> Option<String> {
+    api.get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|s| ingress_ip(&s))
+}
+
+async fn wait_ip_in(api: &Api<Service>, name: &str, prefix: &str) -> String {
+    eventually(
+        &format!("{name} to get an address in {prefix}*"),
+        T,
+        || async { ip_of(api, name).await.filter(|ip| ip.starts_with(prefix)) },
+    )
+    .await
+}
+
+/// Waits until the controller has released what `class` held for some Service (its
+/// `ensure_deleted` answered).
+async fn wait_released(c: &Controller, class: &str) {
+    let line = format!(
+        "portway_provider_calls_total{{class=\"{class}\",op=\"ensure_deleted\",result=\"ok\"}}"
+    );
+    eventually(&format!("{class} to release"), T, || async {
+        get(c.port, "/metrics")
+            .await
+            .filter(|(_, text)| text.contains(&line))
+            .map(|_| ())
+    })
+    .await;
+}
+
+/// Restarts the controller with the faults cleared, and checks that `keeper` keeps `ip`
+/// while `mover` is served again in `prefix`.
+async fn restart_and_check(
+    cluster: &TestCluster,
+    dir: &std::path::Path,
+    c: Controller,
+    keeper: (&str, &str),
+    mover: (&str, &str),
+) {
+    drop(c);
+    cluster.sim().expect("a sim").faults().clear();
+    let _c = spawn(cluster, dir, "ctrl", TWO_CLASSES).await;
+    let api: Api<Service> = Api::namespaced(cluster.client(), "default");
+    let (name, ip) = keeper;
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        let now = ip_of(&api, name).await;
+        assert_eq!(
+            now.as_deref(),
+            Some(ip),
+            "{name} lost {ip} to a Service that had released it"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !mover.0.is_empty() {
+        wait_ip_in(&api, mover.0, mover.1).await;
+    }
+}
+
+/// Found by the chaos run on the sim: a Service moved from bgp to l2 released its bgp
+/// address, but its status could not be written yet; another Service got the address. The
+/// new class had been recorded as the serving class, so a restart adopted the old class's
+/// address from the stale status as the new class's, won it as the older Service, and
+/// moved the other Service's VIP. The old class's addresses now leave the status before
+/// they are released and before the new class is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_class_change_that_cannot_publish_yet_claims_nothing_at_a_restart() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (cluster, c) = two_class_world(dir.path()).await;
+    let sim = cluster.sim().expect("a sim");
+    let api: Api<Service> = Api::namespaced(cluster.client(), "default");
+    api.create(&PostParams::default(), &svc("x").class(BGP).build())
+        .await
+        .expect("create");
+    let first = wait_ip_in(&api, "x", "198.51.100.").await;
+    sim.faults()
+        .fail_object_writes("services", "status", "x", 500);
+    // `loadBalancerClass` is immutable on a LoadBalancer: a change is a trip through
+    // ClusterIP.
+    for patch in [
+        serde_json::json!({"spec": {"type": "ClusterIP", "loadBalancerClass": null,
+            "ports": [{"name": "tcp-80", "port": 80, "protocol": "TCP", "nodePort": null}]}}),
+        serde_json::json!({"spec": {"type": "LoadBalancer", "loadBalancerClass": L2}}),
+    ] {
+        api.patch("x", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("class change");
+    }
+    // The controller has tried (and failed) to move x by the time y is served.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    api.create(&PostParams::default(), &svc("y").class(BGP).build())
+        .await
+        .expect("create");
+    let y = wait_ip_in(&api, "y", "198.51.100.").await;
+    assert_ne!(y, first, "x's address is held until its status is cleared");
+    restart_and_check(&cluster, dir.path(), c, ("y", &y), ("x", "192.168.50.")).await;
+}
+
+/// The same for a Service being deleted: the controller releases its address and drops its
+/// finalizer, but another finalizer holds the object, status and all, until its owner lets
+/// go. A restart meanwhile must not give the address back to it as the older Service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_held_in_deletion_does_not_win_its_address_back_at_a_restart() {
+    const HOLD: &str = "example.com/hold";
+    let dir = tempfile::tempdir().expect("tmp");
+    let (cluster, c) = two_class_world(dir.path()).await;
+    let api: Api<Service> = Api::namespaced(cluster.client(), "default");
+    let mut x = svc("x").class(BGP).build();
+    x.metadata.finalizers = Some(vec![HOLD.to_string()]);
+    api.create(&PostParams::default(), &x)
+        .await
+        .expect("create");
+    let first = wait_ip_in(&api, "x", "198.51.100.").await;
+    api.delete("x", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_released(&c, BGP).await;
+    api.create(&PostParams::default(), &svc("y").class(BGP).build())
+        .await
+        .expect("create");
+    let y = wait_ip_in(&api, "y", "198.51.100.").await;
+    assert_eq!(y, first, "the lowest free address, the one x released");
+    restart_and_check(&cluster, dir.path(), c, ("y", &y), ("", "")).await;
+    let release = serde_json::json!({"metadata": {"finalizers": null}});
+    api.patch("x", &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .expect("let go");
+    eventually("x to be gone", T, || async {
+        api.get_opt("x")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+/// A Service changed to ClusterIP whose status cannot be cleared yet keeps its address
+/// held: released first, another Service got it, and when the first came back as a
+/// LoadBalancer of the same class a restart adopted the stale status for it (the older
+/// Service) and moved the other's VIP. The status now goes before the address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_change_that_cannot_clear_the_status_keeps_the_address_held() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (cluster, c) = two_class_world(dir.path()).await;
+    let sim = cluster.sim().expect("a sim");
+    let api: Api<Service> = Api::namespaced(cluster.client(), "default");
+    api.create(&PostParams::default(), &svc("x").class(BGP).build())
+        .await
+        .expect("create");
+    let first = wait_ip_in(&api, "x", "198.51.100.").await;
+    sim.faults()
+        .fail_object_writes("services", "status", "x", 500);
+    let to_cluster_ip = serde_json::json!({"spec": {"type": "ClusterIP",
+        "loadBalancerClass": null,
+        "ports": [{"name": "tcp-80", "port": 80, "protocol": "TCP", "nodePort": null}]}});
+    api.patch("x", &PatchParams::default(), &Patch::Merge(&to_cluster_ip))
+        .await
+        .expect("to ClusterIP");
+    // The controller has tried (and failed) to clean x up by the time y is served.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    api.create(&PostParams::default(), &svc("y").class(BGP).build())
+        .await
+        .expect("create");
+    let y = wait_ip_in(&api, "y", "198.51.100.").await;
+    assert_ne!(y, first, "x's address is held until its status is cleared");
+    let back = serde_json::json!({"spec": {"type": "LoadBalancer", "loadBalancerClass": BGP}});
+    api.patch("x", &PatchParams::default(), &Patch::Merge(&back))
+        .await
+        .expect("back to LoadBalancer");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    restart_and_check(&cluster, dir.path(), c, ("y", &y), ("x", "198.51.100.")).await;
 }

@@ -46,7 +46,11 @@ pub(super) async fn adopt_all(
             .map(|s| {
                 let mut view = view::service_view(s, class, &ctx.namespace_labels(s))
                     .unwrap_or_else(|_| minimal_view(s, class));
-                if served_class(s).is_some_and(|b| b != class) {
+                // A Service being deleted claims no address: its cleanup releases what it
+                // held, and its status can still show an address released and handed to
+                // another Service (the release comes before the finalizer goes), which it
+                // must not win back as the older of the two.
+                if served_class(s).is_some_and(|b| b != class) || rules::is_deleting(s) {
                     view.current_ips.clear();
                 }
                 (view, s.clone())

@@ -5,9 +5,7 @@ use super::dispatch::{Handle, Registry, Reply, Request};
 use super::nodes::NodeSet;
 use crate::config::ServiceControllerConfig;
 use crate::events::{Events, Reason};
-use crate::k8s::{
-    Api, LoadBalancerIngress, Namespace, ObjectRef, Resource, ResourceExt, Service, Store,
-};
+use crate::k8s::{Api, Namespace, ObjectRef, Resource, ResourceExt, Service, Store};
 use crate::metrics::Metrics;
 use kube::Client;
 use portway_provider::ProviderError;
@@ -40,23 +38,13 @@ pub struct SvcState {
     /// is all `ensure_deleted` needs, and a Service deleted without the finalizer is gone
     /// from the cache before its cleanup. (A uid, not a whole view: 10,000 Services.)
     pub uid: Option<String>,
-    /// The digest ([`super::status::ingress_digest`]) of the status the last ensure decided
-    /// on. The cache can be older than that decision: a write decided against a copy that
-    /// did not yet show this controller's previous write is skipped as "already so", and
-    /// the copy that then arrives shows the previous status. A cached status that differs
-    /// from this is ensured again (quietly), so the status always ends as last decided.
+    /// The digest ([`super::status::ingress_digest`]) of the status this controller last
+    /// wrote (or found already so). The cache can be older than that write: an ensure that
+    /// decides the status the stale copy still shows must write it anyway, or the newer
+    /// write stays for good (the real control plane showed it with hostport, a DaemonSet
+    /// rolling its pods). The write's resourceVersion precondition refuses it until the
+    /// cache has caught up.
     pub published: Option<u64>,
-}
-
-impl SvcState {
-    /// Whether the cached status differs from what the last ensure of this same spec
-    /// decided (see [`SvcState::published`]).
-    pub fn status_drifted(&self, fingerprint: u64, current: &[LoadBalancerIngress]) -> bool {
-        self.ensured == Some(fingerprint)
-            && self
-                .published
-                .is_some_and(|d| d != super::status::ingress_digest(current))
-    }
 }
 
 /// Shared state of the reconciles.

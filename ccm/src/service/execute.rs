@@ -11,7 +11,7 @@ use super::context::{Context, SvcState};
 use super::decide::{ParkReason, Step};
 use super::dispatch::{Handle, Reply, Request};
 use super::queue::Action;
-use super::status::{current_ingress, desired_ingress, ingress_equal, ingress_patch};
+use super::status::{current_ingress, desired_ingress, ingress_patch};
 use super::view::service_view;
 use super::writes::{self, Finalized, add_finalizer, remove_finalizer, served_class};
 use crate::events::Reason;
@@ -96,10 +96,6 @@ async fn ensure(job: &Job<'_>, quiet: bool) -> Result<Action, Error> {
         Ok(v) => v,
         Err(e) => return Ok(park(job, class, &e).await),
     };
-    if !quiet {
-        job.publish(Reason::EnsuringLoadBalancer, "Ensuring load balancer")
-            .await;
-    }
     // Another class served it before (changed while running, or while no controller
     // ran): what that class made is released at once, and its addresses are not the new
     // class's to adopt.
@@ -114,6 +110,15 @@ async fn ensure(job: &Job<'_>, quiet: bool) -> Result<Action, Error> {
                 .map(String::from)
         });
     if let Some(previous) = previous {
+        if !current_ingress(job.svc).is_empty() || condition::is_present(job.svc) {
+            // The old class's addresses leave the status before the old class releases
+            // them and before the new class is recorded as the serving one: a status never
+            // shows an address its Service no longer holds, which a restart would adopt
+            // (and win from the Service that got it since, as the older of the two). The
+            // cleared copy's event brings the Service back here.
+            clear_status(job).await?;
+            return Ok(Action::await_change());
+        }
         if let Some(old) = job.ctx.registry.get(&previous) {
             let gone = super::view::minimal_view(job.svc, &previous);
             if let Some(retry) = delete_in(job, &previous, old, gone).await {
@@ -122,6 +127,10 @@ async fn ensure(job: &Job<'_>, quiet: bool) -> Result<Action, Error> {
         }
         info!(from = %previous, to = class, "class changed: released what the old class held");
         view.current_ips.clear();
+    }
+    if !quiet {
+        job.publish(Reason::EnsuringLoadBalancer, "Ensuring load balancer")
+            .await;
     }
     let resource_version = match add_finalizer(job.ctx, job.svc, class).await {
         Ok(Finalized::Current(rv)) => rv,
@@ -174,6 +183,8 @@ async fn ensure(job: &Job<'_>, quiet: bool) -> Result<Action, Error> {
             node_generation: generation,
             served: true,
             uid: st.uid.take(),
+            // The status just written: the next decision is judged against it too.
+            published: st.published,
             ..Default::default()
         }
     });
@@ -198,10 +209,11 @@ async fn publish_status(
     }
     let desired = desired_ingress(status);
     let digest = super::status::ingress_digest(&desired);
+    let mut last = None;
     job.ctx
-        .update_state(job.key, |st| st.published = Some(digest));
+        .update_state(job.key, |st| last = st.published.replace(digest));
     let previous = current_ingress(job.svc);
-    let changed = !ingress_equal(&desired, &previous);
+    let changed = super::status::needs_write(&desired, &previous, last);
     let serving = condition::after_ensure(status, no_nodes);
     let serving_changed = !condition::is_current(job.svc, &serving);
     if changed || serving_changed {
@@ -332,21 +344,20 @@ async fn cleanup(job: &Job<'_>) -> Result<Action, Error> {
         job.publish(Reason::DeletingLoadBalancer, "Deleting load balancer")
             .await;
     }
+    // The status goes first: a status never shows an address its Service no longer holds
+    // (a restart adopts published addresses, and would give a released one back to this
+    // Service as the older claimant), and the speakers withdraw before the address is free.
+    // A Service being deleted keeps its status (it goes with the object) and claims nothing
+    // at adoption.
+    let says_serving = condition::is_present(job.svc);
+    if !super::rules::is_deleting(job.svc) && (!current_ingress(job.svc).is_empty() || says_serving)
+    {
+        clear_status(job).await?;
+    }
     for (c, handle) in &handles {
         if let Some(retry) = delete_in(job, c, handle, view.clone()).await {
             return Ok(retry);
         }
-    }
-    let says_serving = condition::is_present(job.svc);
-    if !super::rules::is_deleting(job.svc) && (!current_ingress(job.svc).is_empty() || says_serving)
-    {
-        // `null` removes the list; an empty object would merge nothing and leave it. The
-        // Serving condition goes too: nothing is served any more.
-        let clear = serde_json::json!({ "status": {
-            "loadBalancer": { "ingress": null },
-            "conditions": [{ "type": condition::SERVING, "$patch": "delete" }] } });
-        let rv = job.svc.metadata.resource_version.as_deref();
-        writes::patch_status(ctx, job.svc, rv, &clear).await?;
     }
     if let Err(e) = remove_finalizer(ctx, job.svc).await {
         job.publish(
@@ -364,6 +375,18 @@ async fn cleanup(job: &Job<'_>) -> Result<Action, Error> {
     ctx.forget(job.key);
     ctx.retry_waiting_for_release();
     Ok(Action::await_change())
+}
+
+/// Removes the published addresses and the Serving condition (nothing is served any
+/// more), refused if the Service changed since the cached copy.
+async fn clear_status(job: &Job<'_>) -> Result<(), Error> {
+    // `null` removes the list; an empty object would merge nothing and leave it.
+    let clear = serde_json::json!({ "status": {
+        "loadBalancer": { "ingress": null },
+        "conditions": [{ "type": condition::SERVING, "$patch": "delete" }] } });
+    let rv = job.svc.metadata.resource_version.as_deref();
+    writes::patch_status(job.ctx, job.svc, rv, &clear).await?;
+    Ok(())
 }
 
 /// Cleans up a Service that disappeared from the cache without Portway's finalizer (it

@@ -345,13 +345,7 @@ async fn reconcile(svc: Arc<Service>, ctx: &Context) -> Result<Action, Error> {
     ctx.metrics.reconcile_running(true);
     let class = rules::effective_class(&svc, &ctx.default_class);
     let fingerprint = class.map_or(0, |c| rules::lb_fingerprint(&svc, c));
-    let current = status::current_ingress(&svc);
     let state = ctx.state_of(&key);
-    // A provider's ask, or a status that is not the one last decided (a stale cache hid
-    // this controller's own newer write): a quiet ensure either way.
-    let drifted = state
-        .as_ref()
-        .is_some_and(|st| st.status_drifted(fingerprint, &current));
     let seen = Seen {
         load_balancer: rules::is_load_balancer(&svc),
         deleting: rules::is_deleting(&svc),
@@ -359,10 +353,10 @@ async fn reconcile(svc: Arc<Service>, ctx: &Context) -> Result<Action, Error> {
         configured: class.is_some_and(|c| ctx.registry.get(c).is_some()),
         retired: class.is_some_and(|c| ctx.retired.iter().any(|r| r == c)),
         has_finalizer: rules::has_finalizer(&svc),
-        has_status: !current.is_empty(),
+        has_status: !status::current_ingress(&svc).is_empty(),
         fingerprint,
         node_generation: ctx.nodes.borrow().generation,
-        forced: ctx.take_forced(&key) || drifted,
+        forced: ctx.take_forced(&key),
     };
     let step = decide(&seen, state.as_ref());
     let job = execute::Job {
@@ -414,35 +408,6 @@ pub fn service_key(svc: &Service) -> ServiceKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The race a real control plane showed (hostport, a DaemonSet rolling its pods): a
-    /// decision made against a cached copy that did not yet show this controller's newer
-    /// write found the status "already so" and wrote nothing; the newer write's copy then
-    /// arrived with the older status. That copy differs from the last decision: ensured
-    /// again. A copy that shows the decision, another spec, or no decision yet, is not.
-    #[test]
-    fn a_status_that_is_not_the_last_decided_one_is_ensured_again() {
-        use crate::k8s::LoadBalancerIngress;
-        let ip = |a: &str| LoadBalancerIngress {
-            ip: Some(a.into()),
-            ..Default::default()
-        };
-        let decided = [ip("10.0.0.2")];
-        let st = SvcState {
-            ensured: Some(7),
-            published: Some(status::ingress_digest(&decided)),
-            ..SvcState::default()
-        };
-        assert!(st.status_drifted(7, &[]));
-        assert!(st.status_drifted(7, &[ip("10.0.0.1"), ip("10.0.0.2")]));
-        assert!(!st.status_drifted(7, &decided));
-        assert!(!st.status_drifted(8, &[]), "another spec is ensured anyway");
-        let undecided = SvcState {
-            ensured: Some(7),
-            ..SvcState::default()
-        };
-        assert!(!undecided.status_drifted(7, &[]));
-    }
 
     #[test]
     fn backoff_doubles_and_caps() {

@@ -63,6 +63,19 @@ pub fn ingress_digest(list: &[LoadBalancerIngress]) -> u64 {
     h.finish()
 }
 
+/// Whether `desired` must be written, given the cached status and the digest of the status
+/// this controller wrote last (see [`super::context::SvcState::published`]): when it
+/// differs from the cache, or when the last write was another status, which a cache that
+/// has not caught up with it hides (the write then carries the stale copy's
+/// resourceVersion and is refused until the cache catches up).
+pub fn needs_write(
+    desired: &[LoadBalancerIngress],
+    cached: &[LoadBalancerIngress],
+    last_written: Option<u64>,
+) -> bool {
+    !ingress_equal(desired, cached) || last_written.is_some_and(|d| d != ingress_digest(desired))
+}
+
 /// A JSON merge patch for the status subresource that replaces the ingress
 /// list (an atomic list) as a whole.
 pub fn ingress_patch(ingress: &[LoadBalancerIngress]) -> serde_json::Value {
@@ -90,6 +103,25 @@ mod tests {
             ingress_digest(&a),
             ingress_digest(&[ip("10.0.0.2", None), ip("10.0.0.3", None)])
         );
+    }
+
+    /// The race the real control plane showed (hostport, a DaemonSet rolling its pods): an
+    /// ensure decided the status the cache still showed, while the server already held
+    /// this controller's newer write; "already so" left the newer status for good.
+    #[test]
+    fn a_status_the_stale_cache_shows_is_written_when_the_last_write_was_another() {
+        let ip = |a: &str| LoadBalancerIngress {
+            ip: Some(a.into()),
+            ..Default::default()
+        };
+        let (older, newer) = ([ip("10.0.0.1")], [ip("10.0.0.1"), ip("10.0.0.2")]);
+        assert!(needs_write(&older, &older, Some(ingress_digest(&newer))));
+        assert!(!needs_write(&older, &older, Some(ingress_digest(&older))));
+        assert!(
+            !needs_write(&older, &older, None),
+            "after a start the cache is the truth"
+        );
+        assert!(needs_write(&newer, &older, Some(ingress_digest(&newer))));
     }
 
     #[test]

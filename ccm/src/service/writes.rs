@@ -78,10 +78,15 @@ pub(super) async fn add_finalizer(
 }
 
 /// Whether the copy a write returned differs from the one decided on in what the
-/// provider reads (Portway's own annotations and the finalizer aside).
+/// provider reads (Portway's own annotations and the finalizer aside), or in its published
+/// addresses: an allocator that never saw the Service (a new leader adopting from a cache
+/// that lagged) keeps the addresses the copy shows, so a decision made on an older copy
+/// would publish a new address under the newer copy's resourceVersion, moving a VIP.
 fn now_differs(decided: &Service, now: &Service, class: &str) -> bool {
+    use super::status::{current_ingress, ingress_equal};
     super::rules::lb_fingerprint(decided, class) != super::rules::lb_fingerprint(now, class)
         || super::rules::is_deleting(now)
+        || !ingress_equal(&current_ingress(decided), &current_ingress(now))
 }
 
 /// Removes the cleanup finalizer and the serving class if present.
@@ -211,5 +216,22 @@ mod finalized_tests {
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
         );
         assert!(now_differs(&decided, &deleting, class));
+    }
+
+    /// Found by the chaos run on the sim: a new leader whose cache lagged decided on a copy
+    /// without the address the old leader had published; the finalizer write answered with
+    /// the current copy, and its resourceVersion let a new address be published over the
+    /// old one.
+    #[test]
+    fn an_address_published_since_the_cached_read_is_a_change() {
+        let class = "portway.dev/bgp";
+        let decided = svc(json!({ SERVED_CLASS: class }));
+        let mut published = decided.clone();
+        published.status = Some(
+            serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.4"}]}}))
+                .expect("status"),
+        );
+        assert!(now_differs(&decided, &published, class));
+        assert!(!now_differs(&published, &published.clone(), class));
     }
 }
