@@ -168,12 +168,20 @@ enum Job {
     Barrier(oneshot::Sender<()>),
 }
 
+/// The pause before each event while the owner reports a backlog: at most ten events a
+/// second then (see [`Events::yielding_to`]).
+const BACKLOG_GAP: Duration = Duration::from_millis(100);
+
+/// Whether the owner has work waiting (a probe, called before each event).
+type Backlog = Box<dyn Fn() -> bool + Send + Sync>;
+
 /// What the worker records with.
 struct Recorder {
     client: Client,
     component: String,
     instance: String,
     series: Mutex<LruCache<Key, Series>>,
+    backlog: Option<Backlog>,
 }
 
 /// Publishes events for one component, off the caller's path.
@@ -197,12 +205,41 @@ impl Events {
     /// A publisher whose events name `component` as their source (e.g.
     /// [`crate::names::SERVICE_CONTROLLER`]) and `instance` (the pod or node name) as host.
     pub fn new(client: Client, component: &str, instance: &str) -> Self {
+        Self::with_backlog(client, component, instance, None)
+    }
+
+    /// A publisher whose events give way to its owner's own writes: while `backlog` says
+    /// work is waiting (the service controller's queue during a burst), the worker writes
+    /// at most ten events a second, so the writes that publish addresses are not slowed by
+    /// their own feedback. Upstream's recorder gets the same effect from its client's QPS
+    /// limit, which every write shares. What cannot wait in the queue is dropped with a
+    /// warning, as without the yield; an idle controller writes its events at once.
+    ///
+    /// Measured on the real control plane at 10,000 new Services: the burst took 1.46 x the
+    /// bare client's time with events written as fast as the server took them, and
+    /// BENCHMARKS.md has the figure with this yield.
+    pub fn yielding_to(
+        client: Client,
+        component: &str,
+        instance: &str,
+        backlog: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> Self {
+        Self::with_backlog(client, component, instance, Some(Box::new(backlog)))
+    }
+
+    fn with_backlog(
+        client: Client,
+        component: &str,
+        instance: &str,
+        backlog: Option<Backlog>,
+    ) -> Self {
         Self {
             recorder: Arc::new(Recorder {
                 client,
                 component: component.to_string(),
                 instance: instance.to_string(),
                 series: Mutex::new(LruCache::new(MAX_SERIES)),
+                backlog,
             }),
             queue: OnceLock::new(),
         }
@@ -223,6 +260,9 @@ impl Events {
                             reason,
                             note,
                         } => {
+                            if recorder.backlog.as_ref().is_some_and(|busy| busy()) {
+                                tokio::time::sleep(BACKLOG_GAP).await;
+                            }
                             if let Err(e) = recorder.record(&regarding, reason, &note).await {
                                 warn!(%e, reason = reason.as_str(), "could not record event");
                             }
@@ -375,6 +415,20 @@ mod tests {
     /// A recorder whose API answers every write with an empty Event, counting POSTs
     /// (new events) and PATCHes (a series' count moved).
     fn counting_recorder() -> (Recorder, Arc<std::sync::Mutex<(u32, u32)>>) {
+        let (client, writes) = counting_client();
+        let recorder = Recorder {
+            client,
+            component: "service-controller".into(),
+            instance: "test".into(),
+            series: Mutex::new(LruCache::new(MAX_SERIES)),
+            backlog: None,
+        };
+        (recorder, writes)
+    }
+
+    /// A client whose API answers every write with an empty Event, counting POSTs and
+    /// PATCHes.
+    fn counting_client() -> (Client, Arc<std::sync::Mutex<(u32, u32)>>) {
         let writes = Arc::new(std::sync::Mutex::new((0u32, 0u32)));
         let seen = writes.clone();
         let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
@@ -400,13 +454,31 @@ mod tests {
                     .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
             }
         });
-        let recorder = Recorder {
-            client: Client::new(service, "default"),
-            component: "service-controller".into(),
-            instance: "test".into(),
-            series: Mutex::new(LruCache::new(MAX_SERIES)),
-        };
-        (recorder, writes)
+        (Client::new(service, "default"), writes)
+    }
+
+    /// While the owner has a backlog, events wait their turn at ten a second; once it is
+    /// gone they are written at once. (Paused clock: the times are the runtime's own.)
+    #[tokio::test(start_paused = true)]
+    async fn events_give_way_to_a_backlog_and_catch_up_when_it_is_gone() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (client, writes) = counting_client();
+        let busy = Arc::new(AtomicBool::new(true));
+        let probe = busy.clone();
+        let events = Events::yielding_to(client, "service-controller", "test", move || {
+            probe.load(Ordering::SeqCst)
+        });
+        let written = || writes.lock().unwrap_or_else(|e| e.into_inner()).0;
+        for i in 0..5 {
+            events
+                .publish(&regarding(i), Reason::EnsuredLoadBalancer, "Ensured")
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(written(), 2, "ten a second while the backlog lasts");
+        busy.store(false, Ordering::SeqCst);
+        assert!(events.flush(Duration::from_secs(1)).await);
+        assert_eq!(written(), 5, "the rest at once");
     }
 
     fn regarding(i: usize) -> ObjectReference {

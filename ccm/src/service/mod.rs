@@ -176,11 +176,15 @@ impl ServiceController {
             registry: self.registry.clone(),
             default_class: self.default_class.clone(),
             cfg: self.cfg.clone(),
-            events: Events::new(
-                client.clone(),
-                crate::names::SERVICE_CONTROLLER,
-                &self.instance,
-            ),
+            events: {
+                let queue = queue.clone();
+                Events::yielding_to(
+                    client.clone(),
+                    crate::names::SERVICE_CONTROLLER,
+                    &self.instance,
+                    move || !queue.is_empty(),
+                )
+            },
             metrics: self.metrics.clone(),
             namespaces: ns_store.clone(),
             slices: slices.as_ref().map(|(store, _)| store.clone()),
