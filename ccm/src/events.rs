@@ -209,15 +209,16 @@ impl Events {
     }
 
     /// A publisher whose events give way to its owner's own writes: while `backlog` says
-    /// work is waiting (the service controller's queue during a burst), the worker writes
-    /// at most ten events a second, so the writes that publish addresses are not slowed by
-    /// their own feedback. Upstream's recorder gets the same effect from its client's QPS
-    /// limit, which every write shares. What cannot wait in the queue is dropped with a
-    /// warning, as without the yield; an idle controller writes its events at once.
+    /// the owner is at work (the service controller: a key queued or being reconciled),
+    /// the worker writes at most ten events a second, so the writes that publish addresses
+    /// are not slowed by their own feedback. Upstream's recorder is held back the same way
+    /// by its client's QPS limit, which every write shares. What cannot wait in the queue
+    /// is dropped with a warning, as without the yield; an idle controller's events are
+    /// written at once.
     ///
-    /// Measured on the real control plane at 10,000 new Services: the burst took 1.46 x the
-    /// bare client's time with events written as fast as the server took them, and
-    /// BENCHMARKS.md has the figure with this yield.
+    /// Measured on the real control plane at 10,000 new Services (BENCHMARKS.md): the
+    /// burst took 1.46 x the bare client's time with events written as fast as the server
+    /// took them.
     pub fn yielding_to(
         client: Client,
         component: &str,

@@ -182,7 +182,7 @@ impl ServiceController {
                     client.clone(),
                     crate::names::SERVICE_CONTROLLER,
                     &self.instance,
-                    move || !queue.is_empty(),
+                    move || queue.is_busy(),
                 )
             },
             metrics: self.metrics.clone(),

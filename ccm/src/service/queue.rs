@@ -190,6 +190,13 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Whether a key is queued or being processed: the controller is at work (its event
+    /// writer gives way then).
+    pub fn is_busy(&self) -> bool {
+        let q = self.lock();
+        !q.queue.is_empty() || !q.processing.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -222,6 +229,18 @@ mod tests {
         );
         q.done(&"a");
         assert_eq!(q.next().await, Some("a"));
+    }
+
+    #[tokio::test]
+    async fn busy_while_a_key_is_queued_or_processing() {
+        let q = WorkQueue::default();
+        assert!(!q.is_busy());
+        q.add("a");
+        assert!(q.is_busy(), "queued");
+        assert_eq!(q.next().await, Some("a"));
+        assert!(q.is_empty() && q.is_busy(), "processing");
+        q.done(&"a");
+        assert!(!q.is_busy());
     }
 
     #[tokio::test(start_paused = true)]
