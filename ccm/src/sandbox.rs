@@ -157,8 +157,12 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
             })
             .collect();
         let done = demo.iter().filter(|s| !external_ips(s).is_empty()).count();
-        if done == DEMOS.len() || started.elapsed() > args.demo_timeout {
-            break done == DEMOS.len();
+        let hostport = demo
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(DEMOS[0].0)); // hostport's
+        let complete = done == DEMOS.len() && on_every_svclb_node(&client, &config, hostport).await;
+        if complete || started.elapsed() > args.demo_timeout {
+            break complete;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -248,6 +252,37 @@ async fn prepare_f5(client: &kube::Client, config: &mut Config, url: &str) -> an
         f5.url = url.to_string();
     }
     Ok(())
+}
+
+/// Whether the hostport demo lists a node for every pod its svclb DaemonSet schedules: its
+/// pods become ready one by one, and the status grows with them (the table printed at the
+/// first address showed two nodes of three).
+async fn on_every_svclb_node(
+    client: &kube::Client,
+    config: &Config,
+    svc: Option<&&Service>,
+) -> bool {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    let Some(svc) = svc else { return false };
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), &config.hostport.namespace);
+    let selector = format!(
+        "{}={}",
+        portway_hostport::SVCNAME,
+        svc.metadata.name.as_deref().unwrap_or_default()
+    );
+    let Ok(list) = daemonsets
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+    else {
+        return false;
+    };
+    let scheduled: usize = list
+        .items
+        .iter()
+        .filter_map(|d| d.status.as_ref())
+        .map(|st| usize::try_from(st.desired_number_scheduled).unwrap_or(0))
+        .sum();
+    scheduled > 0 && external_ips(svc).len() >= scheduled
 }
 
 fn external_ips(svc: &Service) -> Vec<String> {

@@ -136,6 +136,13 @@ async fn ensure(job: &Job<'_>, quiet: bool) -> Result<Action, Error> {
         Ok(Finalized::Current(rv)) => rv,
         Ok(Finalized::Changed) => {
             debug!("changed since the cached read; reconciling the new copy");
+            if quiet {
+                // A provider's ask (or a repair) on the same spec: the next pass would
+                // find the spec ensured and leave it, and the ask would be lost (the
+                // sandbox's hostport status stayed at two nodes of three).
+                super::watches::force(job.ctx, job.key.clone());
+                return Ok(Action::await_change());
+            }
             return Ok(Action::requeue(std::time::Duration::ZERO));
         }
         Err(e) => {
