@@ -160,7 +160,8 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<()> {
         let hostport = demo
             .iter()
             .find(|s| s.metadata.name.as_deref() == Some(DEMOS[0].0)); // hostport's
-        let complete = done == DEMOS.len() && on_every_svclb_node(&client, &config, hostport).await;
+        let complete =
+            done == DEMOS.len() && on_every_svclb_node(&client, &config, hostport.copied()).await;
         if complete || started.elapsed() > args.demo_timeout {
             break complete;
         }
@@ -260,7 +261,7 @@ async fn prepare_f5(client: &kube::Client, config: &mut Config, url: &str) -> an
 async fn on_every_svclb_node(
     client: &kube::Client,
     config: &Config,
-    svc: Option<&&Service>,
+    svc: Option<&Service>,
 ) -> bool {
     use k8s_openapi::api::apps::v1::DaemonSet;
     let Some(svc) = svc else { return false };

@@ -320,6 +320,44 @@ async fn restart_and_check(
     }
 }
 
+/// Serves bgp Service `x`, then fails every write to its status and changes it to
+/// ClusterIP (`loadBalancerClass` is immutable on a LoadBalancer: any class change is a
+/// trip through ClusterIP). Returns the address x was served at.
+async fn bgp_x_to_cluster_ip_with_its_status_failing(
+    cluster: &TestCluster,
+    api: &Api<Service>,
+) -> String {
+    api.create(&PostParams::default(), &svc("x").class(BGP).build())
+        .await
+        .expect("create");
+    let first = wait_ip_in(api, "x", "198.51.100.").await;
+    cluster
+        .sim()
+        .expect("a sim")
+        .faults()
+        .fail_object_writes("services", "status", "x", 500);
+    let to_cluster_ip = serde_json::json!({"spec": {"type": "ClusterIP",
+        "loadBalancerClass": null,
+        "ports": [{"name": "tcp-80", "port": 80, "protocol": "TCP", "nodePort": null}]}});
+    api.patch("x", &PatchParams::default(), &Patch::Merge(&to_cluster_ip))
+        .await
+        .expect("to ClusterIP");
+    first
+}
+
+/// Once the controller has tried (and failed) to write x's status, serves bgp Service `y`
+/// and checks that it did not get x's address `first`: x holds it until its status is
+/// cleared. Returns y's address.
+async fn serve_y_while_x_cannot_publish(api: &Api<Service>, first: &str) -> String {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    api.create(&PostParams::default(), &svc("y").class(BGP).build())
+        .await
+        .expect("create");
+    let y = wait_ip_in(api, "y", "198.51.100.").await;
+    assert_ne!(y, first, "x's address is held until its status is cleared");
+    y
+}
+
 /// Found by the chaos run on the sim: a Service moved from bgp to l2 released its bgp
 /// address, but its status could not be written yet; another Service got the address. The
 /// new class had been recorded as the serving class, so a restart adopted the old class's
@@ -330,32 +368,13 @@ async fn restart_and_check(
 async fn a_class_change_that_cannot_publish_yet_claims_nothing_at_a_restart() {
     let dir = tempfile::tempdir().expect("tmp");
     let (cluster, c) = two_class_world(dir.path()).await;
-    let sim = cluster.sim().expect("a sim");
     let api: Api<Service> = Api::namespaced(cluster.client(), "default");
-    api.create(&PostParams::default(), &svc("x").class(BGP).build())
+    let first = bgp_x_to_cluster_ip_with_its_status_failing(&cluster, &api).await;
+    let to_l2 = serde_json::json!({"spec": {"type": "LoadBalancer", "loadBalancerClass": L2}});
+    api.patch("x", &PatchParams::default(), &Patch::Merge(&to_l2))
         .await
-        .expect("create");
-    let first = wait_ip_in(&api, "x", "198.51.100.").await;
-    sim.faults()
-        .fail_object_writes("services", "status", "x", 500);
-    // `loadBalancerClass` is immutable on a LoadBalancer: a change is a trip through
-    // ClusterIP.
-    for patch in [
-        serde_json::json!({"spec": {"type": "ClusterIP", "loadBalancerClass": null,
-            "ports": [{"name": "tcp-80", "port": 80, "protocol": "TCP", "nodePort": null}]}}),
-        serde_json::json!({"spec": {"type": "LoadBalancer", "loadBalancerClass": L2}}),
-    ] {
-        api.patch("x", &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .expect("class change");
-    }
-    // The controller has tried (and failed) to move x by the time y is served.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    api.create(&PostParams::default(), &svc("y").class(BGP).build())
-        .await
-        .expect("create");
-    let y = wait_ip_in(&api, "y", "198.51.100.").await;
-    assert_ne!(y, first, "x's address is held until its status is cleared");
+        .expect("class change");
+    let y = serve_y_while_x_cannot_publish(&api, &first).await;
     restart_and_check(&cluster, dir.path(), c, ("y", &y), ("x", "192.168.50.")).await;
 }
 
@@ -407,27 +426,9 @@ async fn a_service_held_in_deletion_does_not_win_its_address_back_at_a_restart()
 async fn a_type_change_that_cannot_clear_the_status_keeps_the_address_held() {
     let dir = tempfile::tempdir().expect("tmp");
     let (cluster, c) = two_class_world(dir.path()).await;
-    let sim = cluster.sim().expect("a sim");
     let api: Api<Service> = Api::namespaced(cluster.client(), "default");
-    api.create(&PostParams::default(), &svc("x").class(BGP).build())
-        .await
-        .expect("create");
-    let first = wait_ip_in(&api, "x", "198.51.100.").await;
-    sim.faults()
-        .fail_object_writes("services", "status", "x", 500);
-    let to_cluster_ip = serde_json::json!({"spec": {"type": "ClusterIP",
-        "loadBalancerClass": null,
-        "ports": [{"name": "tcp-80", "port": 80, "protocol": "TCP", "nodePort": null}]}});
-    api.patch("x", &PatchParams::default(), &Patch::Merge(&to_cluster_ip))
-        .await
-        .expect("to ClusterIP");
-    // The controller has tried (and failed) to clean x up by the time y is served.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    api.create(&PostParams::default(), &svc("y").class(BGP).build())
-        .await
-        .expect("create");
-    let y = wait_ip_in(&api, "y", "198.51.100.").await;
-    assert_ne!(y, first, "x's address is held until its status is cleared");
+    let first = bgp_x_to_cluster_ip_with_its_status_failing(&cluster, &api).await;
+    let y = serve_y_while_x_cannot_publish(&api, &first).await;
     let back = serde_json::json!({"spec": {"type": "LoadBalancer", "loadBalancerClass": BGP}});
     api.patch("x", &PatchParams::default(), &Patch::Merge(&back))
         .await
